@@ -1,0 +1,33 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# hmm-rs front door. Kbuild (file Kbuild) builds the module itself; these
+# targets provision the machine, build, and drive the test VM:
+#
+#   make test       host checks, build, KUnit + user-space tests in the VM
+#   make demo       boot the VM with hmm_rs loaded and show it working
+#   make shell      the same VM with an interactive shell
+#   make reference  the kernel's own hmm-tests against lib/test_hmm.ko
+#   make modules    build the modules (KDIR=/your/rust/kernel/build to pick
+#                   your own Rust-enabled kernel build tree)
+#
+# Build products and the test kernel live in $(HMM_RS_CACHE), by default
+# ~/.cache/hmm-rs, never in the source tree.
+
+.PHONY: all modules provision test demo shell reference clean
+
+all: modules
+
+provision:
+	scripts/provision.sh
+
+modules: provision
+	scripts/build.sh
+
+test:
+	scripts/test.sh
+
+demo shell reference: modules
+	scripts/vm.sh $@
+
+clean:
+	. scripts/common.sh && rm -rf "$$OUT" "$$CACHE/vm"

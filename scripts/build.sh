@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Build everything the VM needs: the test kernel (unless KDIR names your
+# own Rust-enabled build tree), the hmm-rs modules, our user-space tests and
+# the upstream hmm-tests, all into the cache ($OUT). Module build warnings
+# (rustc, clippy with CLIPPY=1) are errors.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+. "$here/common.sh"
+
+if [ -n "${KDIR:-}" ]; then
+	kdir=$KDIR
+	kmake_cc=()
+else
+	kdir=$("$here/kernel.sh")
+	kmake_cc=(CC="$CC")
+fi
+
+mkdir -p "$OUT/module" "$OUT/modules" "$OUT/tests" "$OUT/upstream"
+log "building the modules against $kdir"
+# MO= keeps the build products out of the source tree.
+make -s -C "$kdir" M="$repo" MO="$OUT/module" "${kmake_cc[@]}" ${CLIPPY:+CLIPPY=1} \
+	-j"$(nproc)" modules 2>&1 | tee "$OUT/module/build.log" >&2
+[ "${PIPESTATUS[0]}" -eq 0 ] || die "module build failed"
+if grep -q 'warning' "$OUT/module/build.log"; then
+	die "module build has warnings (see above)"
+fi
+rm -f "$OUT/modules"/*.ko
+cp "$OUT/module"/*.ko "$OUT/modules/"
+
+# User-space programs run in the guest: static, against the kernel's uapi
+# headers and the kernel's own kselftest harness.
+ksrc=$(readlink -f "$kdir/source" 2>/dev/null || echo "$KSRC")
+uapi=$kdir/usr/include
+[ -d "$uapi" ] || die "$uapi missing: run 'make headers_install' in $kdir"
+cflags=(-static -O2 -Wall -Werror -isystem "$uapi" -I "$ksrc/tools/testing/selftests")
+rm -f "$OUT/tests"/*
+for t in "$repo"/tests/*.c; do
+	[ -f "$t" ] || continue
+	gcc "${cflags[@]}" -o "$OUT/tests/$(basename "$t" .c)" "$t" -lpthread
+done
+
+# The upstream hmm-tests, unmodified, built as its own Makefile builds it.
+mm=$ksrc/tools/testing/selftests/mm
+(cd "$mm" && gcc -static -Wall -O2 -U_FORTIFY_SOURCE -no-pie -I "$ksrc" -isystem "$uapi" \
+	-isystem "$ksrc/tools/include/uapi" -o "$OUT/upstream/hmm-tests" \
+	hmm-tests.c vm_util.c hugepage_settings.c -lrt -lpthread -lm)
+log "built: $(cd "$OUT" && echo modules/* tests/* upstream/*)"

@@ -1,0 +1,14 @@
+# shellcheck shell=bash disable=SC2034
+# SPDX-License-Identifier: GPL-2.0
+# Shared settings for the hmm-rs scripts; sourced, not run.
+
+CACHE=${HMM_RS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hmm-rs}
+KSRC=$CACHE/linux-source-7.3
+KBUILD=$CACHE/build
+CC=${CC:-gcc-12}
+export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
+export PATH=$HOME/.cargo/bin:$PATH
+
+log() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+OUT=$CACHE/out

@@ -1,0 +1,77 @@
+#!/bin/busybox sh
+# shellcheck shell=dash
+# SPDX-License-Identifier: GPL-2.0
+#
+# /init of the hmm-rs test VM. The mode comes from the kernel command line
+# (hmmrs.mode=test|demo|shell|reference). Kernel messages go to ttyS0; in
+# test and reference modes the results go to ttyS1, framed by HMMRS lines
+# that scripts/vm.sh reads.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t tmpfs tmp /tmp
+mkdir -p /dev/hugepages && mount -t hugetlbfs none /dev/hugepages
+
+mode="test"
+# shellcheck disable=SC2013 # the command line is one line of words
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in hmmrs.mode=*) mode=${arg#hmmrs.mode=} ;; esac
+done
+
+out=/dev/ttyS1
+[ -c "$out" ] || out=/dev/console
+
+# Runs one user-space test program; its TAP output goes to the results port.
+run_user() {
+	name=${1##*/}
+	echo "HMMRS-USER-BEGIN $name"
+	(cd /tmp && "$@") 2>&1
+	echo "HMMRS-USER-END $name $?"
+}
+
+load() {
+	insmod "/modules/$1.ko" && echo "HMMRS-LOADED $1" || echo "HMMRS-LOAD-FAILED $1"
+}
+
+unload() {
+	rmmod "$1" && echo "HMMRS-UNLOADED $1" || echo "HMMRS-UNLOAD-FAILED $1"
+}
+
+case "$mode" in
+test)
+	{
+		load hmm_rs
+		for t in /tests/*; do
+			[ -x "$t" ] && run_user "$t"
+		done
+		unload hmm_rs
+	} > "$out"
+	;;
+demo)
+	load hmm_rs
+	echo "--- KUnit results (from debugfs) ---"
+	cat /sys/kernel/debug/kunit/*/results
+	unload hmm_rs
+	;;
+reference)
+	{
+		load test_hmm
+		run_user /upstream/hmm-tests
+		unload test_hmm
+	} > "$out"
+	;;
+shell)
+	load hmm_rs
+	echo "hmm-rs shell: hmm_rs is loaded; 'reboot -f' leaves."
+	setsid cttyhack sh
+	;;
+*)
+	echo "unknown hmmrs.mode=$mode"
+	;;
+esac
+echo "HMMRS-DONE" > "$out"
+sync
+reboot -f

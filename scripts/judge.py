@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Judge one run of the hmm-rs test VM.
+
+Reads the guest's kernel console and its results port (see guest-init.sh),
+prints what passed and failed, writes the counts as "passed failed skipped"
+to --counts, and exits non-zero on any failure. Counted as tests:
+- every KUnit case, parsed from the console by the kernel's own
+  tools/testing/kunit/kunit.py parse, one top-level KTAP block at a time;
+- every kselftest-harness test of each user-space program (its "# Totals:");
+  a program that ends without totals, or with a non-zero status that its
+  totals do not explain, counts as one more failure;
+- each module load and unload, and the VM finishing by itself;
+- a console free of kernel bug reports (BUG, WARNING, Oops, KASAN, lockdep...).
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+# Kernel reports that mean the kernel (or our module) is broken.
+BAD_CONSOLE = re.compile(
+    r'(BUG:|WARNING:|Oops|general protection fault|Kernel panic|KASAN|UBSAN|'
+    r'possible recursive locking|possible circular locking|'
+    r'inconsistent lock state|INFO: task .* blocked|RCU detected stall|'
+    r'kernel BUG at|Call Trace:)')
+TIMESTAMP = re.compile(r'^\[\s*\d+\.\d+\]\s?')
+TOTALS = re.compile(r'^# Totals: pass:(\d+) fail:(\d+) xfail:(\d+) xpass:(\d+) '
+                    r'skip:(\d+) error:(\d+)')
+
+
+class Tally:
+    def __init__(self):
+        self.passed = self.failed = self.skipped = 0
+
+    def add(self, name, status, why=''):
+        if status == 'PASS':
+            self.passed += 1
+        elif status == 'SKIP':
+            self.skipped += 1
+        else:
+            self.failed += 1
+            print(f'FAIL: {name}' + (f': {why}' if why else ''))
+
+
+def ktap_blocks(console):
+    """Top-level KTAP blocks of the console, timestamps removed, without
+    the empty block KUnit prints at boot when no built-in suite exists."""
+    blocks, cur = [], None
+    for line in console:
+        line = TIMESTAMP.sub('', line.rstrip('\n'))
+        if line == 'KTAP version 1':
+            cur = [line]
+            blocks.append(cur)
+        elif cur is not None:
+            cur.append(line)
+    return [b for b in blocks if not (len(b) > 1 and b[1] == '1..0')]
+
+
+def count_cases(node, tally, prefix=''):
+    name = f"{prefix}{node.get('name', '')}"
+    for case in node.get('test_cases', []):
+        status = case.get('status', 'FAIL')
+        tally.add(f"{name}.{case.get('name')}", 'PASS' if status == 'PASS'
+                  else 'SKIP' if status == 'SKIPPED' else 'FAIL', status)
+    for sub in node.get('sub_groups', []):
+        count_cases(sub, tally, '' if not name else name + '/')
+
+
+def judge_kunit(ksrc, console, tally):
+    kunit = os.path.join(ksrc, 'tools/testing/kunit/kunit.py')
+    for block in ktap_blocks(console):
+        with tempfile.TemporaryDirectory() as tmp:
+            src, out = os.path.join(tmp, 'ktap'), os.path.join(tmp, 'json')
+            with open(src, 'w') as f:
+                f.write('\n'.join(block) + '\n')
+            proc = subprocess.run([sys.executable, kunit, 'parse', '--json', out, src],
+                                  capture_output=True, text=True)
+            print(proc.stdout, end='')
+            if not os.path.exists(out):
+                tally.add('kunit.py parse', 'FAIL', proc.stderr.strip())
+                continue
+            with open(out) as f:
+                result = json.load(f)
+            before = tally.failed
+            count_cases(result, tally)
+            # kunit.py also fails on malformed KTAP or a crashed suite.
+            if proc.returncode != 0 and tally.failed == before:
+                tally.add('kunit.py parse', 'FAIL', 'KTAP did not parse cleanly')
+
+
+def judge_results(results, tally):
+    """Module load/unload markers and user-space programs' TAP output."""
+    done = False
+    prog, totals, seen = None, None, []
+    for raw in results:
+        line = raw.rstrip('\n')
+        words = line.split()
+        if prog is not None and not line.startswith('HMMRS-'):
+            print(f'  {line}')
+            m = TOTALS.match(line)
+            if m:
+                totals = [int(x) for x in m.groups()]
+            continue
+        if not words:
+            continue
+        tag = words[0]
+        if tag in ('HMMRS-LOADED', 'HMMRS-UNLOADED'):
+            tally.add(f'{tag.lower()[6:]} {words[1]}', 'PASS')
+        elif tag in ('HMMRS-LOAD-FAILED', 'HMMRS-UNLOAD-FAILED'):
+            tally.add(f'{tag.lower()[6:]} {words[1]}', 'FAIL')
+        elif tag == 'HMMRS-USER-BEGIN':
+            prog, totals = words[1], None
+            print(f'{prog}:')
+        elif tag == 'HMMRS-USER-END':
+            rc = int(words[2])
+            seen.append(prog)
+            if totals is None:
+                tally.add(prog, 'FAIL', f'ended with status {rc} and no "# Totals:" line')
+            else:
+                p, f, xf, xp, s, e = totals
+                tally.passed += p + xf
+                tally.skipped += s
+                tally.failed += f + xp + e
+                print(f'{prog}: pass {p + xf}, fail {f + xp + e}, skip {s}')
+                if rc != 0 and f + xp + e == 0:
+                    tally.add(prog, 'FAIL', f'exit status {rc} with no failed test')
+            prog = None
+        elif tag == 'HMMRS-DONE':
+            done = True
+    if prog is not None:
+        tally.add(prog, 'FAIL', 'did not finish')
+    tally.add('VM ran to completion', 'PASS' if done else 'FAIL',
+              'no HMMRS-DONE: the guest hung or crashed')
+    return seen
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument('--ksrc', required=True)
+    ap.add_argument('--mode', default='test')
+    ap.add_argument('--console', required=True)
+    ap.add_argument('--results', required=True)
+    ap.add_argument('--counts')
+    args = ap.parse_args()
+
+    def lines(path):
+        try:
+            with open(path, errors='backslashreplace') as f:
+                return f.readlines()
+        except FileNotFoundError:
+            return []
+
+    console, results = lines(args.console), lines(args.results)
+    tally = Tally()
+    if args.mode == 'test':
+        judge_kunit(args.ksrc, console, tally)
+    judge_results(results, tally)
+    bad = [TIMESTAMP.sub('', l.rstrip()) for l in console if BAD_CONSOLE.search(l)]
+    tally.add('kernel console free of bug reports', 'FAIL' if bad else 'PASS',
+              '; '.join(bad[:5]))
+    if tally.failed:
+        print(f'--- last 40 console lines ({args.console}) ---')
+        print(''.join(console[-40:]), end='')
+    if args.counts:
+        with open(args.counts, 'w') as f:
+            f.write(f'{tally.passed} {tally.failed} {tally.skipped}\n')
+    print(f'vm ({args.mode}): {tally.passed} passed, {tally.failed} failed, '
+          f'{tally.skipped} skipped')
+    sys.exit(1 if tally.failed else 0)
+
+
+if __name__ == '__main__':
+    main()

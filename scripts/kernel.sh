@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Build (or reuse) the test kernel: Debian's linux-source-7.3 configured as
+# allnoconfig + scripts/hmm-rs.config, built out of tree in the cache.
+# Rebuilt only when the fragment, this script, the toolchain or the kernel
+# source package changes. Prints the build directory on stdout.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/common.sh"
+
+tarball=/usr/src/linux-source-7.3.tar.xz
+[ -f "$tarball" ] || die "$tarball missing: run scripts/provision.sh"
+srcver=$(dpkg-query -W -f='${Version}' linux-source-7.3)
+
+if [ ! -f "$KSRC/.hmm-rs-source" ] || [ "$(cat "$KSRC/.hmm-rs-source")" != "$srcver" ]; then
+	log "extracting linux-source-7.3 $srcver"
+	rm -rf "$KSRC"
+	mkdir -p "$CACHE"
+	tar -C "$CACHE" -xJf "$tarball"
+	echo "$srcver" > "$KSRC/.hmm-rs-source"
+fi
+
+inputs=$( {
+	echo "$srcver"
+	cat "$here/hmm-rs.config" "$here/kernel.sh"
+	rustc --version; bindgen --version; "$CC" --version | head -n1
+	echo "$LIBCLANG_PATH"
+} | sha256sum | cut -d' ' -f1)
+
+if [ -f "$KBUILD/.hmm-rs-inputs" ] && [ "$(cat "$KBUILD/.hmm-rs-inputs")" = "$inputs" ] &&
+   [ -f "$KBUILD/arch/x86/boot/bzImage" ]; then
+	echo "$KBUILD"
+	exit 0
+fi
+
+log "building the test kernel in $KBUILD (a few minutes)"
+rm -rf "$KBUILD"
+mkdir -p "$KBUILD"
+kmake() { make -s -C "$KSRC" O="$KBUILD" CC="$CC" -j"$(nproc)" "$@"; }
+KCONFIG_ALLCONFIG="$here/hmm-rs.config" kmake allnoconfig >&2
+kmake rustavailable >&2 || die "the Rust toolchain is not usable for this kernel"
+
+# allnoconfig silently drops options whose dependencies are unmet: refuse that.
+bad=0
+while IFS= read -r line; do
+	case "$line" in CONFIG_*=*) ;; *) continue ;; esac
+	grep -qxF "$line" "$KBUILD/.config" || { log "config: wanted $line, got: $(grep "^${line%%=*}=" "$KBUILD/.config" || echo unset)"; bad=1; }
+done < "$here/hmm-rs.config"
+[ $bad -eq 0 ] || die "kernel config fragment not applied"
+
+kmake bzImage modules >&2
+kmake headers_install >&2
+echo "$inputs" > "$KBUILD/.hmm-rs-inputs"
+echo "$KBUILD"

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# The test command: host-side checks, build, then the KUnit suites and the
+# user-space tests in the VM. Ends with "N passed, N failed, N skipped"
+# counting every check, KUnit case and user-space test; exits non-zero on
+# any failure.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+. "$here/common.sh"
+
+passed=0 failed=0 skipped=0
+check() {
+	local name=$1
+	shift
+	if "$@"; then
+		passed=$((passed + 1))
+		echo "ok: $name"
+	else
+		failed=$((failed + 1))
+		echo "FAIL: $name"
+	fi
+}
+finish() {
+	echo "$passed passed, $failed failed, $skipped skipped"
+	[ "$failed" -eq 0 ]
+	exit
+}
+
+"$here/provision.sh" || { failed=$((failed + 1)); echo "FAIL: provisioning"; finish; }
+
+# Host-side checks, on the sources as committed to the tree.
+check "rustfmt" rustfmt --check --edition 2021 "$repo"/*.rs
+check "shellcheck" shellcheck -x -P "$here" "$here"/*.sh "$repo"/.ci/run
+
+# Building prepares the kernel tree, which the checkpatch check needs.
+if ! CLIPPY=1 "$here/build.sh"; then
+	failed=$((failed + 1))
+	echo "FAIL: build (kernel, modules with clippy, test programs)"
+	finish
+fi
+passed=$((passed + 1))
+echo "ok: build (kernel, modules with clippy, test programs)"
+csrc=("$repo"/*.c)
+[ -n "$(compgen -G "$repo/*.h")" ] && csrc+=("$repo"/*.h)
+check "checkpatch" perl "$KSRC/scripts/checkpatch.pl" --no-tree --quiet --strict -f "${csrc[@]}"
+
+counts=$CACHE/vm/test/counts
+rm -f "$counts"
+"$here/vm.sh" test
+if [ -f "$counts" ]; then
+	read -r p f s < "$counts"
+	passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+else
+	failed=$((failed + 1))
+	echo "FAIL: the VM run produced no results"
+fi
+finish

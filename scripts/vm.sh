@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Boot the test kernel under QEMU (TCG) with an initramfs holding busybox,
+# the modules and the test programs, in one of these modes:
+#   test       load hmm_rs, run the KUnit suites and user-space tests, judge
+#   demo       load hmm_rs and show what it does on the console
+#   shell      load hmm_rs and give an interactive shell
+#   reference  run the upstream hmm-tests against the kernel's test_hmm.ko
+# Expects scripts/build.sh to have run. In test and reference modes, the
+# exit status says whether everything passed (see scripts/judge.py).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/common.sh"
+
+mode=${1:-test}
+kdir=${KDIR:-$KBUILD}
+bzimage=$kdir/arch/x86/boot/bzImage
+[ -f "$bzimage" ] || die "no $bzimage: run scripts/build.sh"
+gen_cpio=$kdir/usr/gen_init_cpio
+[ -x "$gen_cpio" ] || die "no $gen_cpio (the kernel needs CONFIG_BLK_DEV_INITRD)"
+
+run=$CACHE/vm/$mode
+rm -rf "$run"
+mkdir -p "$run"
+
+# The initramfs, described in the kernel's own gen_init_cpio format.
+{
+	for d in /bin /dev /proc /sys /tmp /modules /tests /upstream; do
+		echo "dir $d 0755 0 0"
+	done
+	echo "nod /dev/console 0600 0 0 c 5 1"
+	echo "file /bin/busybox $(command -v busybox) 0755 0 0"
+	echo "file /init $here/guest-init.sh 0755 0 0"
+	for m in "$OUT"/modules/*.ko "$kdir"/lib/test_hmm.ko; do
+		[ -f "$m" ] && echo "file /modules/$(basename "$m") $m 0644 0 0"
+	done
+	for t in "$OUT"/tests/* "$OUT"/upstream/*; do
+		[ -f "$t" ] && echo "file /${t#"$OUT"/} $t 0755 0 0"
+	done
+} > "$run/initramfs.list"
+"$gen_cpio" "$run/initramfs.list" > "$run/initramfs.cpio"
+
+qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2G -no-reboot
+      -kernel "$bzimage" -initrd "$run/initramfs.cpio"
+      -append "console=ttyS0 panic=-1 hmmrs.mode=$mode")
+
+case "$mode" in
+test | reference)
+	timeout=${HMMRS_VM_TIMEOUT:-900}
+	log "booting the VM ($mode), console in $run/console.log"
+	rc=0
+	timeout "$timeout" "${qemu[@]}" -display none -monitor none \
+		-serial "file:$run/console.log" -serial "file:$run/results.log" \
+		< /dev/null || rc=$?
+	[ $rc -eq 124 ] && log "the VM did not finish within ${timeout}s: killed"
+	exec python3 "$here/judge.py" --ksrc "$KSRC" --mode "$mode" \
+		--console "$run/console.log" --results "$run/results.log" \
+		--counts "$run/counts"
+	;;
+demo | shell)
+	exec "${qemu[@]}" -nographic -serial mon:stdio -serial null
+	;;
+*)
+	die "unknown mode '$mode' (test, demo, shell, reference)"
+	;;
+esac
