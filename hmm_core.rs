@@ -30,10 +30,7 @@ struct HmmCore;
 
 impl kernel::Module for HmmCore {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        pr_info!(
-            "HMM core loaded, {} event types\n",
-            HmmEventType::ALL.len()
-        );
+        pr_info!("HMM core loaded, {} event types\n", HmmEventType::ALL.len());
         Ok(HmmCore)
     }
 }

@@ -38,7 +38,7 @@ impl HmmEventType {
     ];
 }
 
-#[kunit_tests(hmm_rs_event)]
+#[kernel::prelude::kunit_tests(hmm_rs_event)]
 mod tests {
     use super::*;
 

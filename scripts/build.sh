@@ -33,7 +33,7 @@ cp "$OUT/module"/*.ko "$OUT/modules/"
 
 # User-space programs run in the guest: static, against the kernel's uapi
 # headers and the kernel's own kselftest harness.
-ksrc=$(readlink -f "$kdir/source" 2>/dev/null || echo "$KSRC")
+ksrc=$(ksrc)
 uapi=$kdir/usr/include
 [ -d "$uapi" ] || die "$uapi missing: run 'make headers_install' in $kdir"
 cflags=(-static -O2 -Wall -Werror -isystem "$uapi" -I "$ksrc/tools/testing/selftests")
@@ -46,6 +46,6 @@ done
 # The upstream hmm-tests, unmodified, built as its own Makefile builds it.
 mm=$ksrc/tools/testing/selftests/mm
 (cd "$mm" && gcc -static -Wall -O2 -U_FORTIFY_SOURCE -no-pie -I "$ksrc" -isystem "$uapi" \
-	-isystem "$ksrc/tools/include/uapi" -o "$OUT/upstream/hmm-tests" \
+	-isystem "$ksrc/tools/include/uapi" -I "$ksrc/tools/testing/selftests" -o "$OUT/upstream/hmm-tests" \
 	hmm-tests.c vm_util.c hugepage_settings.c -lrt -lpthread -lm)
 log "built: $(cd "$OUT" && echo modules/* tests/* upstream/*)"

@@ -9,6 +9,15 @@ CC=${CC:-gcc-12}
 export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
 export PATH=$HOME/.cargo/bin:$PATH
 
+# The kernel build tree in use (KDIR, or the cached one) and its sources:
+# O= build trees link to their sources as 'source'.
+kdir() { echo "${KDIR:-$KBUILD}"; }
+ksrc() {
+	local kd
+	kd=$(kdir)
+	if [ -e "$kd/source" ]; then readlink -f "$kd/source"; else echo "$kd"; fi
+}
+
 log() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 OUT=$CACHE/out

@@ -51,10 +51,18 @@ test)
 	} > "$out"
 	;;
 demo)
+	echo "== insmod hmm_rs"
 	load hmm_rs
-	echo "--- KUnit results (from debugfs) ---"
-	cat /sys/kernel/debug/kunit/*/results
+	echo "== kernel log of hmm_rs"
+	dmesg | grep 'hmm_rs'
+	echo "== its KUnit suites (debugfs)"
+	for r in /sys/kernel/debug/kunit/hmm_rs*/results; do
+		echo "-- ${r%/results}"
+		cat "$r"
+	done
+	echo "== rmmod hmm_rs"
 	unload hmm_rs
+	dmesg | tail -n 1
 	;;
 reference)
 	{

@@ -48,27 +48,32 @@ class Tally:
 
 
 def ktap_blocks(console):
-    """Top-level KTAP blocks of the console, timestamps removed, without
-    the empty block KUnit prints at boot when no built-in suite exists."""
-    blocks, cur = [], None
+    """Top-level KTAP blocks that modules print as they load, timestamps
+    removed. The blocks KUnit prints at boot (empty, or the kernel's own
+    built-in suites) come before user space starts and are cut away."""
+    blocks, cur, user_space = [], None, False
     for line in console:
         line = TIMESTAMP.sub('', line.rstrip('\n'))
+        if line.startswith('Run /init as init process'):
+            user_space = True
+        if not user_space:
+            continue
         if line == 'KTAP version 1':
             cur = [line]
             blocks.append(cur)
         elif cur is not None:
             cur.append(line)
-    return [b for b in blocks if not (len(b) > 1 and b[1] == '1..0')]
+    return blocks
 
 
 def count_cases(node, tally, prefix=''):
-    name = f"{prefix}{node.get('name', '')}"
+    name = prefix + node.get('name', '')
     for case in node.get('test_cases', []):
         status = case.get('status', 'FAIL')
         tally.add(f"{name}.{case.get('name')}", 'PASS' if status == 'PASS'
                   else 'SKIP' if status == 'SKIPPED' else 'FAIL', status)
     for sub in node.get('sub_groups', []):
-        count_cases(sub, tally, '' if not name else name + '/')
+        count_cases(sub, tally, name + '/')
 
 
 def judge_kunit(ksrc, console, tally):
@@ -78,7 +83,7 @@ def judge_kunit(ksrc, console, tally):
             src, out = os.path.join(tmp, 'ktap'), os.path.join(tmp, 'json')
             with open(src, 'w') as f:
                 f.write('\n'.join(block) + '\n')
-            proc = subprocess.run([sys.executable, kunit, 'parse', '--json', out, src],
+            proc = subprocess.run([sys.executable, kunit, 'parse', f'--json={out}', src],
                                   capture_output=True, text=True)
             print(proc.stdout, end='')
             if not os.path.exists(out):
@@ -87,7 +92,8 @@ def judge_kunit(ksrc, console, tally):
             with open(out) as f:
                 result = json.load(f)
             before = tally.failed
-            count_cases(result, tally)
+            for suite in result.get('sub_groups', []):
+                count_cases(suite, tally)
             # kunit.py also fails on malformed KTAP or a crashed suite.
             if proc.returncode != 0 and tally.failed == before:
                 tally.add('kunit.py parse', 'FAIL', 'KTAP did not parse cleanly')
@@ -102,6 +108,8 @@ def judge_results(results, tally):
         words = line.split()
         if prog is not None and not line.startswith('HMMRS-'):
             print(f'  {line}')
+            if line.startswith('not ok '):
+                print(f'FAIL: {prog}: {line}')
             m = TOTALS.match(line)
             if m:
                 totals = [int(x) for x in m.groups()]

@@ -31,11 +31,7 @@ finish() {
 
 "$here/provision.sh" || { failed=$((failed + 1)); echo "FAIL: provisioning"; finish; }
 
-# Host-side checks, on the sources as committed to the tree.
-check "rustfmt" rustfmt --check --edition 2021 "$repo"/*.rs
-check "shellcheck" shellcheck -x -P "$here" "$here"/*.sh "$repo"/.ci/run
-
-# Building prepares the kernel tree, which the checkpatch check needs.
+# The build comes first: it unpacks the kernel tree whose tools check the rest.
 if ! CLIPPY=1 "$here/build.sh"; then
 	failed=$((failed + 1))
 	echo "FAIL: build (kernel, modules with clippy, test programs)"
@@ -43,9 +39,13 @@ if ! CLIPPY=1 "$here/build.sh"; then
 fi
 passed=$((passed + 1))
 echo "ok: build (kernel, modules with clippy, test programs)"
+
+# Host-side checks with the kernel's own rustfmt settings and checkpatch.
+check "rustfmt" rustfmt --check --edition 2021 --config-path "$(ksrc)/.rustfmt.toml" "$repo"/*.rs
+check "shellcheck" shellcheck -x -P "$here" "$here"/*.sh "$repo"/.ci/run
 csrc=("$repo"/*.c)
 [ -n "$(compgen -G "$repo/*.h")" ] && csrc+=("$repo"/*.h)
-check "checkpatch" perl "$KSRC/scripts/checkpatch.pl" --no-tree --quiet --strict -f "${csrc[@]}"
+check "checkpatch" perl "$(ksrc)/scripts/checkpatch.pl" --no-tree --quiet --strict -f "${csrc[@]}"
 
 counts=$CACHE/vm/test/counts
 rm -f "$counts"

@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/common.sh"
 
 mode=${1:-test}
-kdir=${KDIR:-$KBUILD}
+kdir=$(kdir)
 bzimage=$kdir/arch/x86/boot/bzImage
 [ -f "$bzimage" ] || die "no $bzimage: run scripts/build.sh"
 gen_cpio=$kdir/usr/gen_init_cpio
@@ -55,11 +55,13 @@ test | reference)
 		-serial "file:$run/console.log" -serial "file:$run/results.log" \
 		< /dev/null || rc=$?
 	[ $rc -eq 124 ] && log "the VM did not finish within ${timeout}s: killed"
-	exec python3 "$here/judge.py" --ksrc "$KSRC" --mode "$mode" \
+	exec python3 "$here/judge.py" --ksrc "$(ksrc)" --mode "$mode" \
 		--console "$run/console.log" --results "$run/results.log" \
 		--counts "$run/counts"
 	;;
 demo | shell)
+	# Quiet boot: the guest prints what matters itself.
+	qemu[-1]+=" quiet"
 	exec "${qemu[@]}" -nographic -serial mon:stdio -serial null
 	;;
 *)
