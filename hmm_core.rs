@@ -9,11 +9,28 @@
 //!
 //! C header: [`include/linux/hmm.h`](srctree/include/linux/hmm.h)
 
-use kernel::prelude::*;
+use kernel::{prelude::*, sync::rcu};
 
 mod hmm_event;
 mod hmm_mirror;
 mod hmm_pt;
+
+/// The C shim (`hmm_shim.c`): inline kernel helpers Rust cannot reach.
+mod shim {
+    use kernel::bindings::page;
+
+    // `struct page` ends in a zero-sized array member, which rustc cannot
+    // prove FFI-safe; only pointers to it cross this boundary.
+    #[expect(improper_ctypes)]
+    extern "C" {
+        /// `page_address()`: the kernel address of a lowmem `page`.
+        pub(crate) fn hmm_rs_page_address(page: *mut page) -> *mut core::ffi::c_void;
+        /// `virt_to_page()` of a lowmem kernel address.
+        pub(crate) fn hmm_rs_virt_to_page(addr: *const core::ffi::c_void) -> *mut page;
+        /// Frees an order-0 `page` we own after an RCU grace period.
+        pub(crate) fn hmm_rs_free_page_rcu(page: *mut page);
+    }
+}
 
 use hmm_event::HmmEventType;
 
@@ -37,6 +54,9 @@ impl kernel::Module for HmmCore {
 
 impl Drop for HmmCore {
     fn drop(&mut self) {
+        // Page-table directories freed after a grace period are freed by
+        // callbacks in this module: wait for them before it goes away.
+        rcu::rcu_barrier();
         pr_info!("HMM core unloaded\n");
     }
 }

@@ -4,6 +4,10 @@
  * (inline helpers, EXPORT_SYMBOL_GPL, tracepoints). Keep it thin.
  */
 #include <linux/kconfig.h>
+#include <linux/mm.h>
+#include <linux/rcupdate.h>
+
+#include "hmm_shim.h"
 
 /* Fail the build early and clearly on a kernel that cannot host the core. */
 #if !IS_ENABLED(CONFIG_RUST)
@@ -15,3 +19,24 @@
 #if !IS_ENABLED(CONFIG_HMM_MIRROR)
 #error "hmm-rs needs CONFIG_HMM_MIRROR"
 #endif
+
+void *hmm_rs_page_address(struct page *page)
+{
+	return page_address(page);
+}
+
+struct page *hmm_rs_virt_to_page(const void *addr)
+{
+	return virt_to_page(addr);
+}
+
+static void hmm_rs_free_page_rcu_cb(struct rcu_head *head)
+{
+	__free_page(container_of(head, struct page, rcu_head));
+}
+
+/* Page-table directories: freed once RCU readers can no longer see them. */
+void hmm_rs_free_page_rcu(struct page *page)
+{
+	call_rcu(&page->rcu_head, hmm_rs_free_page_rcu_cb);
+}
