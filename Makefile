@@ -6,6 +6,7 @@
 #   make test       host checks, build, KUnit + user-space tests in the VM
 #   make demo       boot the VM with hmm_rs loaded and show it working
 #   make shell      the same VM with an interactive shell
+#   make bench      the page-table benchmark (hmm_pt vs XArray) in the VM
 #   make reference  the kernel's own hmm-tests against lib/test_hmm.ko
 #   make modules    build the modules (KDIR=/your/rust/kernel/build to pick
 #                   your own Rust-enabled kernel build tree)
@@ -13,7 +14,7 @@
 # Build products and the test kernel live in $(HMM_RS_CACHE), by default
 # ~/.cache/hmm-rs, never in the source tree.
 
-.PHONY: all modules provision test demo shell reference clean
+.PHONY: all modules provision test demo shell bench reference clean
 
 all: modules
 
@@ -26,7 +27,7 @@ modules: provision
 test:
 	scripts/test.sh
 
-demo shell reference: modules
+demo shell bench reference: modules
 	scripts/vm.sh $@
 
 clean:

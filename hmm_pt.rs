@@ -95,6 +95,11 @@ impl PtFlags {
         Self((bits << 8) & Self::DRIVER.0)
     }
 
+    /// The flag bits.
+    pub(crate) const fn bits(self) -> u64 {
+        self.0
+    }
+
     /// Whether every flag in `other` is set in `self`.
     pub(crate) const fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0

@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # /init of the hmm-rs test VM. The mode comes from the kernel command line
-# (hmmrs.mode=test|demo|shell|reference). Kernel messages go to ttyS0; in
+# (hmmrs.mode=test|demo|shell|bench|reference). Kernel messages go to ttyS0; in
 # test and reference modes the results go to ttyS1, framed by HMMRS lines
 # that scripts/vm.sh reads.
 /bin/busybox --install -s /bin
@@ -63,6 +63,12 @@ demo)
 	echo "== rmmod hmm_rs"
 	unload hmm_rs
 	dmesg | tail -n 1
+	;;
+bench)
+	load hmm_rs
+	echo "== page-table benchmark (hmm_pt vs XArray), this boot"
+	echo run > /sys/kernel/debug/hmm_rs/pt_bench && cat /sys/kernel/debug/hmm_rs/pt_bench
+	unload hmm_rs
 	;;
 reference)
 	{

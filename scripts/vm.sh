@@ -6,6 +6,7 @@
 #   test       load hmm_rs, run the KUnit suites and user-space tests, judge
 #   demo       load hmm_rs and show what it does on the console
 #   shell      load hmm_rs and give an interactive shell
+#   bench      load hmm_rs and run the page-table benchmark
 #   reference  run the upstream hmm-tests against the kernel's test_hmm.ko
 # Expects scripts/build.sh to have run. In test and reference modes, the
 # exit status says whether everything passed (see scripts/judge.py).
@@ -59,12 +60,12 @@ test | reference)
 		--console "$run/console.log" --results "$run/results.log" \
 		--counts "$run/counts"
 	;;
-demo | shell)
+demo | shell | bench)
 	# Quiet boot: the guest prints what matters itself.
 	qemu[-1]+=" quiet"
 	exec "${qemu[@]}" -nographic -serial mon:stdio -serial null
 	;;
 *)
-	die "unknown mode '$mode' (test, demo, shell, reference)"
+	die "unknown mode '$mode' (test, demo, shell, bench, reference)"
 	;;
 esac
