@@ -275,6 +275,9 @@ pub(crate) struct DirPage(NonNull<Dir>);
 // SAFETY: A `DirPage` owns its page; pages can be freed from any context.
 unsafe impl Send for DirPage {}
 
+// SAFETY: Through `&DirPage` one only gets `&Dir`, whose slots are atomics.
+unsafe impl Sync for DirPage {}
+
 impl DirPage {
     /// Allocates a zeroed directory page.
     pub(crate) fn alloc(gfp: Flags) -> Result<Self> {
@@ -1358,6 +1361,139 @@ mod tests {
         let mut n = 0;
         pt.walk(0, pt.limit(), |_| n += 1)?;
         assert_eq!(n, addrs.len());
+        Ok(())
+    }
+
+    /// A table shared by the test (the writer) and a reader thread.
+    #[pin_data]
+    struct Race {
+        #[pin]
+        pt: HmmPt<PageDirs>,
+        reads: Atomic<u64>,
+        found: Atomic<u64>,
+        bad: Atomic<u64>,
+    }
+
+    const RACE_START: u64 = GIB - HUGE_SIZE;
+    const RACE_END: u64 = GIB + HUGE_SIZE;
+
+    /// The only PFN the race test ever maps at `addr` (512-aligned at 2 MiB).
+    fn race_pfn(addr: u64) -> u64 {
+        addr / PAGE_SIZE + 512 * 12345
+    }
+
+    /// Whether `m` is something the race test's writer could have stored.
+    fn race_ok(m: &PtMapping) -> bool {
+        let f = m.entry.flags();
+        m.entry.pfn() == race_pfn(m.addr)
+            && f.contains(PtFlags::VALID)
+            && (f & !(PtFlags::VALID | PtFlags::WRITE)) == PtFlags::NONE
+    }
+
+    /// The reader: random lookups and walks until told to stop.
+    ///
+    /// # Safety
+    ///
+    /// `data` is a `Race` kept alive by the thread's creator until it has
+    /// stopped the thread with `kthread_stop`.
+    unsafe extern "C" fn race_reader(data: *mut core::ffi::c_void) -> core::ffi::c_int {
+        // SAFETY: By the function's safety requirement.
+        let race = unsafe { &*data.cast::<Race>() };
+        let mut rng = Rng(7);
+        let (mut reads, mut found, mut bad) = (0u64, 0u64, 0u64);
+        // SAFETY: Called from a kthread.
+        while !unsafe { kernel::bindings::kthread_should_stop() } {
+            let a = RACE_START + (rng.next() & 1023) * PAGE_SIZE;
+            if let Some(m) = race.pt.lookup(a) {
+                found = found.wrapping_add(1);
+                bad = bad.wrapping_add(u64::from(!race_ok(&m) || a < m.addr || a >= m.end()));
+            }
+            if reads & 63 == 0 {
+                let _ = race.pt.walk(RACE_START, RACE_END, |m| {
+                    bad = bad.wrapping_add(u64::from(!race_ok(m)))
+                });
+            }
+            reads = reads.wrapping_add(1);
+        }
+        race.reads.store(reads, Relaxed);
+        race.found.store(found, Relaxed);
+        race.bad.store(bad, Relaxed);
+        0
+    }
+
+    #[test]
+    fn readers_race_with_writer() -> Result {
+        use kernel::bindings;
+        let race = KBox::pin_init(
+            try_pin_init!(Race {
+                pt <- HmmPt::new(PtLevels::Four, PageDirs),
+                reads: Atomic::new(0),
+                found: Atomic::new(0),
+                bad: Atomic::new(0),
+            }? Error),
+            GFP_KERNEL,
+        )?;
+        let data = (&*race as *const Race).cast_mut().cast();
+        // SAFETY: `race_reader` matches the kthread signature; `race` outlives
+        // the thread, which is stopped below before `race` is dropped.
+        let task = unsafe {
+            bindings::kthread_create_on_node(
+                Some(race_reader),
+                data,
+                bindings::NUMA_NO_NODE,
+                c"hmm_rs_reader".as_ptr().cast(),
+            )
+        };
+        if kernel::error::from_err_ptr(task).is_err() {
+            return Err(ENOMEM);
+        }
+        // SAFETY: `task` is a new kthread that has not been woken.
+        unsafe { bindings::wake_up_process(task) };
+        let writer = || -> Result {
+            let pt = &race.pt;
+            let mut rng = Rng(11);
+            for _ in 0..300 {
+                // Populate a random run, sometimes a huge entry, write-protect
+                // part of the range, then clear part (freeing directories
+                // under the reader).
+                let p = rng.below(1024 - 64);
+                let n = 1 + rng.below(64);
+                let a = RACE_START + p * PAGE_SIZE;
+                let mut e = KVec::with_capacity(n as usize, GFP_KERNEL)?;
+                for i in 0..n {
+                    e.push(PtEntry::new(race_pfn(a + i * PAGE_SIZE), RW)?, GFP_KERNEL)?;
+                }
+                let mut res = pt.reserve(a, a + n * PAGE_SIZE, false, GFP_KERNEL)?;
+                pt.lock().populate(&mut res, a, &e, |_| {})?;
+                if rng.below(4) == 0 {
+                    let h = RACE_START + rng.below(2) * HUGE_SIZE;
+                    let mut res = pt.reserve(h, h + HUGE_SIZE, true, GFP_KERNEL)?;
+                    let huge = PtEntry::new(race_pfn(h), RW)?;
+                    pt.lock().populate_huge(&mut res, h, huge, |_| {})?;
+                }
+                let len = (1 + rng.below(600)) * PAGE_SIZE;
+                let q = RACE_START + rng.below(1024) * PAGE_SIZE;
+                pt.lock().update(q, (q + len).min(RACE_END), WP, |_| {})?;
+                let q = RACE_START + rng.below(1024) * PAGE_SIZE;
+                pt.lock()
+                    .update(q, (q + len).min(RACE_END), PtFlags::NONE, |_| {})?;
+            }
+            pt.lock().clear(|_| {});
+            Ok(())
+        };
+        let result = writer();
+        // Whatever happened, the reader must be gone before `race` is.
+        // SAFETY: `task` is our kthread; it runs until asked to stop.
+        unsafe { bindings::kthread_stop(task) };
+        result?;
+        assert_eq!(race.bad.load(Relaxed), 0);
+        assert!(race.reads.load(Relaxed) > 0);
+        assert_eq!(race.pt.stats().dirs, 0);
+        pr_info!(
+            "readers_race_with_writer: {} reads, {} found a mapping\n",
+            race.reads.load(Relaxed),
+            race.found.load(Relaxed)
+        );
         Ok(())
     }
 

@@ -20,6 +20,8 @@ else
 fi
 
 mkdir -p "$OUT/module" "$OUT/modules" "$OUT/tests" "$OUT/upstream"
+# Nothing from an earlier build may reach the VM if this one fails.
+rm -f "$OUT/modules"/*.ko "$OUT/tests"/* "$OUT/upstream"/*
 log "building the modules against $kdir"
 # MO= keeps the build products out of the source tree.
 make -s -C "$kdir" M="$repo" MO="$OUT/module" "${kmake_cc[@]}" ${CLIPPY:+CLIPPY=1} \
@@ -28,7 +30,6 @@ make -s -C "$kdir" M="$repo" MO="$OUT/module" "${kmake_cc[@]}" ${CLIPPY:+CLIPPY=
 if grep -q 'warning' "$OUT/module/build.log"; then
 	die "module build has warnings (see above)"
 fi
-rm -f "$OUT/modules"/*.ko
 cp "$OUT/module"/*.ko "$OUT/modules/"
 
 # User-space programs run in the guest: static, against the kernel's uapi
@@ -37,7 +38,6 @@ ksrc=$(ksrc)
 uapi=$kdir/usr/include
 [ -d "$uapi" ] || die "$uapi missing: run 'make headers_install' in $kdir"
 cflags=(-static -O2 -Wall -Werror -isystem "$uapi" -I "$ksrc/tools/testing/selftests")
-rm -f "$OUT/tests"/*
 for t in "$repo"/tests/*.c; do
 	[ -f "$t" ] || continue
 	gcc "${cflags[@]}" -o "$OUT/tests/$(basename "$t" .c)" "$t" -lpthread
