@@ -30,6 +30,21 @@
 //! - Directories unlinked by a writer are freed after an RCU grace period, so
 //!   a reader never touches freed memory. Whoever unloads the code that owns
 //!   tables must wait for those frees with `rcu_barrier()`.
+//!
+//! | operation | runs under | may sleep | allocates |
+//! | --- | --- | --- | --- |
+//! | [`HmmPt::new`] | nothing | yes | the root, `GFP_KERNEL` |
+//! | [`HmmPt::reserve`] | RCU, to count | if its `gfp` allows | directories, its `gfp` |
+//! | [`HmmPt::lock`] | takes the spinlock | no (spins) | no |
+//! | [`PtGuard::populate`], [`PtGuard::populate_huge`] | the lock | no | no: from the [`Reserve`] |
+//! | [`PtGuard::update`], [`PtGuard::clear`] | the lock | no | splits only, `GFP_NOWAIT` |
+//! | [`PtGuard::set_dirty`] | the lock | no | no |
+//! | [`HmmPt::lookup`], [`HmmPt::walk`], [`PtCursor::next`] | RCU | no | no |
+//! | [`HmmPt::stats`] | nothing | no | no |
+//! | dropping a [`HmmPt`] | nothing (no reader can be left) | no | no; frees at once |
+//!
+//! Dropping a table discards its `DIRTY` bits: [`PtGuard::clear`] it first,
+//! handing them to whoever dirties the pages.
 
 use core::{mem::ManuallyDrop, ops, ptr::NonNull};
 use kernel::{
