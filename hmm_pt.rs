@@ -879,7 +879,6 @@ impl<A: DirAlloc> PtGuard<'_, A> {
         keep: PtFlags,
         mut on_dirty: impl FnMut(PtDirty),
     ) -> Result<usize> {
-        self.pt.check_range(start, end)?;
         let transform = |e: PtEntry| {
             let mut flags = e.flags() & keep;
             if !flags.contains(PtFlags::VALID | PtFlags::WRITE) {
@@ -891,23 +890,13 @@ impl<A: DirAlloc> PtGuard<'_, A> {
                 PtEntry(0)
             }
         };
-        Ok(self.modify(
-            self.pt.root.dir(),
-            self.pt.top(),
-            0,
-            start,
-            end,
-            true,
-            &transform,
-            &mut on_dirty,
-        ))
+        self.modify_range(start, end, true, &transform, &mut on_dirty)
     }
 
     /// Marks the writable entries in `[start, end)` `DIRTY`: the device wrote
     /// them. A huge entry partly in the range is marked whole. Returns how many
     /// entries changed.
     pub(crate) fn set_dirty(&mut self, start: u64, end: u64) -> Result<usize> {
-        self.pt.check_range(start, end)?;
         let transform = |e: PtEntry| {
             if e.flags().contains(PtFlags::WRITE) {
                 e.with_flags(e.flags() | PtFlags::DIRTY)
@@ -915,16 +904,7 @@ impl<A: DirAlloc> PtGuard<'_, A> {
                 e
             }
         };
-        Ok(self.modify(
-            self.pt.root.dir(),
-            self.pt.top(),
-            0,
-            start,
-            end,
-            false,
-            &transform,
-            &mut |_| {},
-        ))
+        self.modify_range(start, end, false, &transform, &mut |_| {})
     }
 
     /// Removes everything, handing dirty entries to `on_dirty`; afterwards
@@ -933,6 +913,20 @@ impl<A: DirAlloc> PtGuard<'_, A> {
         let limit = self.pt.limit();
         // The full range is always valid.
         let _ = self.update(0, limit, PtFlags::NONE, on_dirty);
+    }
+
+    /// Checks `[start, end)` and [`Self::modify`]s it from the root.
+    fn modify_range(
+        &mut self,
+        start: u64,
+        end: u64,
+        split: bool,
+        transform: &impl Fn(PtEntry) -> PtEntry,
+        on_dirty: &mut impl FnMut(PtDirty),
+    ) -> Result<usize> {
+        self.pt.check_range(start, end)?;
+        let (root, top) = (self.pt.root.dir(), self.pt.top());
+        Ok(self.modify(root, top, 0, start, end, split, transform, on_dirty))
     }
 
     /// Replaces each leaf `e` overlapping `[start, end)` below `dir` with
@@ -1405,7 +1399,8 @@ mod tests {
             && (f & !(PtFlags::VALID | PtFlags::WRITE)) == PtFlags::NONE
     }
 
-    /// The reader: random lookups and walks until told to stop.
+    /// The reader: random lookups, and a walk every fourth step, until told
+    /// to stop.
     ///
     /// # Safety
     ///
@@ -1423,7 +1418,7 @@ mod tests {
                 found = found.wrapping_add(1);
                 bad = bad.wrapping_add(u64::from(!race_ok(&m) || a < m.addr || a >= m.end()));
             }
-            if reads & 63 == 0 {
+            if reads & 3 == 0 {
                 let _ = race.pt.walk(RACE_START, RACE_END, |m| {
                     bad = bad.wrapping_add(u64::from(!race_ok(m)))
                 });
@@ -1448,7 +1443,7 @@ mod tests {
             }? Error),
             GFP_KERNEL,
         )?;
-        let data = (&*race as *const Race).cast_mut().cast();
+        let data = core::ptr::from_ref::<Race>(&race).cast_mut().cast();
         // SAFETY: `race_reader` matches the kthread signature; `race` outlives
         // the thread, which is stopped below before `race` is dropped.
         let task = unsafe {
@@ -1456,7 +1451,7 @@ mod tests {
                 Some(race_reader),
                 data,
                 bindings::NUMA_NO_NODE,
-                c"hmm_rs_reader".as_ptr().cast(),
+                c"hmm_rs_reader".as_char_ptr(),
             )
         };
         if kernel::error::from_err_ptr(task).is_err() {

@@ -16,7 +16,7 @@ if [ -n "${KDIR:-}" ]; then
 	kmake_cc=()
 else
 	kdir=$("$here/kernel.sh")
-	kmake_cc=(CC="$CC")
+	kmake_cc=("${KMAKE_ARGS[@]}")
 fi
 
 mkdir -p "$OUT/module" "$OUT/modules" "$OUT/tests" "$OUT/upstream"

@@ -5,7 +5,8 @@
 CACHE=${HMM_RS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hmm-rs}
 KSRC=$CACHE/linux-source-7.3
 KBUILD=$CACHE/build
-CC=${CC:-gcc-12}
+# The test kernel is built with LLVM (clang, lld): KASAN needs it with Rust.
+KMAKE_ARGS=(LLVM=-19)
 export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
 export PATH=$HOME/.cargo/bin:$PATH
 

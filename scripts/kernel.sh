@@ -25,7 +25,8 @@ fi
 inputs=$( {
 	echo "$srcver"
 	cat "$here/hmm-rs.config" "$here/kernel.sh"
-	rustc --version; bindgen --version; "$CC" --version | head -n1
+	rustc --version; bindgen --version; clang-19 --version | head -n1
+	echo "${KMAKE_ARGS[*]}"
 	echo "$LIBCLANG_PATH"
 } | sha256sum | cut -d' ' -f1)
 
@@ -38,7 +39,7 @@ fi
 log "building the test kernel in $KBUILD (a few minutes)"
 rm -rf "$KBUILD"
 mkdir -p "$KBUILD"
-kmake() { make -s -C "$KSRC" O="$KBUILD" CC="$CC" -j"$(nproc)" "$@"; }
+kmake() { make -s -C "$KSRC" O="$KBUILD" "${KMAKE_ARGS[@]}" -j"$(nproc)" "$@"; }
 KCONFIG_ALLCONFIG="$here/hmm-rs.config" kmake allnoconfig >&2
 kmake rustavailable >&2 || die "the Rust toolchain is not usable for this kernel"
 
