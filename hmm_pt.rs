@@ -103,7 +103,7 @@ impl PtFlags {
     /// Bits 8..11 belong to the device driver.
     pub(crate) const DRIVER: Self = Self(0xf << 8);
     /// Every flag bit.
-    const ALL: Self = Self((1 << PAGE_SHIFT) - 1);
+    pub(crate) const ALL: Self = Self((1 << PAGE_SHIFT) - 1);
 
     /// Driver-private bits `bits` (0..15), placed in [`Self::DRIVER`].
     pub(crate) const fn driver(bits: u64) -> Self {
