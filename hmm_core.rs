@@ -9,10 +9,16 @@
 //!
 //! C header: [`include/linux/hmm.h`](srctree/include/linux/hmm.h)
 
+use core::ptr::NonNull;
 use kernel::{
-    debugfs, fmt,
+    bindings, debugfs, fmt,
+    mm::MmWithUser,
     prelude::*,
-    sync::{new_mutex, rcu, Mutex},
+    sync::{
+        atomic::{Atomic, Relaxed},
+        new_mutex, rcu, Mutex,
+    },
+    types::Opaque,
     uaccess::UserSliceReader,
 };
 
@@ -24,7 +30,7 @@ mod pt_bench;
 
 /// The C shim (`hmm_shim.c`): inline kernel helpers Rust cannot reach.
 mod shim {
-    use kernel::bindings::page;
+    use kernel::bindings::{self, page};
 
     // `struct page` ends in a zero-sized array member, which rustc cannot
     // prove FFI-safe; only pointers to it cross this boundary.
@@ -36,10 +42,20 @@ mod shim {
         pub(crate) fn hmm_rs_virt_to_page(addr: *const core::ffi::c_void) -> *mut page;
         /// Frees an order-0 `page` we own after an RCU grace period.
         pub(crate) fn hmm_rs_free_page_rcu(page: *mut page);
+        /// `mmu_notifier_get()`: the notifier of `mm` with `ops`, allocated
+        /// by `ops->alloc_notifier` if there is none; takes `mmap_lock`.
+        pub(crate) fn hmm_rs_mmu_notifier_get(
+            ops: *const bindings::mmu_notifier_ops,
+            mm: *mut bindings::mm_struct,
+        ) -> *mut bindings::mmu_notifier;
+        /// `mmu_notifier_range_blockable()`.
+        pub(crate) fn hmm_rs_range_blockable(range: *const bindings::mmu_notifier_range) -> bool;
+        /// Whether `range` is a fork's write-protection (see `hmm_event`).
+        pub(crate) fn hmm_rs_range_in_fork(range: *const bindings::mmu_notifier_range) -> bool;
     }
 }
 
-use hmm_event::HmmEventType;
+use hmm_event::{HmmEvent, HmmEventType, Invalidation, NotifierEvent};
 
 module! {
     type: HmmCore,
@@ -47,6 +63,192 @@ module! {
     authors: ["hmm-rs developers"],
     description: "Heterogeneous Memory Management core in Rust",
     license: "GPL",
+}
+
+/// How many [`HmmMm`] exist: each holds one registered `mmu_notifier`.
+static LIVE_MMS: Atomic<u64> = Atomic::new(0);
+
+/// The HMM state of one mm: its one `mmu_notifier`, shared by every mirror of
+/// the mm, created with the first [`HmmMmRef`] and freed after the last is
+/// dropped (`mmu_notifier_get`/`mmu_notifier_put`), once SRCU readers of the
+/// notifier list are done.
+///
+/// # Invariants
+///
+/// `notifier` was returned by [`hmm_alloc_notifier`] for a `KBox<HmmMm>`
+/// and is registered with its mm with [`HMM_OPS`] until `free_notifier`.
+#[pin_data]
+#[repr(C)]
+pub(crate) struct HmmMm {
+    // First, so that a notifier pointer is a pointer to its `HmmMm`.
+    #[pin]
+    notifier: Opaque<bindings::mmu_notifier>,
+    /// Invalidations seen, by [`HmmEventType`] value (index 0 unused).
+    events: [Atomic<u64>; HmmEventType::ALL.len() + 1],
+    /// Invalidations that could not block.
+    nonblocking: Atomic<u64>,
+}
+
+impl HmmMm {
+    fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            notifier: Opaque::uninit(),
+            events: [const { Atomic::new(0) }; HmmEventType::ALL.len() + 1],
+            nonblocking: Atomic::new(0),
+        })
+    }
+
+    /// # Safety
+    ///
+    /// `notifier` must be the `notifier` field of a live [`HmmMm`].
+    unsafe fn from_notifier<'a>(notifier: *mut bindings::mmu_notifier) -> &'a Self {
+        // SAFETY: `notifier` is the first field of a `#[repr(C)]` `HmmMm`
+        // that is live, by the caller's guarantee; `Opaque` is transparent.
+        unsafe { &*notifier.cast::<Self>() }
+    }
+
+    /// Invalidations of type `ty` seen so far.
+    pub(crate) fn events(&self, ty: HmmEventType) -> u64 {
+        self.events[ty as usize].load(Relaxed)
+    }
+
+    fn count(&self, ty: HmmEventType) {
+        self.events[ty as usize].add(1, Relaxed);
+    }
+}
+
+/// A counted reference to the [`HmmMm`] of an mm.
+///
+/// # Invariants
+///
+/// `self.0` holds one `mmu_notifier_get` reference on the notifier of a live
+/// [`HmmMm`].
+pub(crate) struct HmmMmRef(NonNull<HmmMm>);
+
+// SAFETY: The reference can be dropped (`mmu_notifier_put`) from any task.
+unsafe impl Send for HmmMmRef {}
+// SAFETY: `HmmMm` has only atomics and the notifier, which the kernel syncs.
+unsafe impl Sync for HmmMmRef {}
+
+impl HmmMmRef {
+    /// The [`HmmMm`] of `mm`, created if it has none. Takes `mmap_lock` for
+    /// writing and allocates with `GFP_KERNEL`: may sleep.
+    pub(crate) fn get(mm: &MmWithUser) -> Result<Self> {
+        // SAFETY: `HMM_OPS` is static; `mm` has users (`MmWithUser`), which
+        // `mmu_notifier_get` requires.
+        let notifier = unsafe { shim::hmm_rs_mmu_notifier_get(&HMM_OPS, mm.as_raw()) };
+        kernel::error::from_err_ptr(notifier)?;
+        // INVARIANT: `mmu_notifier_get` returned a counted reference to a
+        // notifier with `HMM_OPS`, which only `hmm_alloc_notifier` creates.
+        Ok(Self(NonNull::new(notifier.cast()).ok_or(ENOMEM)?))
+    }
+}
+
+impl core::ops::Deref for HmmMmRef {
+    type Target = HmmMm;
+
+    fn deref(&self) -> &HmmMm {
+        // SAFETY: By the type invariant, the `HmmMm` lives while we hold the
+        // reference.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for HmmMmRef {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant we hold one reference, given up here.
+        unsafe { bindings::mmu_notifier_put(self.0.as_ptr().cast()) };
+    }
+}
+
+/// The notifier operations of every [`HmmMm`]; `mmu_notifier_get` finds an
+/// mm's notifier by this address.
+static HMM_OPS: bindings::mmu_notifier_ops = bindings::mmu_notifier_ops {
+    release: Some(hmm_release),
+    invalidate_range_start: Some(hmm_invalidate_range_start),
+    alloc_notifier: Some(hmm_alloc_notifier),
+    free_notifier: Some(hmm_free_notifier),
+    // SAFETY: The remaining members are optional callbacks; null is "none".
+    ..unsafe { core::mem::zeroed() }
+};
+
+/// `alloc_notifier`: a new [`HmmMm`] for an mm that has none.
+///
+/// # Safety
+///
+/// Called by `mmu_notifier_get_locked` only.
+unsafe extern "C" fn hmm_alloc_notifier(
+    _mm: *mut bindings::mm_struct,
+) -> *mut bindings::mmu_notifier {
+    match KBox::pin_init(HmmMm::new(), GFP_KERNEL) {
+        Ok(hmm) => {
+            LIVE_MMS.add(1, Relaxed);
+            // SAFETY: The box is given up to the notifier list; it is never
+            // moved, and `hmm_free_notifier` turns it back into a box.
+            let hmm = KBox::into_raw(unsafe { Pin::into_inner_unchecked(hmm) });
+            // SAFETY: `hmm` is valid; the notifier is its first field.
+            unsafe { (*hmm).notifier.get() }
+        }
+        Err(e) => e.to_ptr(),
+    }
+}
+
+/// `free_notifier`: the last reference is gone and SRCU readers are done.
+///
+/// # Safety
+///
+/// `notifier` came from [`hmm_alloc_notifier`]; called once, by mm.
+unsafe extern "C" fn hmm_free_notifier(notifier: *mut bindings::mmu_notifier) {
+    // SAFETY: `notifier` is the first field of the `HmmMm` that
+    // `hmm_alloc_notifier` leaked from a `KBox`.
+    drop(unsafe { KBox::from_raw(notifier.cast::<HmmMm>()) });
+    LIVE_MMS.fetch_sub(1, Relaxed);
+}
+
+/// `invalidate_range_start`: the CPU page table of the range is changing.
+///
+/// # Safety
+///
+/// Called by mm with a live notifier of ours and a valid `range`.
+unsafe extern "C" fn hmm_invalidate_range_start(
+    notifier: *mut bindings::mmu_notifier,
+    range: *const bindings::mmu_notifier_range,
+) -> core::ffi::c_int {
+    // SAFETY: mm calls us with our live notifier and a valid range.
+    let (hmm, r) = unsafe { (HmmMm::from_notifier(notifier), &*range) };
+    // SAFETY: `range` is valid.
+    let (blockable, forking) = unsafe {
+        (
+            shim::hmm_rs_range_blockable(range),
+            shim::hmm_rs_range_in_fork(range),
+        )
+    };
+    let inv = Invalidation {
+        event: NotifierEvent::from_raw(r.event),
+        forking,
+        // Not yet looked up: remove everything, which is always safe.
+        stays_readable: false,
+    };
+    let event = HmmEvent::from_invalidation(&inv, r.start as u64, r.end as u64);
+    hmm.count(event.ty);
+    if !blockable {
+        hmm.nonblocking.add(1, Relaxed);
+    }
+    0
+}
+
+/// `release`: the mm is going away (its last user exited).
+///
+/// # Safety
+///
+/// Called by mm with a live notifier of ours.
+unsafe extern "C" fn hmm_release(
+    notifier: *mut bindings::mmu_notifier,
+    _mm: *mut bindings::mm_struct,
+) {
+    // SAFETY: mm calls us with our live notifier.
+    let hmm = unsafe { HmmMm::from_notifier(notifier) };
+    hmm.count(HmmEventType::Munmap);
 }
 
 /// The loaded module; owns everything the core registers with the kernel.
@@ -103,9 +305,78 @@ fn run_pt_bench(report: &Mutex<KVec<u8>>, input: &mut UserSliceReader) -> Result
 
 impl Drop for HmmCore {
     fn drop(&mut self) {
-        // Page-table directories freed after a grace period are freed by
-        // callbacks in this module: wait for them before it goes away.
+        // Notifiers and page-table directories are freed by callbacks in this
+        // module after a grace period: wait for them before it goes away.
+        // SAFETY: Always safe from process context.
+        unsafe { bindings::mmu_notifier_synchronize() };
         rcu::rcu_barrier();
         pr_info!("HMM core unloaded\n");
+    }
+}
+
+#[kernel::prelude::kunit_tests(hmm_rs_core)]
+mod tests {
+    use super::*;
+    use kernel::{current, error::to_result};
+
+    // From the uapi <asm-generic/mman-common.h>, which `bindings` lacks.
+    const PROT_READ: usize = 0x1;
+    const PROT_WRITE: usize = 0x2;
+    const MAP_PRIVATE: usize = 0x02;
+    const MAP_ANONYMOUS: usize = 0x20;
+
+    /// Gives the test thread an mm of its own (freed by KUnit afterwards).
+    fn attach_mm() -> Result {
+        // SAFETY: Called from a KUnit test thread.
+        to_result(unsafe { bindings::kunit_attach_mm() })
+    }
+
+    #[test]
+    fn one_notifier_per_mm_and_none_left_after_1000_cycles() -> Result {
+        attach_mm()?;
+        let task = current!();
+        let mm = task.mm().ok_or(EINVAL)?;
+        let before = LIVE_MMS.load(Relaxed);
+        for _ in 0..1000 {
+            let a = HmmMmRef::get(mm)?;
+            let b = HmmMmRef::get(mm)?;
+            // One notifier per mm. (Dropped ones are freed only after an SRCU
+            // grace period, so more than one may exist until then.)
+            assert!(core::ptr::eq(&*a, &*b));
+            drop(a);
+            drop(b);
+        }
+        // SAFETY: Process context.
+        unsafe { bindings::mmu_notifier_synchronize() };
+        assert_eq!(LIVE_MMS.load(Relaxed), before);
+        Ok(())
+    }
+
+    #[test]
+    fn munmap_is_seen_as_munmap() -> Result {
+        attach_mm()?;
+        let task = current!();
+        let mm = task.mm().ok_or(EINVAL)?;
+        let hmm = HmmMmRef::get(mm)?;
+        let len = 16 * 4096;
+        // SAFETY: We run in a KUnit test with an mm attached.
+        let addr = unsafe {
+            bindings::kunit_vm_mmap(
+                bindings::kunit_get_current_test(),
+                core::ptr::null_mut(),
+                0,
+                len,
+                PROT_READ | PROT_WRITE,
+                MAP_ANONYMOUS | MAP_PRIVATE,
+                0,
+            )
+        };
+        // kunit_vm_mmap() returns 0 on failure.
+        assert!(addr != 0);
+        let before = hmm.events(HmmEventType::Munmap);
+        // SAFETY: `addr` is our mapping of `len` bytes.
+        to_result(unsafe { bindings::vm_munmap(addr, len) })?;
+        assert!(hmm.events(HmmEventType::Munmap) > before);
+        Ok(())
     }
 }

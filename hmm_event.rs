@@ -32,12 +32,14 @@
 //! `PROTECTION_PAGE`. `fork()` raises it from `copy_page_range()`, for the
 //! parent's mm, in the forking task (so `current->mm` is the range's mm),
 //! with the mm's `mmap_lock` held for writing by `dup_mmap()`. Writeback raises
-//! it from `folio_mkclean()` in a flusher thread or a task syncing a file,
-//! which does not hold `mmap_lock` for writing. The core reports "forking"
-//! when both hold. Limits: a thread syncing a file of a mirrored process while
-//! another of its threads holds `mmap_lock` for writing (mmap, munmap,
-//! mprotect) is reported as `Fork`; a fork raises no event for shared or
-//! read-only mappings, whose CPU page tables do not change.
+//! it from `folio_mkclean()` in a flusher thread (no mm) or in a task syncing
+//! a file, which does not hold `mmap_lock`. The core reports "forking" when
+//! the range's mm is `current->mm` and its `mmap_lock` is held (the kernel
+//! offers no way to tell a write hold from a read hold). Limits: a thread
+//! syncing a file of a mirrored process while another of its threads holds
+//! `mmap_lock` is reported as `Fork` (both only remove write access); a fork
+//! raises no event for shared or read-only mappings, whose CPU page tables do
+//! not change.
 
 use crate::hmm_pt::PtFlags;
 use kernel::bindings;

@@ -5,7 +5,10 @@
  */
 #include <linux/kconfig.h>
 #include <linux/mm.h>
+#include <linux/mmap_lock.h>
+#include <linux/mmu_notifier.h>
 #include <linux/rcupdate.h>
+#include <linux/sched.h>
 
 #include "hmm_shim.h"
 
@@ -39,4 +42,29 @@ static void hmm_rs_free_page_rcu_cb(struct rcu_head *head)
 void hmm_rs_free_page_rcu(struct page *page)
 {
 	call_rcu(&page->rcu_head, hmm_rs_free_page_rcu_cb);
+}
+
+/* The mm's single HMM notifier, created by ops->alloc_notifier if needed. */
+struct mmu_notifier *hmm_rs_mmu_notifier_get(const struct mmu_notifier_ops *ops,
+					     struct mm_struct *mm)
+{
+	return mmu_notifier_get(ops, mm);
+}
+
+bool hmm_rs_range_blockable(const struct mmu_notifier_range *range)
+{
+	return mmu_notifier_range_blockable(range);
+}
+
+/*
+ * Whether a PROTECTION_PAGE invalidation comes from fork(): dup_mmap() runs
+ * in a task of the mm with its mmap_lock held; writeback's folio_mkclean()
+ * runs in flushers, or in a syncing task that does not hold it (see
+ * hmm_event.rs for the limits).
+ */
+bool hmm_rs_range_in_fork(const struct mmu_notifier_range *range)
+{
+	return range->event == MMU_NOTIFY_PROTECTION_PAGE &&
+	       current->mm == range->mm &&
+	       rwsem_is_locked(&range->mm->mmap_lock);
 }
