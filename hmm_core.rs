@@ -52,10 +52,50 @@ mod shim {
         pub(crate) fn hmm_rs_range_blockable(range: *const bindings::mmu_notifier_range) -> bool;
         /// Whether `range` is a fork's write-protection (see `hmm_event`).
         pub(crate) fn hmm_rs_range_in_fork(range: *const bindings::mmu_notifier_range) -> bool;
+        /// `folio_mark_dirty()` of the page at `pfn`, if it has a `struct page`.
+        pub(crate) fn hmm_rs_mark_pfn_dirty(pfn: kernel::ffi::c_ulong);
+        /// `pfn_to_page()`, or null for a PFN without a `struct page`.
+        pub(crate) fn hmm_rs_pfn_to_page(pfn: kernel::ffi::c_ulong) -> *mut page;
+        /// `folio_test_dirty()` of the folio of `page`.
+        pub(crate) fn hmm_rs_page_dirty(page: *mut page) -> bool;
+        /// `HMM_PFN_ERROR`.
+        pub(crate) static hmm_rs_pfn_error: kernel::ffi::c_ulong;
+        /// `HMM_PFN_FLAGS`: the bits of an hmm pfn that are not the PFN.
+        pub(crate) static hmm_rs_pfn_flags: kernel::ffi::c_ulong;
+        /// `hmm_pfn_to_map_order()`.
+        pub(crate) fn hmm_rs_pfn_order(hmm_pfn: kernel::ffi::c_ulong) -> kernel::ffi::c_uint;
+        /// Inserts `sub` over all of user space of `mm`.
+        pub(crate) fn hmm_rs_interval_insert(
+            sub: *mut bindings::mmu_interval_notifier,
+            mm: *mut bindings::mm_struct,
+            ops: *const bindings::mmu_interval_notifier_ops,
+        ) -> core::ffi::c_int;
+        /// `mmu_interval_read_retry()`.
+        pub(crate) fn hmm_rs_interval_read_retry(
+            sub: *mut bindings::mmu_interval_notifier,
+            seq: kernel::ffi::c_ulong,
+        ) -> bool;
+        /// `mmu_interval_set_seq()`.
+        pub(crate) fn hmm_rs_interval_set_seq(
+            sub: *mut bindings::mmu_interval_notifier,
+            cur_seq: kernel::ffi::c_ulong,
+        );
+        /// `hmm_range_fault()` of `[start, end)` under `mmap_lock`; see hmm_shim.c.
+        pub(crate) fn hmm_rs_range_fault(
+            sub: *mut bindings::mmu_interval_notifier,
+            start: kernel::ffi::c_ulong,
+            end: kernel::ffi::c_ulong,
+            pfns: *mut kernel::ffi::c_ulong,
+            write: bool,
+            seq: *mut kernel::ffi::c_ulong,
+        ) -> core::ffi::c_int;
+        /// Address bits of user space: 47, or 56 with 5-level paging.
+        pub(crate) fn hmm_rs_user_address_bits() -> kernel::ffi::c_uint;
     }
 }
 
 use hmm_event::{HmmEvent, HmmEventType, Invalidation, NotifierEvent};
+use hmm_mirror::HmmMirror;
 
 module! {
     type: HmmCore,
@@ -87,6 +127,10 @@ pub(crate) struct HmmMm {
     events: [Atomic<u64>; HmmEventType::ALL.len() + 1],
     /// Invalidations that could not block.
     nonblocking: Atomic<u64>,
+    /// The mirrors of the mm, each alive while listed (see [`HmmMirror`]).
+    /// Nothing allocates while holding the lock, so reclaim never waits on it.
+    #[pin]
+    mirrors: Mutex<KVec<NonNull<HmmMirror>>>,
 }
 
 impl HmmMm {
@@ -95,6 +139,7 @@ impl HmmMm {
             notifier: Opaque::uninit(),
             events: [const { Atomic::new(0) }; HmmEventType::ALL.len() + 1],
             nonblocking: Atomic::new(0),
+            mirrors <- new_mutex!(KVec::new()),
         })
     }
 
@@ -112,8 +157,43 @@ impl HmmMm {
         self.events[ty as usize].load(Relaxed)
     }
 
-    fn count(&self, ty: HmmEventType) {
+    pub(crate) fn count(&self, ty: HmmEventType) {
         self.events[ty as usize].add(1, Relaxed);
+    }
+
+    /// Lists a mirror, growing the list outside the lock. May sleep.
+    pub(crate) fn add_mirror(&self, mirror: NonNull<HmmMirror>) -> Result {
+        loop {
+            let mut list = self.mirrors.lock();
+            if list.push_within_capacity(mirror).is_ok() {
+                return Ok(());
+            }
+            let want = list.capacity() * 2 + 4;
+            drop(list);
+            let mut bigger = KVec::with_capacity(want, GFP_KERNEL)?;
+            let mut list = self.mirrors.lock();
+            if bigger.capacity() > list.len() {
+                for m in list.iter() {
+                    // Cannot fail: `bigger` has room for all of them.
+                    let _ = bigger.push_within_capacity(*m);
+                }
+                *list = bigger;
+            }
+        }
+    }
+
+    /// Unlists a mirror; it gets no invalidation after this returns.
+    pub(crate) fn remove_mirror(&self, mirror: NonNull<HmmMirror>) {
+        let mut list = self.mirrors.lock();
+        if let Some(i) = list.iter().position(|m| *m == mirror) {
+            // In bounds: `i` was just found.
+            let _ = list.remove(i);
+        }
+    }
+
+    /// How many mirrors the mm has.
+    pub(crate) fn mirror_count(&self) -> usize {
+        self.mirrors.lock().len()
     }
 }
 
@@ -127,7 +207,7 @@ pub(crate) struct HmmMmRef(NonNull<HmmMm>);
 
 // SAFETY: The reference can be dropped (`mmu_notifier_put`) from any task.
 unsafe impl Send for HmmMmRef {}
-// SAFETY: `HmmMm` has only atomics and the notifier, which the kernel syncs.
+// SAFETY: `HmmMm` has atomics, a mutex, and the notifier, which mm syncs.
 unsafe impl Sync for HmmMmRef {}
 
 impl HmmMmRef {
@@ -231,8 +311,19 @@ unsafe extern "C" fn hmm_invalidate_range_start(
     };
     let event = HmmEvent::from_invalidation(&inv, r.start as u64, r.end as u64);
     hmm.count(event.ty);
-    if !blockable {
+    let mirrors = if blockable {
+        Some(hmm.mirrors.lock())
+    } else {
         hmm.nonblocking.add(1, Relaxed);
+        hmm.mirrors.try_lock()
+    };
+    // Only a non-blockable invalidation may fail, and only with EAGAIN.
+    let Some(mirrors) = mirrors else {
+        return EAGAIN.to_errno();
+    };
+    for m in mirrors.iter() {
+        // SAFETY: A listed mirror is alive while we hold the list lock.
+        unsafe { m.as_ref() }.invalidate(&event, blockable);
     }
     0
 }
@@ -249,6 +340,10 @@ unsafe extern "C" fn hmm_release(
     // SAFETY: mm calls us with our live notifier.
     let hmm = unsafe { HmmMm::from_notifier(notifier) };
     hmm.count(HmmEventType::Munmap);
+    for m in hmm.mirrors.lock().iter() {
+        // SAFETY: A listed mirror is alive while we hold the list lock.
+        unsafe { m.as_ref() }.release();
+    }
 }
 
 /// The loaded module; owns everything the core registers with the kernel.
@@ -314,26 +409,68 @@ impl Drop for HmmCore {
     }
 }
 
-#[kernel::prelude::kunit_tests(hmm_rs_core)]
-mod tests {
-    use super::*;
-    use kernel::{current, error::to_result};
+/// An mm for KUnit tests, which run in kernel threads without one.
+#[cfg(CONFIG_KUNIT)]
+pub(crate) mod kunit_mm {
+    use kernel::{bindings, error::to_result, prelude::*, uaccess};
 
     // From the uapi <asm-generic/mman-common.h>, which `bindings` lacks.
-    const PROT_READ: usize = 0x1;
-    const PROT_WRITE: usize = 0x2;
+    pub(crate) const PROT_NONE: usize = 0x0;
+    pub(crate) const PROT_READ: usize = 0x1;
+    pub(crate) const PROT_WRITE: usize = 0x2;
     const MAP_PRIVATE: usize = 0x02;
     const MAP_ANONYMOUS: usize = 0x20;
 
-    /// Gives the test thread an mm of its own (freed by KUnit afterwards).
-    fn attach_mm() -> Result {
+    /// Gives the test thread an mm of its own (KUnit frees it afterwards).
+    pub(crate) fn attach() -> Result {
         // SAFETY: Called from a KUnit test thread.
         to_result(unsafe { bindings::kunit_attach_mm() })
     }
 
+    /// Maps `len` bytes of private anonymous memory with `prot`.
+    pub(crate) fn mmap(len: usize, prot: usize) -> Result<usize> {
+        attach()?;
+        // SAFETY: We run in a KUnit test with an mm attached.
+        let addr = unsafe {
+            bindings::kunit_vm_mmap(
+                bindings::kunit_get_current_test(),
+                core::ptr::null_mut(),
+                0,
+                len,
+                prot,
+                MAP_ANONYMOUS | MAP_PRIVATE,
+                0,
+            )
+        };
+        // kunit_vm_mmap() returns 0 on failure.
+        if addr == 0 {
+            return Err(ENOMEM);
+        }
+        Ok(addr)
+    }
+
+    /// Unmaps `[addr, addr + len)` of the test's mm.
+    pub(crate) fn munmap(addr: usize, len: usize) -> Result {
+        // SAFETY: Any range may be passed; the test owns its mm.
+        to_result(unsafe { bindings::vm_munmap(addr, len) })
+    }
+
+    /// Writes `data` at user address `addr`, as the CPU.
+    pub(crate) fn write(addr: usize, data: &[u8]) -> Result {
+        uaccess::UserSlice::new(uaccess::UserPtr::from_addr(addr), data.len())
+            .writer()
+            .write_slice(data)
+    }
+}
+
+#[kernel::prelude::kunit_tests(hmm_rs_core)]
+mod tests {
+    use super::*;
+    use kernel::current;
+
     #[test]
     fn one_notifier_per_mm_and_none_left_after_1000_cycles() -> Result {
-        attach_mm()?;
+        kunit_mm::attach()?;
         let task = current!();
         let mm = task.mm().ok_or(EINVAL)?;
         let before = LIVE_MMS.load(Relaxed);
@@ -354,28 +491,12 @@ mod tests {
 
     #[test]
     fn munmap_is_seen_as_munmap() -> Result {
-        attach_mm()?;
-        let task = current!();
-        let mm = task.mm().ok_or(EINVAL)?;
-        let hmm = HmmMmRef::get(mm)?;
         let len = 16 * 4096;
-        // SAFETY: We run in a KUnit test with an mm attached.
-        let addr = unsafe {
-            bindings::kunit_vm_mmap(
-                bindings::kunit_get_current_test(),
-                core::ptr::null_mut(),
-                0,
-                len,
-                PROT_READ | PROT_WRITE,
-                MAP_ANONYMOUS | MAP_PRIVATE,
-                0,
-            )
-        };
-        // kunit_vm_mmap() returns 0 on failure.
-        assert!(addr != 0);
+        let addr = kunit_mm::mmap(len, kunit_mm::PROT_READ | kunit_mm::PROT_WRITE)?;
+        let task = current!();
+        let hmm = HmmMmRef::get(task.mm().ok_or(EINVAL)?)?;
         let before = hmm.events(HmmEventType::Munmap);
-        // SAFETY: `addr` is our mapping of `len` bytes.
-        to_result(unsafe { bindings::vm_munmap(addr, len) })?;
+        kunit_mm::munmap(addr, len)?;
         assert!(hmm.events(HmmEventType::Munmap) > before);
         Ok(())
     }

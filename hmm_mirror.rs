@@ -1,3 +1,515 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Mirrors: one device's view of one mm, and device faults into it.
+//!
+//! A device driver registers a mirror of an mm with its [`MirrorOps`]. The
+//! mirror holds a reference on the mm's [`HmmMm`] (the one `mmu_notifier` of
+//! the mm, shared by all its mirrors), its own page table ([`HmmPt`]), and an
+//! `mmu_interval_notifier` over all of user space whose only job is the
+//! sequence count that keeps device faults from committing stale entries:
+//!
+//! - a fault reads the sequence (`mmu_interval_read_begin`), faults the range
+//!   in with `hmm_range_fault`, takes the table lock, and commits only if no
+//!   invalidation has started since (`mmu_interval_read_retry`), else retries;
+//! - an invalidation first bumps the sequence under the same lock (mm runs
+//!   interval notifiers before plain ones); then the core's notifier calls the
+//!   driver's [`MirrorOps::update`] and applies the event to the table.
+//!
+//! So a faulted entry is either committed before the invalidation applies its
+//! event, which then removes it, or not committed at all.
+//!
+//! Faults run in chunks of at most 2 MiB, each under `mmap_lock` for reading,
+//! so one call cannot hold the lock or a CPU for long.
+
+use core::ptr::NonNull;
+use kernel::{
+    bindings,
+    mm::MmWithUser,
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc,
+    },
+    types::Opaque,
+};
+
+use crate::{
+    hmm_event::{HmmEvent, HmmEventType},
+    hmm_pt::{
+        HmmPt, PageDirs, PtDirty, PtEntry, PtFlags, PtLevels, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE,
+    },
+    shim, HmmMm, HmmMmRef,
+};
+
+/// Retries of one fault chunk that keeps racing with invalidations before
+/// the fault gives up with `EAGAIN`.
+const FAULT_RETRIES: u32 = 1000;
+
+/// What a device driver does for its mirrors.
+pub(crate) trait MirrorOps: Send + Sync {
+    /// An event is about to change `[event.start, event.end)` of the mirrored
+    /// mm: the device must stop using what the event removes (see
+    /// [`HmmEvent::keep`]) before returning. Runs before the mirror table
+    /// changes. Must not sleep unless `blockable`.
+    fn update(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool);
+
+    /// The mm is going away: the mirror table is emptied after this returns,
+    /// and faults fail with `ESRCH` from then on. May sleep.
+    fn release(&self, mirror: &HmmMirror);
+}
+
+/// One device's mirror of one mm.
+///
+/// # Invariants
+///
+/// - While `inserted` is true, `interval` is inserted in the mm of `hmm`
+///   with [`MIRROR_INTERVAL_OPS`].
+/// - While the mirror is on `hmm`'s mirror list, it is pinned in an [`Arc`]
+///   and alive; it leaves the list in its destructor, first thing.
+#[pin_data(PinnedDrop)]
+pub(crate) struct HmmMirror {
+    #[pin]
+    interval: Opaque<bindings::mmu_interval_notifier>,
+    #[pin]
+    pt: HmmPt<PageDirs>,
+    hmm: HmmMmRef,
+    ops: KBox<dyn MirrorOps>,
+    inserted: Atomic<bool>,
+    /// The mm released this mirror: it holds nothing and cannot fault.
+    released: Atomic<bool>,
+}
+
+// SAFETY: The interval notifier is only touched by mm and by us through
+// its address, which mm synchronises; everything else is `Sync`.
+unsafe impl Sync for HmmMirror {}
+// SAFETY: As above; a mirror can be dropped from any process context.
+unsafe impl Send for HmmMirror {}
+
+/// The interval notifier callbacks of every mirror.
+static MIRROR_INTERVAL_OPS: bindings::mmu_interval_notifier_ops =
+    bindings::mmu_interval_notifier_ops {
+        invalidate: Some(mirror_interval_invalidate),
+        // SAFETY: The other members are optional callbacks; null is "none".
+        ..unsafe { core::mem::zeroed() }
+    };
+
+/// An invalidation is starting: bump the mirror's sequence under its table
+/// lock, so that a fault committing under that lock sees it.
+///
+/// # Safety
+///
+/// Called by mm for an inserted interval notifier of a live mirror.
+unsafe extern "C" fn mirror_interval_invalidate(
+    sub: *mut bindings::mmu_interval_notifier,
+    _range: *const bindings::mmu_notifier_range,
+    cur_seq: kernel::ffi::c_ulong,
+) -> bool {
+    // SAFETY: `sub` is the `interval` field of a live `HmmMirror`:
+    // `mmu_interval_notifier_remove` waits for this callback before the
+    // mirror is freed.
+    let mirror = unsafe {
+        &*kernel::container_of!(
+            sub.cast::<Opaque<bindings::mmu_interval_notifier>>(),
+            HmmMirror,
+            interval
+        )
+    };
+    let _table = mirror.pt.lock();
+    // SAFETY: `sub` is inserted; we hold the lock faults check it under.
+    unsafe { shim::hmm_rs_interval_set_seq(sub, cur_seq) };
+    true
+}
+
+/// Marks the page of a dirty entry dirty: the device may have written it.
+/// Pages in device memory have no CPU page to dirty.
+fn dirty_page(d: PtDirty) {
+    if !d.entry.flags().contains(PtFlags::DEVICE) {
+        // SAFETY: Any PFN may be passed; invalid ones are ignored.
+        unsafe { shim::hmm_rs_mark_pfn_dirty(d.entry.pfn() as usize) };
+    }
+}
+
+impl HmmMirror {
+    /// Registers a mirror of `mm` whose device is driven by `ops`. May sleep
+    /// (takes `mmap_lock`, allocates with `GFP_KERNEL`).
+    pub(crate) fn register(mm: &MmWithUser, ops: KBox<dyn MirrorOps>) -> Result<Arc<Self>> {
+        let hmm = HmmMmRef::get(mm)?;
+        // SAFETY: No preconditions.
+        let levels = match unsafe { shim::hmm_rs_user_address_bits() } {
+            0..=48 => PtLevels::Four,
+            _ => PtLevels::Five,
+        };
+        let mirror = Arc::pin_init(
+            try_pin_init!(Self {
+                interval: Opaque::uninit(),
+                pt <- HmmPt::new(levels, PageDirs),
+                hmm,
+                ops,
+                inserted: Atomic::new(false),
+                released: Atomic::new(false),
+            }? Error),
+            GFP_KERNEL,
+        )?;
+        // SAFETY: `interval` is pinned in the mirror and not inserted yet; the
+        // ops are static; `mm` has users.
+        kernel::error::to_result(unsafe {
+            shim::hmm_rs_interval_insert(mirror.interval.get(), mm.as_raw(), &MIRROR_INTERVAL_OPS)
+        })?;
+        // INVARIANT: inserted with `MIRROR_INTERVAL_OPS` just above.
+        mirror.inserted.store(true, Relaxed);
+        mirror.hmm.add_mirror(NonNull::from(&*mirror))?;
+        Ok(mirror)
+    }
+
+    /// The mirror's page table, for the device driver to read.
+    pub(crate) fn table(&self) -> &HmmPt<PageDirs> {
+        &self.pt
+    }
+
+    /// The mm's shared HMM state.
+    pub(crate) fn hmm(&self) -> &HmmMm {
+        &self.hmm
+    }
+
+    /// Applies `event` (from the core's notifier): the driver first, then
+    /// the table, dirtying the pages of dirty entries that lose write access.
+    pub(crate) fn invalidate(&self, event: &HmmEvent, blockable: bool) {
+        self.ops.update(self, event, blockable);
+        let end = event.end.min(self.pt.limit());
+        if event.start < end {
+            // The range is page aligned and within the table: cannot fail.
+            let _ = self
+                .pt
+                .lock()
+                .update(event.start, end, event.keep, dirty_page);
+        }
+    }
+
+    /// The mm is going away: tell the driver, then empty the table.
+    pub(crate) fn release(&self) {
+        self.released.store(true, Relaxed);
+        self.ops.release(self);
+        self.pt.lock().clear(dirty_page);
+    }
+
+    /// A device fault: mirrors `[start, end)` of the mm for reading
+    /// (`DeviceReadFault`) or writing (`DeviceWriteFault`, entries are made
+    /// `WRITE` and `DIRTY`, as the device is about to write), faulting CPU
+    /// pages in as needed. May sleep.
+    ///
+    /// Errors: `EINVAL` for another event type or an empty, unaligned or
+    /// wrapping range, or one beyond user space; `EFAULT` for unmapped or
+    /// inaccessible memory; `EPERM` for a write to memory the CPU may only
+    /// read; `ESRCH` once the mm is exiting; `ENOMEM`; `EAGAIN` if
+    /// invalidations kept racing with the fault.
+    pub(crate) fn fault(&self, ty: HmmEventType, start: u64, end: u64) -> Result {
+        let write = match ty {
+            HmmEventType::DeviceReadFault => false,
+            HmmEventType::DeviceWriteFault => true,
+            _ => return Err(EINVAL),
+        };
+        self.pt.check_range(start, end)?;
+        if self.released.load(Relaxed) {
+            return Err(ESRCH);
+        }
+        let mut hmm_pfns =
+            KVec::with_capacity(HUGE_SIZE as usize / PAGE_SIZE as usize, GFP_KERNEL)?;
+        let mut entries = KVec::with_capacity(hmm_pfns.capacity(), GFP_KERNEL)?;
+        let mut chunk = start;
+        while chunk < end {
+            let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
+            self.fault_chunk(chunk, chunk_end, write, &mut hmm_pfns, &mut entries)?;
+            chunk = chunk_end;
+        }
+        self.hmm.count(ty);
+        Ok(())
+    }
+
+    /// Faults one chunk (within one 2 MiB region) in and commits it.
+    fn fault_chunk(
+        &self,
+        start: u64,
+        end: u64,
+        write: bool,
+        hmm_pfns: &mut KVec<kernel::ffi::c_ulong>,
+        entries: &mut KVec<PtEntry>,
+    ) -> Result {
+        let pages = ((end - start) / PAGE_SIZE) as usize;
+        let flags = if write {
+            PtFlags::WRITE | PtFlags::DIRTY
+        } else {
+            PtFlags::NONE
+        };
+        for _ in 0..FAULT_RETRIES {
+            hmm_pfns.clear();
+            for _ in 0..pages {
+                hmm_pfns.push(0, GFP_KERNEL)?;
+            }
+            let seq = match self.range_fault(start, end, hmm_pfns, write) {
+                Err(EBUSY) => continue,
+                Err(EFAULT) if write && self.range_fault(start, end, hmm_pfns, false).is_ok() => {
+                    return Err(EPERM);
+                }
+                r => r?,
+            };
+            // SAFETY: No preconditions.
+            let (pfn_flags, error) = unsafe { (shim::hmm_rs_pfn_flags, shim::hmm_rs_pfn_error) };
+            if hmm_pfns.iter().any(|p| p & error != 0) {
+                return Err(EFAULT);
+            }
+            // SAFETY: No preconditions.
+            let order = unsafe { shim::hmm_rs_pfn_order(hmm_pfns[0]) };
+            let first = (hmm_pfns[0] & !pfn_flags) as u64;
+            let huge =
+                pages == 1 << HUGE_ORDER && order >= HUGE_ORDER && first % (1 << HUGE_ORDER) == 0;
+            entries.clear();
+            for p in hmm_pfns.iter() {
+                entries.push(PtEntry::new((p & !pfn_flags) as u64, flags)?, GFP_KERNEL)?;
+            }
+            let mut res = self.pt.reserve(start, end, huge, GFP_KERNEL)?;
+            let mut table = self.pt.lock();
+            // SAFETY: `interval` is inserted (type invariant).
+            if unsafe { shim::hmm_rs_interval_read_retry(self.interval.get(), seq) } {
+                continue;
+            }
+            let done = if huge {
+                table.populate_huge(&mut res, start, entries[0], dirty_page)
+            } else {
+                table.populate(&mut res, start, entries, dirty_page)
+            };
+            match done {
+                Err(EAGAIN) => continue,
+                r => return r,
+            }
+        }
+        Err(EAGAIN)
+    }
+
+    /// `hmm_range_fault()` of `[start, end)` into `hmm_pfns`; returns the
+    /// sequence to commit under.
+    fn range_fault(
+        &self,
+        start: u64,
+        end: u64,
+        hmm_pfns: &mut KVec<kernel::ffi::c_ulong>,
+        write: bool,
+    ) -> Result<kernel::ffi::c_ulong> {
+        let mut seq = 0;
+        // SAFETY: `interval` is inserted (type invariant); `hmm_pfns` holds
+        // one initialised slot per page of the range.
+        kernel::error::to_result(unsafe {
+            shim::hmm_rs_range_fault(
+                self.interval.get(),
+                start as usize,
+                end as usize,
+                hmm_pfns.as_mut_ptr(),
+                write,
+                &mut seq,
+            )
+        })?;
+        Ok(seq)
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for HmmMirror {
+    fn drop(self: Pin<&mut Self>) {
+        // No new invalidation reaches the mirror after this...
+        self.hmm.remove_mirror(NonNull::from(&*self));
+        if self.inserted.load(Relaxed) {
+            // SAFETY: Inserted (type invariant); this waits for running
+            // callbacks, so none is left when the mirror is freed.
+            unsafe { bindings::mmu_interval_notifier_remove(self.interval.get()) };
+        }
+        // ...and what the device may have written is dirtied.
+        self.pt.lock().clear(dirty_page);
+    }
+}
+
+#[kernel::prelude::kunit_tests(hmm_rs_mirror)]
+mod tests {
+    use super::*;
+    use crate::kunit_mm::{self, PROT_NONE, PROT_READ, PROT_WRITE};
+    use kernel::{current, new_mutex, sync::Mutex};
+
+    const PAGE: usize = PAGE_SIZE as usize;
+
+    /// What a test device saw.
+    #[pin_data]
+    struct Seen {
+        /// (type, start, end, whether the table still held the start).
+        #[pin]
+        events: Mutex<KVec<(HmmEventType, u64, u64, bool)>>,
+        releases: Atomic<u64>,
+    }
+
+    /// A device that records what it is told.
+    struct Recorder(Arc<Seen>);
+
+    impl MirrorOps for Recorder {
+        fn update(&self, mirror: &HmmMirror, event: &HmmEvent, _blockable: bool) {
+            let held = mirror.table().lookup(event.start).is_some();
+            let _ = self
+                .0
+                .events
+                .lock()
+                .push((event.ty, event.start, event.end, held), GFP_ATOMIC);
+        }
+
+        fn release(&self, _mirror: &HmmMirror) {
+            self.0.releases.add(1, Relaxed);
+        }
+    }
+
+    fn recorder() -> Result<(Arc<Seen>, KBox<dyn MirrorOps>)> {
+        let seen = Arc::pin_init(
+            pin_init!(Seen {
+                events <- new_mutex!(KVec::new()),
+                releases: Atomic::new(0),
+            }),
+            GFP_KERNEL,
+        )?;
+        let ops: KBox<dyn MirrorOps> = KBox::new(Recorder(seen.clone()), GFP_KERNEL)?;
+        Ok((seen, ops))
+    }
+
+    fn mirror() -> Result<(Arc<Seen>, Arc<HmmMirror>)> {
+        let (seen, ops) = recorder()?;
+        let task = current!();
+        let mirror = HmmMirror::register(task.mm().ok_or(EINVAL)?, ops)?;
+        Ok((seen, mirror))
+    }
+
+    /// The first byte of the page at `pfn`, read through the kernel mapping.
+    fn first_byte(pfn: u64) -> u8 {
+        // SAFETY: The test holds the page mapped in its mm.
+        let page = unsafe { shim::hmm_rs_pfn_to_page(pfn as usize) };
+        assert!(!page.is_null());
+        // SAFETY: `page` is a valid lowmem page.
+        let addr = unsafe { shim::hmm_rs_page_address(page) };
+        // SAFETY: A page's first byte is readable through its kernel address.
+        unsafe { *addr.cast::<u8>() }
+    }
+
+    #[test]
+    fn fault_mirrors_the_right_pages_and_munmap_clears_them() -> Result {
+        let n = 8;
+        let addr = kunit_mm::mmap(n * PAGE, PROT_READ | PROT_WRITE)?;
+        for i in 0..n {
+            kunit_mm::write(addr + i * PAGE, &[i as u8 + 1])?;
+        }
+        let (seen, m) = mirror()?;
+        let (start, end) = (addr as u64, (addr + n * PAGE) as u64);
+        m.fault(HmmEventType::DeviceReadFault, start, end)?;
+        for i in 0..n as u64 {
+            let a = start + i * PAGE_SIZE;
+            let map = m.table().lookup(a).ok_or(EFAULT)?;
+            assert!(!map.entry.flags().contains(PtFlags::WRITE));
+            assert_eq!(first_byte(map.pfn_at(a)), i as u8 + 1);
+        }
+        assert_eq!(m.table().stats().pages, n as u64);
+        assert_eq!(m.hmm().events(HmmEventType::DeviceReadFault), 1);
+        kunit_mm::munmap(addr, n * PAGE)?;
+        // The device was told first, while the table still held the range.
+        // (No lock guard may live across an assertion: a failing one exits.)
+        let told = seen
+            .events
+            .lock()
+            .contains(&(HmmEventType::Munmap, start, end, true));
+        assert!(told);
+        assert_eq!(m.table().stats().entries, 0);
+        assert_eq!(m.table().stats().dirs, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn write_fault_dirties_the_folio_read_fault_does_not() -> Result {
+        let addr = kunit_mm::mmap(2 * PAGE, PROT_READ | PROT_WRITE)?;
+        kunit_mm::write(addr, &[1])?;
+        kunit_mm::write(addr + PAGE, &[2])?;
+        let (_seen, m) = mirror()?;
+        let a = addr as u64;
+        m.fault(HmmEventType::DeviceReadFault, a, a + PAGE_SIZE)?;
+        m.fault(
+            HmmEventType::DeviceWriteFault,
+            a + PAGE_SIZE,
+            a + 2 * PAGE_SIZE,
+        )?;
+        let w = m.table().lookup(a + PAGE_SIZE).ok_or(EFAULT)?;
+        assert!(w.entry.flags().contains(PtFlags::WRITE | PtFlags::DIRTY));
+        // Pin both pages so they outlive the unmap, then look at them.
+        let mut pages = [core::ptr::null_mut(); 2];
+        // SAFETY: `pages` has room for two pages of our own mapping.
+        let pinned = unsafe { bindings::pin_user_pages_fast(addr, 2, 0, pages.as_mut_ptr()) };
+        assert_eq!(pinned, 2);
+        // SAFETY: Both pages are pinned.
+        let before = unsafe {
+            (
+                shim::hmm_rs_page_dirty(pages[0]),
+                shim::hmm_rs_page_dirty(pages[1]),
+            )
+        };
+        let unmapped = kunit_mm::munmap(addr, 2 * PAGE);
+        // SAFETY: As above.
+        let after = unsafe {
+            (
+                shim::hmm_rs_page_dirty(pages[0]),
+                shim::hmm_rs_page_dirty(pages[1]),
+            )
+        };
+        // SAFETY: We pinned both above.
+        unsafe { bindings::unpin_user_pages(pages.as_mut_ptr(), 2) };
+        unmapped?;
+        assert_eq!(before, (false, false));
+        assert_eq!(after, (false, true));
+        Ok(())
+    }
+
+    #[test]
+    fn fault_errors() -> Result {
+        let rw = kunit_mm::mmap(4 * PAGE, PROT_READ | PROT_WRITE)? as u64;
+        let ro = kunit_mm::mmap(PAGE, PROT_READ)? as u64;
+        let none = kunit_mm::mmap(PAGE, PROT_NONE)? as u64;
+        let (_seen, m) = mirror()?;
+        let (r, w) = (
+            HmmEventType::DeviceReadFault,
+            HmmEventType::DeviceWriteFault,
+        );
+        assert_eq!(m.fault(r, rw + 1, rw + PAGE_SIZE), Err(EINVAL));
+        assert_eq!(m.fault(r, rw, rw), Err(EINVAL));
+        assert_eq!(m.fault(r, rw + PAGE_SIZE, rw), Err(EINVAL));
+        assert_eq!(m.fault(r, rw, !(PAGE_SIZE - 1)), Err(EINVAL));
+        assert_eq!(
+            m.fault(HmmEventType::Munmap, rw, rw + PAGE_SIZE),
+            Err(EINVAL)
+        );
+        // Nothing is mapped just below the first page.
+        assert_eq!(m.fault(r, 0, PAGE_SIZE), Err(EFAULT));
+        assert_eq!(m.fault(w, ro, ro + PAGE_SIZE), Err(EPERM));
+        m.fault(r, ro, ro + PAGE_SIZE)?;
+        assert_eq!(m.fault(r, none, none + PAGE_SIZE), Err(EFAULT));
+        assert_eq!(m.table().stats().entries, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn mirrors_of_one_mm_share_its_notifier() -> Result {
+        let addr = kunit_mm::mmap(PAGE, PROT_READ | PROT_WRITE)?;
+        let (seen1, m1) = mirror()?;
+        let (seen2, m2) = mirror()?;
+        assert!(core::ptr::eq(m1.hmm(), m2.hmm()));
+        assert_eq!(m1.hmm().mirror_count(), 2);
+        kunit_mm::munmap(addr, PAGE)?;
+        for seen in [&seen1, &seen2] {
+            let told = seen
+                .events
+                .lock()
+                .iter()
+                .any(|e| e.0 == HmmEventType::Munmap);
+            assert!(told);
+        }
+        drop(m2);
+        assert_eq!(m1.hmm().mirror_count(), 1);
+        Ok(())
+    }
+}

@@ -3,6 +3,7 @@
  * hmm-rs C shim: only what Rust cannot do from outside the kernel tree
  * (inline helpers, EXPORT_SYMBOL_GPL, tracepoints). Keep it thin.
  */
+#include <linux/hmm.h>
 #include <linux/kconfig.h>
 #include <linux/mm.h>
 #include <linux/mmap_lock.h>
@@ -67,4 +68,90 @@ bool hmm_rs_range_in_fork(const struct mmu_notifier_range *range)
 	return range->event == MMU_NOTIFY_PROTECTION_PAGE &&
 	       current->mm == range->mm &&
 	       rwsem_is_locked(&range->mm->mmap_lock);
+}
+
+/*
+ * Called for a DIRTY mirror entry that loses write access, while the CPU
+ * still maps the page (so it cannot be truncated under us), like
+ * zap_pte_range() does for dirty ptes.
+ */
+void hmm_rs_mark_pfn_dirty(unsigned long pfn)
+{
+	if (pfn_valid(pfn))
+		folio_mark_dirty(page_folio(pfn_to_page(pfn)));
+}
+
+struct page *hmm_rs_pfn_to_page(unsigned long pfn)
+{
+	return pfn_valid(pfn) ? pfn_to_page(pfn) : NULL;
+}
+
+bool hmm_rs_page_dirty(struct page *page)
+{
+	return folio_test_dirty(page_folio(page));
+}
+
+/* hmm_range_fault() output bits; linux/hmm.h is not in Rust's bindings. */
+const unsigned long hmm_rs_pfn_valid = HMM_PFN_VALID;
+const unsigned long hmm_rs_pfn_write = HMM_PFN_WRITE;
+const unsigned long hmm_rs_pfn_error = HMM_PFN_ERROR;
+const unsigned long hmm_rs_pfn_flags = HMM_PFN_FLAGS;
+
+unsigned int hmm_rs_pfn_order(unsigned long hmm_pfn)
+{
+	return hmm_pfn_to_map_order(hmm_pfn);
+}
+
+/* A mirror's interval notifier spans all of user space. */
+int hmm_rs_interval_insert(struct mmu_interval_notifier *sub, struct mm_struct *mm,
+			   const struct mmu_interval_notifier_ops *ops)
+{
+	return mmu_interval_notifier_insert(sub, mm, 0, TASK_SIZE_MAX, ops);
+}
+
+bool hmm_rs_interval_read_retry(struct mmu_interval_notifier *sub, unsigned long seq)
+{
+	return mmu_interval_read_retry(sub, seq);
+}
+
+void hmm_rs_interval_set_seq(struct mmu_interval_notifier *sub, unsigned long cur_seq)
+{
+	mmu_interval_set_seq(sub, cur_seq);
+}
+
+/*
+ * Faults [start, end) of the notifier's mm in, filling one hmm pfn per page,
+ * and returns the sequence to check with hmm_rs_interval_read_retry() under
+ * the mirror's lock before using them. -EBUSY: an invalidation raced, retry;
+ * -ESRCH: the mm is exiting.
+ */
+int hmm_rs_range_fault(struct mmu_interval_notifier *sub, unsigned long start,
+		       unsigned long end, unsigned long *pfns, bool write,
+		       unsigned long *seq)
+{
+	struct hmm_range range = {
+		.notifier = sub,
+		.start = start,
+		.end = end,
+		.hmm_pfns = pfns,
+		.default_flags = HMM_PFN_REQ_FAULT | (write ? HMM_PFN_REQ_WRITE : 0),
+	};
+	struct mm_struct *mm = sub->mm;
+	int ret;
+
+	if (!mmget_not_zero(mm))
+		return -ESRCH;
+	range.notifier_seq = mmu_interval_read_begin(sub);
+	mmap_read_lock(mm);
+	ret = hmm_range_fault(&range);
+	mmap_read_unlock(mm);
+	mmput(mm);
+	*seq = range.notifier_seq;
+	return ret;
+}
+
+/* How many address bits user space has: 47, or 56 with 5-level paging. */
+unsigned int hmm_rs_user_address_bits(void)
+{
+	return ilog2(TASK_SIZE_MAX - 1) + 1;
 }

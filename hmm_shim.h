@@ -9,6 +9,8 @@
 #include <linux/types.h>
 
 struct mm_struct;
+struct mmu_interval_notifier;
+struct mmu_interval_notifier_ops;
 struct mmu_notifier;
 struct mmu_notifier_ops;
 struct mmu_notifier_range;
@@ -21,5 +23,22 @@ struct mmu_notifier *hmm_rs_mmu_notifier_get(const struct mmu_notifier_ops *ops,
 					     struct mm_struct *mm);
 bool hmm_rs_range_blockable(const struct mmu_notifier_range *range);
 bool hmm_rs_range_in_fork(const struct mmu_notifier_range *range);
+void hmm_rs_mark_pfn_dirty(unsigned long pfn);
+struct page *hmm_rs_pfn_to_page(unsigned long pfn);
+bool hmm_rs_page_dirty(struct page *page);
+
+extern const unsigned long hmm_rs_pfn_valid;
+extern const unsigned long hmm_rs_pfn_write;
+extern const unsigned long hmm_rs_pfn_error;
+extern const unsigned long hmm_rs_pfn_flags;
+unsigned int hmm_rs_pfn_order(unsigned long hmm_pfn);
+int hmm_rs_interval_insert(struct mmu_interval_notifier *sub, struct mm_struct *mm,
+			   const struct mmu_interval_notifier_ops *ops);
+bool hmm_rs_interval_read_retry(struct mmu_interval_notifier *sub, unsigned long seq);
+void hmm_rs_interval_set_seq(struct mmu_interval_notifier *sub, unsigned long cur_seq);
+int hmm_rs_range_fault(struct mmu_interval_notifier *sub, unsigned long start,
+		       unsigned long end, unsigned long *pfns, bool write,
+		       unsigned long *seq);
+unsigned int hmm_rs_user_address_bits(void);
 
 #endif /* HMM_SHIM_H */
