@@ -493,6 +493,60 @@ mod tests {
     }
 
     #[test]
+    fn thp_is_mirrored_with_a_huge_entry() -> Result {
+        // 4 MiB holds one 2 MiB-aligned region; THP is "always" in the test
+        // kernel, so a write fault there gets a PMD-mapped huge page.
+        let addr = kunit_mm::mmap(2 * HUGE_SIZE as usize, PROT_READ | PROT_WRITE)? as u64;
+        let huge = (addr + HUGE_SIZE - 1) & !(HUGE_SIZE - 1);
+        let (_seen, m) = mirror()?;
+        m.fault(HmmEventType::DeviceWriteFault, huge, huge + HUGE_SIZE)?;
+        let s = m.table().stats();
+        assert_eq!((s.entries, s.pages), (1, 512));
+        let map = m.table().lookup(huge + 5 * PAGE_SIZE).ok_or(EFAULT)?;
+        assert_eq!((map.addr, map.order), (huge, HUGE_ORDER));
+        // Unmapping one page makes the CPU split its huge page first, which
+        // invalidates all 2 MiB: the mirror drops the whole entry. Faulted
+        // again, what is left is mirrored with 4 KiB entries.
+        kunit_mm::munmap((huge + PAGE_SIZE) as usize, PAGE)?;
+        assert_eq!(m.table().stats().pages, 0);
+        assert_eq!(
+            m.fault(HmmEventType::DeviceWriteFault, huge, huge + HUGE_SIZE),
+            Err(EFAULT)
+        );
+        m.fault(
+            HmmEventType::DeviceWriteFault,
+            huge + 2 * PAGE_SIZE,
+            huge + HUGE_SIZE,
+        )?;
+        let s = m.table().stats();
+        assert_eq!((s.entries, s.pages), (510, 510));
+        assert_eq!(
+            m.table().lookup(huge + 3 * PAGE_SIZE).map(|m| m.order),
+            Some(0)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn register_unregister_1000_times_leaves_nothing() -> Result {
+        let addr = kunit_mm::mmap(PAGE, PROT_READ | PROT_WRITE)? as u64;
+        let (seen, m) = mirror()?;
+        let hmm: *const HmmMm = m.hmm();
+        for _ in 0..1000 {
+            let (_s, other) = mirror()?;
+            other.fault(HmmEventType::DeviceReadFault, addr, addr + PAGE_SIZE)?;
+            assert!(core::ptr::eq(other.hmm(), hmm));
+            assert_eq!(m.hmm().mirror_count(), 2);
+        }
+        assert_eq!(m.hmm().mirror_count(), 1);
+        assert_eq!(m.hmm().events(HmmEventType::DeviceReadFault), 1000);
+        // The survivor still works and saw none of the others' faults.
+        m.fault(HmmEventType::DeviceReadFault, addr, addr + PAGE_SIZE)?;
+        assert!(seen.events.lock().is_empty());
+        Ok(())
+    }
+
+    #[test]
     fn mirrors_of_one_mm_share_its_notifier() -> Result {
         let addr = kunit_mm::mmap(PAGE, PROT_READ | PROT_WRITE)?;
         let (seen1, m1) = mirror()?;
