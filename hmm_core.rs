@@ -419,6 +419,7 @@ pub(crate) mod kunit_mm {
     pub(crate) const PROT_READ: usize = 0x1;
     pub(crate) const PROT_WRITE: usize = 0x2;
     const MAP_PRIVATE: usize = 0x02;
+    const MAP_FIXED: usize = 0x10;
     const MAP_ANONYMOUS: usize = 0x20;
 
     /// Gives the test thread an mm of its own (KUnit frees it afterwards).
@@ -449,6 +450,26 @@ pub(crate) mod kunit_mm {
         Ok(addr)
     }
 
+    /// Replaces `[addr, addr + len)` of the current mm with fresh read-write
+    /// anonymous memory.
+    pub(crate) fn remap(addr: usize, len: usize) -> Result {
+        // SAFETY: A fixed anonymous mapping of our own range.
+        let got = unsafe {
+            bindings::vm_mmap(
+                core::ptr::null_mut(),
+                addr,
+                len,
+                PROT_READ | PROT_WRITE,
+                MAP_FIXED | MAP_ANONYMOUS | MAP_PRIVATE,
+                0,
+            )
+        };
+        if got != addr {
+            return Err(ENOMEM);
+        }
+        Ok(())
+    }
+
     /// Unmaps `[addr, addr + len)` of the test's mm.
     pub(crate) fn munmap(addr: usize, len: usize) -> Result {
         // SAFETY: Any range may be passed; the test owns its mm.
@@ -460,6 +481,58 @@ pub(crate) mod kunit_mm {
         uaccess::UserSlice::new(uaccess::UserPtr::from_addr(addr), data.len())
             .writer()
             .write_slice(data)
+    }
+}
+
+/// Kernel threads for KUnit tests that need a second CPU.
+#[cfg(CONFIG_KUNIT)]
+pub(crate) mod kunit_thread {
+    use core::ffi::c_void;
+    use kernel::{bindings, ffi::c_int, prelude::*};
+
+    /// A kernel thread, stopped and waited for when dropped, so no code of
+    /// the test runs after its test.
+    pub(crate) struct Thread(*mut bindings::task_struct);
+
+    impl Thread {
+        /// Runs `f(data)` on a new kernel thread named `name`.
+        ///
+        /// # Safety
+        ///
+        /// `f` must not return before [`should_stop`] is true, and `data`
+        /// must stay valid for it until the thread is dropped.
+        pub(crate) unsafe fn spawn(
+            f: unsafe extern "C" fn(*mut c_void) -> c_int,
+            data: *mut c_void,
+            name: &CStr,
+        ) -> Result<Self> {
+            // SAFETY: `f` has the kthread signature; `name` is a C string.
+            let task = unsafe {
+                bindings::kthread_create_on_node(
+                    Some(f),
+                    data,
+                    bindings::NUMA_NO_NODE,
+                    name.as_char_ptr(),
+                )
+            };
+            kernel::error::from_err_ptr(task)?;
+            // SAFETY: A new kthread, not yet woken.
+            unsafe { bindings::wake_up_process(task) };
+            Ok(Self(task))
+        }
+    }
+
+    impl Drop for Thread {
+        fn drop(&mut self) {
+            // SAFETY: Our kthread, which runs until asked to stop (`spawn`).
+            unsafe { bindings::kthread_stop(self.0) };
+        }
+    }
+
+    /// Whether the current thread was asked to stop.
+    pub(crate) fn should_stop() -> bool {
+        // SAFETY: Called from a kthread.
+        unsafe { bindings::kthread_should_stop() }
     }
 }
 
