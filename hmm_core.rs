@@ -16,7 +16,7 @@ use kernel::{
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        new_mutex, rcu, Mutex,
+        new_mutex, rcu, Arc, Mutex,
     },
     types::Opaque,
     uaccess::UserSliceReader,
@@ -91,6 +91,8 @@ mod shim {
         ) -> core::ffi::c_int;
         /// Address bits of user space: 47, or 56 with 5-level paging.
         pub(crate) fn hmm_rs_user_address_bits() -> kernel::ffi::c_uint;
+        /// `HMM_RS_PT_VALID`, `_WRITE`, `_DIRTY`, `_DEVICE` of hmm_rs.h.
+        pub(crate) static hmm_rs_c_pt_flags: [u64; 4];
     }
 }
 
@@ -346,6 +348,253 @@ unsafe extern "C" fn hmm_release(
     }
 }
 
+/// `struct hmm_rs_device_ops` of hmm_rs.h.
+#[repr(C)]
+pub(crate) struct CDeviceOps {
+    update:
+        Option<unsafe extern "C" fn(*mut HmmMirror, *const CEvent, bool, *mut core::ffi::c_void)>,
+    release: Option<unsafe extern "C" fn(*mut HmmMirror, *mut core::ffi::c_void)>,
+}
+
+/// `struct hmm_rs_event` of hmm_rs.h.
+#[repr(C)]
+pub(crate) struct CEvent {
+    ty: u32,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+    keep: u64,
+}
+
+/// `struct hmm_rs_device`: a C driver's callbacks, and how many mirrors use
+/// them.
+pub(crate) struct CDevice {
+    ops: *const CDeviceOps,
+    mirrors: Atomic<u64>,
+}
+
+/// The [`hmm_mirror::MirrorOps`] of a mirror registered from C.
+///
+/// # Invariants
+///
+/// `device` is a live [`CDevice`] whose `mirrors` counts this object.
+struct CMirrorOps {
+    device: NonNull<CDevice>,
+    private: *mut core::ffi::c_void,
+}
+
+// SAFETY: The C API requires callbacks callable from any task.
+unsafe impl Send for CMirrorOps {}
+// SAFETY: As above.
+unsafe impl Sync for CMirrorOps {}
+
+impl CMirrorOps {
+    fn ops(&self) -> &CDeviceOps {
+        // SAFETY: The device is alive (type invariant) and its ops pointer
+        // valid, which `hmm_rs_device_register` requires of the driver.
+        unsafe { &*self.device.as_ref().ops }
+    }
+}
+
+impl hmm_mirror::MirrorOps for CMirrorOps {
+    fn update(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool) {
+        let c = CEvent {
+            ty: event.ty as u32,
+            start: event.start as usize,
+            end: event.end as usize,
+            keep: event.keep.bits(),
+        };
+        if let Some(f) = self.ops().update {
+            // SAFETY: The driver's callback, with its own private pointer.
+            unsafe {
+                f(
+                    core::ptr::from_ref(mirror).cast_mut(),
+                    &c,
+                    blockable,
+                    self.private,
+                )
+            };
+        }
+    }
+
+    fn release(&self, mirror: &HmmMirror) {
+        if let Some(f) = self.ops().release {
+            // SAFETY: As above.
+            unsafe { f(core::ptr::from_ref(mirror).cast_mut(), self.private) };
+        }
+    }
+}
+
+impl Drop for CMirrorOps {
+    fn drop(&mut self) {
+        // SAFETY: The device is alive (type invariant).
+        unsafe { self.device.as_ref() }
+            .mirrors
+            .fetch_sub(1, Relaxed);
+    }
+}
+
+/// # Safety
+///
+/// `ops` must be null or valid until the device is unregistered.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_device_register(ops: *const CDeviceOps) -> *mut CDevice {
+    if ops.is_null() {
+        return EINVAL.to_ptr();
+    }
+    match KBox::new(
+        CDevice {
+            ops,
+            mirrors: Atomic::new(0),
+        },
+        GFP_KERNEL,
+    ) {
+        Ok(dev) => KBox::into_raw(dev),
+        Err(_) => ENOMEM.to_ptr(),
+    }
+}
+
+/// # Safety
+///
+/// `device` came from `hmm_rs_rust_device_register` and is unregistered once.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_device_unregister(device: *mut CDevice) {
+    // SAFETY: A registered device, by the caller's guarantee.
+    let mirrors = unsafe { (*device).mirrors.load(Relaxed) };
+    if mirrors != 0 {
+        // Freeing it would leave its mirrors with dangling callbacks.
+        pr_err!("hmm_rs_device_unregister: the device still has {mirrors} mirrors; not freed\n");
+        return;
+    }
+    // SAFETY: From `KBox::into_raw` in `hmm_rs_rust_device_register`.
+    drop(unsafe { KBox::from_raw(device) });
+}
+
+/// # Safety
+///
+/// `device` is registered; `mm` has users for the duration of the call.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_register(
+    device: *mut CDevice,
+    mm: *mut bindings::mm_struct,
+    private: *mut core::ffi::c_void,
+) -> *mut HmmMirror {
+    let (Some(dev), false) = (NonNull::new(device), mm.is_null()) else {
+        return EINVAL.to_ptr();
+    };
+    // SAFETY: `mm` has users, by the caller's guarantee.
+    let mm = unsafe { MmWithUser::from_raw(mm) };
+    // SAFETY: A registered device, by the caller's guarantee.
+    unsafe { dev.as_ref() }.mirrors.add(1, Relaxed);
+    // INVARIANT: counted just above; dropping the ops uncounts it.
+    let ops = CMirrorOps {
+        device: dev,
+        private,
+    };
+    let ops = match KBox::new(ops, GFP_KERNEL) {
+        Ok(ops) => ops,
+        Err(_) => return ENOMEM.to_ptr(),
+    };
+    match HmmMirror::register(mm, ops) {
+        Ok(mirror) => Arc::into_raw(mirror).cast_mut(),
+        Err(e) => e.to_ptr(),
+    }
+}
+
+/// # Safety
+///
+/// `mirror` came from `hmm_rs_rust_mirror_register` and is unregistered once.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_unregister(mirror: *mut HmmMirror) {
+    // SAFETY: From `Arc::into_raw` in `hmm_rs_rust_mirror_register`.
+    drop(unsafe { Arc::from_raw(mirror) });
+}
+
+/// # Safety
+///
+/// `mirror` is registered.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_fault(
+    mirror: *mut HmmMirror,
+    ty: u32,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+) -> core::ffi::c_int {
+    let Some(ty) = HmmEventType::from_raw(ty) else {
+        return EINVAL.to_errno();
+    };
+    // SAFETY: A registered mirror, by the caller's guarantee.
+    match unsafe { &*mirror }.fault(ty, start as u64, end as u64) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// `hmm_rs_walk_fn` of hmm_rs.h.
+type CWalkFn = unsafe extern "C" fn(
+    *mut core::ffi::c_void,
+    kernel::ffi::c_ulong,
+    u64,
+    kernel::ffi::c_uint,
+    u64,
+) -> core::ffi::c_int;
+
+/// # Safety
+///
+/// `mirror` is registered; `f` is callable with `arg` under RCU.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_walk(
+    mirror: *mut HmmMirror,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+    f: Option<CWalkFn>,
+    arg: *mut core::ffi::c_void,
+) -> core::ffi::c_int {
+    let Some(f) = f else {
+        return EINVAL.to_errno();
+    };
+    let mut ret = 0;
+    // SAFETY: A registered mirror, by the caller's guarantee.
+    let walked = unsafe { &*mirror }
+        .table()
+        .walk_until(start as u64, end as u64, |m| {
+            // SAFETY: The driver's callback, with its own argument.
+            ret = unsafe {
+                f(
+                    arg,
+                    m.addr as usize,
+                    m.entry.pfn(),
+                    m.order,
+                    m.entry.flags().bits(),
+                )
+            };
+            ret != 0
+        });
+    match walked {
+        Ok(_) => ret,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// `mirror` is registered.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_set_dirty(
+    mirror: *mut HmmMirror,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+) -> core::ffi::c_int {
+    // SAFETY: A registered mirror, by the caller's guarantee.
+    match unsafe { &*mirror }
+        .table()
+        .lock()
+        .set_dirty(start as u64, end as u64)
+    {
+        Ok(n) => n.try_into().unwrap_or(core::ffi::c_int::MAX),
+        Err(e) => e.to_errno(),
+    }
+}
+
 /// The loaded module; owns everything the core registers with the kernel.
 struct HmmCore {
     _debugfs: debugfs::Dir,
@@ -572,5 +821,21 @@ mod tests {
         kunit_mm::munmap(addr, len)?;
         assert!(hmm.events(HmmEventType::Munmap) > before);
         Ok(())
+    }
+
+    #[test]
+    fn c_header_flags_match_the_table() {
+        use crate::hmm_pt::PtFlags;
+        // SAFETY: A constant array of the shim.
+        let c = unsafe { shim::hmm_rs_c_pt_flags };
+        let rust = [
+            PtFlags::VALID,
+            PtFlags::WRITE,
+            PtFlags::DIRTY,
+            PtFlags::DEVICE,
+        ];
+        for (c, r) in c.iter().zip(rust) {
+            assert_eq!(*c, r.bits());
+        }
     }
 }

@@ -74,6 +74,11 @@ impl HmmEventType {
         Self::DeviceWriteFault,
         Self::WriteProtect,
     ];
+
+    /// The type with C value `value`, if any.
+    pub(crate) fn from_raw(value: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| *t as u32 == value)
+    }
 }
 
 /// An `enum mmu_notifier_event` code: why a CPU page table changes.

@@ -575,13 +575,24 @@ impl<A: DirAlloc> HmmPt<A> {
     /// Calls `f` on every mapping that overlaps `[start, end)`, in address
     /// order, in one RCU read-side critical section: `f` must not sleep.
     pub(crate) fn walk(&self, start: u64, end: u64, mut f: impl FnMut(&PtMapping)) -> Result {
-        self.check_range(start, end)?;
-        let _rcu = rcu::read_lock();
-        self.walk_dir(self.root.dir(), self.top(), 0, start, end, &mut |m| {
+        self.walk_until(start, end, |m| {
             f(m);
             false
-        });
-        Ok(())
+        })
+        .map(|_| ())
+    }
+
+    /// [`Self::walk`], stopping at the first mapping for which `f` returns
+    /// true; returns whether it stopped.
+    pub(crate) fn walk_until(
+        &self,
+        start: u64,
+        end: u64,
+        mut f: impl FnMut(&PtMapping) -> bool,
+    ) -> Result<bool> {
+        self.check_range(start, end)?;
+        let _rcu = rcu::read_lock();
+        Ok(self.walk_dir(self.root.dir(), self.top(), 0, start, end, &mut f))
     }
 
     /// Visits the mappings below `dir` that overlap `[start, end)` until

@@ -3,6 +3,7 @@
  * hmm-rs C shim: only what Rust cannot do from outside the kernel tree
  * (inline helpers, EXPORT_SYMBOL_GPL, tracepoints). Keep it thin.
  */
+#include <linux/export.h>
 #include <linux/hmm.h>
 #include <linux/kconfig.h>
 #include <linux/mm.h>
@@ -155,3 +156,56 @@ unsigned int hmm_rs_user_address_bits(void)
 {
 	return ilog2(TASK_SIZE_MAX - 1) + 1;
 }
+
+/* hmm_rs.h's entry flags, for a KUnit check against the Rust ones. */
+const u64 hmm_rs_c_pt_flags[4] = {
+	HMM_RS_PT_VALID, HMM_RS_PT_WRITE, HMM_RS_PT_DIRTY, HMM_RS_PT_DEVICE,
+};
+
+/* The exported C API: see hmm_rs.h. */
+struct hmm_rs_device *hmm_rs_device_register(const struct hmm_rs_device_ops *ops)
+{
+	return hmm_rs_rust_device_register(ops);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_device_register);
+
+void hmm_rs_device_unregister(struct hmm_rs_device *device)
+{
+	hmm_rs_rust_device_unregister(device);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_device_unregister);
+
+struct hmm_rs_mirror *hmm_rs_mirror_register(struct hmm_rs_device *device,
+					     struct mm_struct *mm,
+					     void *mirror_priv)
+{
+	return hmm_rs_rust_mirror_register(device, mm, mirror_priv);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_mirror_register);
+
+void hmm_rs_mirror_unregister(struct hmm_rs_mirror *mirror)
+{
+	hmm_rs_rust_mirror_unregister(mirror);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_mirror_unregister);
+
+int hmm_rs_mirror_fault(struct hmm_rs_mirror *mirror, enum hmm_rs_event_type type,
+			unsigned long start, unsigned long end)
+{
+	return hmm_rs_rust_mirror_fault(mirror, type, start, end);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_mirror_fault);
+
+int hmm_rs_mirror_walk(struct hmm_rs_mirror *mirror, unsigned long start,
+		       unsigned long end, hmm_rs_walk_fn fn, void *arg)
+{
+	return hmm_rs_rust_mirror_walk(mirror, start, end, fn, arg);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_mirror_walk);
+
+int hmm_rs_mirror_set_dirty(struct hmm_rs_mirror *mirror, unsigned long start,
+			    unsigned long end)
+{
+	return hmm_rs_rust_mirror_set_dirty(mirror, start, end);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_mirror_set_dirty);

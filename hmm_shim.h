@@ -8,6 +8,8 @@
 
 #include <linux/types.h>
 
+#include "hmm_rs.h"
+
 struct mm_struct;
 struct mmu_interval_notifier;
 struct mmu_interval_notifier_ops;
@@ -40,5 +42,20 @@ int hmm_rs_range_fault(struct mmu_interval_notifier *sub, unsigned long start,
 		       unsigned long end, unsigned long *pfns, bool write,
 		       unsigned long *seq);
 unsigned int hmm_rs_user_address_bits(void);
+extern const u64 hmm_rs_c_pt_flags[4];
+
+/* The C API (hmm_rs.h), implemented in Rust (hmm_core.rs). */
+struct hmm_rs_device *hmm_rs_rust_device_register(const struct hmm_rs_device_ops *ops);
+void hmm_rs_rust_device_unregister(struct hmm_rs_device *device);
+struct hmm_rs_mirror *hmm_rs_rust_mirror_register(struct hmm_rs_device *device,
+						  struct mm_struct *mm,
+						  void *mirror_priv);
+void hmm_rs_rust_mirror_unregister(struct hmm_rs_mirror *mirror);
+int hmm_rs_rust_mirror_fault(struct hmm_rs_mirror *mirror, enum hmm_rs_event_type type,
+			     unsigned long start, unsigned long end);
+int hmm_rs_rust_mirror_walk(struct hmm_rs_mirror *mirror, unsigned long start,
+			    unsigned long end, hmm_rs_walk_fn fn, void *arg);
+int hmm_rs_rust_mirror_set_dirty(struct hmm_rs_mirror *mirror, unsigned long start,
+				 unsigned long end);
 
 #endif /* HMM_SHIM_H */

@@ -44,6 +44,8 @@ case "$mode" in
 test)
 	{
 		load hmm_rs
+		# A C driver on the exported API; its KUnit suite runs at load.
+		load hmm_rs_ctest && unload hmm_rs_ctest
 		for t in /tests/*; do
 			[ -x "$t" ] && run_user "$t"
 		done

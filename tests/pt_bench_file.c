@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "kselftest_harness.h"
@@ -54,9 +55,11 @@ TEST_F(bench_file, rejects_overlong_input)
 
 TEST_F(bench_file, rejects_bad_user_pointer)
 {
-	/* volatile: the compiler must not see that the pointer is bad. */
-	const void *volatile bad = (void *)8;
+	/* A page that was mapped and is not any more. */
+	void *bad = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
+	ASSERT_NE(MAP_FAILED, bad);
+	ASSERT_EQ(0, munmap(bad, 4096));
 	EXPECT_EQ(-1, write(self->fd, bad, 3));
 	EXPECT_EQ(EFAULT, errno);
 }

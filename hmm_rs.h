@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * hmm-rs: the HMM core's interface for device drivers written in C.
+ *
+ * A driver registers a device (its callbacks), then mirrors of the mms its
+ * device works on. Every change to a mirrored CPU page table reaches the
+ * device's update() callback as a typed event before the mirror's page
+ * table changes; the device faults ranges into the mirror with
+ * hmm_rs_mirror_fault() and reads the mirror with hmm_rs_mirror_walk().
+ * Dirty bits of entries that lose write access are propagated to the pages.
+ *
+ * Lifetimes: a device must outlive its mirrors; unregister every mirror,
+ * then the device. A driver using these symbols holds the hmm_rs module.
+ */
+#ifndef HMM_RS_H
+#define HMM_RS_H
+
+#include <linux/bits.h>
+#include <linux/types.h>
+
+struct mm_struct;
+
+/* What happened to a range of a mirrored address space. */
+enum hmm_rs_event_type {
+	HMM_RS_FORK = 1,		/* fork: private pages became copy-on-write */
+	HMM_RS_MIGRATE = 2,		/* pages move (reclaim, migration, COW break) */
+	HMM_RS_MUNMAP = 3,		/* the range was unmapped */
+	HMM_RS_DEVICE_READ_FAULT = 4,	/* hmm_rs_mirror_fault() for reading */
+	HMM_RS_DEVICE_WRITE_FAULT = 5,	/* hmm_rs_mirror_fault() for writing */
+	HMM_RS_WRITE_PROTECT = 6,	/* the range lost write access */
+};
+
+/* Flags of a mirror entry. */
+#define HMM_RS_PT_VALID		BIT_ULL(0)	/* maps memory */
+#define HMM_RS_PT_WRITE		BIT_ULL(1)	/* the device may write */
+#define HMM_RS_PT_DIRTY		BIT_ULL(2)	/* the device (may have) written */
+#define HMM_RS_PT_DEVICE	BIT_ULL(3)	/* the page is in device memory */
+#define HMM_RS_PT_DRIVER_SHIFT	8		/* 4 bits for the driver */
+
+/*
+ * An event: in [start, end), mirror entries keep only the flags in @keep;
+ * an entry whose @keep lacks HMM_RS_PT_VALID is removed.
+ */
+struct hmm_rs_event {
+	enum hmm_rs_event_type type;
+	unsigned long start;
+	unsigned long end;
+	u64 keep;
+};
+
+struct hmm_rs_mirror;
+
+struct hmm_rs_device_ops {
+	/*
+	 * Before the mirror table changes: stop using what @event removes.
+	 * Must not sleep unless @blockable. Must not unregister mirrors.
+	 */
+	void (*update)(struct hmm_rs_mirror *mirror,
+		       const struct hmm_rs_event *event, bool blockable,
+		       void *mirror_priv);
+	/* The mm is exiting; the mirror is emptied after this. May sleep. */
+	void (*release)(struct hmm_rs_mirror *mirror, void *mirror_priv);
+};
+
+struct hmm_rs_device;
+
+/* Returns the device or an ERR_PTR(): -EINVAL (no ops), -ENOMEM. */
+struct hmm_rs_device *hmm_rs_device_register(const struct hmm_rs_device_ops *ops);
+/* Refused (with an error in the log) while the device has mirrors. */
+void hmm_rs_device_unregister(struct hmm_rs_device *device);
+
+/*
+ * Mirrors @mm (which must have users, e.g. current->mm). May sleep.
+ * @mirror_priv is passed to the callbacks and must stay valid until
+ * hmm_rs_mirror_unregister() returns: release() may come first, from
+ * whichever task tears the mm down.
+ * Returns the mirror or an ERR_PTR(): -EINVAL, -ENOMEM.
+ */
+struct hmm_rs_mirror *hmm_rs_mirror_register(struct hmm_rs_device *device,
+					     struct mm_struct *mm,
+					     void *mirror_priv);
+/* Empties the mirror, dirtying what the device wrote. May sleep. */
+void hmm_rs_mirror_unregister(struct hmm_rs_mirror *mirror);
+
+/*
+ * Faults [start, end) in for @type HMM_RS_DEVICE_READ_FAULT or
+ * HMM_RS_DEVICE_WRITE_FAULT. May sleep. Returns 0, -EINVAL (type, range),
+ * -EFAULT (unmapped, no access), -EPERM (write to read-only), -ESRCH (mm
+ * exiting), -ENOMEM or -EAGAIN (raced with invalidations too often).
+ */
+int hmm_rs_mirror_fault(struct hmm_rs_mirror *mirror,
+			enum hmm_rs_event_type type,
+			unsigned long start, unsigned long end);
+
+/*
+ * Calls @fn for each mapping of the mirror overlapping [start, end), in
+ * address order: @order is 0 for 4 KiB, 9 for 2 MiB. Stops when @fn
+ * returns non-zero and returns that. Runs under RCU: @fn must not sleep.
+ */
+typedef int (*hmm_rs_walk_fn)(void *arg, unsigned long addr, u64 pfn,
+			      unsigned int order, u64 flags);
+int hmm_rs_mirror_walk(struct hmm_rs_mirror *mirror, unsigned long start,
+		       unsigned long end, hmm_rs_walk_fn fn, void *arg);
+
+/*
+ * The device wrote [start, end): marks the writable entries dirty.
+ * Returns how many entries changed, or -EINVAL.
+ */
+int hmm_rs_mirror_set_dirty(struct hmm_rs_mirror *mirror, unsigned long start,
+			    unsigned long end);
+
+#endif /* HMM_RS_H */
