@@ -110,6 +110,20 @@ module! {
 /// How many [`HmmMm`] exist: each holds one registered `mmu_notifier`.
 static LIVE_MMS: Atomic<u64> = Atomic::new(0);
 
+/// Numbers [`HmmMm`]s for debugfs.
+static NEXT_MM_ID: Atomic<u64> = Atomic::new(1);
+
+/// A text buffer that grows with `GFP_KERNEL`.
+pub(crate) struct TextBuf(pub(crate) KVec<u8>);
+
+impl core::fmt::Write for TextBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0
+            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
+            .map_err(|_| core::fmt::Error)
+    }
+}
+
 /// The HMM state of one mm: its one `mmu_notifier`, shared by every mirror of
 /// the mm, created with the first [`HmmMmRef`] and freed after the last is
 /// dropped (`mmu_notifier_get`/`mmu_notifier_put`), once SRCU readers of the
@@ -129,6 +143,8 @@ pub(crate) struct HmmMm {
     events: [Atomic<u64>; HmmEventType::ALL.len() + 1],
     /// Invalidations that could not block.
     nonblocking: Atomic<u64>,
+    /// Number for debugfs.
+    id: u64,
     /// The mirrors of the mm, each alive while listed (see [`HmmMirror`]).
     /// Nothing allocates while holding the lock, so reclaim never waits on it.
     #[pin]
@@ -141,6 +157,7 @@ impl HmmMm {
             notifier: Opaque::uninit(),
             events: [const { Atomic::new(0) }; HmmEventType::ALL.len() + 1],
             nonblocking: Atomic::new(0),
+            id: NEXT_MM_ID.fetch_add(1, Relaxed),
             mirrors <- new_mutex!(KVec::new()),
         })
     }
@@ -161,6 +178,21 @@ impl HmmMm {
 
     pub(crate) fn count(&self, ty: HmmEventType) {
         self.events[ty as usize].add(1, Relaxed);
+    }
+
+    /// The mm's debugfs line.
+    pub(crate) fn write_stats(&self, f: &mut impl core::fmt::Write) -> core::fmt::Result {
+        write!(
+            f,
+            "    mm {}: mirrors {} nonblocking {}",
+            self.id,
+            self.mirror_count(),
+            self.nonblocking.load(Relaxed)
+        )?;
+        for ty in HmmEventType::ALL {
+            write!(f, " {} {}", ty.name(), self.events(ty))?;
+        }
+        writeln!(f)
     }
 
     /// Lists a mirror, growing the list outside the lock. May sleep.
@@ -282,7 +314,8 @@ unsafe extern "C" fn hmm_alloc_notifier(
 /// `notifier` came from [`hmm_alloc_notifier`]; called once, by mm.
 unsafe extern "C" fn hmm_free_notifier(notifier: *mut bindings::mmu_notifier) {
     // SAFETY: `notifier` is the first field of the `HmmMm` that
-    // `hmm_alloc_notifier` leaked from a `KBox`.
+    // `hmm_alloc_notifier` leaked from a `KBox`. (This runs from an SRCU
+    // callback with bottom halves off: it must not sleep.)
     drop(unsafe { KBox::from_raw(notifier.cast::<HmmMm>()) });
     LIVE_MMS.fetch_sub(1, Relaxed);
 }
@@ -599,11 +632,17 @@ unsafe extern "C" fn hmm_rs_rust_mirror_set_dirty(
 struct HmmCore {
     _debugfs: debugfs::Dir,
     _pt_bench: Pin<KBox<debugfs::File<Mutex<KVec<u8>>>>>,
+    _stats: Pin<KBox<debugfs::File<()>>>,
 }
 
 impl kernel::Module for HmmCore {
     fn init(_module: &'static ThisModule) -> Result<Self> {
+        hmm_mirror::init();
         let dir = debugfs::Dir::new(c"hmm_rs");
+        let stats = KBox::pin_init(
+            dir.read_callback_file(c"stats", (), &show_stats),
+            GFP_KERNEL,
+        )?;
         let pt_bench = KBox::pin_init(
             dir.read_write_callback_file(
                 c"pt_bench",
@@ -617,8 +656,14 @@ impl kernel::Module for HmmCore {
         Ok(HmmCore {
             _debugfs: dir,
             _pt_bench: pt_bench,
+            _stats: stats,
         })
     }
+}
+
+/// Reading `hmm_rs/stats` shows the counters of every mm and mirror.
+fn show_stats(_: &(), f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    hmm_mirror::write_stats(f)
 }
 
 /// Reading `hmm_rs/pt_bench` shows the last benchmark report.

@@ -75,6 +75,18 @@ impl HmmEventType {
         Self::WriteProtect,
     ];
 
+    /// The name used in logs and debugfs.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Self::Fork => "fork",
+            Self::Migrate => "migrate",
+            Self::Munmap => "munmap",
+            Self::DeviceReadFault => "device_read_fault",
+            Self::DeviceWriteFault => "device_write_fault",
+            Self::WriteProtect => "write_protect",
+        }
+    }
+
     /// The type with C value `value`, if any.
     pub(crate) fn from_raw(value: u32) -> Option<Self> {
         Self::ALL.into_iter().find(|t| *t as u32 == value)

@@ -77,6 +77,49 @@ pub(crate) struct HmmMirror {
     inserted: Atomic<bool>,
     /// The mm released this mirror: it holds nothing and cannot fault.
     released: Atomic<bool>,
+    /// Number for debugfs.
+    id: u64,
+    /// Successful device faults.
+    faults: Atomic<u64>,
+    /// Events applied.
+    invalidations: Atomic<u64>,
+    /// Pages dirtied because the device may have written them.
+    dirtied: Atomic<u64>,
+}
+
+/// Numbers mirrors for debugfs.
+static NEXT_MIRROR_ID: Atomic<u64> = Atomic::new(1);
+
+/// A listed mirror: alive while on [`MIRRORS`] (it unlists itself first
+/// thing in its destructor).
+struct Listed(NonNull<HmmMirror>);
+
+// SAFETY: Only used under `MIRRORS`; mirrors are shared between tasks.
+unsafe impl Send for Listed {}
+
+kernel::sync::global_lock! {
+    // SAFETY: Initialised by `init` in module init, before any mirror.
+    unsafe(uninit) static MIRRORS: Mutex<KVec<Listed>> = KVec::new();
+}
+
+/// Sets up the mirror registry; called once from module init.
+pub(crate) fn init() {
+    // SAFETY: Called once, before any mirror exists.
+    unsafe { MIRRORS.init() };
+}
+
+/// Writes the statistics of every mirror and its mm (debugfs `hmm_rs/stats`).
+/// Takes mutexes: may sleep.
+pub(crate) fn write_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
+    let mirrors = MIRRORS.lock();
+    writeln!(f, "mirrors {}", mirrors.len())?;
+    for m in mirrors.iter() {
+        // SAFETY: Listed, so alive while we hold `MIRRORS`.
+        let m = unsafe { m.0.as_ref() };
+        m.write_stats(f)?;
+        m.hmm.write_stats(f)?;
+    }
+    Ok(())
 }
 
 // SAFETY: The interval notifier is only touched by mm and by us through
@@ -147,6 +190,10 @@ impl HmmMirror {
                 ops,
                 inserted: Atomic::new(false),
                 released: Atomic::new(false),
+                id: NEXT_MIRROR_ID.fetch_add(1, Relaxed),
+                faults: Atomic::new(0),
+                invalidations: Atomic::new(0),
+                dirtied: Atomic::new(0),
             }? Error),
             GFP_KERNEL,
         )?;
@@ -157,6 +204,9 @@ impl HmmMirror {
         })?;
         // INVARIANT: inserted with `MIRROR_INTERVAL_OPS` just above.
         mirror.inserted.store(true, Relaxed);
+        MIRRORS
+            .lock()
+            .push(Listed(NonNull::from(&*mirror)), GFP_KERNEL)?;
         mirror.hmm.add_mirror(NonNull::from(&*mirror))?;
         Ok(mirror)
     }
@@ -171,6 +221,29 @@ impl HmmMirror {
         &self.hmm
     }
 
+    /// Dirties the page of `d` and counts it.
+    fn dirty(&self, d: PtDirty) {
+        dirty_page(d);
+        self.dirtied.add(1u64 << d.order, Relaxed);
+    }
+
+    /// One line of debugfs statistics.
+    pub(crate) fn write_stats(&self, f: &mut impl core::fmt::Write) -> core::fmt::Result {
+        let s = self.pt.stats();
+        writeln!(
+            f,
+            "mirror {}: entries {} pages {} bytes {} faults {} invalidations {} dirtied {} split_fallbacks {}",
+            self.id,
+            s.entries,
+            s.pages,
+            s.bytes(),
+            self.faults.load(Relaxed),
+            self.invalidations.load(Relaxed),
+            self.dirtied.load(Relaxed),
+            s.split_fallbacks
+        )
+    }
+
     /// Applies `event` (from the core's notifier): the driver first, then
     /// the table, dirtying the pages of dirty entries that lose write access.
     pub(crate) fn invalidate(&self, event: &HmmEvent, blockable: bool) {
@@ -181,15 +254,16 @@ impl HmmMirror {
             let _ = self
                 .pt
                 .lock()
-                .update(event.start, end, event.keep, dirty_page);
+                .update(event.start, end, event.keep, |d| self.dirty(d));
         }
+        self.invalidations.add(1, Relaxed);
     }
 
     /// The mm is going away: tell the driver, then empty the table.
     pub(crate) fn release(&self) {
         self.released.store(true, Relaxed);
         self.ops.release(self);
-        self.pt.lock().clear(dirty_page);
+        self.pt.lock().clear(|d| self.dirty(d));
     }
 
     /// A device fault: mirrors `[start, end)` of the mm for reading
@@ -222,6 +296,7 @@ impl HmmMirror {
             chunk = chunk_end;
         }
         self.hmm.count(ty);
+        self.faults.add(1, Relaxed);
         Ok(())
     }
 
@@ -309,9 +384,9 @@ impl HmmMirror {
             return Ok(false);
         }
         let done = if huge {
-            table.populate_huge(&mut res, start, entries[0], dirty_page)
+            table.populate_huge(&mut res, start, entries[0], |d| self.dirty(d))
         } else {
-            table.populate(&mut res, start, entries, dirty_page)
+            table.populate(&mut res, start, entries, |d| self.dirty(d))
         };
         match done {
             Err(EAGAIN) => Ok(false),
@@ -348,8 +423,15 @@ impl HmmMirror {
 #[pinned_drop]
 impl PinnedDrop for HmmMirror {
     fn drop(self: Pin<&mut Self>) {
+        let me = NonNull::from(&*self);
+        let mut listed = MIRRORS.lock();
+        if let Some(i) = listed.iter().position(|m| m.0 == me) {
+            // In bounds: just found.
+            let _ = listed.remove(i);
+        }
+        drop(listed);
         // No new invalidation reaches the mirror after this...
-        self.hmm.remove_mirror(NonNull::from(&*self));
+        self.hmm.remove_mirror(me);
         if self.inserted.load(Relaxed) {
             // SAFETY: Inserted (type invariant); this waits for running
             // callbacks, so none is left when the mirror is freed.
@@ -716,6 +798,24 @@ mod tests {
         pr_info!("faults_racing_invalidations: {faulted} of {ROUNDS} faults done, {stale} stale\n");
         assert_eq!(stale, 0);
         assert!(faulted > 0);
+        Ok(())
+    }
+
+    #[test]
+    fn stats_show_the_mirror_and_its_mm() -> Result {
+        use core::fmt::Write;
+        let addr = kunit_mm::mmap(2 * PAGE, PROT_READ | PROT_WRITE)? as u64;
+        let (_seen, m) = mirror()?;
+        m.fault(HmmEventType::DeviceReadFault, addr, addr + 2 * PAGE_SIZE)?;
+        let mut text = crate::TextBuf(KVec::new());
+        write_stats(&mut text).map_err(|_| ENOMEM)?;
+        let text = core::str::from_utf8(&text.0).map_err(|_| EINVAL)?;
+        let mut want = crate::TextBuf(KVec::new());
+        write!(want, "mirror {}: entries 2 pages 2 ", m.id).map_err(|_| ENOMEM)?;
+        let want = core::str::from_utf8(&want.0).map_err(|_| EINVAL)?;
+        assert!(text.contains(want));
+        assert!(text.contains(" faults 1 "));
+        assert!(text.contains(" device_read_fault 1 "));
         Ok(())
     }
 

@@ -45,7 +45,16 @@ test)
 	{
 		load hmm_rs
 		# A C driver on the exported API; its KUnit suite runs at load.
-		load hmm_rs_ctest && unload hmm_rs_ctest
+		# While it is loaded, hmm_rs must refuse to go.
+		if load hmm_rs_ctest; then
+			if rmmod hmm_rs 2>/dev/null; then
+				echo "HMMRS-CHECK-FAILED hmm_rs_unloaded_under_a_user"
+				load hmm_rs
+			else
+				echo "HMMRS-CHECK-PASSED hmm_rs_pinned_by_its_user"
+			fi
+			unload hmm_rs_ctest
+		fi
 		for t in /tests/*; do
 			[ -x "$t" ] && run_user "$t"
 		done

@@ -10,7 +10,8 @@ to --counts, and exits non-zero on any failure. Counted as tests:
 - every kselftest-harness test of each user-space program (its "# Totals:");
   a program that ends without totals, or with a non-zero status that its
   totals do not explain, counts as one more failure;
-- each module load and unload, and the VM finishing by itself;
+- each module load and unload, each HMMRS-CHECK the guest reports, and
+  the VM finishing by itself;
 - a console free of kernel bug reports (BUG, WARNING, Oops, KASAN, lockdep...).
 """
 
@@ -117,7 +118,11 @@ def judge_results(results, tally):
         if not words:
             continue
         tag = words[0]
-        if tag in ('HMMRS-LOADED', 'HMMRS-UNLOADED'):
+        if tag == 'HMMRS-CHECK-PASSED':
+            tally.add(words[1], 'PASS')
+        elif tag == 'HMMRS-CHECK-FAILED':
+            tally.add(words[1], 'FAIL')
+        elif tag in ('HMMRS-LOADED', 'HMMRS-UNLOADED'):
             tally.add(f'{tag.lower()[6:]} {words[1]}', 'PASS')
         elif tag in ('HMMRS-LOAD-FAILED', 'HMMRS-UNLOAD-FAILED'):
             tally.add(f'{tag.lower()[6:]} {words[1]}', 'FAIL')

@@ -28,7 +28,10 @@ use kernel::{
     xarray::{AllocKind, XArray},
 };
 
-use crate::hmm_pt::{HmmPt, PageDirs, PtEntry, PtFlags, PtLevels, HUGE_SIZE, PAGE_SIZE};
+use crate::{
+    hmm_pt::{HmmPt, PageDirs, PtEntry, PtFlags, PtLevels, HUGE_SIZE, PAGE_SIZE},
+    TextBuf,
+};
 
 const GIB: u64 = 1 << 30;
 const ROUNDS: usize = 3;
@@ -255,17 +258,6 @@ fn huge_bytes(w: &Workload) -> Result<u64> {
     Ok(pt.stats().bytes())
 }
 
-/// A text buffer that grows with `GFP_KERNEL`.
-pub(crate) struct Report(pub(crate) KVec<u8>);
-
-impl Write for Report {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        self.0
-            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
-            .map_err(|_| core::fmt::Error)
-    }
-}
-
 /// Per-mille ratio `a / b`, printed as x.yy.
 struct Ratio(i64, i64);
 
@@ -291,8 +283,8 @@ impl core::fmt::Display for PerPage {
 }
 
 /// Runs the benchmark; returns a Markdown report.
-pub(crate) fn pt_bench() -> Result<Report> {
-    let mut out = Report(KVec::new());
+pub(crate) fn pt_bench() -> Result<TextBuf> {
+    let mut out = TextBuf(KVec::new());
     let node = core::mem::size_of::<kernel::bindings::xa_node>() as i64;
     let dense = Workload::dense()?;
     writeln!(
