@@ -495,7 +495,7 @@ unsafe extern "C" fn hmm_rs_rust_device_unregister(device: *mut CDevice) {
     let mirrors = unsafe { (*device).mirrors.load(Relaxed) };
     if mirrors != 0 {
         // Freeing it would leave its mirrors with dangling callbacks.
-        pr_err!("hmm_rs_device_unregister: the device still has {mirrors} mirrors; not freed\n");
+        pr_err!("hmm_rs_device_unregister: refused, the device still has {mirrors} mirror(s)\n");
         return;
     }
     // SAFETY: From `KBox::into_raw` in `hmm_rs_rust_device_register`.

@@ -66,11 +66,18 @@ demo)
 	load hmm_rs
 	echo "== kernel log of hmm_rs"
 	dmesg | grep 'hmm_rs'
-	echo "== its KUnit suites (debugfs)"
+	echo "== a C driver on the exported API (hmm_rs_ctest) runs its suite"
+	load hmm_rs_ctest
+	echo "== KUnit results (debugfs)"
 	for r in /sys/kernel/debug/kunit/hmm_rs*/results; do
 		echo "-- ${r%/results}"
-		cat "$r"
+		grep -E '^ *(ok|not ok|# Subtest)' "$r"
 	done
+	echo "== rmmod hmm_rs while hmm_rs_ctest uses it (refused):"
+	rmmod hmm_rs || true
+	unload hmm_rs_ctest
+	echo "== hmm_rs/stats"
+	cat /sys/kernel/debug/hmm_rs/stats
 	echo "== rmmod hmm_rs"
 	unload hmm_rs
 	dmesg | tail -n 1

@@ -145,9 +145,40 @@ static void ctest_bad_arguments(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, -EINVAL, hmm_rs_mirror_set_dirty(mirror, addr, addr));
 }
 
+static void ctest_device_outlives_its_mirrors(struct kunit *test)
+{
+	unsigned long len = PAGE_SIZE, addr;
+	struct hmm_rs_device *device;
+	struct hmm_rs_mirror *mirror;
+	struct ctest_seen *seen;
+
+	seen = kunit_kzalloc(test, sizeof(*seen), GFP_KERNEL);
+	KUNIT_ASSERT_NOT_NULL(test, seen);
+	addr = kunit_vm_mmap(test, NULL, 0, len, PROT_READ | PROT_WRITE,
+			     MAP_ANONYMOUS | MAP_PRIVATE, 0);
+	KUNIT_ASSERT_NE(test, addr, 0);
+	device = hmm_rs_device_register(&ctest_ops);
+	KUNIT_ASSERT_FALSE(test, IS_ERR(device));
+	mirror = hmm_rs_mirror_register(device, current->mm, seen);
+	if (IS_ERR(mirror)) {
+		hmm_rs_device_unregister(device);
+		KUNIT_FAIL(test, "mirror registration failed: %ld", PTR_ERR(mirror));
+		return;
+	}
+	/* Refused while the mirror exists: the device and its ops stay usable. */
+	hmm_rs_device_unregister(device);
+	KUNIT_EXPECT_EQ(test, 0, hmm_rs_mirror_fault(mirror, HMM_RS_DEVICE_READ_FAULT,
+						     addr, addr + len));
+	KUNIT_EXPECT_EQ(test, 0, vm_munmap(addr, len));
+	KUNIT_EXPECT_EQ(test, seen->munmaps, 1);
+	hmm_rs_mirror_unregister(mirror);
+	hmm_rs_device_unregister(device);
+}
+
 static struct kunit_case hmm_rs_ctest_cases[] = {
 	KUNIT_CASE(ctest_fault_walk_munmap),
 	KUNIT_CASE(ctest_bad_arguments),
+	KUNIT_CASE(ctest_device_outlives_its_mirrors),
 	{}
 };
 
