@@ -356,11 +356,16 @@ unsafe extern "C" fn hmm_invalidate_range_start(
     let Some(mirrors) = mirrors else {
         return EAGAIN.to_errno();
     };
+    let mut ret = 0;
     for m in mirrors.iter() {
         // SAFETY: A listed mirror is alive while we hold the list lock.
-        unsafe { m.as_ref() }.invalidate(&event, blockable);
+        if let Err(e) = unsafe { m.as_ref() }.invalidate(&event, blockable) {
+            // EAGAIN, non-blockable: the mirrors done already only lost
+            // entries early, which is safe; mm retries the whole range.
+            ret = e.to_errno();
+        }
     }
-    0
+    ret
 }
 
 /// `release`: the mm is going away (its last user exited).
@@ -384,8 +389,14 @@ unsafe extern "C" fn hmm_release(
 /// `struct hmm_rs_device_ops` of hmm_rs.h.
 #[repr(C)]
 pub(crate) struct CDeviceOps {
-    update:
-        Option<unsafe extern "C" fn(*mut HmmMirror, *const CEvent, bool, *mut core::ffi::c_void)>,
+    update: Option<
+        unsafe extern "C" fn(
+            *mut HmmMirror,
+            *const CEvent,
+            bool,
+            *mut core::ffi::c_void,
+        ) -> core::ffi::c_int,
+    >,
     release: Option<unsafe extern "C" fn(*mut HmmMirror, *mut core::ffi::c_void)>,
 }
 
@@ -429,24 +440,19 @@ impl CMirrorOps {
 }
 
 impl hmm_mirror::MirrorOps for CMirrorOps {
-    fn update(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool) {
+    fn update(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool) -> Result {
         let c = CEvent {
             ty: event.ty as u32,
             start: event.start as usize,
             end: event.end as usize,
             keep: event.keep.bits(),
         };
-        if let Some(f) = self.ops().update {
-            // SAFETY: The driver's callback, with its own private pointer.
-            unsafe {
-                f(
-                    core::ptr::from_ref(mirror).cast_mut(),
-                    &c,
-                    blockable,
-                    self.private,
-                )
-            };
-        }
+        let Some(f) = self.ops().update else {
+            return Ok(());
+        };
+        let mirror = core::ptr::from_ref(mirror).cast_mut();
+        // SAFETY: The driver's callback, with its own private pointer.
+        kernel::error::to_result(unsafe { f(mirror, &c, blockable, self.private) })
     }
 
     fn release(&self, mirror: &HmmMirror) {

@@ -50,8 +50,10 @@ pub(crate) trait MirrorOps: Send + Sync {
     /// An event is about to change `[event.start, event.end)` of the mirrored
     /// mm: the device must stop using what the event removes (see
     /// [`HmmEvent::keep`]) before returning. Runs before the mirror table
-    /// changes. Must not sleep unless `blockable`.
-    fn update(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool);
+    /// changes. Must not sleep unless `blockable`; if it cannot stop the
+    /// device without sleeping, it returns `EAGAIN` (only then), the mirror
+    /// is left alone and mm retries the whole invalidation later.
+    fn update(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool) -> Result;
 
     /// The mm is going away: the mirror table is emptied after this returns,
     /// and faults fail with `ESRCH` from then on. May sleep.
@@ -246,8 +248,18 @@ impl HmmMirror {
 
     /// Applies `event` (from the core's notifier): the driver first, then
     /// the table, dirtying the pages of dirty entries that lose write access.
-    pub(crate) fn invalidate(&self, event: &HmmEvent, blockable: bool) {
-        self.ops.update(self, event, blockable);
+    /// Fails with `EAGAIN` if the driver asked for a retry of a non-blockable
+    /// invalidation.
+    pub(crate) fn invalidate(&self, event: &HmmEvent, blockable: bool) -> Result {
+        match self.ops.update(self, event, blockable) {
+            Err(EAGAIN) if !blockable => return Err(EAGAIN),
+            Err(e) => pr_err!(
+                "mirror {}: update() of a {} event failed ({e:?}); the event stands\n",
+                self.id,
+                event.ty.name()
+            ),
+            Ok(()) => {}
+        }
         let end = event.end.min(self.pt.limit());
         if event.start < end {
             // The range is page aligned and within the table: cannot fail.
@@ -257,6 +269,7 @@ impl HmmMirror {
                 .update(event.start, end, event.keep, |d| self.dirty(d));
         }
         self.invalidations.add(1, Relaxed);
+        Ok(())
     }
 
     /// The mm is going away: tell the driver, then empty the table.
@@ -463,13 +476,13 @@ mod tests {
     struct Recorder(Arc<Seen>);
 
     impl MirrorOps for Recorder {
-        fn update(&self, mirror: &HmmMirror, event: &HmmEvent, _blockable: bool) {
+        fn update(&self, mirror: &HmmMirror, event: &HmmEvent, _blockable: bool) -> Result {
             let held = mirror.table().lookup(event.start).is_some();
-            let _ = self
-                .0
+            self.0
                 .events
                 .lock()
-                .push((event.ty, event.start, event.end, held), GFP_ATOMIC);
+                .push((event.ty, event.start, event.end, held), GFP_ATOMIC)?;
+            Ok(())
         }
 
         fn release(&self, _mirror: &HmmMirror) {

@@ -53,11 +53,14 @@ struct hmm_rs_mirror;
 struct hmm_rs_device_ops {
 	/*
 	 * Before the mirror table changes: stop using what @event removes.
-	 * Must not sleep unless @blockable. Must not unregister mirrors.
+	 * Must not sleep unless @blockable; if the device cannot be stopped
+	 * without sleeping, return -EAGAIN (only then): the mirror is left
+	 * alone and mm retries the invalidation. Otherwise return 0. Must not
+	 * unregister mirrors.
 	 */
-	void (*update)(struct hmm_rs_mirror *mirror,
-		       const struct hmm_rs_event *event, bool blockable,
-		       void *mirror_priv);
+	int (*update)(struct hmm_rs_mirror *mirror,
+		      const struct hmm_rs_event *event, bool blockable,
+		      void *mirror_priv);
 	/* The mm is exiting; the mirror is emptied after this. May sleep. */
 	void (*release)(struct hmm_rs_mirror *mirror, void *mirror_priv);
 };

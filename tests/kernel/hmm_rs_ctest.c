@@ -17,14 +17,15 @@ struct ctest_seen {
 	int releases;
 };
 
-static void ctest_update(struct hmm_rs_mirror *mirror,
-			 const struct hmm_rs_event *event, bool blockable,
-			 void *mirror_priv)
+static int ctest_update(struct hmm_rs_mirror *mirror,
+			const struct hmm_rs_event *event, bool blockable,
+			void *mirror_priv)
 {
 	struct ctest_seen *seen = mirror_priv;
 
 	if (event->type == HMM_RS_MUNMAP && !(event->keep & HMM_RS_PT_VALID))
 		seen->munmaps++;
+	return 0;
 }
 
 static void ctest_release(struct hmm_rs_mirror *mirror, void *mirror_priv)
