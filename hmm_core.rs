@@ -398,6 +398,7 @@ pub(crate) struct CDeviceOps {
         ) -> core::ffi::c_int,
     >,
     release: Option<unsafe extern "C" fn(*mut HmmMirror, *mut core::ffi::c_void)>,
+    update_end: Option<unsafe extern "C" fn(*mut HmmMirror, *const CEvent, *mut core::ffi::c_void)>,
 }
 
 /// `struct hmm_rs_event` of hmm_rs.h.
@@ -407,6 +408,17 @@ pub(crate) struct CEvent {
     start: kernel::ffi::c_ulong,
     end: kernel::ffi::c_ulong,
     keep: u64,
+}
+
+impl From<&HmmEvent> for CEvent {
+    fn from(event: &HmmEvent) -> Self {
+        Self {
+            ty: event.ty as u32,
+            start: event.start as usize,
+            end: event.end as usize,
+            keep: event.keep.bits(),
+        }
+    }
 }
 
 /// `struct hmm_rs_device`: a C driver's callbacks, and how many mirrors use
@@ -441,18 +453,22 @@ impl CMirrorOps {
 
 impl hmm_mirror::MirrorOps for CMirrorOps {
     fn update(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool) -> Result {
-        let c = CEvent {
-            ty: event.ty as u32,
-            start: event.start as usize,
-            end: event.end as usize,
-            keep: event.keep.bits(),
-        };
         let Some(f) = self.ops().update else {
             return Ok(());
         };
         let mirror = core::ptr::from_ref(mirror).cast_mut();
         // SAFETY: The driver's callback, with its own private pointer.
-        kernel::error::to_result(unsafe { f(mirror, &c, blockable, self.private) })
+        kernel::error::to_result(unsafe {
+            f(mirror, &CEvent::from(event), blockable, self.private)
+        })
+    }
+
+    fn update_end(&self, mirror: &HmmMirror, event: &HmmEvent) {
+        if let Some(f) = self.ops().update_end {
+            let mirror = core::ptr::from_ref(mirror).cast_mut();
+            // SAFETY: As above.
+            unsafe { f(mirror, &CEvent::from(event), self.private) };
+        }
     }
 
     fn release(&self, mirror: &HmmMirror) {

@@ -55,6 +55,12 @@ pub(crate) trait MirrorOps: Send + Sync {
     /// is left alone and mm retries the whole invalidation later.
     fn update(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool) -> Result;
 
+    /// The mirror table reflects `event` now (called after a successful
+    /// [`Self::update`], in the same context): a driver that keeps its device
+    /// off the range from `update` until here, e.g. by holding a lock, never
+    /// lets it see a page the CPU is about to free.
+    fn update_end(&self, _mirror: &HmmMirror, _event: &HmmEvent) {}
+
     /// The mm is going away: the mirror table is emptied after this returns,
     /// and faults fail with `ESRCH` from then on. May sleep.
     fn release(&self, mirror: &HmmMirror);
@@ -268,6 +274,7 @@ impl HmmMirror {
                 .lock()
                 .update(event.start, end, event.keep, |d| self.dirty(d));
         }
+        self.ops.update_end(self, event);
         self.invalidations.add(1, Relaxed);
         Ok(())
     }
@@ -470,6 +477,8 @@ mod tests {
         #[pin]
         events: Mutex<KVec<(HmmEventType, u64, u64, bool)>>,
         releases: Atomic<u64>,
+        /// `update_end` calls for munmaps that found the range gone.
+        munmap_ends: Atomic<u64>,
     }
 
     /// A device that records what it is told.
@@ -485,6 +494,12 @@ mod tests {
             Ok(())
         }
 
+        fn update_end(&self, mirror: &HmmMirror, event: &HmmEvent) {
+            if event.ty == HmmEventType::Munmap && mirror.table().lookup(event.start).is_none() {
+                self.0.munmap_ends.add(1, Relaxed);
+            }
+        }
+
         fn release(&self, _mirror: &HmmMirror) {
             self.0.releases.add(1, Relaxed);
         }
@@ -495,6 +510,7 @@ mod tests {
             pin_init!(Seen {
                 events <- new_mutex!(KVec::new()),
                 releases: Atomic::new(0),
+                munmap_ends: Atomic::new(0),
             }),
             GFP_KERNEL,
         )?;
@@ -546,6 +562,8 @@ mod tests {
             .lock()
             .contains(&(HmmEventType::Munmap, start, end, true));
         assert!(told);
+        // ...and update_end() after the table let go of it.
+        assert!(seen.munmap_ends.load(Relaxed) >= 1);
         assert_eq!(m.table().stats().entries, 0);
         assert_eq!(m.table().stats().dirs, 0);
         Ok(())

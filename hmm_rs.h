@@ -63,6 +63,13 @@ struct hmm_rs_device_ops {
 		      void *mirror_priv);
 	/* The mm is exiting; the mirror is emptied after this. May sleep. */
 	void (*release)(struct hmm_rs_mirror *mirror, void *mirror_priv);
+	/*
+	 * Optional: after a successful update(), once the mirror reflects
+	 * @event (same context). Keeping the device off the range from update()
+	 * to here (e.g. holding a lock) keeps it off pages the CPU will free.
+	 */
+	void (*update_end)(struct hmm_rs_mirror *mirror,
+			   const struct hmm_rs_event *event, void *mirror_priv);
 };
 
 struct hmm_rs_device;
