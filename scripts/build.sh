@@ -37,7 +37,7 @@ cp "$OUT/module"/*.ko "$OUT/modules/"
 ksrc=$(ksrc)
 uapi=$kdir/usr/include
 [ -d "$uapi" ] || die "$uapi missing: run 'make headers_install' in $kdir"
-cflags=(-static -O2 -Wall -Werror -isystem "$uapi" -I "$ksrc/tools/testing/selftests")
+cflags=(-static -O2 -Wall -Werror -isystem "$uapi" -I "$ksrc" -I "$ksrc/tools/testing/selftests")
 for t in "$repo"/tests/*.c; do
 	[ -f "$t" ] || continue
 	gcc "${cflags[@]}" -o "$OUT/tests/$(basename "$t" .c)" "$t" -lpthread

@@ -55,9 +55,12 @@ test)
 			fi
 			unload hmm_rs_ctest
 		fi
+		# The user-space suites drive mirrors through the dummy device.
+		load hmm_dummy
 		for t in /tests/*; do
 			[ -x "$t" ] && run_user "$t"
 		done
+		unload hmm_dummy
 		unload hmm_rs
 	} > "$out"
 	;;

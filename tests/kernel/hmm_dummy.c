@@ -1,0 +1,311 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * hmm_dummy: a device driver on the hmm-rs exported API, used as a GPU
+ * driver would use it, speaking lib/test_hmm_uapi.h so that user space can
+ * drive a mirror. Each open of /dev/hmm_dmirror0 or /dev/hmm_dmirror1
+ * mirrors the opener's mm.
+ *
+ * So far: HMM_DMIRROR_READ and HMM_DMIRROR_WRITE (the "device" copies the
+ * mirrored pages through a bounce buffer, faulting what is missing), and
+ * HMM_DUMMY_EVENTS (hmm_dummy_uapi.h), the typed events the mirror received.
+ *
+ * The device touches mirrored pages only under dev_lock, which update()
+ * takes and update_end() drops, so it never touches a page the CPU is about
+ * to free. Nothing that may fault or allocate runs under dev_lock, since
+ * reclaim can call update().
+ */
+#include <linux/highmem.h>
+#include <linux/miscdevice.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/uaccess.h>
+
+#include "hmm_rs.h"
+#include "hmm_dummy_uapi.h"
+#include "test_hmm_uapi.h"
+
+#define DUMMY_LOG_SIZE	256
+
+struct dummy_file {
+	struct hmm_rs_mirror *mirror;
+	struct mutex dev_lock;		/* the device touches pages */
+	spinlock_t log_lock;		/* log, log_len, log_lost */
+	unsigned int log_len;
+	u64 log_lost;
+	struct hmm_dummy_event log[DUMMY_LOG_SIZE];
+};
+
+static struct hmm_rs_device *dummy_device;
+
+static void dummy_log(struct dummy_file *df, const struct hmm_rs_event *event)
+{
+	spin_lock(&df->log_lock);
+	if (df->log_len < DUMMY_LOG_SIZE) {
+		df->log[df->log_len++] = (struct hmm_dummy_event) {
+			.type = event->type,
+			.start = event->start,
+			.end = event->end,
+			.keep = event->keep,
+		};
+	} else {
+		df->log_lost++;
+	}
+	spin_unlock(&df->log_lock);
+}
+
+static int dummy_update(struct hmm_rs_mirror *mirror,
+			const struct hmm_rs_event *event, bool blockable,
+			void *mirror_priv)
+{
+	struct dummy_file *df = mirror_priv;
+
+	if (blockable)
+		mutex_lock(&df->dev_lock);
+	else if (!mutex_trylock(&df->dev_lock))
+		return -EAGAIN;
+	dummy_log(df, event);
+	return 0;
+}
+
+static void dummy_update_end(struct hmm_rs_mirror *mirror,
+			     const struct hmm_rs_event *event, void *mirror_priv)
+{
+	struct dummy_file *df = mirror_priv;
+
+	mutex_unlock(&df->dev_lock);
+}
+
+static const struct hmm_rs_device_ops dummy_ops = {
+	.update = dummy_update,
+	.update_end = dummy_update_end,
+};
+
+/* One device access: copy between the bounce buffer and mirrored pages. */
+struct dummy_access {
+	unsigned long start;
+	unsigned long end;
+	char *bounce;
+	bool write;
+	unsigned long pages;
+};
+
+static int dummy_copy_mapping(void *arg, unsigned long addr, u64 pfn,
+			      unsigned int order, u64 flags)
+{
+	struct dummy_access *a = arg;
+	unsigned long i, n = 1UL << order;
+
+	if (a->write && !(flags & HMM_RS_PT_WRITE))
+		return 0;
+	for (i = 0; i < n; i++) {
+		unsigned long va = addr + i * PAGE_SIZE;
+		struct page *page = pfn_to_page(pfn + i);
+
+		if (va < a->start || va >= a->end)
+			continue;
+		if (a->write)
+			memcpy_to_page(page, 0, a->bounce + (va - a->start), PAGE_SIZE);
+		else
+			memcpy_from_page(a->bounce + (va - a->start), page, 0, PAGE_SIZE);
+		a->pages++;
+	}
+	return 0;
+}
+
+/* The device reads or writes [start, end); -ENOENT if not all is mirrored. */
+static int dummy_access(struct dummy_file *df, struct dummy_access *a)
+{
+	int ret;
+
+	a->pages = 0;
+	mutex_lock(&df->dev_lock);
+	ret = hmm_rs_mirror_walk(df->mirror, a->start, a->end, dummy_copy_mapping, a);
+	mutex_unlock(&df->dev_lock);
+	if (ret)
+		return ret;
+	return a->pages == (a->end - a->start) >> PAGE_SHIFT ? 0 : -ENOENT;
+}
+
+static int dummy_read_write(struct dummy_file *df, struct hmm_dmirror_cmd *cmd, bool write)
+{
+	void __user *uptr = u64_to_user_ptr(cmd->ptr);
+	struct dummy_access a = { .start = cmd->addr, .write = write };
+	enum hmm_rs_event_type fault = write ? HMM_RS_DEVICE_WRITE_FAULT :
+					       HMM_RS_DEVICE_READ_FAULT;
+	unsigned long size;
+	int ret;
+
+	if (cmd->npages == 0 || cmd->npages > (ULONG_MAX >> PAGE_SHIFT) ||
+	    check_add_overflow(cmd->addr, cmd->npages << PAGE_SHIFT, &a.end))
+		return -EINVAL;
+	size = a.end - a.start;
+	a.bounce = kvmalloc(size, GFP_KERNEL);
+	if (!a.bounce)
+		return -ENOMEM;
+	if (write && copy_from_user(a.bounce, uptr, size)) {
+		ret = -EFAULT;
+		goto out;
+	}
+	for (;;) {
+		ret = dummy_access(df, &a);
+		if (ret != -ENOENT)
+			break;
+		ret = hmm_rs_mirror_fault(df->mirror, fault, a.start, a.end);
+		if (ret)
+			break;
+		cmd->faults++;
+	}
+	if (!ret && !write && copy_to_user(uptr, a.bounce, size))
+		ret = -EFAULT;
+	if (!ret)
+		cmd->cpages = cmd->npages;
+out:
+	kvfree(a.bounce);
+	return ret;
+}
+
+static int dummy_events(struct dummy_file *df, void __user *uarg)
+{
+	struct hmm_dummy_events req;
+	struct hmm_dummy_event *copy;
+	unsigned int n;
+	int ret = 0;
+
+	if (copy_from_user(&req, uarg, sizeof(req)))
+		return -EFAULT;
+	n = min_t(unsigned int, req.max, DUMMY_LOG_SIZE);
+	copy = kzalloc_objs(*copy, max(n, 1U), GFP_KERNEL);
+	if (!copy)
+		return -ENOMEM;
+	spin_lock(&df->log_lock);
+	n = min(n, df->log_len);
+	memcpy(copy, df->log, n * sizeof(*copy));
+	req.count = n;
+	req.lost = df->log_lost + (df->log_len - n);
+	df->log_len = 0;
+	df->log_lost = 0;
+	spin_unlock(&df->log_lock);
+	if (copy_to_user(u64_to_user_ptr(req.ptr), copy, n * sizeof(*copy)) ||
+	    copy_to_user(uarg, &req, sizeof(req)))
+		ret = -EFAULT;
+	kfree(copy);
+	return ret;
+}
+
+static long dummy_ioctl(struct file *file, unsigned int command, unsigned long arg)
+{
+	struct dummy_file *df = file->private_data;
+	void __user *uarg = (void __user *)arg;
+	struct hmm_dmirror_cmd cmd;
+	int ret;
+
+	switch (command) {
+	case HMM_DMIRROR_READ:
+	case HMM_DMIRROR_WRITE:
+		break;
+	case HMM_DUMMY_EVENTS:
+		return dummy_events(df, uarg);
+	default:
+		return -ENOTTY;
+	}
+	if (copy_from_user(&cmd, uarg, sizeof(cmd)))
+		return -EFAULT;
+	if (cmd.addr & ~PAGE_MASK)
+		return -EINVAL;
+	cmd.cpages = 0;
+	cmd.faults = 0;
+	ret = dummy_read_write(df, &cmd, command == HMM_DMIRROR_WRITE);
+	if (ret)
+		return ret;
+	if (copy_to_user(uarg, &cmd, sizeof(cmd)))
+		return -EFAULT;
+	return 0;
+}
+
+static int dummy_open(struct inode *inode, struct file *file)
+{
+	struct dummy_file *df;
+
+	df = kzalloc_obj(*df, GFP_KERNEL);
+	if (!df)
+		return -ENOMEM;
+	mutex_init(&df->dev_lock);
+	spin_lock_init(&df->log_lock);
+	df->mirror = hmm_rs_mirror_register(dummy_device, current->mm, df);
+	if (IS_ERR(df->mirror)) {
+		int ret = PTR_ERR(df->mirror);
+
+		kfree(df);
+		return ret;
+	}
+	file->private_data = df;
+	return 0;
+}
+
+static int dummy_release(struct inode *inode, struct file *file)
+{
+	struct dummy_file *df = file->private_data;
+
+	hmm_rs_mirror_unregister(df->mirror);
+	kfree(df);
+	return 0;
+}
+
+static const struct file_operations dummy_fops = {
+	.owner = THIS_MODULE,
+	.open = dummy_open,
+	.release = dummy_release,
+	.unlocked_ioctl = dummy_ioctl,
+	.llseek = noop_llseek,
+};
+
+static struct miscdevice dummy_misc[] = {
+	{ .minor = MISC_DYNAMIC_MINOR, .name = "hmm_dmirror0", .fops = &dummy_fops },
+	{ .minor = MISC_DYNAMIC_MINOR, .name = "hmm_dmirror1", .fops = &dummy_fops },
+};
+
+static int __init hmm_dummy_init(void)
+{
+	int i, ret;
+
+	/* The uapi repeats hmm_rs.h's values. */
+	BUILD_BUG_ON(HMM_DUMMY_FORK - HMM_RS_FORK);
+	BUILD_BUG_ON(HMM_DUMMY_MIGRATE - HMM_RS_MIGRATE);
+	BUILD_BUG_ON(HMM_DUMMY_MUNMAP - HMM_RS_MUNMAP);
+	BUILD_BUG_ON(HMM_DUMMY_DEVICE_READ_FAULT - HMM_RS_DEVICE_READ_FAULT);
+	BUILD_BUG_ON(HMM_DUMMY_DEVICE_WRITE_FAULT - HMM_RS_DEVICE_WRITE_FAULT);
+	BUILD_BUG_ON(HMM_DUMMY_WRITE_PROTECT - HMM_RS_WRITE_PROTECT);
+	BUILD_BUG_ON(HMM_DUMMY_KEEP_VALID - HMM_RS_PT_VALID);
+	BUILD_BUG_ON(HMM_DUMMY_KEEP_WRITE - HMM_RS_PT_WRITE);
+	dummy_device = hmm_rs_device_register(&dummy_ops);
+	if (IS_ERR(dummy_device))
+		return PTR_ERR(dummy_device);
+	for (i = 0; i < ARRAY_SIZE(dummy_misc); i++) {
+		ret = misc_register(&dummy_misc[i]);
+		if (ret)
+			goto fail;
+	}
+	return 0;
+fail:
+	while (--i >= 0)
+		misc_deregister(&dummy_misc[i]);
+	hmm_rs_device_unregister(dummy_device);
+	return ret;
+}
+
+static void __exit hmm_dummy_exit(void)
+{
+	int i;
+
+	for (i = 0; i < ARRAY_SIZE(dummy_misc); i++)
+		misc_deregister(&dummy_misc[i]);
+	hmm_rs_device_unregister(dummy_device);
+}
+
+module_init(hmm_dummy_init);
+module_exit(hmm_dummy_exit);
+MODULE_DESCRIPTION("HMM dummy device on the hmm-rs exported API");
+MODULE_LICENSE("GPL");
