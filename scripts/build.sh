@@ -19,9 +19,9 @@ else
 	kmake_cc=("${KMAKE_ARGS[@]}")
 fi
 
-mkdir -p "$OUT/module" "$OUT/modules" "$OUT/tests" "$OUT/upstream"
+mkdir -p "$OUT/module" "$OUT/modules" "$OUT/tests" "$OUT/demo" "$OUT/upstream"
 # Nothing from an earlier build may reach the VM if this one fails.
-rm -f "$OUT/modules"/*.ko "$OUT/tests"/* "$OUT/upstream"/*
+rm -f "$OUT/modules"/*.ko "$OUT/tests"/* "$OUT/demo"/* "$OUT/upstream"/*
 log "building the modules against $kdir"
 # MO= keeps the build products out of the source tree.
 make -s -C "$kdir" M="$repo" MO="$OUT/module" "${kmake_cc[@]}" ${CLIPPY:+CLIPPY=1} \
@@ -42,10 +42,13 @@ for t in "$repo"/tests/*.c; do
 	[ -f "$t" ] || continue
 	gcc "${cflags[@]}" -o "$OUT/tests/$(basename "$t" .c)" "$t" -lpthread
 done
+for t in "$repo"/tests/demo/*.c; do
+	gcc "${cflags[@]}" -o "$OUT/demo/$(basename "$t" .c)" "$t"
+done
 
 # The upstream hmm-tests, unmodified, built as its own Makefile builds it.
 mm=$ksrc/tools/testing/selftests/mm
 (cd "$mm" && gcc -static -Wall -O2 -U_FORTIFY_SOURCE -no-pie -I "$ksrc" -isystem "$uapi" \
 	-isystem "$ksrc/tools/include/uapi" -I "$ksrc/tools/testing/selftests" -o "$OUT/upstream/hmm-tests" \
 	hmm-tests.c vm_util.c hugepage_settings.c -lrt -lpthread -lm)
-log "built: $(cd "$OUT" && echo modules/* tests/* upstream/*)"
+log "built: $(cd "$OUT" && echo modules/* tests/* demo/* upstream/*)"

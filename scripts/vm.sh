@@ -28,7 +28,7 @@ mkdir -p "$run"
 
 # The initramfs, described in the kernel's own gen_init_cpio format.
 {
-	for d in /bin /dev /proc /sys /tmp /modules /tests /upstream; do
+	for d in /bin /dev /proc /sys /tmp /modules /tests /demo /upstream; do
 		echo "dir $d 0755 0 0"
 	done
 	echo "nod /dev/console 0600 0 0 c 5 1"
@@ -37,7 +37,7 @@ mkdir -p "$run"
 	for m in "$OUT"/modules/*.ko "$kdir"/lib/test_hmm.ko; do
 		[ -f "$m" ] && echo "file /modules/$(basename "$m") $m 0644 0 0"
 	done
-	for t in "$OUT"/tests/* "$OUT"/upstream/*; do
+	for t in "$OUT"/tests/* "$OUT"/demo/* "$OUT"/upstream/*; do
 		[ -f "$t" ] && echo "file /${t#"$OUT"/} $t 0755 0 0"
 	done
 } > "$run/initramfs.list"
