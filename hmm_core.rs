@@ -58,6 +58,8 @@ mod shim {
         pub(crate) fn hmm_rs_pfn_to_page(pfn: kernel::ffi::c_ulong) -> *mut page;
         /// `folio_test_dirty()` of the folio of `page`.
         pub(crate) fn hmm_rs_page_dirty(page: *mut page) -> bool;
+        /// `HMM_PFN_WRITE`.
+        pub(crate) static hmm_rs_pfn_write: kernel::ffi::c_ulong;
         /// `HMM_PFN_ERROR`.
         pub(crate) static hmm_rs_pfn_error: kernel::ffi::c_ulong;
         /// `HMM_PFN_FLAGS`: the bits of an hmm pfn that are not the PFN.
@@ -86,13 +88,17 @@ mod shim {
             start: kernel::ffi::c_ulong,
             end: kernel::ffi::c_ulong,
             pfns: *mut kernel::ffi::c_ulong,
-            write: bool,
+            how: kernel::ffi::c_uint,
             seq: *mut kernel::ffi::c_ulong,
         ) -> core::ffi::c_int;
+        /// `is_zero_pfn()`.
+        pub(crate) fn hmm_rs_pfn_is_zero(pfn: kernel::ffi::c_ulong) -> bool;
         /// Address bits of user space: 47, or 56 with 5-level paging.
         pub(crate) fn hmm_rs_user_address_bits() -> kernel::ffi::c_uint;
         /// `HMM_RS_PT_VALID`, `_WRITE`, `_DIRTY`, `_DEVICE` of hmm_rs.h.
         pub(crate) static hmm_rs_c_pt_flags: [u64; 4];
+        /// `HMM_RS_SNAP_VALID`, `_WRITE`, `_ERROR`, `_ZERO` of hmm_rs.h.
+        pub(crate) static hmm_rs_c_snap_flags: [u32; 4];
     }
 }
 
@@ -584,6 +590,29 @@ unsafe extern "C" fn hmm_rs_rust_mirror_fault(
     }
 }
 
+/// # Safety
+///
+/// `mirror` is registered; `out` has room for one value per page.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_snapshot(
+    mirror: *mut HmmMirror,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+    out: *mut u32,
+) -> core::ffi::c_int {
+    if out.is_null() || start >= end || (end - start) % hmm_pt::PAGE_SIZE as usize != 0 {
+        return EINVAL.to_errno();
+    }
+    let pages = (end - start) / hmm_pt::PAGE_SIZE as usize;
+    // SAFETY: `out` has room for `pages` values, by the caller's guarantee.
+    let out = unsafe { core::slice::from_raw_parts_mut(out, pages) };
+    // SAFETY: A registered mirror, by the caller's guarantee.
+    match unsafe { &*mirror }.snapshot(start as u64, end as u64, out) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
 /// `hmm_rs_walk_fn` of hmm_rs.h.
 type CWalkFn = unsafe extern "C" fn(
     *mut core::ffi::c_void,
@@ -904,5 +933,9 @@ mod tests {
         for (c, r) in c.iter().zip(rust) {
             assert_eq!(*c, r.bits());
         }
+        use crate::hmm_mirror::snap;
+        // SAFETY: A constant array of the shim.
+        let c = unsafe { shim::hmm_rs_c_snap_flags };
+        assert_eq!(c, [snap::VALID, snap::WRITE, snap::ERROR, snap::ZERO]);
     }
 }

@@ -45,6 +45,26 @@ use crate::{
 /// the fault gives up with `EAGAIN`.
 const FAULT_RETRIES: u32 = 1000;
 
+/// `hmm_rs_range_fault()` modes (hmm_shim.h).
+const FAULT_NONE: u32 = 0;
+const FAULT_READ: u32 = 1 << 0;
+const FAULT_WRITE: u32 = 1 << 1;
+
+/// What the CPU maps at a page, for [`HmmMirror::snapshot`] (hmm_rs.h's
+/// `HMM_RS_SNAP_*`).
+pub(crate) mod snap {
+    /// The CPU maps the page.
+    pub(crate) const VALID: u32 = 1 << 0;
+    /// ... writable.
+    pub(crate) const WRITE: u32 = 1 << 1;
+    /// No VMA there, or one the CPU may not read.
+    pub(crate) const ERROR: u32 = 1 << 2;
+    /// The shared zero page.
+    pub(crate) const ZERO: u32 = 1 << 3;
+    /// The CPU maps it with a page of `1 << (v >> ORDER_SHIFT)` pages.
+    pub(crate) const ORDER_SHIFT: u32 = 8;
+}
+
 /// What a device driver does for its mirrors.
 pub(crate) trait MirrorOps: Send + Sync {
     /// An event is about to change `[event.start, event.end)` of the mirrored
@@ -320,6 +340,71 @@ impl HmmMirror {
         Ok(())
     }
 
+    /// What the CPU maps in `[start, end)` now, without faulting anything
+    /// in: one [`snap`] value per page into `out`, which must have room for
+    /// exactly that many. Does not change the mirror. May sleep.
+    ///
+    /// Errors: `EINVAL` for a bad range or `out` of the wrong length;
+    /// `ESRCH` once the mm is exiting; `ENOMEM`; `EAGAIN` if invalidations
+    /// kept racing with it.
+    pub(crate) fn snapshot(&self, start: u64, end: u64, out: &mut [u32]) -> Result {
+        self.pt.check_range(start, end)?;
+        if out.len() as u64 != (end - start) / PAGE_SIZE {
+            return Err(EINVAL);
+        }
+        if self.released.load(Relaxed) {
+            return Err(ESRCH);
+        }
+        // SAFETY: No preconditions.
+        let (pfn_flags, error, write) = unsafe {
+            (
+                shim::hmm_rs_pfn_flags,
+                shim::hmm_rs_pfn_error,
+                shim::hmm_rs_pfn_write,
+            )
+        };
+        let mut hmm_pfns =
+            KVec::with_capacity(HUGE_SIZE as usize / PAGE_SIZE as usize, GFP_KERNEL)?;
+        let mut chunk = start;
+        let mut out = out.iter_mut();
+        while chunk < end {
+            let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
+            let mut tries = 0;
+            loop {
+                hmm_pfns.clear();
+                for _ in 0..(chunk_end - chunk) / PAGE_SIZE {
+                    hmm_pfns.push(0, GFP_KERNEL)?;
+                }
+                match self.range_fault(chunk, chunk_end, &mut hmm_pfns, FAULT_NONE) {
+                    Err(EBUSY) if tries < FAULT_RETRIES => tries += 1,
+                    Err(EBUSY) => return Err(EAGAIN),
+                    r => break r.map(|_| ())?,
+                }
+            }
+            for (p, o) in hmm_pfns.iter().zip(&mut out) {
+                *o = if p & error != 0 {
+                    snap::ERROR
+                } else if p & pfn_flags == 0 {
+                    0
+                } else {
+                    // SAFETY: No preconditions.
+                    let (zero, order) = unsafe {
+                        (
+                            shim::hmm_rs_pfn_is_zero(p & !pfn_flags),
+                            shim::hmm_rs_pfn_order(*p),
+                        )
+                    };
+                    snap::VALID
+                        | if p & write != 0 { snap::WRITE } else { 0 }
+                        | if zero { snap::ZERO } else { 0 }
+                        | order << snap::ORDER_SHIFT
+                };
+            }
+            chunk = chunk_end;
+        }
+        Ok(())
+    }
+
     /// Faults one chunk (within one 2 MiB region) in and commits it,
     /// retrying while invalidations race with it.
     fn fault_chunk(
@@ -331,7 +416,7 @@ impl HmmMirror {
         entries: &mut KVec<PtEntry>,
     ) -> Result {
         for _ in 0..FAULT_RETRIES {
-            let seq = match self.snapshot(start, end, write, hmm_pfns) {
+            let seq = match self.fault_in(start, end, write, hmm_pfns) {
                 Err(EBUSY) => continue,
                 r => r?,
             };
@@ -344,8 +429,8 @@ impl HmmMirror {
 
     /// First half of a fault: the CPU pages of `[start, end)`, faulted in,
     /// as hmm pfns, and the sequence they are valid for. `EBUSY`: an
-    /// invalidation raced, take another snapshot.
-    fn snapshot(
+    /// invalidation raced, fault in again.
+    fn fault_in(
         &self,
         start: u64,
         end: u64,
@@ -356,18 +441,23 @@ impl HmmMirror {
         for _ in 0..(end - start) / PAGE_SIZE {
             hmm_pfns.push(0, GFP_KERNEL)?;
         }
-        match self.range_fault(start, end, hmm_pfns, write) {
+        let how = if write {
+            FAULT_READ | FAULT_WRITE
+        } else {
+            FAULT_READ
+        };
+        match self.range_fault(start, end, hmm_pfns, how) {
             // 7.3 reports a write to read-only memory as EFAULT too.
-            Err(EFAULT) if write && self.range_fault(start, end, hmm_pfns, false).is_ok() => {
+            Err(EFAULT) if write && self.range_fault(start, end, hmm_pfns, FAULT_READ).is_ok() => {
                 Err(EPERM)
             }
             r => r,
         }
     }
 
-    /// Second half of a fault: mirrors the snapshot `hmm_pfns` of
+    /// Second half of a fault: mirrors the faulted-in `hmm_pfns` of
     /// `[start, end)` unless an invalidation started after `seq`. Returns
-    /// whether it did; if not, take a new snapshot.
+    /// whether it did; if not, fault in again.
     fn commit(
         &self,
         start: u64,
@@ -421,7 +511,7 @@ impl HmmMirror {
         start: u64,
         end: u64,
         hmm_pfns: &mut KVec<kernel::ffi::c_ulong>,
-        write: bool,
+        how: u32,
     ) -> Result<kernel::ffi::c_ulong> {
         let mut seq = 0;
         // SAFETY: `interval` is inserted (type invariant); `hmm_pfns` holds
@@ -432,7 +522,7 @@ impl HmmMirror {
                 start as usize,
                 end as usize,
                 hmm_pfns.as_mut_ptr(),
-                write,
+                how,
                 &mut seq,
             )
         })?;
@@ -694,20 +784,20 @@ mod tests {
     }
 
     #[test]
-    fn invalidation_between_snapshot_and_commit_forces_a_retry() -> Result {
+    fn invalidation_between_fault_in_and_commit_forces_a_retry() -> Result {
         let n = 4;
         let addr = kunit_mm::mmap(n * PAGE, PROT_READ | PROT_WRITE)?;
         let (_seen, m) = mirror()?;
         let (start, end) = (addr as u64, (addr + n * PAGE) as u64);
         let (mut pfns, mut entries) = (KVec::new(), KVec::new());
-        // The CPU mapping is replaced between the two halves of a fault: the
-        // snapshot is stale and must not be committed.
-        let seq = m.snapshot(start, end, true, &mut pfns)?;
+        // The CPU mapping is replaced between the two halves of a fault: what
+        // was faulted in is stale and must not be committed.
+        let seq = m.fault_in(start, end, true, &mut pfns)?;
         kunit_mm::remap(addr, n * PAGE)?;
         assert!(!m.commit(start, end, true, seq, &pfns, &mut entries)?);
         assert_eq!(m.table().stats().entries, 0);
         // With nothing in between, the same steps commit.
-        let seq = m.snapshot(start, end, true, &mut pfns)?;
+        let seq = m.fault_in(start, end, true, &mut pfns)?;
         assert!(m.commit(start, end, true, seq, &pfns, &mut entries)?);
         assert_eq!(m.table().stats().entries, n as u64);
         assert_eq!(stale_entries(&m, addr, n), 0);
@@ -784,7 +874,7 @@ mod tests {
     /// Real concurrency, one remap racing one fault per round. The window in
     /// which a missing sequence check would commit a stale entry is tiny
     /// (`hmm_range_fault` itself rechecks the sequence), so this is a smoke
-    /// test; `invalidation_between_snapshot_and_commit_forces_a_retry`
+    /// test; `invalidation_between_fault_in_and_commit_forces_a_retry`
     /// checks the protocol deterministically.
     #[test]
     fn faults_racing_invalidations_leave_no_stale_entry() -> Result {
@@ -829,6 +919,36 @@ mod tests {
         pr_info!("faults_racing_invalidations: {faulted} of {ROUNDS} faults done, {stale} stale\n");
         assert_eq!(stale, 0);
         assert!(faulted > 0);
+        Ok(())
+    }
+
+    #[test]
+    fn snapshot_shows_what_the_cpu_maps_without_faulting() -> Result {
+        let addr = kunit_mm::mmap(4 * PAGE, PROT_READ | PROT_WRITE)?;
+        let none = kunit_mm::mmap(PAGE, PROT_NONE)? as u64;
+        kunit_mm::write(addr, &[1])?;
+        // Reading an untouched anonymous page maps the shared zero page.
+        let mut byte = [0u8; 1];
+        kernel::uaccess::UserSlice::new(kernel::uaccess::UserPtr::from_addr(addr + PAGE), 1)
+            .reader()
+            .read_slice(&mut byte)?;
+        kunit_mm::munmap(addr + 3 * PAGE, PAGE)?;
+        let (_seen, m) = mirror()?;
+        let a = addr as u64;
+        let mut out = [0u32; 4];
+        m.snapshot(a, a + 4 * PAGE_SIZE, &mut out)?;
+        assert_eq!(out[0], snap::VALID | snap::WRITE);
+        assert_eq!(out[1], snap::VALID | snap::ZERO);
+        assert_eq!(out[2], 0);
+        assert_eq!(out[3], snap::ERROR);
+        let mut one = [0u32; 1];
+        m.snapshot(none, none + PAGE_SIZE, &mut one)?;
+        assert_eq!(one[0], snap::ERROR);
+        // Nothing was faulted in or mirrored.
+        assert_eq!(m.table().stats().entries, 0);
+        m.snapshot(a, a + 4 * PAGE_SIZE, &mut out)?;
+        assert_eq!(out[2], 0);
+        assert_eq!(m.snapshot(a, a + PAGE_SIZE, &mut out), Err(EINVAL));
         Ok(())
     }
 

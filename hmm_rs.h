@@ -113,6 +113,20 @@ int hmm_rs_mirror_walk(struct hmm_rs_mirror *mirror, unsigned long start,
 		       unsigned long end, hmm_rs_walk_fn fn, void *arg);
 
 /*
+ * What the CPU maps in [start, end) now, without faulting anything in: one
+ * value per page into @out (room for (end - start) / PAGE_SIZE values).
+ * Does not change the mirror. May sleep. Returns 0, -EINVAL, -ESRCH,
+ * -ENOMEM or -EAGAIN.
+ */
+#define HMM_RS_SNAP_VALID	BIT(0)	/* the CPU maps the page */
+#define HMM_RS_SNAP_WRITE	BIT(1)	/* ... writable */
+#define HMM_RS_SNAP_ERROR	BIT(2)	/* no VMA, or one the CPU may not read */
+#define HMM_RS_SNAP_ZERO	BIT(3)	/* the shared zero page */
+#define HMM_RS_SNAP_ORDER(v)	((v) >> 8)	/* mapped by a page of this order */
+int hmm_rs_mirror_snapshot(struct hmm_rs_mirror *mirror, unsigned long start,
+			   unsigned long end, u32 *out);
+
+/*
  * The device wrote [start, end): marks the writable entries dirty.
  * Returns how many entries changed, or -EINVAL.
  */

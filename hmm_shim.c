@@ -87,6 +87,11 @@ struct page *hmm_rs_pfn_to_page(unsigned long pfn)
 	return pfn_valid(pfn) ? pfn_to_page(pfn) : NULL;
 }
 
+bool hmm_rs_pfn_is_zero(unsigned long pfn)
+{
+	return is_zero_pfn(pfn);
+}
+
 bool hmm_rs_page_dirty(struct page *page)
 {
 	return folio_test_dirty(page_folio(page));
@@ -121,13 +126,15 @@ void hmm_rs_interval_set_seq(struct mmu_interval_notifier *sub, unsigned long cu
 }
 
 /*
- * Faults [start, end) of the notifier's mm in, filling one hmm pfn per page,
+ * Faults [start, end) of the notifier's mm in (for @how HMM_RS_FAULT_READ,
+ * or with HMM_RS_FAULT_WRITE too; 0 only snapshots what is mapped now),
+ * filling one hmm pfn per page,
  * and returns the sequence to check with hmm_rs_interval_read_retry() under
  * the mirror's lock before using them. -EBUSY: an invalidation raced, retry;
  * -ESRCH: the mm is exiting.
  */
 int hmm_rs_range_fault(struct mmu_interval_notifier *sub, unsigned long start,
-		       unsigned long end, unsigned long *pfns, bool write,
+		       unsigned long end, unsigned long *pfns, unsigned int how,
 		       unsigned long *seq)
 {
 	struct hmm_range range = {
@@ -135,7 +142,8 @@ int hmm_rs_range_fault(struct mmu_interval_notifier *sub, unsigned long start,
 		.start = start,
 		.end = end,
 		.hmm_pfns = pfns,
-		.default_flags = HMM_PFN_REQ_FAULT | (write ? HMM_PFN_REQ_WRITE : 0),
+		.default_flags = (how & HMM_RS_FAULT_READ ? HMM_PFN_REQ_FAULT : 0) |
+				 (how & HMM_RS_FAULT_WRITE ? HMM_PFN_REQ_WRITE : 0),
 	};
 	struct mm_struct *mm = sub->mm;
 	int ret;
@@ -160,6 +168,11 @@ unsigned int hmm_rs_user_address_bits(void)
 /* hmm_rs.h's entry flags, for a KUnit check against the Rust ones. */
 const u64 hmm_rs_c_pt_flags[4] = {
 	HMM_RS_PT_VALID, HMM_RS_PT_WRITE, HMM_RS_PT_DIRTY, HMM_RS_PT_DEVICE,
+};
+
+/* hmm_rs.h's snapshot flags, for a KUnit check against the Rust ones. */
+const u32 hmm_rs_c_snap_flags[4] = {
+	HMM_RS_SNAP_VALID, HMM_RS_SNAP_WRITE, HMM_RS_SNAP_ERROR, HMM_RS_SNAP_ZERO,
 };
 
 /* The exported C API: see hmm_rs.h. */
@@ -209,3 +222,10 @@ int hmm_rs_mirror_set_dirty(struct hmm_rs_mirror *mirror, unsigned long start,
 	return hmm_rs_rust_mirror_set_dirty(mirror, start, end);
 }
 EXPORT_SYMBOL_GPL(hmm_rs_mirror_set_dirty);
+
+int hmm_rs_mirror_snapshot(struct hmm_rs_mirror *mirror, unsigned long start,
+			   unsigned long end, u32 *out)
+{
+	return hmm_rs_rust_mirror_snapshot(mirror, start, end, out);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_mirror_snapshot);

@@ -6,6 +6,7 @@
 #ifndef HMM_SHIM_H
 #define HMM_SHIM_H
 
+#include <linux/bits.h>
 #include <linux/types.h>
 
 #include "hmm_rs.h"
@@ -38,9 +39,12 @@ int hmm_rs_interval_insert(struct mmu_interval_notifier *sub, struct mm_struct *
 			   const struct mmu_interval_notifier_ops *ops);
 bool hmm_rs_interval_read_retry(struct mmu_interval_notifier *sub, unsigned long seq);
 void hmm_rs_interval_set_seq(struct mmu_interval_notifier *sub, unsigned long cur_seq);
+#define HMM_RS_FAULT_READ	BIT(0)
+#define HMM_RS_FAULT_WRITE	BIT(1)
 int hmm_rs_range_fault(struct mmu_interval_notifier *sub, unsigned long start,
-		       unsigned long end, unsigned long *pfns, bool write,
+		       unsigned long end, unsigned long *pfns, unsigned int how,
 		       unsigned long *seq);
+bool hmm_rs_pfn_is_zero(unsigned long pfn);
 unsigned int hmm_rs_user_address_bits(void);
 extern const u64 hmm_rs_c_pt_flags[4];
 
@@ -57,5 +61,8 @@ int hmm_rs_rust_mirror_walk(struct hmm_rs_mirror *mirror, unsigned long start,
 			    unsigned long end, hmm_rs_walk_fn fn, void *arg);
 int hmm_rs_rust_mirror_set_dirty(struct hmm_rs_mirror *mirror, unsigned long start,
 				 unsigned long end);
+int hmm_rs_rust_mirror_snapshot(struct hmm_rs_mirror *mirror, unsigned long start,
+				unsigned long end, u32 *out);
+extern const u32 hmm_rs_c_snap_flags[4];
 
 #endif /* HMM_SHIM_H */

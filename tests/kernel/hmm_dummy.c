@@ -6,7 +6,8 @@
  * mirrors the opener's mm.
  *
  * So far: HMM_DMIRROR_READ and HMM_DMIRROR_WRITE (the "device" copies the
- * mirrored pages through a bounce buffer, faulting what is missing), and
+ * mirrored pages through a bounce buffer, faulting what is missing),
+ * HMM_DMIRROR_SNAPSHOT (what the CPU maps, as test_hmm reports it), and
  * HMM_DUMMY_EVENTS (hmm_dummy_uapi.h), the typed events the mirror received.
  *
  * The device touches mirrored pages only under dev_lock, which update()
@@ -167,6 +168,53 @@ out:
 	return ret;
 }
 
+/* A hmm_rs snapshot value as test_hmm reports it. */
+static u8 dummy_perm(u32 snap)
+{
+	u8 perm;
+
+	if (snap & HMM_RS_SNAP_ERROR)
+		return HMM_DMIRROR_PROT_ERROR;
+	if (!(snap & HMM_RS_SNAP_VALID))
+		return HMM_DMIRROR_PROT_NONE;
+	perm = snap & HMM_RS_SNAP_ZERO ? HMM_DMIRROR_PROT_ZERO : HMM_DMIRROR_PROT_NONE;
+	perm |= snap & HMM_RS_SNAP_WRITE ? HMM_DMIRROR_PROT_WRITE : HMM_DMIRROR_PROT_READ;
+	if (HMM_RS_SNAP_ORDER(snap) + PAGE_SHIFT == PMD_SHIFT)
+		perm |= HMM_DMIRROR_PROT_PMD;
+	else if (HMM_RS_SNAP_ORDER(snap) + PAGE_SHIFT == PUD_SHIFT)
+		perm |= HMM_DMIRROR_PROT_PUD;
+	return perm;
+}
+
+#define DUMMY_SNAP_CHUNK	64
+
+static int dummy_snapshot(struct dummy_file *df, struct hmm_dmirror_cmd *cmd)
+{
+	char __user *uptr = u64_to_user_ptr(cmd->ptr);
+	u32 snap[DUMMY_SNAP_CHUNK];
+	u8 perm[DUMMY_SNAP_CHUNK];
+	unsigned long addr, end, next, i, n;
+	int ret;
+
+	if (cmd->npages > (ULONG_MAX >> PAGE_SHIFT) ||
+	    check_add_overflow(cmd->addr, cmd->npages << PAGE_SHIFT, &end))
+		return -EINVAL;
+	for (addr = cmd->addr; addr < end; addr = next) {
+		next = min(addr + (DUMMY_SNAP_CHUNK << PAGE_SHIFT), end);
+		n = (next - addr) >> PAGE_SHIFT;
+		ret = hmm_rs_mirror_snapshot(df->mirror, addr, next, snap);
+		if (ret)
+			return ret;
+		for (i = 0; i < n; i++)
+			perm[i] = dummy_perm(snap[i]);
+		if (copy_to_user(uptr, perm, n))
+			return -EFAULT;
+		uptr += n;
+		cmd->cpages += n;
+	}
+	return 0;
+}
+
 static int dummy_events(struct dummy_file *df, void __user *uarg)
 {
 	struct hmm_dummy_events req;
@@ -205,6 +253,7 @@ static long dummy_ioctl(struct file *file, unsigned int command, unsigned long a
 	switch (command) {
 	case HMM_DMIRROR_READ:
 	case HMM_DMIRROR_WRITE:
+	case HMM_DMIRROR_SNAPSHOT:
 		break;
 	case HMM_DUMMY_EVENTS:
 		return dummy_events(df, uarg);
@@ -217,7 +266,10 @@ static long dummy_ioctl(struct file *file, unsigned int command, unsigned long a
 		return -EINVAL;
 	cmd.cpages = 0;
 	cmd.faults = 0;
-	ret = dummy_read_write(df, &cmd, command == HMM_DMIRROR_WRITE);
+	if (command == HMM_DMIRROR_SNAPSHOT)
+		ret = dummy_snapshot(df, &cmd);
+	else
+		ret = dummy_read_write(df, &cmd, command == HMM_DMIRROR_WRITE);
 	if (ret)
 		return ret;
 	if (copy_to_user(uarg, &cmd, sizeof(cmd)))
