@@ -70,7 +70,8 @@ pub(crate) trait MirrorOps: Send + Sync {
     /// An event is about to change `[event.start, event.end)` of the mirrored
     /// mm: the device must stop using what the event removes (see
     /// [`HmmEvent::keep`]) before returning. Runs before the mirror table
-    /// changes. Must not sleep unless `blockable`; if it cannot stop the
+    /// changes. Runs with the mm's mirror list locked: must not drop a
+    /// mirror. Must not sleep unless `blockable`; if it cannot stop the
     /// device without sleeping, it returns `EAGAIN` (only then), the mirror
     /// is left alone and mm retries the whole invalidation later.
     fn update(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool) -> Result;
@@ -82,7 +83,8 @@ pub(crate) trait MirrorOps: Send + Sync {
     fn update_end(&self, _mirror: &HmmMirror, _event: &HmmEvent) {}
 
     /// The mm is going away: the mirror table is emptied after this returns,
-    /// and faults fail with `ESRCH` from then on. May sleep.
+    /// and faults fail with `ESRCH` from then on. May sleep. Like `update`,
+    /// runs with the mm's mirror list locked: it must not drop a mirror.
     fn release(&self, mirror: &HmmMirror);
 }
 

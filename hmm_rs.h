@@ -61,7 +61,10 @@ struct hmm_rs_device_ops {
 	int (*update)(struct hmm_rs_mirror *mirror,
 		      const struct hmm_rs_event *event, bool blockable,
 		      void *mirror_priv);
-	/* The mm is exiting; the mirror is emptied after this. May sleep. */
+	/*
+	 * The mm is exiting; the mirror is emptied after this. May sleep.
+	 * Must not unregister mirrors (unregister them later, e.g. on close).
+	 */
 	void (*release)(struct hmm_rs_mirror *mirror, void *mirror_priv);
 	/*
 	 * Optional: after a successful update(), once the mirror reflects
