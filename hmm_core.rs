@@ -95,8 +95,22 @@ mod shim {
         pub(crate) fn hmm_rs_pfn_is_zero(pfn: kernel::ffi::c_ulong) -> bool;
         /// Address bits of user space: 47, or 56 with 5-level paging.
         pub(crate) fn hmm_rs_user_address_bits() -> kernel::ffi::c_uint;
-        /// `HMM_RS_PT_VALID`, `_WRITE`, `_DIRTY`, `_DEVICE` of hmm_rs.h.
-        pub(crate) static hmm_rs_c_pt_flags: [u64; 4];
+        /// `HMM_RS_PT_VALID`, `_WRITE`, `_DIRTY`, `_DEVICE`, `_EXCLUSIVE` of hmm_rs.h.
+        pub(crate) static hmm_rs_c_pt_flags: [u64; 5];
+        /// Holds the notifier's mm and its `mmap_lock` for reading.
+        pub(crate) fn hmm_rs_mm_lock(sub: *mut bindings::mmu_interval_notifier)
+            -> core::ffi::c_int;
+        /// Undoes `hmm_rs_mm_lock`.
+        pub(crate) fn hmm_rs_mm_unlock(sub: *mut bindings::mmu_interval_notifier);
+        /// `make_device_exclusive()`: the pfn or an errno; `folio` stays locked.
+        pub(crate) fn hmm_rs_make_exclusive(
+            sub: *mut bindings::mmu_interval_notifier,
+            addr: kernel::ffi::c_ulong,
+            owner: *mut core::ffi::c_void,
+            folio: *mut *mut bindings::folio,
+        ) -> core::ffi::c_long;
+        /// Unlocks and puts a folio from `hmm_rs_make_exclusive`.
+        pub(crate) fn hmm_rs_exclusive_done(folio: *mut bindings::folio);
         /// `HMM_RS_SNAP_VALID`, `_WRITE`, `_ERROR`, `_ZERO` of hmm_rs.h.
         pub(crate) static hmm_rs_c_snap_flags: [u32; 4];
     }
@@ -613,6 +627,22 @@ unsafe extern "C" fn hmm_rs_rust_mirror_snapshot(
     }
 }
 
+/// # Safety
+///
+/// `mirror` is registered.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_make_exclusive(
+    mirror: *mut HmmMirror,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+) -> core::ffi::c_int {
+    // SAFETY: A registered mirror, by the caller's guarantee.
+    match unsafe { &*mirror }.make_exclusive(start as u64, end as u64) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
 /// `hmm_rs_walk_fn` of hmm_rs.h.
 type CWalkFn = unsafe extern "C" fn(
     *mut core::ffi::c_void,
@@ -929,6 +959,7 @@ mod tests {
             PtFlags::WRITE,
             PtFlags::DIRTY,
             PtFlags::DEVICE,
+            PtFlags::EXCLUSIVE,
         ];
         for (c, r) in c.iter().zip(rust) {
             assert_eq!(*c, r.bits());

@@ -407,6 +407,61 @@ impl HmmMirror {
         Ok(())
     }
 
+    /// Gives the device exclusive access to `[start, end)` (private anonymous
+    /// writable memory): the CPU must fault to touch those pages again,
+    /// which takes the access back with an `EXCLUSIVE` invalidation that
+    /// removes the entries. Entries get `EXCLUSIVE`, `WRITE` and `DIRTY`
+    /// (device-exclusive pages look clean to the CPU). May sleep.
+    ///
+    /// Errors: `EINVAL` for a bad range; what `make_device_exclusive`
+    /// returns (`EFAULT`, `EBUSY`...) for memory that cannot be made
+    /// exclusive; `ESRCH` once the mm is exiting; `ENOMEM`.
+    pub(crate) fn make_exclusive(&self, start: u64, end: u64) -> Result {
+        self.pt.check_range(start, end)?;
+        if self.released.load(Relaxed) {
+            return Err(ESRCH);
+        }
+        let sub = self.interval.get();
+        // SAFETY: `interval` is inserted (type invariant).
+        kernel::error::to_result(unsafe { shim::hmm_rs_mm_lock(sub) })?;
+        let mut result = Ok(());
+        let mut addr = start;
+        while addr < end && result.is_ok() {
+            let mut folio = core::ptr::null_mut();
+            let owner = core::ptr::from_ref(self).cast_mut().cast();
+            // SAFETY: We hold the mm's `mmap_lock` (`hmm_rs_mm_lock`).
+            let pfn = unsafe { shim::hmm_rs_make_exclusive(sub, addr as usize, owner, &mut folio) };
+            if pfn < 0 {
+                result = Err(Error::from_errno(pfn as i32));
+                break;
+            }
+            // The folio is locked: the CPU cannot take the access back
+            // before the entry is in the table.
+            result = self.map_exclusive(addr, pfn as u64);
+            // SAFETY: The folio `hmm_rs_make_exclusive` locked and returned.
+            unsafe { shim::hmm_rs_exclusive_done(folio) };
+            addr += PAGE_SIZE;
+        }
+        // SAFETY: Paired with `hmm_rs_mm_lock` above.
+        unsafe { shim::hmm_rs_mm_unlock(sub) };
+        result
+    }
+
+    fn map_exclusive(&self, addr: u64, pfn: u64) -> Result {
+        let entry = PtEntry::new(pfn, PtFlags::EXCLUSIVE | PtFlags::WRITE | PtFlags::DIRTY)?;
+        loop {
+            let mut res = self.pt.reserve(addr, addr + PAGE_SIZE, false, GFP_KERNEL)?;
+            match self
+                .pt
+                .lock()
+                .populate(&mut res, addr, &[entry], |d| self.dirty(d))
+            {
+                Err(EAGAIN) => continue,
+                r => return r,
+            }
+        }
+    }
+
     /// Faults one chunk (within one 2 MiB region) in and commits it,
     /// retrying while invalidations race with it.
     fn fault_chunk(
@@ -951,6 +1006,33 @@ mod tests {
         m.snapshot(a, a + 4 * PAGE_SIZE, &mut out)?;
         assert_eq!(out[2], 0);
         assert_eq!(m.snapshot(a, a + PAGE_SIZE, &mut out), Err(EINVAL));
+        Ok(())
+    }
+
+    #[test]
+    fn exclusive_access_ends_when_the_cpu_touches_the_page() -> Result {
+        let addr = kunit_mm::mmap(2 * PAGE, PROT_READ | PROT_WRITE)?;
+        kunit_mm::write(addr, &[7])?;
+        kunit_mm::write(addr + PAGE, &[8])?;
+        let (_seen, m) = mirror()?;
+        let a = addr as u64;
+        m.make_exclusive(a, a + 2 * PAGE_SIZE)?;
+        for (i, byte) in [7u8, 8].into_iter().enumerate() {
+            let map = m.table().lookup(a + i as u64 * PAGE_SIZE).ok_or(EFAULT)?;
+            assert!(map
+                .entry
+                .flags()
+                .contains(PtFlags::EXCLUSIVE | PtFlags::WRITE));
+            assert_eq!(first_byte(map.pfn_at(map.addr)), byte);
+        }
+        // The CPU writes the first page: its exclusive entry goes.
+        kunit_mm::write(addr, &[9])?;
+        assert!(m.table().lookup(a).is_none());
+        assert!(m.table().lookup(a + PAGE_SIZE).is_some());
+        // Read-only memory cannot be made exclusive.
+        let ro = kunit_mm::mmap(PAGE, PROT_READ)? as u64;
+        assert!(m.make_exclusive(ro, ro + PAGE_SIZE).is_err());
+        assert_eq!(m.make_exclusive(a + 1, a + PAGE_SIZE), Err(EINVAL));
         Ok(())
     }
 

@@ -100,6 +100,9 @@ impl PtFlags {
     pub(crate) const DIRTY: Self = Self(1 << 2);
     /// The page lives in device memory.
     pub(crate) const DEVICE: Self = Self(1 << 3);
+    /// The device has exclusive access: the CPU must fault to touch the page
+    /// (`make_device_exclusive`), which removes this entry.
+    pub(crate) const EXCLUSIVE: Self = Self(1 << 4);
     /// Bits 8..11 belong to the device driver.
     pub(crate) const DRIVER: Self = Self(0xf << 8);
     /// Every flag bit.

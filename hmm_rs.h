@@ -35,6 +35,7 @@ enum hmm_rs_event_type {
 #define HMM_RS_PT_WRITE		BIT_ULL(1)	/* the device may write */
 #define HMM_RS_PT_DIRTY		BIT_ULL(2)	/* the device (may have) written */
 #define HMM_RS_PT_DEVICE	BIT_ULL(3)	/* the page is in device memory */
+#define HMM_RS_PT_EXCLUSIVE	BIT_ULL(4)	/* the device has exclusive access */
 #define HMM_RS_PT_DRIVER_SHIFT	8		/* 4 bits for the driver */
 
 /*
@@ -128,6 +129,17 @@ int hmm_rs_mirror_walk(struct hmm_rs_mirror *mirror, unsigned long start,
 #define HMM_RS_SNAP_ORDER(v)	((v) >> 8)	/* mapped by a page of this order */
 int hmm_rs_mirror_snapshot(struct hmm_rs_mirror *mirror, unsigned long start,
 			   unsigned long end, u32 *out);
+
+/*
+ * Gives the device exclusive access to [start, end) (private anonymous,
+ * writable memory): the CPU must fault to touch those pages again, which
+ * takes the access back (an HMM_RS_MIGRATE event). Mirror entries get
+ * HMM_RS_PT_EXCLUSIVE, write access and DIRTY. May sleep. Returns 0,
+ * -EINVAL, -EFAULT or -EBUSY (memory that cannot be made exclusive),
+ * -ESRCH or -ENOMEM.
+ */
+int hmm_rs_mirror_make_exclusive(struct hmm_rs_mirror *mirror, unsigned long start,
+				 unsigned long end);
 
 /*
  * The device wrote [start, end): marks the writable entries dirty.

@@ -10,6 +10,7 @@
 #include <linux/mmap_lock.h>
 #include <linux/mmu_notifier.h>
 #include <linux/rcupdate.h>
+#include <linux/rmap.h>
 #include <linux/sched.h>
 
 #include "hmm_shim.h"
@@ -159,6 +160,40 @@ int hmm_rs_range_fault(struct mmu_interval_notifier *sub, unsigned long start,
 	return ret;
 }
 
+/* Holds the notifier's mm and its mmap_lock for reading. */
+int hmm_rs_mm_lock(struct mmu_interval_notifier *sub)
+{
+	if (!mmget_not_zero(sub->mm))
+		return -ESRCH;
+	mmap_read_lock(sub->mm);
+	return 0;
+}
+
+void hmm_rs_mm_unlock(struct mmu_interval_notifier *sub)
+{
+	mmap_read_unlock(sub->mm);
+	mmput(sub->mm);
+}
+
+/*
+ * Under hmm_rs_mm_lock(): makes the page at @addr exclusive to the device
+ * and returns its pfn, or an errno. The folio stays locked and referenced,
+ * so the CPU cannot take the access back, until hmm_rs_exclusive_done().
+ */
+long hmm_rs_make_exclusive(struct mmu_interval_notifier *sub, unsigned long addr,
+			   void *owner, struct folio **foliop)
+{
+	struct page *page = make_device_exclusive(sub->mm, addr, owner, foliop);
+
+	return IS_ERR(page) ? PTR_ERR(page) : (long)page_to_pfn(page);
+}
+
+void hmm_rs_exclusive_done(struct folio *folio)
+{
+	folio_unlock(folio);
+	folio_put(folio);
+}
+
 /* How many address bits user space has: 47, or 56 with 5-level paging. */
 unsigned int hmm_rs_user_address_bits(void)
 {
@@ -166,8 +201,9 @@ unsigned int hmm_rs_user_address_bits(void)
 }
 
 /* hmm_rs.h's entry flags, for a KUnit check against the Rust ones. */
-const u64 hmm_rs_c_pt_flags[4] = {
+const u64 hmm_rs_c_pt_flags[5] = {
 	HMM_RS_PT_VALID, HMM_RS_PT_WRITE, HMM_RS_PT_DIRTY, HMM_RS_PT_DEVICE,
+	HMM_RS_PT_EXCLUSIVE,
 };
 
 /* hmm_rs.h's snapshot flags, for a KUnit check against the Rust ones. */
@@ -229,3 +265,10 @@ int hmm_rs_mirror_snapshot(struct hmm_rs_mirror *mirror, unsigned long start,
 	return hmm_rs_rust_mirror_snapshot(mirror, start, end, out);
 }
 EXPORT_SYMBOL_GPL(hmm_rs_mirror_snapshot);
+
+int hmm_rs_mirror_make_exclusive(struct hmm_rs_mirror *mirror, unsigned long start,
+				 unsigned long end)
+{
+	return hmm_rs_rust_mirror_make_exclusive(mirror, start, end);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_mirror_make_exclusive);

@@ -46,7 +46,7 @@ int hmm_rs_range_fault(struct mmu_interval_notifier *sub, unsigned long start,
 		       unsigned long *seq);
 bool hmm_rs_pfn_is_zero(unsigned long pfn);
 unsigned int hmm_rs_user_address_bits(void);
-extern const u64 hmm_rs_c_pt_flags[4];
+extern const u64 hmm_rs_c_pt_flags[5];
 
 /* The C API (hmm_rs.h), implemented in Rust (hmm_core.rs). */
 struct hmm_rs_device *hmm_rs_rust_device_register(const struct hmm_rs_device_ops *ops);
@@ -64,5 +64,13 @@ int hmm_rs_rust_mirror_set_dirty(struct hmm_rs_mirror *mirror, unsigned long sta
 int hmm_rs_rust_mirror_snapshot(struct hmm_rs_mirror *mirror, unsigned long start,
 				unsigned long end, u32 *out);
 extern const u32 hmm_rs_c_snap_flags[4];
+int hmm_rs_rust_mirror_make_exclusive(struct hmm_rs_mirror *mirror, unsigned long start,
+				      unsigned long end);
+struct folio;
+int hmm_rs_mm_lock(struct mmu_interval_notifier *sub);
+void hmm_rs_mm_unlock(struct mmu_interval_notifier *sub);
+long hmm_rs_make_exclusive(struct mmu_interval_notifier *sub, unsigned long addr,
+			   void *owner, struct folio **foliop);
+void hmm_rs_exclusive_done(struct folio *folio);
 
 #endif /* HMM_SHIM_H */

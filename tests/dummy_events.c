@@ -155,6 +155,26 @@ TEST_F(dummy, mprotect_read_only_is_write_protect)
 	EXPECT_FALSE(seen(self->ev, self->nev, HMM_DUMMY_FORK, self->buf, HMM_DUMMY_KEEP_VALID));
 }
 
+TEST_F(dummy, exclusive_access_ends_when_the_cpu_writes)
+{
+	char out[NPAGES * PAGE];
+	struct hmm_dmirror_cmd cmd;
+
+	self->buf[0] = 42;
+	ASSERT_EQ(0, dmirror(self->fd, HMM_DMIRROR_EXCLUSIVE, self->buf, out, NPAGES, &cmd));
+	EXPECT_EQ(NPAGES, cmd.cpages);
+	EXPECT_EQ(42, out[0]);
+	EXPECT_EQ(-1, dmirror(self->fd, HMM_DMIRROR_CHECK_EXCLUSIVE, self->buf, NULL, NPAGES,
+			      NULL));
+	EXPECT_EQ(EPERM, errno);
+	/* The CPU takes every page back by touching it. */
+	memset(self->buf, 1, NPAGES * PAGE);
+	EXPECT_EQ(0, dmirror(self->fd, HMM_DMIRROR_CHECK_EXCLUSIVE, self->buf, NULL, NPAGES,
+			     NULL));
+	ASSERT_EQ(0, drain(self->fd, self->ev, &self->nev));
+	EXPECT_TRUE(seen(self->ev, self->nev, HMM_DUMMY_MIGRATE, self->buf, 0));
+}
+
 TEST_F(dummy, bad_arguments_give_errnos)
 {
 	char out[PAGE];

@@ -7,7 +7,8 @@
  *
  * So far: HMM_DMIRROR_READ and HMM_DMIRROR_WRITE (the "device" copies the
  * mirrored pages through a bounce buffer, faulting what is missing),
- * HMM_DMIRROR_SNAPSHOT (what the CPU maps, as test_hmm reports it), and
+ * HMM_DMIRROR_SNAPSHOT (what the CPU maps, as test_hmm reports it),
+ * HMM_DMIRROR_EXCLUSIVE and HMM_DMIRROR_CHECK_EXCLUSIVE, and
  * HMM_DUMMY_EVENTS (hmm_dummy_uapi.h), the typed events the mirror received.
  *
  * The device touches mirrored pages only under dev_lock, which update()
@@ -130,7 +131,25 @@ static int dummy_access(struct dummy_file *df, struct dummy_access *a)
 	return a->pages == (a->end - a->start) >> PAGE_SHIFT ? 0 : -ENOENT;
 }
 
-static int dummy_read_write(struct dummy_file *df, struct hmm_dmirror_cmd *cmd, bool write)
+static int dummy_find_exclusive(void *arg, unsigned long addr, u64 pfn,
+				unsigned int order, u64 flags)
+{
+	return flags & HMM_RS_PT_EXCLUSIVE ? -EPERM : 0;
+}
+
+/* -EPERM while the device still has exclusive access to part of the range. */
+static int dummy_check_exclusive(struct dummy_file *df, struct hmm_dmirror_cmd *cmd)
+{
+	unsigned long end;
+
+	if (cmd->npages == 0 || cmd->npages > (ULONG_MAX >> PAGE_SHIFT) ||
+	    check_add_overflow(cmd->addr, cmd->npages << PAGE_SHIFT, &end))
+		return -EINVAL;
+	return hmm_rs_mirror_walk(df->mirror, cmd->addr, end, dummy_find_exclusive, NULL);
+}
+
+static int dummy_read_write(struct dummy_file *df, struct hmm_dmirror_cmd *cmd, bool write,
+			    bool exclusive)
 {
 	void __user *uptr = u64_to_user_ptr(cmd->ptr);
 	struct dummy_access a = { .start = cmd->addr, .write = write };
@@ -149,6 +168,12 @@ static int dummy_read_write(struct dummy_file *df, struct hmm_dmirror_cmd *cmd, 
 	if (write && copy_from_user(a.bounce, uptr, size)) {
 		ret = -EFAULT;
 		goto out;
+	}
+	/* Exclusive access, then a read of what the device now owns. */
+	if (exclusive) {
+		ret = hmm_rs_mirror_make_exclusive(df->mirror, a.start, a.end);
+		if (ret)
+			goto out;
 	}
 	for (;;) {
 		ret = dummy_access(df, &a);
@@ -254,6 +279,8 @@ static long dummy_ioctl(struct file *file, unsigned int command, unsigned long a
 	case HMM_DMIRROR_READ:
 	case HMM_DMIRROR_WRITE:
 	case HMM_DMIRROR_SNAPSHOT:
+	case HMM_DMIRROR_EXCLUSIVE:
+	case HMM_DMIRROR_CHECK_EXCLUSIVE:
 		break;
 	case HMM_DUMMY_EVENTS:
 		return dummy_events(df, uarg);
@@ -266,10 +293,17 @@ static long dummy_ioctl(struct file *file, unsigned int command, unsigned long a
 		return -EINVAL;
 	cmd.cpages = 0;
 	cmd.faults = 0;
-	if (command == HMM_DMIRROR_SNAPSHOT)
+	switch (command) {
+	case HMM_DMIRROR_SNAPSHOT:
 		ret = dummy_snapshot(df, &cmd);
-	else
-		ret = dummy_read_write(df, &cmd, command == HMM_DMIRROR_WRITE);
+		break;
+	case HMM_DMIRROR_CHECK_EXCLUSIVE:
+		ret = dummy_check_exclusive(df, &cmd);
+		break;
+	default:
+		ret = dummy_read_write(df, &cmd, command == HMM_DMIRROR_WRITE,
+				       command == HMM_DMIRROR_EXCLUSIVE);
+	}
 	if (ret)
 		return ret;
 	if (copy_to_user(uarg, &cmd, sizeof(cmd)))
