@@ -18,8 +18,10 @@
 //! So a faulted entry is either committed before the invalidation applies its
 //! event, which then removes it, or not committed at all.
 //!
-//! Faults run in chunks of at most 2 MiB, each under `mmap_lock` for reading,
-//! so one call cannot hold the lock or a CPU for long.
+//! Faults run in chunks of at most 2 MiB through
+//! `hmm_range_fault_unlocked_timeout`, which takes `mmap_lock` itself and lets
+//! fault handlers drop it (userfaultfd), so one call cannot hold the lock or
+//! a CPU for long.
 
 use core::ptr::NonNull;
 use kernel::{
@@ -316,8 +318,9 @@ impl HmmMirror {
     /// Errors: `EINVAL` for another event type or an empty, unaligned or
     /// wrapping range, or one beyond user space; `EFAULT` for unmapped or
     /// inaccessible memory; `EPERM` for a write to memory the CPU may only
-    /// read; `ESRCH` once the mm is exiting; `ENOMEM`; `EAGAIN` if
-    /// invalidations kept racing with the fault.
+    /// read; `ESRCH` once the mm is exiting; `EINTR` if the faulting task
+    /// got a fatal signal; `ENOMEM`; `EAGAIN` if invalidations kept racing
+    /// with the fault.
     pub(crate) fn fault(&self, ty: HmmEventType, start: u64, end: u64) -> Result {
         let write = match ty {
             HmmEventType::DeviceReadFault => false,

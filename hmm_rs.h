@@ -98,9 +98,10 @@ void hmm_rs_mirror_unregister(struct hmm_rs_mirror *mirror);
 
 /*
  * Faults [start, end) in for @type HMM_RS_DEVICE_READ_FAULT or
- * HMM_RS_DEVICE_WRITE_FAULT. May sleep. Returns 0, -EINVAL (type, range),
- * -EFAULT (unmapped, no access), -EPERM (write to read-only), -ESRCH (mm
- * exiting), -ENOMEM or -EAGAIN (raced with invalidations too often).
+ * HMM_RS_DEVICE_WRITE_FAULT. May sleep; faults may drop mmap_lock
+ * (userfaultfd). Returns 0, -EINVAL (type, range), -EFAULT (unmapped, no
+ * access), -EPERM (write to read-only), -ESRCH (mm exiting), -EINTR (fatal
+ * signal), -ENOMEM or -EAGAIN (raced with invalidations too often).
  */
 int hmm_rs_mirror_fault(struct hmm_rs_mirror *mirror,
 			enum hmm_rs_event_type type,

@@ -129,7 +129,10 @@ void hmm_rs_interval_set_seq(struct mmu_interval_notifier *sub, unsigned long cu
 /*
  * Faults [start, end) of the notifier's mm in (for @how HMM_RS_FAULT_READ,
  * or with HMM_RS_FAULT_WRITE too; 0 only snapshots what is mapped now),
- * filling one hmm pfn per page,
+ * filling one hmm pfn per page. Faults go through
+ * hmm_range_fault_unlocked_timeout(), which lets fault handlers drop
+ * mmap_lock (userfaultfd) and retries invalidated walks itself; -EINTR
+ * for a fatal signal.
  * and returns the sequence to check with hmm_rs_interval_read_retry() under
  * the mirror's lock before using them. -EBUSY: an invalidation raced, retry;
  * -ESRCH: the mm is exiting.
@@ -151,10 +154,14 @@ int hmm_rs_range_fault(struct mmu_interval_notifier *sub, unsigned long start,
 
 	if (!mmget_not_zero(mm))
 		return -ESRCH;
-	range.notifier_seq = mmu_interval_read_begin(sub);
-	mmap_read_lock(mm);
-	ret = hmm_range_fault(&range);
-	mmap_read_unlock(mm);
+	if (how) {
+		ret = hmm_range_fault_unlocked_timeout(&range, 0);
+	} else {
+		range.notifier_seq = mmu_interval_read_begin(sub);
+		mmap_read_lock(mm);
+		ret = hmm_range_fault(&range);
+		mmap_read_unlock(mm);
+	}
 	mmput(mm);
 	*seq = range.notifier_seq;
 	return ret;

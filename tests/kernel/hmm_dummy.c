@@ -5,7 +5,7 @@
  * drive a mirror. Each open of /dev/hmm_dmirror0 or /dev/hmm_dmirror1
  * mirrors the opener's mm.
  *
- * So far: HMM_DMIRROR_READ and HMM_DMIRROR_WRITE (the "device" copies the
+ * So far: HMM_DMIRROR_READ, READ_UNLOCKED and WRITE (the "device" copies the
  * mirrored pages through a bounce buffer, faulting what is missing),
  * HMM_DMIRROR_SNAPSHOT (what the CPU maps, as test_hmm reports it),
  * HMM_DMIRROR_EXCLUSIVE and HMM_DMIRROR_CHECK_EXCLUSIVE, and
@@ -277,6 +277,7 @@ static long dummy_ioctl(struct file *file, unsigned int command, unsigned long a
 
 	switch (command) {
 	case HMM_DMIRROR_READ:
+	case HMM_DMIRROR_READ_UNLOCKED:	/* hmm_rs faults "unlocked" always */
 	case HMM_DMIRROR_WRITE:
 	case HMM_DMIRROR_SNAPSHOT:
 	case HMM_DMIRROR_EXCLUSIVE:
