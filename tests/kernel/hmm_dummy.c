@@ -8,7 +8,8 @@
  * So far: HMM_DMIRROR_READ, READ_UNLOCKED and WRITE (the "device" copies the
  * mirrored pages through a bounce buffer, faulting what is missing),
  * HMM_DMIRROR_SNAPSHOT (what the CPU maps, as test_hmm reports it),
- * HMM_DMIRROR_EXCLUSIVE and HMM_DMIRROR_CHECK_EXCLUSIVE, and
+ * HMM_DMIRROR_EXCLUSIVE and HMM_DMIRROR_CHECK_EXCLUSIVE, mmap() of zeroed
+ * pages, and
  * HMM_DUMMY_EVENTS (hmm_dummy_uapi.h), the typed events the mirror received.
  *
  * The device touches mirrored pages only under dev_lock, which update()
@@ -341,10 +342,34 @@ static int dummy_release(struct inode *inode, struct file *file)
 	return 0;
 }
 
+/*
+ * Mapping the device file gives zeroed kernel pages (a VM_MIXEDMAP vma), as
+ * test_hmm does, so that mirroring such mappings can be tested.
+ */
+static int dummy_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	unsigned long addr;
+	int ret;
+
+	for (addr = vma->vm_start; addr < vma->vm_end; addr += PAGE_SIZE) {
+		struct page *page = alloc_page(GFP_KERNEL | __GFP_ZERO);
+
+		if (!page)
+			return -ENOMEM;
+		ret = vm_insert_page(vma, addr, page);
+		/* The mapping holds its own reference, if it took the page. */
+		put_page(page);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 static const struct file_operations dummy_fops = {
 	.owner = THIS_MODULE,
 	.open = dummy_open,
 	.release = dummy_release,
+	.mmap = dummy_mmap,
 	.unlocked_ioctl = dummy_ioctl,
 	.llseek = noop_llseek,
 };
