@@ -8,13 +8,14 @@
 #   make shell      the same VM with an interactive shell
 #   make bench      the page-table benchmark (hmm_pt vs XArray) in the VM
 #   make reference  the kernel's own hmm-tests against lib/test_hmm.ko
+#   make dummy-reference  the same hmm-tests against hmm_rs + hmm_dummy
 #   make modules    build the modules (KDIR=/your/rust/kernel/build to pick
 #                   your own Rust-enabled kernel build tree)
 #
 # Build products and the test kernel live in $(HMM_RS_CACHE), by default
 # ~/.cache/hmm-rs, never in the source tree.
 
-.PHONY: all modules provision test demo shell bench reference clean
+.PHONY: all modules provision test demo shell bench reference dummy-reference clean
 
 all: modules
 
@@ -27,7 +28,7 @@ modules: provision
 test:
 	scripts/test.sh
 
-demo shell bench reference: modules
+demo shell bench reference dummy-reference: modules
 	scripts/vm.sh $@
 
 clean:

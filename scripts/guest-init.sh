@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # /init of the hmm-rs test VM. The mode comes from the kernel command line
-# (hmmrs.mode=test|demo|shell|bench|reference). Kernel messages go to ttyS0; in
+# (hmmrs.mode=test|demo|shell|bench|reference|dummy-reference). Kernel messages go to ttyS0; in
 # test and reference modes the results go to ttyS1, framed by HMMRS lines
 # that scripts/vm.sh reads.
 /bin/busybox --install -s /bin
@@ -88,6 +88,15 @@ reference)
 		load test_hmm
 		run_user /upstream/hmm-tests
 		unload test_hmm
+	} > "$out"
+	;;
+dummy-reference)
+	{
+		load hmm_rs
+		load hmm_dummy
+		run_user /upstream/hmm-tests
+		unload hmm_dummy
+		unload hmm_rs
 	} > "$out"
 	;;
 shell)

@@ -8,6 +8,7 @@
 #   shell      load hmm_rs and give an interactive shell
 #   bench      load hmm_rs and run the page-table benchmark
 #   reference  run the upstream hmm-tests against the kernel's test_hmm.ko
+#   dummy-reference  the same against hmm_rs + hmm_dummy
 # Expects scripts/build.sh to have run. In test and reference modes, the
 # exit status says whether everything passed (see scripts/judge.py).
 set -euo pipefail
@@ -48,7 +49,7 @@ qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2G -no-reboot
       -append "console=ttyS0 panic=-1 hmmrs.mode=$mode")
 
 case "$mode" in
-test | reference)
+test | reference | dummy-reference)
 	timeout=${HMMRS_VM_TIMEOUT:-900}
 	log "booting the VM ($mode), console in $run/console.log"
 	rc=0
@@ -66,6 +67,6 @@ demo | shell | bench)
 	exec "${qemu[@]}" -nographic -serial mon:stdio -serial null
 	;;
 *)
-	die "unknown mode '$mode' (test, demo, shell, bench, reference)"
+	die "unknown mode '$mode' (test, demo, shell, bench, reference, dummy-reference)"
 	;;
 esac
