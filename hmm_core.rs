@@ -52,6 +52,10 @@ mod shim {
         pub(crate) fn hmm_rs_range_blockable(range: *const bindings::mmu_notifier_range) -> bool;
         /// Whether `range` is a fork's write-protection (see `hmm_event`).
         pub(crate) fn hmm_rs_range_in_fork(range: *const bindings::mmu_notifier_range) -> bool;
+        /// Whether a `PROTECTION_VMA` range stays readable (see `hmm_event`).
+        pub(crate) fn hmm_rs_range_stays_readable(
+            range: *const bindings::mmu_notifier_range,
+        ) -> bool;
         /// `folio_mark_dirty()` of the page at `pfn`, if it has a `struct page`.
         pub(crate) fn hmm_rs_mark_pfn_dirty(pfn: kernel::ffi::c_ulong);
         /// `pfn_to_page()`, or null for a PFN without a `struct page`.
@@ -352,17 +356,17 @@ unsafe extern "C" fn hmm_invalidate_range_start(
     // SAFETY: mm calls us with our live notifier and a valid range.
     let (hmm, r) = unsafe { (HmmMm::from_notifier(notifier), &*range) };
     // SAFETY: `range` is valid.
-    let (blockable, forking) = unsafe {
+    let (blockable, forking, stays_readable) = unsafe {
         (
             shim::hmm_rs_range_blockable(range),
             shim::hmm_rs_range_in_fork(range),
+            shim::hmm_rs_range_stays_readable(range),
         )
     };
     let inv = Invalidation {
         event: NotifierEvent::from_raw(r.event),
         forking,
-        // Not yet looked up: remove everything, which is always safe.
-        stays_readable: false,
+        stays_readable,
     };
     let event = HmmEvent::from_invalidation(&inv, r.start as u64, r.end as u64);
     hmm.count(event.ty);

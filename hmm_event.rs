@@ -26,6 +26,13 @@
 //! it lost. Removing less is not, so the unknown and ambiguous cases remove
 //! everything.
 //!
+//! `PROTECTION_VMA` alone cannot tell mprotect(PROT_READ) from PROT_NONE. The
+//! core looks at the VMA: mprotect() sets the new flags before it changes the
+//! page tables, and NUMA hinting keeps them. It does so only when the range's
+//! mm is the current task's, whose `mmap_lock` every `PROTECTION_VMA` raiser
+//! in 7.3 then holds; otherwise (PAGEMAP_SCAN of another process) everything
+//! is removed.
+//!
 //! # How a fork is recognised
 //!
 //! The event code cannot tell a fork from writeback: both raise

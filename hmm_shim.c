@@ -77,6 +77,24 @@ bool hmm_rs_range_in_fork(const struct mmu_notifier_range *range)
  * still maps the page (so it cannot be truncated under us), like
  * zap_pte_range() does for dirty ptes.
  */
+/*
+ * Whether a PROTECTION_VMA invalidation leaves [start, end) readable by the
+ * CPU: mprotect() sets the new vm_flags before changing the page tables, and
+ * NUMA hinting keeps them. The VMA is only looked at when the range's mm is
+ * this task's, whose mmap_lock is held then (every PROTECTION_VMA raiser in
+ * 7.3 holds it); otherwise the answer is false, which removes everything.
+ */
+bool hmm_rs_range_stays_readable(const struct mmu_notifier_range *range)
+{
+	struct vm_area_struct *vma;
+
+	if (range->event != MMU_NOTIFY_PROTECTION_VMA || current->mm != range->mm ||
+	    !rwsem_is_locked(&range->mm->mmap_lock))
+		return false;
+	vma = vma_lookup(range->mm, range->start);
+	return vma && range->end <= vma->vm_end && (vma->vm_flags & VM_READ);
+}
+
 void hmm_rs_mark_pfn_dirty(unsigned long pfn)
 {
 	if (pfn_valid(pfn))

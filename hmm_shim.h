@@ -26,6 +26,7 @@ struct mmu_notifier *hmm_rs_mmu_notifier_get(const struct mmu_notifier_ops *ops,
 					     struct mm_struct *mm);
 bool hmm_rs_range_blockable(const struct mmu_notifier_range *range);
 bool hmm_rs_range_in_fork(const struct mmu_notifier_range *range);
+bool hmm_rs_range_stays_readable(const struct mmu_notifier_range *range);
 void hmm_rs_mark_pfn_dirty(unsigned long pfn);
 struct page *hmm_rs_pfn_to_page(unsigned long pfn);
 bool hmm_rs_page_dirty(struct page *page);

@@ -150,9 +150,24 @@ TEST_F(dummy, mprotect_read_only_is_write_protect)
 	ASSERT_EQ(0, drain(self->fd, self->ev, &self->nev));
 	ASSERT_EQ(0, mprotect(self->buf, NPAGES * PAGE, PROT_READ));
 	ASSERT_EQ(0, drain(self->fd, self->ev, &self->nev));
-	/* PROTECTION_VMA cannot tell PROT_READ from PROT_NONE: all goes. */
-	EXPECT_TRUE(seen(self->ev, self->nev, HMM_DUMMY_WRITE_PROTECT, self->buf, 0));
+	/* Read access stays, write access goes. */
+	EXPECT_TRUE(seen(self->ev, self->nev, HMM_DUMMY_WRITE_PROTECT, self->buf,
+			 HMM_DUMMY_KEEP_VALID));
 	EXPECT_FALSE(seen(self->ev, self->nev, HMM_DUMMY_FORK, self->buf, HMM_DUMMY_KEEP_VALID));
+}
+
+TEST_F(dummy, mprotect_none_removes_the_entries)
+{
+	char out[NPAGES * PAGE];
+
+	ASSERT_EQ(0, dmirror(self->fd, HMM_DMIRROR_READ, self->buf, out, NPAGES, NULL));
+	ASSERT_EQ(0, drain(self->fd, self->ev, &self->nev));
+	ASSERT_EQ(0, mprotect(self->buf, NPAGES * PAGE, PROT_NONE));
+	ASSERT_EQ(0, drain(self->fd, self->ev, &self->nev));
+	EXPECT_TRUE(seen(self->ev, self->nev, HMM_DUMMY_WRITE_PROTECT, self->buf, 0));
+	/* The device can no longer read it either. */
+	EXPECT_EQ(-1, dmirror(self->fd, HMM_DMIRROR_READ, self->buf, out, NPAGES, NULL));
+	EXPECT_EQ(EFAULT, errno);
 }
 
 TEST_F(dummy, exclusive_access_ends_when_the_cpu_writes)
