@@ -3,11 +3,14 @@
 //! hmm-rs: a Heterogeneous Memory Management core in Rust.
 //!
 //! Lets a device mirror a process's address space: one `mmu_notifier` per mm
-//! shared by every mirror of it, a per-mirror page table ([`hmm_pt`]), and
-//! typed events ([`hmm_event`]) handed to device drivers ([`hmm_mirror`])
-//! before the mirror table changes.
+//! shared by every mirror of it ([`HmmMm`], here), a per-mirror page table
+//! ([`hmm_pt`]), and typed events ([`hmm_event`]) handed to device drivers
+//! ([`hmm_mirror`]) before the mirror table changes. This file also holds the
+//! module, its debugfs files and the entry points of the C API that
+//! `hmm_rs.h` declares for C drivers (exported by `hmm_shim.c`).
 //!
-//! C header: [`include/linux/hmm.h`](srctree/include/linux/hmm.h)
+//! Built on: [`include/linux/mmu_notifier.h`](srctree/include/linux/mmu_notifier.h)
+//! and [`include/linux/hmm.h`](srctree/include/linux/hmm.h).
 
 use core::ptr::NonNull;
 use kernel::{
