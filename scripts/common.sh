@@ -2,6 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0
 # Shared settings for the hmm-rs scripts; sourced, not run.
 
+# rustup, cargo and the cache live under HOME; derive it if the caller's
+# environment lacks it.
+export HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
 CACHE=${HMM_RS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hmm-rs}
 KSRC=$CACHE/linux-source-7.3
 KBUILD=$CACHE/build

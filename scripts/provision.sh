@@ -11,6 +11,7 @@ BINDGEN_VERSION=0.72.1
 KSRC_PKG=linux-source-7.3
 
 log() { printf 'provision: %s\n' "$*" >&2; }
+export HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
 export PATH=$HOME/.cargo/bin:$PATH
 
 SUDO=
