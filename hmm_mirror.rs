@@ -1039,6 +1039,59 @@ mod tests {
         Ok(())
     }
 
+    /// A device that cannot be stopped without sleeping.
+    struct SleepsToStop;
+
+    impl MirrorOps for SleepsToStop {
+        fn update(&self, _mirror: &HmmMirror, _event: &HmmEvent, blockable: bool) -> Result {
+            if blockable {
+                Ok(())
+            } else {
+                Err(EAGAIN)
+            }
+        }
+
+        fn release(&self, _mirror: &HmmMirror) {}
+    }
+
+    /// The OOM reaper's kind of invalidation (it cannot block) cannot be
+    /// triggered from a test, so the core's callback is called directly.
+    #[test]
+    fn non_blockable_invalidations_ask_for_a_retry_instead_of_sleeping() -> Result {
+        let addr = kunit_mm::mmap(PAGE, PROT_READ | PROT_WRITE)? as u64;
+        let task = current!();
+        let mm = task.mm().ok_or(EINVAL)?;
+        let m = HmmMirror::register(mm, KBox::new(SleepsToStop, GFP_KERNEL)?)?;
+        m.fault(HmmEventType::DeviceReadFault, addr, addr + PAGE_SIZE)?;
+        let mut range = bindings::mmu_notifier_range {
+            mm: mm.as_raw(),
+            start: addr as usize,
+            end: (addr + PAGE_SIZE) as usize,
+            flags: 0,
+            event: bindings::mmu_notifier_event_MMU_NOTIFY_UNMAP,
+            owner: core::ptr::null_mut(),
+        };
+        // `HmmMm` starts with its notifier.
+        let notifier = core::ptr::from_ref(m.hmm()).cast_mut().cast();
+        let busy = m.hmm().mirrors.lock();
+        // SAFETY: Our live notifier and a valid range of its mm.
+        let ret = unsafe { crate::hmm_invalidate_range_start(notifier, &range) };
+        drop(busy);
+        // The mirror list was busy: a retry, not a wait.
+        assert_eq!(ret, EAGAIN.to_errno());
+        // SAFETY: As above.
+        let ret = unsafe { crate::hmm_invalidate_range_start(notifier, &range) };
+        // The driver asked for a retry: the mirror keeps its entry.
+        assert_eq!(ret, EAGAIN.to_errno());
+        assert!(m.table().lookup(addr).is_some());
+        range.flags = bindings::MMU_NOTIFIER_RANGE_BLOCKABLE;
+        // SAFETY: As above.
+        let ret = unsafe { crate::hmm_invalidate_range_start(notifier, &range) };
+        assert_eq!(ret, 0);
+        assert!(m.table().lookup(addr).is_none());
+        Ok(())
+    }
+
     #[test]
     fn stats_show_the_mirror_and_its_mm() -> Result {
         use core::fmt::Write;
