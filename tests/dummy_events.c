@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -241,6 +242,57 @@ TEST(exit_with_a_live_mirror)
 	ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	EXPECT_TRUE(WIFEXITED(status));
 	EXPECT_EQ(0, WEXITSTATUS(status));
+}
+
+/*
+ * The device outlives the process it mirrors: a child mirrors its own mm,
+ * its parent takes the device file from it (pidfd_getfd) and the child
+ * exits. The mirror is released with the mm; the device's accesses then
+ * fail with ESRCH, and closing it is clean.
+ */
+TEST(device_outlives_the_mirrored_process)
+{
+	struct { int fd; unsigned long addr; } child;
+	int ready[2], done[2], pidfd, fd, status;
+	char out[PAGE], go = 0;
+	pid_t pid;
+
+	ASSERT_EQ(0, pipe(ready));
+	ASSERT_EQ(0, pipe(done));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		char *buf = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		child.fd = open("/dev/hmm_dmirror0", O_RDWR);
+		child.addr = (uintptr_t)buf;
+		if (child.fd < 0 || buf == MAP_FAILED)
+			_exit(1);
+		buf[0] = 1;
+		if (dmirror(child.fd, HMM_DMIRROR_READ, buf, out, 1, NULL))
+			_exit(2);
+		if (write(ready[1], &child, sizeof(child)) != sizeof(child))
+			_exit(3);
+		/* Exit once the parent holds the device. */
+		_exit(read(done[0], &go, 1) == 1 ? 0 : 4);
+	}
+	ASSERT_EQ(sizeof(child), read(ready[0], &child, sizeof(child)));
+	pidfd = syscall(SYS_pidfd_open, pid, 0);
+	ASSERT_LE(0, pidfd);
+	fd = syscall(SYS_pidfd_getfd, pidfd, child.fd, 0);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(1, write(done[1], &go, 1));
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status));
+	ASSERT_EQ(0, WEXITSTATUS(status));
+	/* The child's mm is gone: nothing left to mirror. */
+	EXPECT_EQ(-1, dmirror(fd, HMM_DMIRROR_READ, (void *)child.addr, out, 1, NULL));
+	EXPECT_EQ(ESRCH, errno);
+	EXPECT_EQ(-1, dmirror(fd, HMM_DMIRROR_SNAPSHOT, (void *)child.addr, out, 1, NULL));
+	EXPECT_EQ(ESRCH, errno);
+	EXPECT_EQ(0, close(fd));
+	close(pidfd);
 }
 
 TEST_HARNESS_MAIN
