@@ -191,6 +191,34 @@ TEST_F(dummy, exclusive_access_ends_when_the_cpu_writes)
 	EXPECT_TRUE(seen(self->ev, self->nev, HMM_DUMMY_MIGRATE, self->buf, 0));
 }
 
+/*
+ * A device write into a shared file mapping reaches the file. (The VM has
+ * only tmpfs, whose page cache holds the data whether or not the page is
+ * marked dirty: this shows the path, not the dirty bit; KUnit checks that.)
+ */
+TEST_F(dummy, device_write_to_a_shared_file_reaches_the_file)
+{
+	char path[] = "/tmp/hmm_dummy_file.XXXXXX";
+	char in[NPAGES * PAGE], back[NPAGES * PAGE];
+	int file = mkstemp(path);
+	char *map;
+
+	ASSERT_LE(0, file);
+	ASSERT_EQ(0, ftruncate(file, sizeof(in)));
+	map = mmap(NULL, sizeof(in), PROT_READ | PROT_WRITE, MAP_SHARED, file, 0);
+	ASSERT_NE(MAP_FAILED, map);
+	memset(in, 0x7e, sizeof(in));
+	ASSERT_EQ(0, dmirror(self->fd, HMM_DMIRROR_WRITE, map, in, NPAGES, NULL));
+	ASSERT_EQ(0, munmap(map, sizeof(in)));
+	ASSERT_EQ(0, close(file));
+	file = open(path, O_RDONLY);
+	ASSERT_LE(0, file);
+	EXPECT_EQ(sizeof(back), read(file, back, sizeof(back)));
+	EXPECT_EQ(0, memcmp(in, back, sizeof(in)));
+	close(file);
+	unlink(path);
+}
+
 TEST_F(dummy, bad_arguments_give_errnos)
 {
 	char out[PAGE];
