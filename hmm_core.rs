@@ -515,6 +515,11 @@ impl Drop for CMirrorOps {
     }
 }
 
+/// 0, or the negative errno of `r`, for the C API.
+fn errno(r: Result) -> core::ffi::c_int {
+    r.map_or_else(|e| e.to_errno(), |()| 0)
+}
+
 /// # Safety
 ///
 /// `ops` must be null or valid until the device is unregistered.
@@ -605,10 +610,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_fault(
         return EINVAL.to_errno();
     };
     // SAFETY: A registered mirror, by the caller's guarantee.
-    match unsafe { &*mirror }.fault(ty, start as u64, end as u64) {
-        Ok(()) => 0,
-        Err(e) => e.to_errno(),
-    }
+    errno(unsafe { &*mirror }.fault(ty, start as u64, end as u64))
 }
 
 /// # Safety
@@ -628,10 +630,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_snapshot(
     // SAFETY: `out` has room for `pages` values, by the caller's guarantee.
     let out = unsafe { core::slice::from_raw_parts_mut(out, pages) };
     // SAFETY: A registered mirror, by the caller's guarantee.
-    match unsafe { &*mirror }.snapshot(start as u64, end as u64, out) {
-        Ok(()) => 0,
-        Err(e) => e.to_errno(),
-    }
+    errno(unsafe { &*mirror }.snapshot(start as u64, end as u64, out))
 }
 
 /// # Safety
@@ -644,10 +643,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_make_exclusive(
     end: kernel::ffi::c_ulong,
 ) -> core::ffi::c_int {
     // SAFETY: A registered mirror, by the caller's guarantee.
-    match unsafe { &*mirror }.make_exclusive(start as u64, end as u64) {
-        Ok(()) => 0,
-        Err(e) => e.to_errno(),
-    }
+    errno(unsafe { &*mirror }.make_exclusive(start as u64, end as u64))
 }
 
 /// `hmm_rs_walk_fn` of hmm_rs.h.
