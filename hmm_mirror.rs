@@ -376,10 +376,6 @@ impl HmmMirror {
             let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
             let mut tries = 0;
             loop {
-                hmm_pfns.clear();
-                for _ in 0..(chunk_end - chunk) / PAGE_SIZE {
-                    hmm_pfns.push(0, GFP_KERNEL)?;
-                }
                 match self.range_fault(chunk, chunk_end, &mut hmm_pfns, FAULT_NONE) {
                     Err(EBUSY) if tries < FAULT_RETRIES => tries += 1,
                     Err(EBUSY) => return Err(EAGAIN),
@@ -497,10 +493,6 @@ impl HmmMirror {
         write: bool,
         hmm_pfns: &mut KVec<kernel::ffi::c_ulong>,
     ) -> Result<kernel::ffi::c_ulong> {
-        hmm_pfns.clear();
-        for _ in 0..(end - start) / PAGE_SIZE {
-            hmm_pfns.push(0, GFP_KERNEL)?;
-        }
         let how = if write {
             FAULT_READ | FAULT_WRITE
         } else {
@@ -564,8 +556,8 @@ impl HmmMirror {
         }
     }
 
-    /// `hmm_range_fault()` of `[start, end)` into `hmm_pfns`; returns the
-    /// sequence to commit under.
+    /// `hmm_range_fault()` of `[start, end)` into `hmm_pfns`, which it sizes
+    /// to one zeroed slot per page; returns the sequence to commit under.
     fn range_fault(
         &self,
         start: u64,
@@ -573,6 +565,8 @@ impl HmmMirror {
         hmm_pfns: &mut KVec<kernel::ffi::c_ulong>,
         how: u32,
     ) -> Result<kernel::ffi::c_ulong> {
+        hmm_pfns.clear();
+        hmm_pfns.resize(((end - start) / PAGE_SIZE) as usize, 0, GFP_KERNEL)?;
         let mut seq = 0;
         // SAFETY: `interval` is inserted (type invariant); `hmm_pfns` holds
         // one initialised slot per page of the range.

@@ -139,28 +139,25 @@ static int dummy_find_exclusive(void *arg, unsigned long addr, u64 pfn,
 }
 
 /* -EPERM while the device still has exclusive access to part of the range. */
-static int dummy_check_exclusive(struct dummy_file *df, struct hmm_dmirror_cmd *cmd)
+static int dummy_check_exclusive(struct dummy_file *df, struct hmm_dmirror_cmd *cmd,
+				 unsigned long end)
 {
-	unsigned long end;
-
-	if (cmd->npages == 0 || cmd->npages > (ULONG_MAX >> PAGE_SHIFT) ||
-	    check_add_overflow(cmd->addr, cmd->npages << PAGE_SHIFT, &end))
+	if (cmd->npages == 0)
 		return -EINVAL;
 	return hmm_rs_mirror_walk(df->mirror, cmd->addr, end, dummy_find_exclusive, NULL);
 }
 
-static int dummy_read_write(struct dummy_file *df, struct hmm_dmirror_cmd *cmd, bool write,
-			    bool exclusive)
+static int dummy_read_write(struct dummy_file *df, struct hmm_dmirror_cmd *cmd,
+			    unsigned long end, bool write, bool exclusive)
 {
 	void __user *uptr = u64_to_user_ptr(cmd->ptr);
-	struct dummy_access a = { .start = cmd->addr, .write = write };
+	struct dummy_access a = { .start = cmd->addr, .end = end, .write = write };
 	enum hmm_rs_event_type fault = write ? HMM_RS_DEVICE_WRITE_FAULT :
 					       HMM_RS_DEVICE_READ_FAULT;
 	unsigned long size;
 	int ret;
 
-	if (cmd->npages == 0 || cmd->npages > (ULONG_MAX >> PAGE_SHIFT) ||
-	    check_add_overflow(cmd->addr, cmd->npages << PAGE_SHIFT, &a.end))
+	if (cmd->npages == 0)
 		return -EINVAL;
 	size = a.end - a.start;
 	a.bounce = kvmalloc(size, GFP_KERNEL);
@@ -214,17 +211,15 @@ static u8 dummy_perm(u32 snap)
 
 #define DUMMY_SNAP_CHUNK	64
 
-static int dummy_snapshot(struct dummy_file *df, struct hmm_dmirror_cmd *cmd)
+static int dummy_snapshot(struct dummy_file *df, struct hmm_dmirror_cmd *cmd,
+			  unsigned long end)
 {
 	char __user *uptr = u64_to_user_ptr(cmd->ptr);
 	u32 snap[DUMMY_SNAP_CHUNK];
 	u8 perm[DUMMY_SNAP_CHUNK];
-	unsigned long addr, end, next, i, n;
+	unsigned long addr, next, i, n;
 	int ret;
 
-	if (cmd->npages > (ULONG_MAX >> PAGE_SHIFT) ||
-	    check_add_overflow(cmd->addr, cmd->npages << PAGE_SHIFT, &end))
-		return -EINVAL;
 	for (addr = cmd->addr; addr < end; addr = next) {
 		next = min(addr + (DUMMY_SNAP_CHUNK << PAGE_SHIFT), end);
 		n = (next - addr) >> PAGE_SHIFT;
@@ -274,6 +269,7 @@ static long dummy_ioctl(struct file *file, unsigned int command, unsigned long a
 	struct dummy_file *df = file->private_data;
 	void __user *uarg = (void __user *)arg;
 	struct hmm_dmirror_cmd cmd;
+	unsigned long end;
 	int ret;
 
 	switch (command) {
@@ -291,19 +287,21 @@ static long dummy_ioctl(struct file *file, unsigned int command, unsigned long a
 	}
 	if (copy_from_user(&cmd, uarg, sizeof(cmd)))
 		return -EFAULT;
-	if (cmd.addr & ~PAGE_MASK)
+	/* [addr, end): page aligned, not wrapping. */
+	if (cmd.addr & ~PAGE_MASK || cmd.npages > (ULONG_MAX >> PAGE_SHIFT) ||
+	    check_add_overflow(cmd.addr, cmd.npages << PAGE_SHIFT, &end))
 		return -EINVAL;
 	cmd.cpages = 0;
 	cmd.faults = 0;
 	switch (command) {
 	case HMM_DMIRROR_SNAPSHOT:
-		ret = dummy_snapshot(df, &cmd);
+		ret = dummy_snapshot(df, &cmd, end);
 		break;
 	case HMM_DMIRROR_CHECK_EXCLUSIVE:
-		ret = dummy_check_exclusive(df, &cmd);
+		ret = dummy_check_exclusive(df, &cmd, end);
 		break;
 	default:
-		ret = dummy_read_write(df, &cmd, command == HMM_DMIRROR_WRITE,
+		ret = dummy_read_write(df, &cmd, end, command == HMM_DMIRROR_WRITE,
 				       command == HMM_DMIRROR_EXCLUSIVE);
 	}
 	if (ret)
