@@ -11,11 +11,15 @@
 #   make dummy-reference  the same hmm-tests against hmm_rs + hmm_dummy
 #   make modules    build the modules (KDIR=/your/rust/kernel/build to pick
 #                   your own Rust-enabled kernel build tree)
+#   make stock      test on Debian's stock 7.3 kernel (RELEASE=..., default:
+#                   the running one if it is one, else the newest)
+#   make install    build for a Debian kernel (RELEASE=..., default: the
+#                   running one) and install into /lib/modules/RELEASE/updates
 #
 # Build products and the test kernel live in $(HMM_RS_CACHE), by default
 # ~/.cache/hmm-rs, never in the source tree.
 
-.PHONY: all modules provision test demo shell bench reference dummy-reference clean
+.PHONY: all modules provision test stock install demo shell bench reference dummy-reference clean
 
 all: modules
 
@@ -28,8 +32,14 @@ modules: provision
 test:
 	scripts/test.sh
 
+stock: provision
+	scripts/stock.sh $(RELEASE)
+
+install:
+	scripts/install.sh $(RELEASE)
+
 demo shell bench reference dummy-reference: modules
 	scripts/vm.sh $@
 
 clean:
-	. scripts/common.sh && rm -rf "$$OUT" "$$CACHE/vm"
+	. scripts/common.sh && rm -rf "$$OUT" "$$OUT"-* "$$CACHE/vm" "$$CACHE/dkms"

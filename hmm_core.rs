@@ -62,8 +62,10 @@ mod shim {
         /// `folio_mark_dirty()` of the page at `pfn`, if it has a `struct page`.
         pub(crate) fn hmm_rs_mark_pfn_dirty(pfn: kernel::ffi::c_ulong);
         /// `pfn_to_page()`, or null for a PFN without a `struct page`.
+        #[cfg(CONFIG_KUNIT)]
         pub(crate) fn hmm_rs_pfn_to_page(pfn: kernel::ffi::c_ulong) -> *mut page;
         /// `folio_test_dirty()` of the folio of `page`.
+        #[cfg(CONFIG_KUNIT)]
         pub(crate) fn hmm_rs_page_dirty(page: *mut page) -> bool;
         /// `HMM_PFN_WRITE`.
         pub(crate) static hmm_rs_pfn_write: kernel::ffi::c_ulong;
@@ -103,6 +105,7 @@ mod shim {
         /// Address bits of user space: 47, or 56 with 5-level paging.
         pub(crate) fn hmm_rs_user_address_bits() -> kernel::ffi::c_uint;
         /// `HMM_RS_PT_VALID`, `_WRITE`, `_DIRTY`, `_DEVICE`, `_EXCLUSIVE` of hmm_rs.h.
+        #[cfg(CONFIG_KUNIT)]
         pub(crate) static hmm_rs_c_pt_flags: [u64; 5];
         /// Holds the notifier's mm and its `mmap_lock` for reading.
         pub(crate) fn hmm_rs_mm_lock(sub: *mut bindings::mmu_interval_notifier)
@@ -119,6 +122,7 @@ mod shim {
         /// Unlocks and puts a folio from `hmm_rs_make_exclusive`.
         pub(crate) fn hmm_rs_exclusive_done(folio: *mut bindings::folio);
         /// `HMM_RS_SNAP_VALID`, `_WRITE`, `_ERROR`, `_ZERO` of hmm_rs.h.
+        #[cfg(CONFIG_KUNIT)]
         pub(crate) static hmm_rs_c_snap_flags: [u32; 4];
     }
 }

@@ -40,7 +40,7 @@ use crate::{
     hmm_pt::{
         HmmPt, PageDirs, PtDirty, PtEntry, PtFlags, PtLevels, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE,
     },
-    shim, HmmMm, HmmMmRef,
+    shim, HmmMmRef,
 };
 
 /// Retries of one fault chunk that keeps racing with invalidations before
@@ -249,7 +249,8 @@ impl HmmMirror {
     }
 
     /// The mm's shared HMM state.
-    pub(crate) fn hmm(&self) -> &HmmMm {
+    #[cfg(CONFIG_KUNIT)]
+    pub(crate) fn hmm(&self) -> &crate::HmmMm {
         &self.hmm
     }
 
@@ -822,7 +823,7 @@ mod tests {
     fn register_unregister_1000_times_leaves_nothing() -> Result {
         let addr = kunit_mm::mmap(PAGE, PROT_READ | PROT_WRITE)? as u64;
         let (seen, m) = mirror()?;
-        let hmm: *const HmmMm = m.hmm();
+        let hmm: *const crate::HmmMm = m.hmm();
         for _ in 0..1000 {
             let (_s, other) = mirror()?;
             other.fault(HmmEventType::DeviceReadFault, addr, addr + PAGE_SIZE)?;

@@ -109,6 +109,10 @@ impl PtFlags {
     pub(crate) const ALL: Self = Self((1 << PAGE_SHIFT) - 1);
 
     /// Driver-private bits `bits` (0..15), placed in [`Self::DRIVER`].
+    #[cfg_attr(
+        not(CONFIG_KUNIT),
+        expect(dead_code, reason = "Rust driver API; only KUnit uses it in-tree")
+    )]
     pub(crate) const fn driver(bits: u64) -> Self {
         Self((bits << 8) & Self::DRIVER.0)
     }
@@ -655,6 +659,10 @@ pub(crate) struct PtCursor {
     end: u64,
 }
 
+#[cfg_attr(
+    not(CONFIG_KUNIT),
+    expect(dead_code, reason = "Rust driver API; only KUnit uses it in-tree")
+)]
 impl PtCursor {
     /// A cursor over `[start, end)` of `pt`.
     pub(crate) fn new<A: DirAlloc>(pt: &HmmPt<A>, start: u64, end: u64) -> Result<Self> {

@@ -11,20 +11,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 . "$here/common.sh"
 
-if [ -n "${KDIR:-}" ]; then
-	kdir=$KDIR
-	kmake_cc=()
-else
-	kdir=$("$here/kernel.sh")
-	kmake_cc=("${KMAKE_ARGS[@]}")
-fi
+kdir=${KDIR:-$("$here/kernel.sh")}
+kmake_args "$kdir"
 
 mkdir -p "$OUT/module" "$OUT/modules" "$OUT/tests" "$OUT/demo" "$OUT/upstream"
 # Nothing from an earlier build may reach the VM if this one fails.
 rm -f "$OUT/modules"/*.ko "$OUT/tests"/* "$OUT/demo"/* "$OUT/upstream"/*
 log "building the modules against $kdir"
 # MO= keeps the build products out of the source tree.
-make -s -C "$kdir" M="$repo" MO="$OUT/module" "${kmake_cc[@]}" ${CLIPPY:+CLIPPY=1} \
+make -s -C "$kdir" M="$repo" MO="$OUT/module" "${KARGS[@]}" ${CLIPPY:+CLIPPY=1} \
 	-j"$(nproc)" modules 2>&1 | tee "$OUT/module/build.log" >&2
 [ "${PIPESTATUS[0]}" -eq 0 ] || die "module build failed"
 if grep -q 'warning' "$OUT/module/build.log"; then

@@ -22,6 +22,38 @@ ksrc() {
 	if [ -e "$kd/source" ]; then readlink -f "$kd/source"; else echo "$kd"; fi
 }
 
+# Debian's linux-source-7.3, unpacked once per package version into $KSRC.
+source_version() { dpkg-query -W -f='${Version}' linux-source-7.3; }
+extract_source() {
+	local tarball=/usr/src/linux-source-7.3.tar.xz srcver
+	[ -f "$tarball" ] || die "$tarball missing: run scripts/provision.sh"
+	srcver=$(source_version)
+	if [ ! -f "$KSRC/.hmm-rs-source" ] || [ "$(cat "$KSRC/.hmm-rs-source")" != "$srcver" ]; then
+		log "extracting linux-source-7.3 $srcver"
+		rm -rf "$KSRC"
+		mkdir -p "$CACHE"
+		tar -C "$CACHE" -xJf "$tarball"
+		echo "$srcver" > "$KSRC/.hmm-rs-source"
+	fi
+}
+
+# Sets KARGS to the make arguments a kernel build tree needs for modules:
+# those a tree prepared by debian-kernel.sh records (its compilers, release),
+# else the test kernel's. Exports what rustc reads from the environment.
+kmake_args() {
+	local tree=$1 a
+	KARGS=()
+	if [ -f "$tree/.hmm-rs-make-args" ]; then
+		mapfile -t KARGS < "$tree/.hmm-rs-make-args"
+		for a in "${KARGS[@]}"; do
+			case "$a" in RUSTC_FORCE_RUSTC_VERSION=*) export "${a?}" ;; esac
+		done
+	elif [ "$tree" = "$KBUILD" ]; then
+		KARGS=("${KMAKE_ARGS[@]}")
+	fi
+}
+
 log() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-OUT=$CACHE/out
+# Build products; each kernel the modules are built for has its own.
+OUT=${HMM_RS_OUT:-$CACHE/out}

@@ -10,17 +10,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/common.sh"
 
-tarball=/usr/src/linux-source-7.3.tar.xz
-[ -f "$tarball" ] || die "$tarball missing: run scripts/provision.sh"
-srcver=$(dpkg-query -W -f='${Version}' linux-source-7.3)
-
-if [ ! -f "$KSRC/.hmm-rs-source" ] || [ "$(cat "$KSRC/.hmm-rs-source")" != "$srcver" ]; then
-	log "extracting linux-source-7.3 $srcver"
-	rm -rf "$KSRC"
-	mkdir -p "$CACHE"
-	tar -C "$CACHE" -xJf "$tarball"
-	echo "$srcver" > "$KSRC/.hmm-rs-source"
-fi
+extract_source
+srcver=$(source_version)
 
 inputs=$( {
 	echo "$srcver"

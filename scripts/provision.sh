@@ -22,7 +22,8 @@ fi
 
 PKGS=(build-essential gcc-12 make flex bison bc libelf-dev libssl-dev
       python3 cpio xz-utils busybox-static rsync kmod shellcheck
-      libclang-19-dev clang-19 lld-19 llvm-19)
+      libclang-19-dev clang-19 lld-19 llvm-19
+      dwarves dkms)  # pahole keeps BTF in Debian kernels' configs (debian-kernel.sh)
 
 # Prints the URI of the machine's main Debian archive entry (not -security),
 # from deb822 .sources files or one-line sources.list files.

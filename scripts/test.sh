@@ -47,14 +47,27 @@ csrc=("$repo"/*.c "$repo"/tests/*.c "$repo"/tests/kernel/*.c "$repo"/tests/demo/
 [ -n "$(compgen -G "$repo/*.h")" ] && csrc+=("$repo"/*.h)
 check "checkpatch" perl "$(ksrc)/scripts/checkpatch.pl" --no-tree --quiet --strict -f "${csrc[@]}"
 
-counts=$CACHE/vm/test/counts
-rm -f "$counts"
+# Adds the counts a VM run left (scripts/judge.py wrote them).
+vm_counts() {
+	local counts=$CACHE/vm/$1/counts p f s
+	if [ -f "$counts" ]; then
+		read -r p f s < "$counts"
+		passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+	else
+		failed=$((failed + 1))
+		echo "FAIL: the VM run ($1) produced no results"
+	fi
+}
+
+rm -f "$CACHE"/vm/*/counts
 "$here/vm.sh" test
-if [ -f "$counts" ]; then
-	read -r p f s < "$counts"
-	passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
-else
-	failed=$((failed + 1))
-	echo "FAIL: the VM run produced no results"
-fi
+vm_counts test
+
+# Debian's stock kernel: prepare a tree for it, build (also through DKMS),
+# stage 'make install', boot Debian's image and run the user-space suites.
+if "$here/stock.sh"; then :; fi
+vm_counts stock
+stage=$CACHE/install-stage
+rm -rf "$stage"
+check "make install (staged) for the Debian kernel" env INSTALL_MOD_PATH="$stage" "$here/install.sh" latest
 finish

@@ -4,6 +4,8 @@
 # Boot the test kernel under QEMU (TCG) with an initramfs holding busybox,
 # the modules and the test programs, in one of these modes:
 #   test       load hmm_rs, run the KUnit suites and user-space tests, judge
+#   stock      the user-space tests on another kernel (HMMRS_KERNEL_IMAGE,
+#              with KDIR the tree the modules were built in): Debian's own
 #   demo       load hmm_rs and show what it does on the console
 #   shell      load hmm_rs and give an interactive shell
 #   bench      load hmm_rs and run the page-table benchmark
@@ -18,7 +20,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 mode=${1:-test}
 kdir=$(kdir)
-bzimage=$kdir/arch/x86/boot/bzImage
+bzimage=${HMMRS_KERNEL_IMAGE:-$kdir/arch/x86/boot/bzImage}
 [ -f "$bzimage" ] || die "no $bzimage: run scripts/build.sh"
 gen_cpio=$kdir/usr/gen_init_cpio
 [ -x "$gen_cpio" ] || die "no $gen_cpio (the kernel needs CONFIG_BLK_DEV_INITRD)"
@@ -49,7 +51,7 @@ qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2G -no-reboot
       -append "console=ttyS0 panic=-1 hmmrs.mode=$mode")
 
 case "$mode" in
-test | reference | dummy-reference)
+test | stock | reference | dummy-reference)
 	timeout=${HMMRS_VM_TIMEOUT:-900}
 	for attempt in 1 2; do
 		log "booting the VM ($mode), console in $run/console.log"
@@ -79,6 +81,6 @@ demo | shell | bench)
 	exec "${qemu[@]}" -nographic -serial mon:stdio -serial null
 	;;
 *)
-	die "unknown mode '$mode' (test, demo, shell, bench, reference, dummy-reference)"
+	die "unknown mode '$mode' (test, stock, demo, shell, bench, reference, dummy-reference)"
 	;;
 esac
