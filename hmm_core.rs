@@ -35,6 +35,18 @@ mod pt_bench;
 mod shim {
     use kernel::bindings::{self, page};
 
+    /// `struct hmm_rs_pagemap` of hmm_shim.c (opaque).
+    #[repr(C)]
+    pub(crate) struct Pagemap {
+        _opaque: [u8; 0],
+    }
+
+    /// `struct hmm_rs_migrate` of hmm_shim.c (opaque).
+    #[repr(C)]
+    pub(crate) struct Migrate {
+        _opaque: [u8; 0],
+    }
+
     // `struct page` ends in a zero-sized array member, which rustc cannot
     // prove FFI-safe; only pointers to it cross this boundary.
     #[expect(improper_ctypes)]
@@ -62,7 +74,6 @@ mod shim {
         /// `folio_mark_dirty()` of the page at `pfn`, if it has a `struct page`.
         pub(crate) fn hmm_rs_mark_pfn_dirty(pfn: kernel::ffi::c_ulong);
         /// `pfn_to_page()`, or null for a PFN without a `struct page`.
-        #[cfg(CONFIG_KUNIT)]
         pub(crate) fn hmm_rs_pfn_to_page(pfn: kernel::ffi::c_ulong) -> *mut page;
         /// `folio_test_dirty()` of the folio of `page`.
         #[cfg(CONFIG_KUNIT)]
@@ -98,6 +109,7 @@ mod shim {
             end: kernel::ffi::c_ulong,
             pfns: *mut kernel::ffi::c_ulong,
             how: kernel::ffi::c_uint,
+            owner: *mut core::ffi::c_void,
             seq: *mut kernel::ffi::c_ulong,
         ) -> core::ffi::c_int;
         /// `is_zero_pfn()`.
@@ -121,14 +133,86 @@ mod shim {
         ) -> core::ffi::c_long;
         /// Unlocks and puts a folio from `hmm_rs_make_exclusive`.
         pub(crate) fn hmm_rs_exclusive_done(folio: *mut bindings::folio);
-        /// `HMM_RS_SNAP_VALID`, `_WRITE`, `_ERROR`, `_ZERO` of hmm_rs.h.
+        /// `mmu_interval_read_begin()`.
+        pub(crate) fn hmm_rs_interval_read_begin(
+            sub: *mut bindings::mmu_interval_notifier,
+        ) -> kernel::ffi::c_ulong;
+        /// A device-private pagemap of `npages` pages: pointer or `ERR_PTR`.
+        pub(crate) fn hmm_rs_pagemap_create(
+            npages: kernel::ffi::c_ulong,
+            owner: *mut core::ffi::c_void,
+            first_pfn: *mut kernel::ffi::c_ulong,
+        ) -> *mut Pagemap;
+        /// Where the pagemap's page callbacks go.
+        pub(crate) fn hmm_rs_pagemap_set_rust(pm: *mut Pagemap, rust: *const core::ffi::c_void);
+        /// `memunmap_pages()`: waits until no page is referenced.
+        pub(crate) fn hmm_rs_pagemap_destroy(pm: *mut Pagemap);
+        /// `zone_device_folio_init()` of the free page at `pfn`.
+        pub(crate) fn hmm_rs_devpage_init(pm: *mut Pagemap, pfn: kernel::ffi::c_ulong);
+        /// Whether `pfn` is a device-private page.
+        pub(crate) fn hmm_rs_pfn_is_device_private(pfn: kernel::ffi::c_ulong) -> bool;
+        /// A migration step's state, or null.
+        pub(crate) fn hmm_rs_migrate_alloc() -> *mut Migrate;
+        pub(crate) fn hmm_rs_migrate_free(m: *mut Migrate);
+        /// `migrate_vma_setup()` of one VMA's part of `[addr, end)`.
+        pub(crate) fn hmm_rs_migrate_setup(
+            m: *mut Migrate,
+            sub: *mut bindings::mmu_interval_notifier,
+            addr: kernel::ffi::c_ulong,
+            end: kernel::ffi::c_ulong,
+            owner: *mut core::ffi::c_void,
+            to_device: bool,
+        ) -> core::ffi::c_long;
+        /// `migrate_vma_setup()` of the page a CPU fault hit.
+        pub(crate) fn hmm_rs_migrate_setup_fault(
+            m: *mut Migrate,
+            vmf: *mut core::ffi::c_void,
+        ) -> core::ffi::c_long;
+        /// `migrate_device_range()`.
+        pub(crate) fn hmm_rs_migrate_setup_device(
+            m: *mut Migrate,
+            pfn: kernel::ffi::c_ulong,
+            npages: kernel::ffi::c_ulong,
+        ) -> core::ffi::c_long;
+        /// Source page `i`: -1 if it does not migrate, else its pfn or 0.
+        pub(crate) fn hmm_rs_migrate_src(
+            m: *mut Migrate,
+            i: kernel::ffi::c_ulong,
+            write: *mut bool,
+        ) -> core::ffi::c_long;
+        /// Makes the locked page at `pfn` page `i`'s destination.
+        pub(crate) fn hmm_rs_migrate_set_dst(
+            m: *mut Migrate,
+            i: kernel::ffi::c_ulong,
+            pfn: kernel::ffi::c_ulong,
+            write: bool,
+        );
+        /// A new, locked system page for page `i`: its pfn, or 0.
+        pub(crate) fn hmm_rs_migrate_alloc_system(
+            m: *mut Migrate,
+            i: kernel::ffi::c_ulong,
+        ) -> kernel::ffi::c_ulong;
+        /// `migrate_vma_pages()` / `migrate_device_pages()`.
+        pub(crate) fn hmm_rs_migrate_pages(m: *mut Migrate);
+        /// Whether page `i` moved.
+        pub(crate) fn hmm_rs_migrate_done(m: *mut Migrate, i: kernel::ffi::c_ulong) -> bool;
+        /// `migrate_vma_finalize()` / `migrate_device_finalize()`.
+        pub(crate) fn hmm_rs_migrate_finalize(m: *mut Migrate);
+        /// Unlocks and frees an unused page of `hmm_rs_migrate_alloc_system`.
+        pub(crate) fn hmm_rs_migrate_drop_page(pfn: kernel::ffi::c_ulong);
+        /// The [`crate::hmm_mirror::devmem::DevMem`] of a device-private page.
+        pub(crate) fn hmm_rs_pfn_devmem(pfn: kernel::ffi::c_ulong) -> *const core::ffi::c_void;
+        /// `HMM_RS_SNAP_VALID`, `_WRITE`, `_ERROR`, `_ZERO`, `_DEVICE` of hmm_rs.h.
         #[cfg(CONFIG_KUNIT)]
-        pub(crate) static hmm_rs_c_snap_flags: [u32; 4];
+        pub(crate) static hmm_rs_c_snap_flags: [u32; 5];
     }
 }
 
 use hmm_event::{HmmEvent, HmmEventType, Invalidation, NotifierEvent};
-use hmm_mirror::HmmMirror;
+use hmm_mirror::{
+    devmem::{DevMem, DevMemOps, Owner, SysPage},
+    HmmMirror,
+};
 
 module! {
     type: HmmCore,
@@ -457,6 +541,7 @@ impl From<&HmmEvent> for CEvent {
 pub(crate) struct CDevice {
     ops: *const CDeviceOps,
     mirrors: Atomic<u64>,
+    devmems: Atomic<u64>,
 }
 
 /// The [`hmm_mirror::MirrorOps`] of a mirror registered from C.
@@ -536,6 +621,7 @@ unsafe extern "C" fn hmm_rs_rust_device_register(ops: *const CDeviceOps) -> *mut
         CDevice {
             ops,
             mirrors: Atomic::new(0),
+            devmems: Atomic::new(0),
         },
         GFP_KERNEL,
     ) {
@@ -550,10 +636,17 @@ unsafe extern "C" fn hmm_rs_rust_device_register(ops: *const CDeviceOps) -> *mut
 #[no_mangle]
 unsafe extern "C" fn hmm_rs_rust_device_unregister(device: *mut CDevice) {
     // SAFETY: A registered device, by the caller's guarantee.
-    let mirrors = unsafe { (*device).mirrors.load(Relaxed) };
-    if mirrors != 0 {
+    let (mirrors, devmems) = unsafe {
+        (
+            (*device).mirrors.load(Relaxed),
+            (*device).devmems.load(Relaxed),
+        )
+    };
+    if mirrors != 0 || devmems != 0 {
         // Freeing it would leave its mirrors with dangling callbacks.
-        pr_err!("hmm_rs_device_unregister: refused, the device still has {mirrors} mirror(s)\n");
+        pr_err!(
+            "hmm_rs_device_unregister: refused, the device still has {mirrors} mirror(s) and {devmems} device memory region(s)\n"
+        );
         return;
     }
     // SAFETY: From `KBox::into_raw` in `hmm_rs_rust_device_register`.
@@ -585,7 +678,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_register(
         Ok(ops) => ops,
         Err(_) => return ENOMEM.to_ptr(),
     };
-    match HmmMirror::register(mm, ops) {
+    match HmmMirror::register(mm, Owner::of(device), ops) {
         Ok(mirror) => Arc::into_raw(mirror).cast_mut(),
         Err(e) => e.to_ptr(),
     }
@@ -714,6 +807,198 @@ unsafe extern "C" fn hmm_rs_rust_mirror_set_dirty(
         Ok(n) => n.try_into().unwrap_or(core::ffi::c_int::MAX),
         Err(e) => e.to_errno(),
     }
+}
+
+/// `struct hmm_rs_devmem_ops` of hmm_rs.h.
+#[repr(C)]
+pub(crate) struct CDevMemOps {
+    copy_to_device: Option<
+        unsafe extern "C" fn(
+            *mut core::ffi::c_void,
+            kernel::ffi::c_ulong,
+            *mut bindings::page,
+        ) -> core::ffi::c_int,
+    >,
+    copy_from_device: Option<
+        unsafe extern "C" fn(
+            *mut core::ffi::c_void,
+            kernel::ffi::c_ulong,
+            *mut bindings::page,
+        ) -> core::ffi::c_int,
+    >,
+    free: Option<unsafe extern "C" fn(*mut core::ffi::c_void, kernel::ffi::c_ulong)>,
+}
+
+/// The [`DevMemOps`] of device memory created from C.
+///
+/// # Invariants
+///
+/// `ops` is valid and has both copy callbacks; `device` is a live
+/// [`CDevice`] whose `devmems` counts this object.
+struct CDevMem {
+    device: NonNull<CDevice>,
+    ops: *const CDevMemOps,
+    private: *mut core::ffi::c_void,
+}
+
+// SAFETY: The C API requires callbacks callable from any task.
+unsafe impl Send for CDevMem {}
+// SAFETY: As above.
+unsafe impl Sync for CDevMem {}
+
+impl CDevMem {
+    fn ops(&self) -> &CDevMemOps {
+        // SAFETY: Valid until the device memory is destroyed (type invariant).
+        unsafe { &*self.ops }
+    }
+}
+
+/// The `struct page` of a system page given to a copy callback.
+fn sys_page(p: SysPage) -> *mut bindings::page {
+    // SAFETY: Any PFN may be passed.
+    unsafe { shim::hmm_rs_pfn_to_page(p.0 as usize) }
+}
+
+impl DevMemOps for CDevMem {
+    fn copy_to_device(&self, index: usize, src: Option<SysPage>) -> Result {
+        let f = self.ops().copy_to_device.ok_or(EINVAL)?;
+        let src = src.map_or(core::ptr::null_mut(), sys_page);
+        // SAFETY: The driver's callback with its own private pointer.
+        kernel::error::to_result(unsafe { f(self.private, index, src) })
+    }
+
+    fn copy_from_device(&self, index: usize, dst: SysPage) -> Result {
+        let f = self.ops().copy_from_device.ok_or(EINVAL)?;
+        // SAFETY: As above.
+        kernel::error::to_result(unsafe { f(self.private, index, sys_page(dst)) })
+    }
+
+    fn free(&self, index: usize) {
+        if let Some(f) = self.ops().free {
+            // SAFETY: As above.
+            unsafe { f(self.private, index) };
+        }
+    }
+}
+
+impl Drop for CDevMem {
+    fn drop(&mut self) {
+        // SAFETY: The device is alive (type invariant).
+        unsafe { self.device.as_ref() }
+            .devmems
+            .fetch_sub(1, Relaxed);
+    }
+}
+
+/// # Safety
+///
+/// `device` is registered; `ops` is null or valid until the memory is
+/// destroyed.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_devmem_create(
+    device: *mut CDevice,
+    npages: kernel::ffi::c_ulong,
+    ops: *const CDevMemOps,
+    private: *mut core::ffi::c_void,
+) -> *const DevMem {
+    let Some(dev) = NonNull::new(device) else {
+        return EINVAL.to_ptr();
+    };
+    // SAFETY: `ops` is null or valid, by the caller's guarantee.
+    match unsafe { ops.as_ref() } {
+        Some(o) if o.copy_to_device.is_some() && o.copy_from_device.is_some() => {}
+        _ => return EINVAL.to_ptr(),
+    }
+    // SAFETY: A registered device, by the caller's guarantee.
+    unsafe { dev.as_ref() }.devmems.add(1, Relaxed);
+    // INVARIANT: checked and counted just above.
+    let ops = match KBox::new(
+        CDevMem {
+            device: dev,
+            ops,
+            private,
+        },
+        GFP_KERNEL,
+    ) {
+        Ok(ops) => ops,
+        Err(_) => return ENOMEM.to_ptr(),
+    };
+    match DevMem::new(Owner::of(device), npages, ops) {
+        Ok(mem) => Arc::into_raw(mem),
+        Err(e) => e.to_ptr(),
+    }
+}
+
+/// # Safety
+///
+/// `mem` came from `hmm_rs_rust_devmem_create` and is destroyed once.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_devmem_destroy(mem: *const DevMem) {
+    // SAFETY: From `Arc::into_raw` in `hmm_rs_rust_devmem_create`.
+    drop(unsafe { Arc::from_raw(mem) });
+}
+
+/// # Safety
+///
+/// `mem` is live.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_devmem_evict(mem: *const DevMem) -> core::ffi::c_long {
+    // SAFETY: Live, by the caller's guarantee.
+    count_or_errno(unsafe { &*mem }.evict())
+}
+
+/// # Safety
+///
+/// `mem` is live.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_devmem_index(mem: *const DevMem, pfn: u64) -> core::ffi::c_long {
+    // SAFETY: Live, by the caller's guarantee.
+    match unsafe { &*mem }.index(pfn) {
+        Some(i) => i as core::ffi::c_long,
+        None => core::ffi::c_long::from(EINVAL.to_errno()),
+    }
+}
+
+/// # Safety
+///
+/// `mirror` is registered; `mem` is live.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_migrate_to_device(
+    mirror: *mut HmmMirror,
+    mem: *const DevMem,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+) -> core::ffi::c_long {
+    if mem.is_null() {
+        return core::ffi::c_long::from(EINVAL.to_errno());
+    }
+    // SAFETY: Registered and live, by the caller's guarantee.
+    count_or_errno(unsafe { &*mirror }.migrate_to_device(
+        unsafe { &*mem },
+        start as u64,
+        end as u64,
+    ))
+}
+
+/// # Safety
+///
+/// `mirror` is registered.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_migrate_to_system(
+    mirror: *mut HmmMirror,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+) -> core::ffi::c_long {
+    // SAFETY: Registered, by the caller's guarantee.
+    count_or_errno(unsafe { &*mirror }.migrate_to_system(start as u64, end as u64))
+}
+
+/// A count, or the negative errno, for the C API.
+fn count_or_errno(r: Result<usize>) -> core::ffi::c_long {
+    r.map_or_else(
+        |e| core::ffi::c_long::from(e.to_errno()),
+        |n| n as core::ffi::c_long,
+    )
 }
 
 /// The loaded module; owns everything the core registers with the kernel.
@@ -974,6 +1259,15 @@ mod tests {
         use crate::hmm_mirror::snap;
         // SAFETY: A constant array of the shim.
         let c = unsafe { shim::hmm_rs_c_snap_flags };
-        assert_eq!(c, [snap::VALID, snap::WRITE, snap::ERROR, snap::ZERO]);
+        assert_eq!(
+            c,
+            [
+                snap::VALID,
+                snap::WRITE,
+                snap::ERROR,
+                snap::ZERO,
+                snap::DEVICE
+            ]
+        );
     }
 }

@@ -23,7 +23,11 @@
 //! fault handlers drop it (userfaultfd), so one call cannot hold the lock or
 //! a CPU for long.
 
+pub(crate) mod devmem;
+mod migrate;
+
 use core::ptr::NonNull;
+use devmem::Owner;
 use kernel::{
     bindings,
     mm::MmWithUser,
@@ -63,6 +67,8 @@ pub(crate) mod snap {
     pub(crate) const ERROR: u32 = 1 << 2;
     /// The shared zero page.
     pub(crate) const ZERO: u32 = 1 << 3;
+    /// A device-private page of the mirror's own device.
+    pub(crate) const DEVICE: u32 = 1 << 4;
     /// The CPU maps it with a page of `1 << (v >> ORDER_SHIFT)` pages.
     pub(crate) const ORDER_SHIFT: u32 = 8;
 }
@@ -106,6 +112,8 @@ pub(crate) struct HmmMirror {
     pt: HmmPt<PageDirs>,
     hmm: HmmMmRef,
     ops: KBox<dyn MirrorOps>,
+    /// The mirror's device: its device pages are mirrored as they are.
+    owner: Owner,
     inserted: Atomic<bool>,
     /// The mm released this mirror: it holds nothing and cannot fault.
     released: Atomic<bool>,
@@ -205,9 +213,13 @@ fn dirty_page(d: PtDirty) {
 }
 
 impl HmmMirror {
-    /// Registers a mirror of `mm` whose device is driven by `ops`. May sleep
-    /// (takes `mmap_lock`, allocates with `GFP_KERNEL`).
-    pub(crate) fn register(mm: &MmWithUser, ops: KBox<dyn MirrorOps>) -> Result<Arc<Self>> {
+    /// Registers a mirror of `mm` for the device `owner`, driven by `ops`.
+    /// May sleep (takes `mmap_lock`, allocates with `GFP_KERNEL`).
+    pub(crate) fn register(
+        mm: &MmWithUser,
+        owner: Owner,
+        ops: KBox<dyn MirrorOps>,
+    ) -> Result<Arc<Self>> {
         let hmm = HmmMmRef::get(mm)?;
         // SAFETY: No preconditions.
         let levels = match unsafe { shim::hmm_rs_user_address_bits() } {
@@ -220,6 +232,7 @@ impl HmmMirror {
                 pt <- HmmPt::new(levels, PageDirs),
                 hmm,
                 ops,
+                owner,
                 inserted: Atomic::new(false),
                 released: Atomic::new(false),
                 id: NEXT_MIRROR_ID.fetch_add(1, Relaxed),
@@ -377,7 +390,7 @@ impl HmmMirror {
             let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
             let mut tries = 0;
             loop {
-                match self.range_fault(chunk, chunk_end, &mut hmm_pfns, FAULT_NONE) {
+                match self.range_fault(chunk, chunk_end, &mut hmm_pfns, FAULT_NONE, self.owner) {
                     Err(EBUSY) if tries < FAULT_RETRIES => tries += 1,
                     Err(EBUSY) => return Err(EAGAIN),
                     r => break r.map(|_| ())?,
@@ -390,15 +403,17 @@ impl HmmMirror {
                     0
                 } else {
                     // SAFETY: No preconditions.
-                    let (zero, order) = unsafe {
+                    let (zero, device, order) = unsafe {
                         (
                             shim::hmm_rs_pfn_is_zero(p & !pfn_flags),
+                            shim::hmm_rs_pfn_is_device_private(p & !pfn_flags),
                             shim::hmm_rs_pfn_order(*p),
                         )
                     };
                     snap::VALID
                         | if p & write != 0 { snap::WRITE } else { 0 }
                         | if zero { snap::ZERO } else { 0 }
+                        | if device { snap::DEVICE } else { 0 }
                         | order << snap::ORDER_SHIFT
                 };
             }
@@ -499,13 +514,31 @@ impl HmmMirror {
         } else {
             FAULT_READ
         };
-        match self.range_fault(start, end, hmm_pfns, how) {
+        let seq = match self.range_fault(start, end, hmm_pfns, how, self.owner) {
             // 7.3 reports a write to read-only memory as EFAULT too.
-            Err(EFAULT) if write && self.range_fault(start, end, hmm_pfns, FAULT_READ).is_ok() => {
-                Err(EPERM)
+            Err(EFAULT)
+                if write
+                    && self
+                        .range_fault(start, end, hmm_pfns, FAULT_READ, self.owner)
+                        .is_ok() =>
+            {
+                return Err(EPERM)
             }
-            r => r,
+            r => r?,
+        };
+        // SAFETY: No preconditions.
+        let (pfn_flags, writable) = unsafe { (shim::hmm_rs_pfn_flags, shim::hmm_rs_pfn_write) };
+        // Device pages of ours come as they are, read-only after a fork:
+        // writing needs them back in system memory, where COW breaks.
+        if write
+            && hmm_pfns.iter().any(|p| {
+                // SAFETY: No preconditions.
+                p & writable == 0 && unsafe { shim::hmm_rs_pfn_is_device_private(p & !pfn_flags) }
+            })
+        {
+            return self.range_fault(start, end, hmm_pfns, how, Owner::NONE);
         }
+        Ok(seq)
     }
 
     /// Second half of a fault: mirrors the faulted-in `hmm_pfns` of
@@ -538,7 +571,14 @@ impl HmmMirror {
             && first % (1 << HUGE_ORDER) == 0;
         entries.clear();
         for p in hmm_pfns.iter() {
-            entries.push(PtEntry::new((p & !pfn_flags) as u64, flags)?, GFP_KERNEL)?;
+            let pfn = p & !pfn_flags;
+            // SAFETY: No preconditions.
+            let flags = if unsafe { shim::hmm_rs_pfn_is_device_private(pfn) } {
+                flags | PtFlags::DEVICE
+            } else {
+                flags
+            };
+            entries.push(PtEntry::new(pfn as u64, flags)?, GFP_KERNEL)?;
         }
         let mut res = self.pt.reserve(start, end, huge, GFP_KERNEL)?;
         let mut table = self.pt.lock();
@@ -565,6 +605,7 @@ impl HmmMirror {
         end: u64,
         hmm_pfns: &mut KVec<kernel::ffi::c_ulong>,
         how: u32,
+        owner: Owner,
     ) -> Result<kernel::ffi::c_ulong> {
         hmm_pfns.clear();
         hmm_pfns.resize(((end - start) / PAGE_SIZE) as usize, 0, GFP_KERNEL)?;
@@ -578,6 +619,7 @@ impl HmmMirror {
                 end as usize,
                 hmm_pfns.as_mut_ptr(),
                 how,
+                owner.as_ptr(),
                 &mut seq,
             )
         })?;
@@ -666,7 +708,7 @@ mod tests {
     fn mirror() -> Result<(Arc<Seen>, Arc<HmmMirror>)> {
         let (seen, ops) = recorder()?;
         let task = current!();
-        let mirror = HmmMirror::register(task.mm().ok_or(EINVAL)?, ops)?;
+        let mirror = HmmMirror::register(task.mm().ok_or(EINVAL)?, Owner::NONE, ops)?;
         Ok((seen, mirror))
     }
 
@@ -1056,7 +1098,7 @@ mod tests {
         let addr = kunit_mm::mmap(PAGE, PROT_READ | PROT_WRITE)? as u64;
         let task = current!();
         let mm = task.mm().ok_or(EINVAL)?;
-        let m = HmmMirror::register(mm, KBox::new(SleepsToStop, GFP_KERNEL)?)?;
+        let m = HmmMirror::register(mm, Owner::NONE, KBox::new(SleepsToStop, GFP_KERNEL)?)?;
         m.fault(HmmEventType::DeviceReadFault, addr, addr + PAGE_SIZE)?;
         let mut range = bindings::mmu_notifier_range {
             mm: mm.as_raw(),

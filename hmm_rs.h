@@ -19,6 +19,7 @@
 #include <linux/types.h>
 
 struct mm_struct;
+struct page;
 
 /* What happened to a range of a mirrored address space. */
 enum hmm_rs_event_type {
@@ -127,6 +128,7 @@ int hmm_rs_mirror_walk(struct hmm_rs_mirror *mirror, unsigned long start,
 #define HMM_RS_SNAP_WRITE	BIT(1)	/* ... writable */
 #define HMM_RS_SNAP_ERROR	BIT(2)	/* no VMA, or one the CPU may not read */
 #define HMM_RS_SNAP_ZERO	BIT(3)	/* the shared zero page */
+#define HMM_RS_SNAP_DEVICE	BIT(4)	/* a device-private page of this device */
 #define HMM_RS_SNAP_ORDER(v)	((v) >> 8)	/* mapped by a page of this order */
 int hmm_rs_mirror_snapshot(struct hmm_rs_mirror *mirror, unsigned long start,
 			   unsigned long end, u32 *out);
@@ -148,5 +150,50 @@ int hmm_rs_mirror_make_exclusive(struct hmm_rs_mirror *mirror, unsigned long sta
  */
 int hmm_rs_mirror_set_dirty(struct hmm_rs_mirror *mirror, unsigned long start,
 			    unsigned long end);
+
+/*
+ * Device memory: @npages device-private (ZONE_DEVICE) pages of @device,
+ * which the CPU cannot address. The device moves data with its copy
+ * callbacks; page @index is 0..npages-1. A CPU access to a device page
+ * migrates it back to system memory (copy_from_device()); the mirrors of
+ * @device see its device pages as they are (HMM_RS_PT_DEVICE entries,
+ * HMM_RS_SNAP_DEVICE), other devices' faults pull them back.
+ */
+struct hmm_rs_devmem_ops {
+	/* Fill device page @index from @src, or with zeros if @src is NULL. */
+	int (*copy_to_device)(void *devmem_priv, unsigned long index, struct page *src);
+	/* Copy device page @index into @dst. */
+	int (*copy_from_device)(void *devmem_priv, unsigned long index, struct page *dst);
+	/* Optional: device page @index holds nothing any more. Must not sleep. */
+	void (*free)(void *devmem_priv, unsigned long index);
+};
+
+struct hmm_rs_devmem;
+
+/* Returns the device memory or an ERR_PTR(): -EINVAL, -ENOMEM... May sleep. */
+struct hmm_rs_devmem *hmm_rs_devmem_create(struct hmm_rs_device *device,
+					   unsigned long npages,
+					   const struct hmm_rs_devmem_ops *ops,
+					   void *devmem_priv);
+/* Evicts every page to system memory, then frees the memory. May sleep. */
+void hmm_rs_devmem_destroy(struct hmm_rs_devmem *mem);
+/* Migrates every page in use back to system memory: how many, or -errno. */
+long hmm_rs_devmem_evict(struct hmm_rs_devmem *mem);
+/* The index of device page @pfn (a mirror entry's), or -EINVAL if not ours. */
+long hmm_rs_devmem_index(struct hmm_rs_devmem *mem, u64 pfn);
+
+/*
+ * Migrates what can move of [start, end) (readable VMAs) to @mem, which
+ * must be the mirror's device's, and mirrors the device pages it got.
+ * Shared, pinned or other devices' pages stay, as do pages once @mem is
+ * full. Each step raises an HMM_RS_MIGRATE event. May sleep. Returns the
+ * number of pages moved, or -EINVAL (range, VMA, @mem), -ESRCH, -ENOMEM.
+ */
+long hmm_rs_mirror_migrate_to_device(struct hmm_rs_mirror *mirror,
+				     struct hmm_rs_devmem *mem,
+				     unsigned long start, unsigned long end);
+/* Migrates the mirror's device's pages in [start, end) back, likewise. */
+long hmm_rs_mirror_migrate_to_system(struct hmm_rs_mirror *mirror,
+				     unsigned long start, unsigned long end);
 
 #endif /* HMM_RS_H */

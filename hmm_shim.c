@@ -4,14 +4,19 @@
  * (inline helpers, EXPORT_SYMBOL_GPL, tracepoints). Keep it thin.
  */
 #include <linux/export.h>
+#include <linux/highmem.h>
 #include <linux/hmm.h>
+#include <linux/ioport.h>
 #include <linux/kconfig.h>
+#include <linux/memremap.h>
+#include <linux/migrate.h>
 #include <linux/mm.h>
 #include <linux/mmap_lock.h>
 #include <linux/mmu_notifier.h>
 #include <linux/rcupdate.h>
 #include <linux/rmap.h>
 #include <linux/sched.h>
+#include <linux/slab.h>
 
 #include "hmm_shim.h"
 
@@ -24,6 +29,9 @@
 #endif
 #if !IS_ENABLED(CONFIG_HMM_MIRROR)
 #error "hmm-rs needs CONFIG_HMM_MIRROR"
+#endif
+#if !IS_ENABLED(CONFIG_DEVICE_PRIVATE)
+#error "hmm-rs needs CONFIG_DEVICE_PRIVATE (device memory)"
 #endif
 
 void *hmm_rs_page_address(struct page *page)
@@ -150,20 +158,22 @@ void hmm_rs_interval_set_seq(struct mmu_interval_notifier *sub, unsigned long cu
  * filling one hmm pfn per page. Faults go through
  * hmm_range_fault_unlocked_timeout(), which lets fault handlers drop
  * mmap_lock (userfaultfd) and retries invalidated walks itself; -EINTR
- * for a fatal signal.
- * and returns the sequence to check with hmm_rs_interval_read_retry() under
+ * for a fatal signal. Device-private pages of @owner are reported as they
+ * are, others are migrated back to system memory.
+ * Returns the sequence to check with hmm_rs_interval_read_retry() under
  * the mirror's lock before using them. -EBUSY: an invalidation raced, retry;
  * -ESRCH: the mm is exiting.
  */
 int hmm_rs_range_fault(struct mmu_interval_notifier *sub, unsigned long start,
 		       unsigned long end, unsigned long *pfns, unsigned int how,
-		       unsigned long *seq)
+		       void *owner, unsigned long *seq)
 {
 	struct hmm_range range = {
 		.notifier = sub,
 		.start = start,
 		.end = end,
 		.hmm_pfns = pfns,
+		.dev_private_owner = owner,
 		.default_flags = (how & HMM_RS_FAULT_READ ? HMM_PFN_REQ_FAULT : 0) |
 				 (how & HMM_RS_FAULT_WRITE ? HMM_PFN_REQ_WRITE : 0),
 	};
@@ -219,6 +229,280 @@ void hmm_rs_exclusive_done(struct folio *folio)
 	folio_put(folio);
 }
 
+/*
+ * Device-private memory: a ZONE_DEVICE pagemap over a free physical range,
+ * whose pages' lifetime callbacks go to the Rust DevMem at @rust.
+ */
+struct hmm_rs_pagemap {
+	struct dev_pagemap pgmap;
+	struct resource *res;
+	void *rust;
+};
+
+static struct hmm_rs_pagemap *to_pagemap(struct page *page)
+{
+	return container_of(page_pgmap(page), struct hmm_rs_pagemap, pgmap);
+}
+
+static const struct dev_pagemap_ops hmm_rs_devmem_ops;
+
+static void hmm_rs_devmem_folio_free(struct folio *folio)
+{
+	hmm_rs_rust_devmem_free(to_pagemap(&folio->page)->rust, folio_pfn(folio));
+}
+
+static vm_fault_t hmm_rs_devmem_migrate_to_ram(struct vm_fault *vmf)
+{
+	int ret = hmm_rs_rust_devmem_fault(to_pagemap(vmf->page)->rust, vmf);
+
+	if (ret == -ENOMEM)
+		return VM_FAULT_OOM;
+	return ret ? VM_FAULT_SIGBUS : 0;
+}
+
+static const struct dev_pagemap_ops hmm_rs_devmem_ops = {
+	.folio_free = hmm_rs_devmem_folio_free,
+	.migrate_to_ram = hmm_rs_devmem_migrate_to_ram,
+};
+
+/* Returns the pagemap of @npages device-private pages or an ERR_PTR(). */
+struct hmm_rs_pagemap *hmm_rs_pagemap_create(unsigned long npages, void *owner,
+					     unsigned long *first_pfn)
+{
+	struct hmm_rs_pagemap *pm;
+	void *ret;
+
+	pm = kzalloc_obj(*pm, GFP_KERNEL);
+	if (!pm)
+		return ERR_PTR(-ENOMEM);
+	pm->res = request_free_mem_region(&iomem_resource, npages << PAGE_SHIFT, "hmm_rs");
+	if (IS_ERR(pm->res)) {
+		ret = pm->res;
+		goto free;
+	}
+	pm->pgmap.type = MEMORY_DEVICE_PRIVATE;
+	pm->pgmap.range.start = pm->res->start;
+	pm->pgmap.range.end = pm->res->end;
+	pm->pgmap.nr_range = 1;
+	pm->pgmap.ops = &hmm_rs_devmem_ops;
+	pm->pgmap.owner = owner;
+	ret = memremap_pages(&pm->pgmap, numa_node_id());
+	if (IS_ERR(ret))
+		goto release;
+	*first_pfn = PHYS_PFN(pm->res->start);
+	return pm;
+release:
+	release_mem_region(pm->res->start, resource_size(pm->res));
+free:
+	kfree(pm);
+	return ret;
+}
+
+/* Before any page is handed out: where the callbacks go. */
+void hmm_rs_pagemap_set_rust(struct hmm_rs_pagemap *pm, void *rust)
+{
+	pm->rust = rust;
+}
+
+/* Once no page is in use: waits for the last reference. */
+void hmm_rs_pagemap_destroy(struct hmm_rs_pagemap *pm)
+{
+	memunmap_pages(&pm->pgmap);
+	release_mem_region(pm->res->start, resource_size(pm->res));
+	kfree(pm);
+}
+
+/* A free device page at @pfn becomes a used one, with one reference. */
+void hmm_rs_devpage_init(struct hmm_rs_pagemap *pm, unsigned long pfn)
+{
+	zone_device_folio_init(page_folio(pfn_to_page(pfn)), &pm->pgmap, 0);
+}
+
+bool hmm_rs_pfn_is_device_private(unsigned long pfn)
+{
+	return pfn_valid(pfn) && is_device_private_page(pfn_to_page(pfn));
+}
+
+/*
+ * One step of a migration between system and device-private memory: at
+ * most HMM_RS_MIGRATE_MAX pages of one VMA (migrate_vma_*), or of a device
+ * pfn range (migrate_device_*).
+ */
+struct hmm_rs_migrate {
+	struct migrate_vma args;
+	unsigned long npages;
+	bool device_range;
+	unsigned long src[HMM_RS_MIGRATE_MAX];
+	unsigned long dst[HMM_RS_MIGRATE_MAX];
+};
+
+struct hmm_rs_migrate *hmm_rs_migrate_alloc(void)
+{
+	return kvzalloc_obj(struct hmm_rs_migrate, GFP_KERNEL);
+}
+
+void hmm_rs_migrate_free(struct hmm_rs_migrate *m)
+{
+	kvfree(m);
+}
+
+static long hmm_rs_migrate_vma(struct hmm_rs_migrate *m, struct vm_area_struct *vma,
+			       unsigned long start, unsigned long end, void *owner,
+			       unsigned long flags, struct page *fault_page)
+{
+	int ret;
+
+	memset(m->src, 0, sizeof(m->src));
+	memset(m->dst, 0, sizeof(m->dst));
+	m->args = (struct migrate_vma) {
+		.vma = vma,
+		.start = start,
+		.end = end,
+		.src = m->src,
+		.dst = m->dst,
+		.pgmap_owner = owner,
+		.flags = flags,
+		.fault_page = fault_page,
+	};
+	m->device_range = false;
+	m->npages = (end - start) >> PAGE_SHIFT;
+	ret = migrate_vma_setup(&m->args);
+	return ret ? ret : m->npages;
+}
+
+/*
+ * Under hmm_rs_mm_lock(): collects [addr, end) of the notifier's mm, cut to
+ * one VMA and HMM_RS_MIGRATE_MAX pages, for system to device memory of
+ * @owner (@to_device) or back. Returns the number of pages or -EINVAL (no
+ * readable VMA at @addr, or one ending before @end).
+ */
+long hmm_rs_migrate_setup(struct hmm_rs_migrate *m, struct mmu_interval_notifier *sub,
+			  unsigned long addr, unsigned long end, void *owner, bool to_device)
+{
+	struct vm_area_struct *vma = vma_lookup(sub->mm, addr);
+
+	if (!vma || !(vma->vm_flags & VM_READ) || vma->vm_end < end)
+		return -EINVAL;
+	end = min(end, addr + (HMM_RS_MIGRATE_MAX << PAGE_SHIFT));
+	return hmm_rs_migrate_vma(m, vma, addr, end, owner,
+				  to_device ? MIGRATE_VMA_SELECT_SYSTEM :
+					      MIGRATE_VMA_SELECT_DEVICE_PRIVATE, NULL);
+}
+
+/* The CPU faulted on a device-private page: collect that page. */
+long hmm_rs_migrate_setup_fault(struct hmm_rs_migrate *m, struct vm_fault *vmf)
+{
+	unsigned long start = ALIGN_DOWN(vmf->address, PAGE_SIZE);
+
+	return hmm_rs_migrate_vma(m, vmf->vma, start, start + PAGE_SIZE,
+				  page_pgmap(vmf->page)->owner,
+				  MIGRATE_VMA_SELECT_DEVICE_PRIVATE, vmf->page);
+}
+
+/* Collects the device pages [pfn, pfn + npages) wherever they are mapped. */
+long hmm_rs_migrate_setup_device(struct hmm_rs_migrate *m, unsigned long pfn,
+				 unsigned long npages)
+{
+	int ret;
+
+	npages = min_t(unsigned long, npages, HMM_RS_MIGRATE_MAX);
+	memset(m->src, 0, sizeof(m->src));
+	memset(m->dst, 0, sizeof(m->dst));
+	m->device_range = true;
+	m->npages = npages;
+	ret = migrate_device_range(m->src, pfn, npages);
+	return ret ? ret : npages;
+}
+
+/*
+ * Page @i of a collected range: -1 if it does not migrate, else its pfn
+ * (0 for none: an unpopulated or zero-page address); *@write tells whether
+ * it was writable.
+ */
+long hmm_rs_migrate_src(struct hmm_rs_migrate *m, unsigned long i, bool *write)
+{
+	unsigned long s = m->src[i];
+	struct page *page = migrate_pfn_to_page(s);
+
+	if (!(s & MIGRATE_PFN_MIGRATE))
+		return -1;
+	*write = s & MIGRATE_PFN_WRITE;
+	return page ? page_to_pfn(page) : 0;
+}
+
+/* Page @i goes to the locked page at @pfn. */
+void hmm_rs_migrate_set_dst(struct hmm_rs_migrate *m, unsigned long i, unsigned long pfn,
+			    bool write)
+{
+	m->dst[i] = migrate_pfn(pfn) | (write ? MIGRATE_PFN_WRITE : 0);
+}
+
+/*
+ * A locked system page for page @i, near its address: its pfn, or 0.
+ * Eviction cannot fail: device memory is going away.
+ */
+unsigned long hmm_rs_migrate_alloc_system(struct hmm_rs_migrate *m, unsigned long i)
+{
+	struct page *page;
+
+	if (m->device_range)
+		page = alloc_page(GFP_HIGHUSER_MOVABLE | __GFP_NOFAIL);
+	else
+		page = alloc_page_vma(GFP_HIGHUSER_MOVABLE, m->args.vma,
+				      m->args.start + (i << PAGE_SHIFT));
+	if (!page)
+		return 0;
+	lock_page(page);
+	return page_to_pfn(page);
+}
+
+/* Moves what has a destination; then page @i migrated iff src says so. */
+void hmm_rs_migrate_pages(struct hmm_rs_migrate *m)
+{
+	if (m->device_range)
+		migrate_device_pages(m->src, m->dst, m->npages);
+	else
+		migrate_vma_pages(&m->args);
+}
+
+bool hmm_rs_migrate_done(struct hmm_rs_migrate *m, unsigned long i)
+{
+	return m->src[i] & MIGRATE_PFN_MIGRATE && m->dst[i];
+}
+
+/* Ends the step: restores the CPU mappings, drops the old pages. */
+void hmm_rs_migrate_finalize(struct hmm_rs_migrate *m)
+{
+	if (m->device_range)
+		migrate_device_finalize(m->src, m->dst, m->npages);
+	else
+		migrate_vma_finalize(&m->args);
+}
+
+/* Frees a page of hmm_rs_migrate_alloc_system() that was not used. */
+void hmm_rs_migrate_drop_page(unsigned long pfn)
+{
+	struct page *page = pfn_to_page(pfn);
+
+	unlock_page(page);
+	put_page(page);
+}
+
+/* The Rust DevMem of a device-private page of ours. */
+void *hmm_rs_pfn_devmem(unsigned long pfn)
+{
+	struct page *page = pfn_to_page(pfn);
+
+	if (!is_device_private_page(page) || page_pgmap(page)->ops != &hmm_rs_devmem_ops)
+		return NULL;
+	return to_pagemap(page)->rust;
+}
+
+unsigned long hmm_rs_interval_read_begin(struct mmu_interval_notifier *sub)
+{
+	return mmu_interval_read_begin(sub);
+}
+
 /* How many address bits user space has: 47, or 56 with 5-level paging. */
 unsigned int hmm_rs_user_address_bits(void)
 {
@@ -232,8 +516,9 @@ const u64 hmm_rs_c_pt_flags[5] = {
 };
 
 /* hmm_rs.h's snapshot flags, for a KUnit check against the Rust ones. */
-const u32 hmm_rs_c_snap_flags[4] = {
+const u32 hmm_rs_c_snap_flags[5] = {
 	HMM_RS_SNAP_VALID, HMM_RS_SNAP_WRITE, HMM_RS_SNAP_ERROR, HMM_RS_SNAP_ZERO,
+	HMM_RS_SNAP_DEVICE,
 };
 
 /* The exported C API: see hmm_rs.h. */
@@ -297,3 +582,45 @@ int hmm_rs_mirror_make_exclusive(struct hmm_rs_mirror *mirror, unsigned long sta
 	return hmm_rs_rust_mirror_make_exclusive(mirror, start, end);
 }
 EXPORT_SYMBOL_GPL(hmm_rs_mirror_make_exclusive);
+
+struct hmm_rs_devmem *hmm_rs_devmem_create(struct hmm_rs_device *device,
+					   unsigned long npages,
+					   const struct hmm_rs_devmem_ops *ops,
+					   void *priv)
+{
+	return hmm_rs_rust_devmem_create(device, npages, ops, priv);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_devmem_create);
+
+void hmm_rs_devmem_destroy(struct hmm_rs_devmem *mem)
+{
+	hmm_rs_rust_devmem_destroy(mem);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_devmem_destroy);
+
+long hmm_rs_devmem_evict(struct hmm_rs_devmem *mem)
+{
+	return hmm_rs_rust_devmem_evict(mem);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_devmem_evict);
+
+long hmm_rs_devmem_index(struct hmm_rs_devmem *mem, u64 pfn)
+{
+	return hmm_rs_rust_devmem_index(mem, pfn);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_devmem_index);
+
+long hmm_rs_mirror_migrate_to_device(struct hmm_rs_mirror *mirror,
+				     struct hmm_rs_devmem *mem,
+				     unsigned long start, unsigned long end)
+{
+	return hmm_rs_rust_mirror_migrate_to_device(mirror, mem, start, end);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_mirror_migrate_to_device);
+
+long hmm_rs_mirror_migrate_to_system(struct hmm_rs_mirror *mirror,
+				     unsigned long start, unsigned long end)
+{
+	return hmm_rs_rust_mirror_migrate_to_system(mirror, start, end);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_mirror_migrate_to_system);

@@ -44,7 +44,7 @@ void hmm_rs_interval_set_seq(struct mmu_interval_notifier *sub, unsigned long cu
 #define HMM_RS_FAULT_WRITE	BIT(1)
 int hmm_rs_range_fault(struct mmu_interval_notifier *sub, unsigned long start,
 		       unsigned long end, unsigned long *pfns, unsigned int how,
-		       unsigned long *seq);
+		       void *owner, unsigned long *seq);
 bool hmm_rs_pfn_is_zero(unsigned long pfn);
 unsigned int hmm_rs_user_address_bits(void);
 extern const u64 hmm_rs_c_pt_flags[5];
@@ -64,10 +64,52 @@ int hmm_rs_rust_mirror_set_dirty(struct hmm_rs_mirror *mirror, unsigned long sta
 				 unsigned long end);
 int hmm_rs_rust_mirror_snapshot(struct hmm_rs_mirror *mirror, unsigned long start,
 				unsigned long end, u32 *out);
-extern const u32 hmm_rs_c_snap_flags[4];
+extern const u32 hmm_rs_c_snap_flags[5];
+struct hmm_rs_devmem *hmm_rs_rust_devmem_create(struct hmm_rs_device *device,
+						unsigned long npages,
+						const struct hmm_rs_devmem_ops *ops,
+						void *priv);
+void hmm_rs_rust_devmem_destroy(struct hmm_rs_devmem *mem);
+long hmm_rs_rust_devmem_evict(struct hmm_rs_devmem *mem);
+long hmm_rs_rust_devmem_index(struct hmm_rs_devmem *mem, u64 pfn);
+long hmm_rs_rust_mirror_migrate_to_device(struct hmm_rs_mirror *mirror,
+					  struct hmm_rs_devmem *mem,
+					  unsigned long start, unsigned long end);
+long hmm_rs_rust_mirror_migrate_to_system(struct hmm_rs_mirror *mirror,
+					  unsigned long start, unsigned long end);
 int hmm_rs_rust_mirror_make_exclusive(struct hmm_rs_mirror *mirror, unsigned long start,
 				      unsigned long end);
 struct folio;
+struct vm_fault;
+struct hmm_rs_pagemap;
+struct hmm_rs_pagemap *hmm_rs_pagemap_create(unsigned long npages, void *owner,
+					     unsigned long *first_pfn);
+void hmm_rs_pagemap_set_rust(struct hmm_rs_pagemap *pm, void *rust);
+void hmm_rs_pagemap_destroy(struct hmm_rs_pagemap *pm);
+void hmm_rs_devpage_init(struct hmm_rs_pagemap *pm, unsigned long pfn);
+bool hmm_rs_pfn_is_device_private(unsigned long pfn);
+/* Device memory callbacks, implemented in Rust (hmm_mirror/devmem.rs). */
+void hmm_rs_rust_devmem_free(void *devmem, unsigned long pfn);
+int hmm_rs_rust_devmem_fault(void *devmem, struct vm_fault *vmf);
+#define HMM_RS_MIGRATE_MAX	512
+struct hmm_rs_migrate;
+struct hmm_rs_migrate *hmm_rs_migrate_alloc(void);
+void hmm_rs_migrate_free(struct hmm_rs_migrate *m);
+long hmm_rs_migrate_setup(struct hmm_rs_migrate *m, struct mmu_interval_notifier *sub,
+			  unsigned long addr, unsigned long end, void *owner, bool to_device);
+long hmm_rs_migrate_setup_fault(struct hmm_rs_migrate *m, struct vm_fault *vmf);
+long hmm_rs_migrate_setup_device(struct hmm_rs_migrate *m, unsigned long pfn,
+				 unsigned long npages);
+long hmm_rs_migrate_src(struct hmm_rs_migrate *m, unsigned long i, bool *write);
+void hmm_rs_migrate_set_dst(struct hmm_rs_migrate *m, unsigned long i, unsigned long pfn,
+			    bool write);
+unsigned long hmm_rs_migrate_alloc_system(struct hmm_rs_migrate *m, unsigned long i);
+void hmm_rs_migrate_pages(struct hmm_rs_migrate *m);
+bool hmm_rs_migrate_done(struct hmm_rs_migrate *m, unsigned long i);
+void hmm_rs_migrate_finalize(struct hmm_rs_migrate *m);
+void hmm_rs_migrate_drop_page(unsigned long pfn);
+void *hmm_rs_pfn_devmem(unsigned long pfn);
+unsigned long hmm_rs_interval_read_begin(struct mmu_interval_notifier *sub);
 int hmm_rs_mm_lock(struct mmu_interval_notifier *sub);
 void hmm_rs_mm_unlock(struct mmu_interval_notifier *sub);
 long hmm_rs_make_exclusive(struct mmu_interval_notifier *sub, unsigned long addr,

@@ -5,12 +5,17 @@
  * drive a mirror. Each open of /dev/hmm_dmirror0 or /dev/hmm_dmirror1
  * mirrors the opener's mm.
  *
- * So far: HMM_DMIRROR_READ, READ_UNLOCKED and WRITE (the "device" copies the
+ * HMM_DMIRROR_READ, READ_UNLOCKED and WRITE (the "device" copies the
  * mirrored pages through a bounce buffer, faulting what is missing),
  * HMM_DMIRROR_SNAPSHOT (what the CPU maps, as test_hmm reports it),
- * HMM_DMIRROR_EXCLUSIVE and HMM_DMIRROR_CHECK_EXCLUSIVE, mmap() of zeroed
- * pages, and
+ * HMM_DMIRROR_EXCLUSIVE and HMM_DMIRROR_CHECK_EXCLUSIVE, MIGRATE_TO_DEV and
+ * MIGRATE_TO_SYS (to and from the device's memory, hmm_rs_devmem), RELEASE
+ * (evicts the device's memory), FLAGS, mmap() of zeroed pages, and
  * HMM_DUMMY_EVENTS (hmm_dummy_uapi.h), the typed events the mirror received.
+ *
+ * Each device node is its own device with its own memory: 256 MiB of
+ * device-private pages whose contents live in system pages allocated as
+ * pages are filled (a real device would DMA into its own memory).
  *
  * The device touches mirrored pages only under dev_lock, which update()
  * takes and update_end() drops, so it never touches a page the CPU is about
@@ -25,23 +30,35 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/uaccess.h>
+#include <linux/xarray.h>
 
 #include "hmm_rs.h"
 #include "hmm_dummy_uapi.h"
 #include "test_hmm_uapi.h"
 
-#define DUMMY_LOG_SIZE	256
+#define DUMMY_LOG_SIZE		256
+#define DUMMY_NDEVICES		2
+#define DUMMY_DEVMEM_PAGES	((256UL << 20) >> PAGE_SHIFT)
+
+struct dummy_device {
+	struct miscdevice misc;
+	struct hmm_rs_device *dev;
+	struct hmm_rs_devmem *mem;
+	struct xarray backing;		/* page index -> the system page holding it */
+};
+
+static struct dummy_device dummy_devices[DUMMY_NDEVICES];
 
 struct dummy_file {
+	struct dummy_device *ddev;
 	struct hmm_rs_mirror *mirror;
+	u64 flags;			/* HMM_DMIRROR_FLAGS */
 	struct mutex dev_lock;		/* the device touches pages */
 	spinlock_t log_lock;		/* log, log_len, log_lost */
 	unsigned int log_len;
 	u64 log_lost;
 	struct hmm_dummy_event log[DUMMY_LOG_SIZE];
 };
-
-static struct hmm_rs_device *dummy_device;
 
 static void dummy_log(struct dummy_file *df, const struct hmm_rs_event *event)
 {
@@ -86,8 +103,67 @@ static const struct hmm_rs_device_ops dummy_ops = {
 	.update_end = dummy_update_end,
 };
 
+/* The system page standing in for device page @index, allocated on demand. */
+static struct page *dummy_backing(struct dummy_device *ddev, unsigned long index,
+				  bool alloc)
+{
+	struct page *page = xa_load(&ddev->backing, index);
+	void *old;
+
+	if (page || !alloc)
+		return page;
+	page = alloc_page(GFP_HIGHUSER);
+	if (!page)
+		return NULL;
+	old = xa_store(&ddev->backing, index, page, GFP_KERNEL);
+	if (xa_is_err(old)) {
+		__free_page(page);
+		return NULL;
+	}
+	return page;
+}
+
+static int dummy_copy_to_device(void *priv, unsigned long index, struct page *src)
+{
+	struct page *dst = dummy_backing(priv, index, true);
+
+	if (!dst)
+		return -ENOMEM;
+	if (src)
+		copy_highpage(dst, src);
+	else
+		clear_highpage(dst);
+	return 0;
+}
+
+static int dummy_copy_from_device(void *priv, unsigned long index, struct page *dst)
+{
+	struct page *src = dummy_backing(priv, index, false);
+
+	if (!src)
+		return -EIO;
+	copy_highpage(dst, src);
+	return 0;
+}
+
+static void dummy_free(void *priv, unsigned long index)
+{
+	struct dummy_device *ddev = priv;
+	struct page *page = xa_erase(&ddev->backing, index);
+
+	if (page)
+		__free_page(page);
+}
+
+static const struct hmm_rs_devmem_ops dummy_devmem_ops = {
+	.copy_to_device = dummy_copy_to_device,
+	.copy_from_device = dummy_copy_from_device,
+	.free = dummy_free,
+};
+
 /* One device access: copy between the bounce buffer and mirrored pages. */
 struct dummy_access {
+	struct dummy_device *ddev;
 	unsigned long start;
 	unsigned long end;
 	char *bounce;
@@ -109,6 +185,14 @@ static int dummy_copy_mapping(void *arg, unsigned long addr, u64 pfn,
 
 		if (va < a->start || va >= a->end)
 			continue;
+		/* A page in the device's memory: use what holds it. */
+		if (flags & HMM_RS_PT_DEVICE) {
+			long index = hmm_rs_devmem_index(a->ddev->mem, pfn + i);
+
+			page = index < 0 ? NULL : dummy_backing(a->ddev, index, false);
+			if (!page)
+				return -EIO;
+		}
 		if (a->write)
 			memcpy_to_page(page, 0, a->bounce + (va - a->start), PAGE_SIZE);
 		else
@@ -151,7 +235,9 @@ static int dummy_read_write(struct dummy_file *df, struct hmm_dmirror_cmd *cmd,
 			    unsigned long end, bool write, bool exclusive)
 {
 	void __user *uptr = u64_to_user_ptr(cmd->ptr);
-	struct dummy_access a = { .start = cmd->addr, .end = end, .write = write };
+	struct dummy_access a = {
+		.ddev = df->ddev, .start = cmd->addr, .end = end, .write = write
+	};
 	enum hmm_rs_event_type fault = write ? HMM_RS_DEVICE_WRITE_FAULT :
 					       HMM_RS_DEVICE_READ_FAULT;
 	unsigned long size;
@@ -200,7 +286,12 @@ static u8 dummy_perm(u32 snap)
 		return HMM_DMIRROR_PROT_ERROR;
 	if (!(snap & HMM_RS_SNAP_VALID))
 		return HMM_DMIRROR_PROT_NONE;
-	perm = snap & HMM_RS_SNAP_ZERO ? HMM_DMIRROR_PROT_ZERO : HMM_DMIRROR_PROT_NONE;
+	if (snap & HMM_RS_SNAP_DEVICE)
+		perm = HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL;
+	else if (snap & HMM_RS_SNAP_ZERO)
+		perm = HMM_DMIRROR_PROT_ZERO;
+	else
+		perm = HMM_DMIRROR_PROT_NONE;
 	perm |= snap & HMM_RS_SNAP_WRITE ? HMM_DMIRROR_PROT_WRITE : HMM_DMIRROR_PROT_READ;
 	if (HMM_RS_SNAP_ORDER(snap) + PAGE_SHIFT == PMD_SHIFT)
 		perm |= HMM_DMIRROR_PROT_PMD;
@@ -233,6 +324,48 @@ static int dummy_snapshot(struct dummy_file *df, struct hmm_dmirror_cmd *cmd,
 		uptr += n;
 		cmd->cpages += n;
 	}
+	return 0;
+}
+
+/*
+ * To the device's memory, then what the device now reads there (pages that
+ * could not move are read from where they are mirrored; -ENOENT if some
+ * are not mirrored at all), as test_hmm does.
+ */
+static int dummy_migrate_to_device(struct dummy_file *df, struct hmm_dmirror_cmd *cmd,
+				   unsigned long end)
+{
+	struct dummy_access a = { .ddev = df->ddev, .start = cmd->addr, .end = end };
+	long moved;
+	int ret;
+
+	if (cmd->npages == 0)
+		return -EINVAL;
+	moved = hmm_rs_mirror_migrate_to_device(df->mirror, df->ddev->mem, a.start, a.end);
+	if (moved < 0)
+		return moved;
+	a.bounce = kvmalloc(a.end - a.start, GFP_KERNEL);
+	if (!a.bounce)
+		return -ENOMEM;
+	ret = dummy_access(df, &a);
+	if (!ret && copy_to_user(u64_to_user_ptr(cmd->ptr), a.bounce, a.end - a.start))
+		ret = -EFAULT;
+	cmd->cpages = a.pages;
+	kvfree(a.bounce);
+	return ret;
+}
+
+static int dummy_migrate_to_system(struct dummy_file *df, struct hmm_dmirror_cmd *cmd,
+				   unsigned long end)
+{
+	long moved;
+
+	if (cmd->npages == 0)
+		return -EINVAL;
+	moved = hmm_rs_mirror_migrate_to_system(df->mirror, cmd->addr, end);
+	if (moved < 0)
+		return moved;
+	cmd->cpages = moved;
 	return 0;
 }
 
@@ -279,6 +412,10 @@ static long dummy_ioctl(struct file *file, unsigned int command, unsigned long a
 	case HMM_DMIRROR_SNAPSHOT:
 	case HMM_DMIRROR_EXCLUSIVE:
 	case HMM_DMIRROR_CHECK_EXCLUSIVE:
+	case HMM_DMIRROR_MIGRATE_TO_DEV:
+	case HMM_DMIRROR_MIGRATE_TO_SYS:
+	case HMM_DMIRROR_RELEASE:
+	case HMM_DMIRROR_FLAGS:
 		break;
 	case HMM_DUMMY_EVENTS:
 		return dummy_events(df, uarg);
@@ -300,6 +437,26 @@ static long dummy_ioctl(struct file *file, unsigned int command, unsigned long a
 	case HMM_DMIRROR_CHECK_EXCLUSIVE:
 		ret = dummy_check_exclusive(df, &cmd, end);
 		break;
+	case HMM_DMIRROR_MIGRATE_TO_DEV:
+		ret = dummy_migrate_to_device(df, &cmd, end);
+		break;
+	case HMM_DMIRROR_MIGRATE_TO_SYS:
+		ret = dummy_migrate_to_system(df, &cmd, end);
+		break;
+	case HMM_DMIRROR_RELEASE:
+		/* Every page of the device's memory back to system memory. */
+		ret = hmm_rs_devmem_evict(df->ddev->mem);
+		ret = min(ret, 0);
+		break;
+	case HMM_DMIRROR_FLAGS:
+		/*
+		 * HMM_DMIRROR_FLAG_FAIL_ALLOC makes test_hmm's next huge
+		 * device allocation fail; hmm_rs migrates 4 KiB pages only,
+		 * so there is no such allocation to fail.
+		 */
+		df->flags = cmd.npages;
+		ret = 0;
+		break;
 	default:
 		ret = dummy_read_write(df, &cmd, end, command == HMM_DMIRROR_WRITE,
 				       command == HMM_DMIRROR_EXCLUSIVE);
@@ -318,9 +475,11 @@ static int dummy_open(struct inode *inode, struct file *file)
 	df = kzalloc_obj(*df, GFP_KERNEL);
 	if (!df)
 		return -ENOMEM;
+	/* misc_open() left the miscdevice here. */
+	df->ddev = container_of(file->private_data, struct dummy_device, misc);
 	mutex_init(&df->dev_lock);
 	spin_lock_init(&df->log_lock);
-	df->mirror = hmm_rs_mirror_register(dummy_device, current->mm, df);
+	df->mirror = hmm_rs_mirror_register(df->ddev->dev, current->mm, df);
 	if (IS_ERR(df->mirror)) {
 		int ret = PTR_ERR(df->mirror);
 
@@ -372,10 +531,48 @@ static const struct file_operations dummy_fops = {
 	.llseek = noop_llseek,
 };
 
-static struct miscdevice dummy_misc[] = {
-	{ .minor = MISC_DYNAMIC_MINOR, .name = "hmm_dmirror0", .fops = &dummy_fops },
-	{ .minor = MISC_DYNAMIC_MINOR, .name = "hmm_dmirror1", .fops = &dummy_fops },
-};
+static const char *const dummy_names[DUMMY_NDEVICES] = { "hmm_dmirror0", "hmm_dmirror1" };
+
+static void dummy_device_remove(struct dummy_device *ddev)
+{
+	struct page *page;
+	unsigned long index;
+
+	misc_deregister(&ddev->misc);
+	/* Evicts what processes still have on the device. */
+	hmm_rs_devmem_destroy(ddev->mem);
+	hmm_rs_device_unregister(ddev->dev);
+	xa_for_each(&ddev->backing, index, page)
+		__free_page(page);
+	xa_destroy(&ddev->backing);
+}
+
+static int dummy_device_init(struct dummy_device *ddev, const char *name)
+{
+	int ret;
+
+	xa_init(&ddev->backing);
+	ddev->dev = hmm_rs_device_register(&dummy_ops);
+	if (IS_ERR(ddev->dev))
+		return PTR_ERR(ddev->dev);
+	ddev->mem = hmm_rs_devmem_create(ddev->dev, DUMMY_DEVMEM_PAGES, &dummy_devmem_ops, ddev);
+	if (IS_ERR(ddev->mem)) {
+		ret = PTR_ERR(ddev->mem);
+		goto unregister;
+	}
+	ddev->misc = (struct miscdevice) {
+		.minor = MISC_DYNAMIC_MINOR, .name = name, .fops = &dummy_fops,
+	};
+	ret = misc_register(&ddev->misc);
+	if (ret)
+		goto destroy;
+	return 0;
+destroy:
+	hmm_rs_devmem_destroy(ddev->mem);
+unregister:
+	hmm_rs_device_unregister(ddev->dev);
+	return ret;
+}
 
 static int __init hmm_dummy_init(void)
 {
@@ -390,19 +587,15 @@ static int __init hmm_dummy_init(void)
 	BUILD_BUG_ON(HMM_DUMMY_WRITE_PROTECT - HMM_RS_WRITE_PROTECT);
 	BUILD_BUG_ON(HMM_DUMMY_KEEP_VALID - HMM_RS_PT_VALID);
 	BUILD_BUG_ON(HMM_DUMMY_KEEP_WRITE - HMM_RS_PT_WRITE);
-	dummy_device = hmm_rs_device_register(&dummy_ops);
-	if (IS_ERR(dummy_device))
-		return PTR_ERR(dummy_device);
-	for (i = 0; i < ARRAY_SIZE(dummy_misc); i++) {
-		ret = misc_register(&dummy_misc[i]);
+	for (i = 0; i < DUMMY_NDEVICES; i++) {
+		ret = dummy_device_init(&dummy_devices[i], dummy_names[i]);
 		if (ret)
 			goto fail;
 	}
 	return 0;
 fail:
 	while (--i >= 0)
-		misc_deregister(&dummy_misc[i]);
-	hmm_rs_device_unregister(dummy_device);
+		dummy_device_remove(&dummy_devices[i]);
 	return ret;
 }
 
@@ -410,9 +603,8 @@ static void __exit hmm_dummy_exit(void)
 {
 	int i;
 
-	for (i = 0; i < ARRAY_SIZE(dummy_misc); i++)
-		misc_deregister(&dummy_misc[i]);
-	hmm_rs_device_unregister(dummy_device);
+	for (i = 0; i < DUMMY_NDEVICES; i++)
+		dummy_device_remove(&dummy_devices[i]);
 }
 
 module_init(hmm_dummy_init);

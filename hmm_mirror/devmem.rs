@@ -1,0 +1,287 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Device memory: device-private `ZONE_DEVICE` pages that stand for a
+//! device's own memory, which the CPU cannot address.
+//!
+//! A [`DevMem`] is a `MEMORY_DEVICE_PRIVATE` pagemap of a fixed number of
+//! pages, owned by one device ([`Owner`]), with a free list of page indices.
+//! The device moves data with its [`DevMemOps`] copy callbacks (a GPU's DMA
+//! engine; for a simulated device, memcpy into system pages standing in for
+//! its memory). Migrations live in `migrate.rs`; this file has what the
+//! kernel calls on device pages: the last reference going away
+//! (`folio_free`) and a CPU fault on one (`migrate_to_ram`).
+
+use core::ptr::NonNull;
+use kernel::{
+    new_spinlock,
+    prelude::*,
+    sync::{Arc, SpinLock},
+};
+
+use super::migrate::{Migration, Source};
+use crate::shim;
+
+/// The device that owns device memory. A mirror's faults and snapshots see
+/// the device pages of the mirror's own owner as they are; they pull those
+/// of other owners back to system memory.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Owner(usize);
+
+impl Owner {
+    /// No device: every device page is migrated back.
+    pub(crate) const NONE: Self = Self(0);
+
+    /// The owner identified by `p`, an object of the device that outlives
+    /// its mirrors and device memory.
+    pub(crate) fn of<T>(p: *const T) -> Self {
+        Self(p as usize)
+    }
+
+    /// The `pgmap_owner` / `dev_private_owner` the kernel compares.
+    pub(crate) fn as_ptr(self) -> *mut core::ffi::c_void {
+        self.0 as *mut core::ffi::c_void
+    }
+}
+
+/// A system page given to the copy callbacks, by PFN.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SysPage(pub(crate) u64);
+
+/// How a device copies between its memory and system memory.
+pub(crate) trait DevMemOps: Send + Sync {
+    /// Fills device page `index` from the system page `src`, or with zeros
+    /// if `None` (an address with no page yet). An error leaves the page in
+    /// system memory.
+    fn copy_to_device(&self, index: usize, src: Option<SysPage>) -> Result;
+    /// Copies device page `index` into the system page `dst`. An error
+    /// leaves the page on the device (a CPU fault then gets `SIGBUS`).
+    fn copy_from_device(&self, index: usize, dst: SysPage) -> Result;
+    /// Device page `index` holds nothing any more. Must not sleep.
+    fn free(&self, _index: usize) {}
+}
+
+/// Device memory: see the module documentation.
+///
+/// # Invariants
+///
+/// - `pm` is a live pagemap of `npages` pages from `first_pfn` whose
+///   callbacks reach this object, which is pinned in an [`Arc`];
+/// - `free` holds each index of a page with no reference exactly once, and
+///   has room for all of them (so freeing never allocates).
+#[pin_data(PinnedDrop)]
+pub(crate) struct DevMem {
+    pm: NonNull<shim::Pagemap>,
+    first_pfn: u64,
+    npages: usize,
+    owner: Owner,
+    ops: KBox<dyn DevMemOps>,
+    #[pin]
+    free: SpinLock<KVec<u32>>,
+}
+
+// SAFETY: The pagemap is used from any task; the rest is `Send` + `Sync`.
+unsafe impl Send for DevMem {}
+// SAFETY: As above.
+unsafe impl Sync for DevMem {}
+
+impl DevMem {
+    /// `npages` pages of device memory of `owner`, copied by `ops`. May sleep.
+    ///
+    /// Errors: `EINVAL` for no pages or more than 4 Gi of them; `ENOMEM`, or
+    /// what `memremap_pages` returns (no free physical address range).
+    pub(crate) fn new(owner: Owner, npages: usize, ops: KBox<dyn DevMemOps>) -> Result<Arc<Self>> {
+        if npages == 0 || npages > u32::MAX as usize || owner == Owner::NONE {
+            return Err(EINVAL);
+        }
+        let mut free = KVec::with_capacity(npages, GFP_KERNEL)?;
+        // Popping from the end hands out low indices first.
+        for i in (0..npages as u32).rev() {
+            free.push(i, GFP_KERNEL)?;
+        }
+        let mut first_pfn = 0;
+        // SAFETY: No preconditions; `first_pfn` is written on success.
+        let pm = unsafe { shim::hmm_rs_pagemap_create(npages, owner.as_ptr(), &mut first_pfn) };
+        let pm = match kernel::error::from_err_ptr(pm) {
+            Ok(pm) => NonNull::new(pm).ok_or(ENOMEM)?,
+            Err(e) => return Err(e),
+        };
+        let mem = Arc::pin_init(
+            pin_init!(Self {
+                pm,
+                first_pfn: first_pfn as u64,
+                npages,
+                owner,
+                ops,
+                free <- new_spinlock!(free, "hmm_rs_devmem_free"),
+            }),
+            GFP_KERNEL,
+        );
+        let mem = match mem {
+            Ok(mem) => mem,
+            Err(e) => {
+                // SAFETY: No page was handed out.
+                unsafe { shim::hmm_rs_pagemap_destroy(pm.as_ptr()) };
+                return Err(e);
+            }
+        };
+        // INVARIANT: before any page is handed out, the callbacks get the
+        // pinned object.
+        // SAFETY: `pm` is live.
+        unsafe { shim::hmm_rs_pagemap_set_rust(pm.as_ptr(), core::ptr::from_ref(&*mem).cast()) };
+        Ok(mem)
+    }
+
+    /// The device that owns this memory.
+    pub(crate) fn owner(&self) -> Owner {
+        self.owner
+    }
+
+    /// The index of device page `pfn`, if it is one of ours.
+    pub(crate) fn index(&self, pfn: u64) -> Option<usize> {
+        let i = pfn.checked_sub(self.first_pfn)?;
+        (i < self.npages as u64).then_some(i as usize)
+    }
+
+    fn pfn(&self, index: usize) -> u64 {
+        self.first_pfn + index as u64
+    }
+
+    /// The device memory `pfn` belongs to, if it is a device page of hmm-rs.
+    ///
+    /// # Safety
+    ///
+    /// `pfn` is a device page in use (referenced), which keeps its
+    /// [`DevMem`] alive for the returned lifetime.
+    pub(crate) unsafe fn of_pfn<'a>(pfn: u64) -> Option<&'a Self> {
+        // SAFETY: Any PFN of a referenced page may be passed.
+        let p = unsafe { shim::hmm_rs_pfn_devmem(pfn as usize) };
+        // SAFETY: The pagemap's callbacks pointer is a live `DevMem`
+        // (type invariant) while one of its pages is referenced.
+        NonNull::new(p.cast_mut().cast::<Self>()).map(|p| unsafe { p.as_ref() })
+    }
+
+    /// Copies `src` (`None`: zeros) into a free device page and returns its
+    /// PFN, now referenced once; `None` if the memory is full or the copy
+    /// failed.
+    pub(crate) fn fill_page(&self, src: Option<SysPage>) -> Option<u64> {
+        let index = self.free.lock().pop()? as usize;
+        if self.ops.copy_to_device(index, src).is_err() {
+            self.put_free(index);
+            return None;
+        }
+        let pfn = self.pfn(index);
+        // SAFETY: The page was free (type invariant) and is ours now.
+        unsafe { shim::hmm_rs_devpage_init(self.pm.as_ptr(), pfn as usize) };
+        Some(pfn)
+    }
+
+    /// Copies device page `pfn` (of this memory) into system page `dst`.
+    pub(crate) fn copy_out(&self, pfn: u64, dst: SysPage) -> Result {
+        let index = self.index(pfn).ok_or(EINVAL)?;
+        self.ops.copy_from_device(index, dst)
+    }
+
+    fn put_free(&self, index: usize) {
+        // The list has room for every index (type invariant): no allocation.
+        if self.free.lock().push_within_capacity(index as u32).is_err() {
+            pr_err!("devmem: free list overflow at index {index}\n");
+        }
+    }
+
+    /// Moves every page in use back to system memory, wherever it is
+    /// mapped. Returns how many moved. May sleep.
+    pub(crate) fn evict(&self) -> Result<usize> {
+        let mut m = Migration::new()?;
+        let mut moved = 0;
+        let mut first = 0;
+        while first < self.npages {
+            let n = m.setup_device(self.pfn(first), self.npages - first)?;
+            for i in 0..n {
+                if let Source::Page { pfn, write } = m.source(i) {
+                    // Eviction allocates with __GFP_NOFAIL: never 0.
+                    let dst = m.alloc_system(i);
+                    if dst != 0 && self.copy_out(pfn, SysPage(dst)).is_ok() {
+                        m.set_destination(i, dst, write);
+                    } else if dst != 0 {
+                        // SAFETY: The page allocated just above, unused.
+                        unsafe { shim::hmm_rs_migrate_drop_page(dst as usize) };
+                    }
+                }
+            }
+            m.pages();
+            moved += (0..n).filter(|&i| m.moved(i)).count();
+            m.finalize();
+            first += n;
+        }
+        Ok(moved)
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for DevMem {
+    fn drop(self: Pin<&mut Self>) {
+        // Pages still mapped somewhere would keep memunmap_pages waiting.
+        if let Err(e) = self.evict() {
+            pr_err!("devmem: eviction failed ({e:?})\n");
+        }
+        // SAFETY: The pagemap is live (type invariant); it waits for the
+        // last page reference, after which no callback comes.
+        unsafe { shim::hmm_rs_pagemap_destroy(self.pm.as_ptr()) };
+    }
+}
+
+/// `folio_free` of the pagemap: a device page lost its last reference.
+///
+/// # Safety
+///
+/// `devmem` is the pagemap's [`DevMem`], `pfn` one of its pages.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_devmem_free(devmem: *const DevMem, pfn: kernel::ffi::c_ulong) {
+    // SAFETY: By the caller's guarantee; alive until the pagemap is gone.
+    let mem = unsafe { &*devmem };
+    if let Some(index) = mem.index(pfn as u64) {
+        mem.ops.free(index);
+        mem.put_free(index);
+    }
+}
+
+/// `migrate_to_ram` of the pagemap: the CPU touched a device page, which
+/// comes back to system memory. Returns 0 or a negative errno.
+///
+/// # Safety
+///
+/// `devmem` is the pagemap's [`DevMem`]; `vmf` the fault on one of its pages.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_devmem_fault(
+    devmem: *const DevMem,
+    vmf: *mut core::ffi::c_void,
+) -> core::ffi::c_int {
+    // SAFETY: By the caller's guarantee.
+    let mem = unsafe { &*devmem };
+    let r = (|| -> Result {
+        let mut m = Migration::new()?;
+        // SAFETY: `vmf` is a fault on a device page, by the caller's guarantee.
+        let n = unsafe { m.setup_fault(vmf) }?;
+        let mut result = Ok(());
+        for i in 0..n {
+            if let Source::Page { pfn, write } = m.source(i) {
+                let dst = m.alloc_system(i);
+                if dst == 0 {
+                    result = Err(ENOMEM);
+                    break;
+                }
+                if let Err(e) = mem.copy_out(pfn, SysPage(dst)) {
+                    // SAFETY: The page allocated just above, unused.
+                    unsafe { shim::hmm_rs_migrate_drop_page(dst as usize) };
+                    result = Err(e);
+                    break;
+                }
+                m.set_destination(i, dst, write);
+            }
+        }
+        m.pages();
+        m.finalize();
+        result
+    })();
+    r.map_or_else(|e| e.to_errno(), |()| 0)
+}
