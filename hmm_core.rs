@@ -474,7 +474,13 @@ unsafe extern "C" fn hmm_invalidate_range_start(
     let mut ret = 0;
     for m in mirrors.iter() {
         // SAFETY: A listed mirror is alive while we hold the list lock.
-        if let Err(e) = unsafe { m.as_ref() }.invalidate(&event, blockable) {
+        let m = unsafe { m.as_ref() };
+        // A mirror's own migration to device memory: it maps what moves
+        // itself, and what stays is unchanged (hmm_mirror/migrate.rs).
+        if matches!(inv.event, NotifierEvent::Migrate) && m.is_migration_owner(r.owner) {
+            continue;
+        }
+        if let Err(e) = m.invalidate(&event, blockable) {
             // EAGAIN, non-blockable: the mirrors done already only lost
             // entries early, which is safe; mm retries the whole range.
             ret = e.to_errno();

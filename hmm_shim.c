@@ -372,18 +372,18 @@ static long hmm_rs_migrate_vma(struct hmm_rs_migrate *m, struct vm_area_struct *
 
 /*
  * Under hmm_rs_mm_lock(): collects [addr, end) of the notifier's mm, cut to
- * one VMA and HMM_RS_MIGRATE_MAX pages, for system to device memory of
- * @owner (@to_device) or back. Returns the number of pages or -EINVAL (no
- * readable VMA at @addr, or one ending before @end).
+ * one VMA and HMM_RS_MIGRATE_MAX pages, for system to device memory
+ * (@to_device; @owner names the invalidation) or back (device pages of
+ * @owner). Returns the number of pages or -EINVAL (no readable VMA at @addr).
  */
 long hmm_rs_migrate_setup(struct hmm_rs_migrate *m, struct mmu_interval_notifier *sub,
 			  unsigned long addr, unsigned long end, void *owner, bool to_device)
 {
 	struct vm_area_struct *vma = vma_lookup(sub->mm, addr);
 
-	if (!vma || !(vma->vm_flags & VM_READ) || vma->vm_end < end)
+	if (!vma || !(vma->vm_flags & VM_READ))
 		return -EINVAL;
-	end = min(end, addr + (HMM_RS_MIGRATE_MAX << PAGE_SHIFT));
+	end = min3(end, vma->vm_end, addr + (HMM_RS_MIGRATE_MAX << PAGE_SHIFT));
 	return hmm_rs_migrate_vma(m, vma, addr, end, owner,
 				  to_device ? MIGRATE_VMA_SELECT_SYSTEM :
 					      MIGRATE_VMA_SELECT_DEVICE_PRIVATE, NULL);

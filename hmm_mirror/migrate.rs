@@ -6,9 +6,14 @@
 //! device's PFN range for eviction (`migrate_device_*`): the kernel collects
 //! and unmaps the pages (an `MMU_NOTIFY_MIGRATE` invalidation, which reaches
 //! every mirror as a `Migrate` event and removes their entries), the device
-//! copies, the kernel moves the CPU mappings, and the mirror that asked maps
-//! the device pages it now has, unless an invalidation raced (the device
-//! then faults them in, as they are, later).
+//! copies, and the kernel moves the CPU mappings.
+//!
+//! A migration to device memory names its mirror as the invalidation's
+//! owner, and the core's notifier leaves that one mirror alone (as
+//! test_hmm does): pages that stay, such as those already on the device,
+//! keep their entries; for pages that moved, the mirror replaces the old
+//! entries with the device pages, or removes them if an invalidation raced
+//! (a later fault finds the device pages).
 
 use core::ptr::NonNull;
 use kernel::{bindings, prelude::*};
@@ -155,6 +160,12 @@ impl Drop for MmReadLock {
 }
 
 impl HmmMirror {
+    /// Whether `owner`, an invalidation's, marks this mirror's own
+    /// migration to device memory.
+    pub(crate) fn is_migration_owner(&self, owner: *mut core::ffi::c_void) -> bool {
+        core::ptr::eq(owner.cast_const(), core::ptr::from_ref(self).cast())
+    }
+
     /// Migrates what can be of `[start, end)` to `mem`, which must belong to
     /// this mirror's device, and mirrors the device pages. Pages that cannot
     /// move (shared, pinned, on another device...) stay; so do pages once
@@ -197,7 +208,13 @@ impl HmmMirror {
                     sub,
                     addr as usize,
                     step_end as usize,
-                    self.owner.as_ptr(),
+                    // To the device: this mirror (see the module
+                    // documentation); back: pages of the mirror's device.
+                    if to.is_some() {
+                        core::ptr::from_ref(self).cast_mut().cast()
+                    } else {
+                        self.owner.as_ptr()
+                    },
                     to.is_some(),
                 )
             };
@@ -255,9 +272,9 @@ impl HmmMirror {
         Some(dst)
     }
 
-    /// Mirrors the device pages the step moved to, unless an invalidation
-    /// started since the kernel moved them (then the entries would be stale;
-    /// a later fault finds the pages).
+    /// Mirrors the device pages the step moved to, or, if an invalidation
+    /// started since the kernel moved them, removes the entries of the
+    /// pages that moved (a later fault finds the device pages).
     /// `moved` holds, per page from `start`, the device PFN it moved to (or
     /// 0) and whether it is writable.
     fn map_moved(&self, moved: &[(u64, bool)], start: u64) -> Result {
@@ -269,17 +286,22 @@ impl HmmMirror {
             let mut res = self.pt.reserve(start, end, false, GFP_KERNEL)?;
             let mut table = self.pt.lock();
             // SAFETY: As above.
-            if unsafe { shim::hmm_rs_interval_read_retry(sub, seq) } {
-                return Ok(());
-            }
+            let raced = unsafe { shim::hmm_rs_interval_read_retry(sub, seq) };
             let mut done = Ok(());
             for (i, &(pfn, write)) in moved.iter().enumerate() {
-                if pfn != 0 && done.is_ok() {
+                if pfn == 0 || done.is_err() {
+                    continue;
+                }
+                let addr = start + i as u64 * PAGE_SIZE;
+                done = if raced {
+                    table
+                        .update(addr, addr + PAGE_SIZE, PtFlags::NONE, |d| self.dirty(d))
+                        .map(|_| ())
+                } else {
                     let w = if write { PtFlags::WRITE } else { PtFlags::NONE };
                     let e = PtEntry::new(pfn, PtFlags::DEVICE | w)?;
-                    let addr = start + i as u64 * PAGE_SIZE;
-                    done = table.populate(&mut res, addr, &[e], |d| self.dirty(d));
-                }
+                    table.populate(&mut res, addr, &[e], |d| self.dirty(d))
+                };
             }
             match done {
                 // Directories ran short (a racing fault took some): again.
