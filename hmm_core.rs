@@ -148,7 +148,11 @@ mod shim {
         /// `memunmap_pages()`: waits until no page is referenced.
         pub(crate) fn hmm_rs_pagemap_destroy(pm: *mut Pagemap);
         /// `zone_device_folio_init()` of the free page at `pfn`.
-        pub(crate) fn hmm_rs_devpage_init(pm: *mut Pagemap, pfn: kernel::ffi::c_ulong);
+        pub(crate) fn hmm_rs_devpage_init(
+            pm: *mut Pagemap,
+            pfn: kernel::ffi::c_ulong,
+            order: kernel::ffi::c_uint,
+        );
         /// Whether `pfn` is a device-private page.
         pub(crate) fn hmm_rs_pfn_is_device_private(pfn: kernel::ffi::c_ulong) -> bool;
         /// A migration step's state, or null.
@@ -178,19 +182,20 @@ mod shim {
         pub(crate) fn hmm_rs_migrate_src(
             m: *mut Migrate,
             i: kernel::ffi::c_ulong,
-            write: *mut bool,
+            flags: *mut kernel::ffi::c_uint,
         ) -> core::ffi::c_long;
         /// Makes the locked page at `pfn` page `i`'s destination.
         pub(crate) fn hmm_rs_migrate_set_dst(
             m: *mut Migrate,
             i: kernel::ffi::c_ulong,
             pfn: kernel::ffi::c_ulong,
-            write: bool,
+            flags: kernel::ffi::c_uint,
         );
         /// A new, locked system page for page `i`: its pfn, or 0.
         pub(crate) fn hmm_rs_migrate_alloc_system(
             m: *mut Migrate,
             i: kernel::ffi::c_ulong,
+            order: kernel::ffi::c_uint,
         ) -> kernel::ffi::c_ulong;
         /// `migrate_vma_pages()` / `migrate_device_pages()`.
         pub(crate) fn hmm_rs_migrate_pages(m: *mut Migrate);

@@ -248,7 +248,8 @@ static const struct dev_pagemap_ops hmm_rs_devmem_ops;
 
 static void hmm_rs_devmem_folio_free(struct folio *folio)
 {
-	hmm_rs_rust_devmem_free(to_pagemap(&folio->page)->rust, folio_pfn(folio));
+	hmm_rs_rust_devmem_free(to_pagemap(&folio->page)->rust, folio_pfn(folio),
+				folio_order(folio));
 }
 
 static vm_fault_t hmm_rs_devmem_migrate_to_ram(struct vm_fault *vmf)
@@ -312,10 +313,10 @@ void hmm_rs_pagemap_destroy(struct hmm_rs_pagemap *pm)
 	kfree(pm);
 }
 
-/* A free device page at @pfn becomes a used one, with one reference. */
-void hmm_rs_devpage_init(struct hmm_rs_pagemap *pm, unsigned long pfn)
+/* Free device pages at @pfn become a used folio of @order, referenced once. */
+void hmm_rs_devpage_init(struct hmm_rs_pagemap *pm, unsigned long pfn, unsigned int order)
 {
-	zone_device_folio_init(page_folio(pfn_to_page(pfn)), &pm->pgmap, 0);
+	zone_device_folio_init(page_folio(pfn_to_page(pfn)), &pm->pgmap, order);
 }
 
 bool hmm_rs_pfn_is_device_private(unsigned long pfn)
@@ -385,18 +386,24 @@ long hmm_rs_migrate_setup(struct hmm_rs_migrate *m, struct mmu_interval_notifier
 		return -EINVAL;
 	end = min3(end, vma->vm_end, addr + (HMM_RS_MIGRATE_MAX << PAGE_SHIFT));
 	return hmm_rs_migrate_vma(m, vma, addr, end, owner,
-				  to_device ? MIGRATE_VMA_SELECT_SYSTEM :
-					      MIGRATE_VMA_SELECT_DEVICE_PRIVATE, NULL);
+				  (to_device ? MIGRATE_VMA_SELECT_SYSTEM :
+					       MIGRATE_VMA_SELECT_DEVICE_PRIVATE) |
+				  MIGRATE_VMA_SELECT_COMPOUND, NULL);
 }
 
-/* The CPU faulted on a device-private page: collect that page. */
+/*
+ * The CPU faulted on a device-private page: collect that page, or its whole
+ * huge folio if a PMD maps it.
+ */
 long hmm_rs_migrate_setup_fault(struct hmm_rs_migrate *m, struct vm_fault *vmf)
 {
-	unsigned long start = ALIGN_DOWN(vmf->address, PAGE_SIZE);
+	unsigned int order = vmf->pte ? 0 : folio_order(page_folio(vmf->page));
+	unsigned long start = ALIGN_DOWN(vmf->address, PAGE_SIZE << order);
 
-	return hmm_rs_migrate_vma(m, vmf->vma, start, start + PAGE_SIZE,
+	return hmm_rs_migrate_vma(m, vmf->vma, start, start + (PAGE_SIZE << order),
 				  page_pgmap(vmf->page)->owner,
-				  MIGRATE_VMA_SELECT_DEVICE_PRIVATE, vmf->page);
+				  MIGRATE_VMA_SELECT_DEVICE_PRIVATE |
+				  (order ? MIGRATE_VMA_SELECT_COMPOUND : 0), vmf->page);
 }
 
 /* Collects the device pages [pfn, pfn + npages) wherever they are mapped. */
@@ -416,44 +423,52 @@ long hmm_rs_migrate_setup_device(struct hmm_rs_migrate *m, unsigned long pfn,
 
 /*
  * Page @i of a collected range: -1 if it does not migrate, else its pfn
- * (0 for none: an unpopulated or zero-page address); *@write tells whether
- * it was writable.
+ * (0 for none: an unpopulated or zero-page address); *@flags gets
+ * HMM_RS_MIGRATE_WRITE if it was writable, HMM_RS_MIGRATE_HUGE if it heads a
+ * huge folio (or a PMD-sized hole) that moves whole, pages @i.. @i + 511.
  */
-long hmm_rs_migrate_src(struct hmm_rs_migrate *m, unsigned long i, bool *write)
+long hmm_rs_migrate_src(struct hmm_rs_migrate *m, unsigned long i, unsigned int *flags)
 {
 	unsigned long s = m->src[i];
 	struct page *page = migrate_pfn_to_page(s);
 
 	if (!(s & MIGRATE_PFN_MIGRATE))
 		return -1;
-	*write = s & MIGRATE_PFN_WRITE;
+	*flags = (s & MIGRATE_PFN_WRITE ? HMM_RS_MIGRATE_WRITE : 0) |
+		 (s & MIGRATE_PFN_COMPOUND ? HMM_RS_MIGRATE_HUGE : 0);
 	return page ? page_to_pfn(page) : 0;
 }
 
-/* Page @i goes to the locked page at @pfn. */
+/* Page @i (with HMM_RS_MIGRATE_HUGE: a huge folio) goes to the locked @pfn. */
 void hmm_rs_migrate_set_dst(struct hmm_rs_migrate *m, unsigned long i, unsigned long pfn,
-			    bool write)
+			    unsigned int flags)
 {
-	m->dst[i] = migrate_pfn(pfn) | (write ? MIGRATE_PFN_WRITE : 0);
+	m->dst[i] = migrate_pfn(pfn) | (flags & HMM_RS_MIGRATE_WRITE ? MIGRATE_PFN_WRITE : 0) |
+		    (flags & HMM_RS_MIGRATE_HUGE ? MIGRATE_PFN_COMPOUND : 0);
 }
 
 /*
- * A locked system page for page @i, near its address: its pfn, or 0.
- * Eviction cannot fail: device memory is going away.
+ * A locked system folio of @order (0 or HPAGE_PMD_ORDER) for page @i, near
+ * its address: its pfn, or 0. Eviction of single pages cannot fail: device
+ * memory is going away.
  */
-unsigned long hmm_rs_migrate_alloc_system(struct hmm_rs_migrate *m, unsigned long i)
+unsigned long hmm_rs_migrate_alloc_system(struct hmm_rs_migrate *m, unsigned long i,
+					  unsigned int order)
 {
-	struct page *page;
+	struct folio *folio;
 
-	if (m->device_range)
-		page = alloc_page(GFP_HIGHUSER_MOVABLE | __GFP_NOFAIL);
-	else
-		page = alloc_page_vma(GFP_HIGHUSER_MOVABLE, m->args.vma,
-				      m->args.start + (i << PAGE_SHIFT));
-	if (!page)
+	if (order && !IS_ENABLED(CONFIG_TRANSPARENT_HUGEPAGE))
 		return 0;
-	lock_page(page);
-	return page_to_pfn(page);
+	if (m->device_range)
+		folio = folio_alloc(GFP_HIGHUSER_MOVABLE | (order ? __GFP_NOWARN : __GFP_NOFAIL),
+				    order);
+	else
+		folio = vma_alloc_folio(GFP_HIGHUSER_MOVABLE | (order ? __GFP_NOWARN : 0), order,
+					m->args.vma, m->args.start + (i << PAGE_SHIFT));
+	if (!folio)
+		return 0;
+	folio_lock(folio);
+	return folio_pfn(folio);
 }
 
 /* Moves what has a destination; then page @i migrated iff src says so. */
@@ -479,13 +494,13 @@ void hmm_rs_migrate_finalize(struct hmm_rs_migrate *m)
 		migrate_vma_finalize(&m->args);
 }
 
-/* Frees a page of hmm_rs_migrate_alloc_system() that was not used. */
+/* Frees a folio of hmm_rs_migrate_alloc_system() that was not used. */
 void hmm_rs_migrate_drop_page(unsigned long pfn)
 {
-	struct page *page = pfn_to_page(pfn);
+	struct folio *folio = pfn_folio(pfn);
 
-	unlock_page(page);
-	put_page(page);
+	folio_unlock(folio);
+	folio_put(folio);
 }
 
 /* The Rust DevMem of a device-private page of ours. */

@@ -86,10 +86,10 @@ struct hmm_rs_pagemap *hmm_rs_pagemap_create(unsigned long npages, void *owner,
 					     unsigned long *first_pfn);
 void hmm_rs_pagemap_set_rust(struct hmm_rs_pagemap *pm, void *rust);
 void hmm_rs_pagemap_destroy(struct hmm_rs_pagemap *pm);
-void hmm_rs_devpage_init(struct hmm_rs_pagemap *pm, unsigned long pfn);
+void hmm_rs_devpage_init(struct hmm_rs_pagemap *pm, unsigned long pfn, unsigned int order);
 bool hmm_rs_pfn_is_device_private(unsigned long pfn);
 /* Device memory callbacks, implemented in Rust (hmm_mirror/devmem.rs). */
-void hmm_rs_rust_devmem_free(void *devmem, unsigned long pfn);
+void hmm_rs_rust_devmem_free(void *devmem, unsigned long pfn, unsigned int order);
 int hmm_rs_rust_devmem_fault(void *devmem, struct vm_fault *vmf);
 #define HMM_RS_MIGRATE_MAX	512
 struct hmm_rs_migrate;
@@ -100,10 +100,13 @@ long hmm_rs_migrate_setup(struct hmm_rs_migrate *m, struct mmu_interval_notifier
 long hmm_rs_migrate_setup_fault(struct hmm_rs_migrate *m, struct vm_fault *vmf);
 long hmm_rs_migrate_setup_device(struct hmm_rs_migrate *m, unsigned long pfn,
 				 unsigned long npages);
-long hmm_rs_migrate_src(struct hmm_rs_migrate *m, unsigned long i, bool *write);
+#define HMM_RS_MIGRATE_WRITE	BIT(0)
+#define HMM_RS_MIGRATE_HUGE	BIT(1)
+long hmm_rs_migrate_src(struct hmm_rs_migrate *m, unsigned long i, unsigned int *flags);
 void hmm_rs_migrate_set_dst(struct hmm_rs_migrate *m, unsigned long i, unsigned long pfn,
-			    bool write);
-unsigned long hmm_rs_migrate_alloc_system(struct hmm_rs_migrate *m, unsigned long i);
+			    unsigned int flags);
+unsigned long hmm_rs_migrate_alloc_system(struct hmm_rs_migrate *m, unsigned long i,
+					  unsigned int order);
 void hmm_rs_migrate_pages(struct hmm_rs_migrate *m);
 bool hmm_rs_migrate_done(struct hmm_rs_migrate *m, unsigned long i);
 void hmm_rs_migrate_finalize(struct hmm_rs_migrate *m);

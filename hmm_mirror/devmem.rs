@@ -4,7 +4,11 @@
 //! device's own memory, which the CPU cannot address.
 //!
 //! A [`DevMem`] is a `MEMORY_DEVICE_PRIVATE` pagemap of a fixed number of
-//! pages, owned by one device ([`Owner`]), with a free list of page indices.
+//! pages, owned by one device ([`Owner`]), with free lists of page indices:
+//! half the memory starts as 2 MiB blocks for huge folios (transparent huge
+//! pages move whole), the rest as single pages; once those run out, blocks
+//! become single pages, and a huge folio that the kernel splits comes back
+//! as single pages.
 //! The device moves data with its [`DevMemOps`] copy callbacks (a GPU's DMA
 //! engine; for a simulated device, memcpy into system pages standing in for
 //! its memory). Migrations live in `migrate.rs`; this file has what the
@@ -18,8 +22,8 @@ use kernel::{
     sync::{Arc, SpinLock},
 };
 
-use super::migrate::{Migration, Source};
-use crate::shim;
+use super::migrate::{Migration, HUGE_PAGES};
+use crate::{hmm_pt::HUGE_ORDER, shim};
 
 /// The device that owns device memory. A mirror's faults and snapshots see
 /// the device pages of the mirror's own owner as they are; they pull those
@@ -66,8 +70,9 @@ pub(crate) trait DevMemOps: Send + Sync {
 ///
 /// - `pm` is a live pagemap of `npages` pages from `first_pfn` whose
 ///   callbacks reach this object, which is pinned in an [`Arc`];
-/// - `free` holds each index of a page with no reference exactly once, and
-///   has room for all of them (so freeing never allocates).
+/// - `free` and `free_huge` (first indices of free 512-page blocks) hold
+///   each index of a page with no reference exactly once; each has room for
+///   all the pages (blocks) there are, so freeing never allocates.
 #[pin_data(PinnedDrop)]
 pub(crate) struct DevMem {
     pm: NonNull<shim::Pagemap>,
@@ -77,6 +82,8 @@ pub(crate) struct DevMem {
     ops: KBox<dyn DevMemOps>,
     #[pin]
     free: SpinLock<KVec<u32>>,
+    #[pin]
+    free_huge: SpinLock<KVec<u32>>,
 }
 
 // SAFETY: The pagemap is used from any task; the rest is `Send` + `Sync`.
@@ -93,17 +100,38 @@ impl DevMem {
         if npages == 0 || npages > u32::MAX as usize || owner == Owner::NONE {
             return Err(EINVAL);
         }
-        let mut free = KVec::with_capacity(npages, GFP_KERNEL)?;
-        // Popping from the end hands out low indices first.
-        for i in (0..npages as u32).rev() {
-            free.push(i, GFP_KERNEL)?;
-        }
         let mut first_pfn = 0;
         // SAFETY: No preconditions; `first_pfn` is written on success.
         let pm = unsafe { shim::hmm_rs_pagemap_create(npages, owner.as_ptr(), &mut first_pfn) };
         let pm = match kernel::error::from_err_ptr(pm) {
             Ok(pm) => NonNull::new(pm).ok_or(ENOMEM)?,
             Err(e) => return Err(e),
+        };
+        // Huge blocks need huge-aligned PFNs.
+        let blocks = if first_pfn % HUGE_PAGES == 0 {
+            npages / 2 / HUGE_PAGES
+        } else {
+            0
+        };
+        let lists = (|| -> Result<_> {
+            let mut free = KVec::with_capacity(npages, GFP_KERNEL)?;
+            let mut free_huge = KVec::with_capacity(npages / HUGE_PAGES, GFP_KERNEL)?;
+            // Popping from the end hands out low indices first.
+            for i in (blocks * HUGE_PAGES..npages).rev() {
+                free.push(i as u32, GFP_KERNEL)?;
+            }
+            for b in (0..blocks).rev() {
+                free_huge.push((b * HUGE_PAGES) as u32, GFP_KERNEL)?;
+            }
+            Ok((free, free_huge))
+        })();
+        let (free, free_huge) = match lists {
+            Ok(l) => l,
+            Err(e) => {
+                // SAFETY: No page was handed out.
+                unsafe { shim::hmm_rs_pagemap_destroy(pm.as_ptr()) };
+                return Err(e);
+            }
         };
         let mem = Arc::pin_init(
             pin_init!(Self {
@@ -113,6 +141,7 @@ impl DevMem {
                 owner,
                 ops,
                 free <- new_spinlock!(free, "hmm_rs_devmem_free"),
+                free_huge <- new_spinlock!(free_huge, "hmm_rs_devmem_free_huge"),
             }),
             GFP_KERNEL,
         );
@@ -163,15 +192,50 @@ impl DevMem {
     /// Copies `src` (`None`: zeros) into a free device page and returns its
     /// PFN, now referenced once; `None` if the memory is full or the copy
     /// failed.
-    pub(crate) fn fill_page(&self, src: Option<SysPage>) -> Option<u64> {
-        let index = self.free.lock().pop()? as usize;
+    pub(crate) fn fill_page(&self, src: Option<u64>) -> Option<u64> {
+        let src = src.map(SysPage);
+        let index = self.free_page()?;
         if self.ops.copy_to_device(index, src).is_err() {
             self.put_free(index);
             return None;
         }
         let pfn = self.pfn(index);
         // SAFETY: The page was free (type invariant) and is ours now.
-        unsafe { shim::hmm_rs_devpage_init(self.pm.as_ptr(), pfn as usize) };
+        unsafe { shim::hmm_rs_devpage_init(self.pm.as_ptr(), pfn as usize, 0) };
+        Some(pfn)
+    }
+
+    /// A free page's index; when no single page is left, a free huge block
+    /// becomes single pages.
+    fn free_page(&self) -> Option<usize> {
+        if let Some(i) = self.free.lock().pop() {
+            return Some(i as usize);
+        }
+        let block = self.free_huge.lock().pop()? as usize;
+        for k in (1..HUGE_PAGES).rev() {
+            self.put_free(block + k);
+        }
+        Some(block)
+    }
+
+    /// Like [`Self::fill_page`] for a huge folio: 512 pages from `src` (or
+    /// zeros) into a free 2 MiB block. `None` if there is no free block or
+    /// a copy failed.
+    pub(crate) fn fill_huge(&self, src: Option<u64>) -> Option<u64> {
+        let index = self.free_huge.lock().pop()? as usize;
+        for k in 0..HUGE_PAGES {
+            let page = src.map(|p| SysPage(p + k as u64));
+            if self.ops.copy_to_device(index + k, page).is_err() {
+                for j in 0..k {
+                    self.ops.free(index + j);
+                }
+                self.put_free_huge(index);
+                return None;
+            }
+        }
+        let pfn = self.pfn(index);
+        // SAFETY: The block was free (type invariant) and is ours now.
+        unsafe { shim::hmm_rs_devpage_init(self.pm.as_ptr(), pfn as usize, HUGE_ORDER) };
         Some(pfn)
     }
 
@@ -188,28 +252,36 @@ impl DevMem {
         }
     }
 
+    fn put_free_huge(&self, index: usize) {
+        // As above.
+        if self
+            .free_huge
+            .lock()
+            .push_within_capacity(index as u32)
+            .is_err()
+        {
+            pr_err!("devmem: huge free list overflow at index {index}\n");
+        }
+    }
+
     /// Moves every page in use back to system memory, wherever it is
     /// mapped. Returns how many moved. May sleep.
     pub(crate) fn evict(&self) -> Result<usize> {
         let mut m = Migration::new()?;
+        let mut filled = KVec::with_capacity(HUGE_PAGES, GFP_KERNEL)?;
         let mut moved = 0;
         let mut first = 0;
         while first < self.npages {
             let n = m.setup_device(self.pfn(first), self.npages - first)?;
-            for i in 0..n {
-                if let Source::Page { pfn, write } = m.source(i) {
-                    // Eviction allocates with __GFP_NOFAIL: never 0.
-                    let dst = m.alloc_system(i);
-                    if dst != 0 && self.copy_out(pfn, SysPage(dst)).is_ok() {
-                        m.set_destination(i, dst, write);
-                    } else if dst != 0 {
-                        // SAFETY: The page allocated just above, unused.
-                        unsafe { shim::hmm_rs_migrate_drop_page(dst as usize) };
-                    }
-                }
-            }
+            // A page that cannot be copied stays (and is lost when the
+            // memory goes).
+            let _ = m.fill_all_from_device(false, &mut filled);
             m.pages();
-            moved += (0..n).filter(|&i| m.moved(i)).count();
+            moved += filled
+                .iter()
+                .filter(|&&(head, _)| m.moved(head))
+                .map(|&(_, n)| n)
+                .sum::<usize>();
             m.finalize();
             first += n;
         }
@@ -236,12 +308,24 @@ impl PinnedDrop for DevMem {
 ///
 /// `devmem` is the pagemap's [`DevMem`], `pfn` one of its pages.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_devmem_free(devmem: *const DevMem, pfn: kernel::ffi::c_ulong) {
+unsafe extern "C" fn hmm_rs_rust_devmem_free(
+    devmem: *const DevMem,
+    pfn: kernel::ffi::c_ulong,
+    order: kernel::ffi::c_uint,
+) {
     // SAFETY: By the caller's guarantee; alive until the pagemap is gone.
     let mem = unsafe { &*devmem };
-    if let Some(index) = mem.index(pfn as u64) {
-        mem.ops.free(index);
-        mem.put_free(index);
+    let Some(index) = mem.index(pfn as u64) else {
+        return;
+    };
+    let n = 1usize << order;
+    for k in 0..n {
+        mem.ops.free(index + k);
+    }
+    if n == HUGE_PAGES {
+        mem.put_free_huge(index);
+    } else {
+        (0..n).for_each(|k| mem.put_free(index + k));
     }
 }
 
@@ -253,32 +337,16 @@ unsafe extern "C" fn hmm_rs_rust_devmem_free(devmem: *const DevMem, pfn: kernel:
 /// `devmem` is the pagemap's [`DevMem`]; `vmf` the fault on one of its pages.
 #[no_mangle]
 unsafe extern "C" fn hmm_rs_rust_devmem_fault(
-    devmem: *const DevMem,
+    _devmem: *const DevMem,
     vmf: *mut core::ffi::c_void,
 ) -> core::ffi::c_int {
-    // SAFETY: By the caller's guarantee.
-    let mem = unsafe { &*devmem };
     let r = (|| -> Result {
         let mut m = Migration::new()?;
+        let mut filled = KVec::with_capacity(HUGE_PAGES, GFP_KERNEL)?;
         // SAFETY: `vmf` is a fault on a device page, by the caller's guarantee.
-        let n = unsafe { m.setup_fault(vmf) }?;
-        let mut result = Ok(());
-        for i in 0..n {
-            if let Source::Page { pfn, write } = m.source(i) {
-                let dst = m.alloc_system(i);
-                if dst == 0 {
-                    result = Err(ENOMEM);
-                    break;
-                }
-                if let Err(e) = mem.copy_out(pfn, SysPage(dst)) {
-                    // SAFETY: The page allocated just above, unused.
-                    unsafe { shim::hmm_rs_migrate_drop_page(dst as usize) };
-                    result = Err(e);
-                    break;
-                }
-                m.set_destination(i, dst, write);
-            }
-        }
+        unsafe { m.setup_fault(vmf) }?;
+        // Each page's own `DevMem` copies it (`Migration::fill_from_device`).
+        let result = m.fill_all_from_device(true, &mut filled);
         m.pages();
         m.finalize();
         result

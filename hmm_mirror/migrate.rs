@@ -21,21 +21,37 @@ use kernel::{bindings, prelude::*};
 use super::devmem::{DevMem, SysPage};
 use super::HmmMirror;
 use crate::{
-    hmm_pt::{PtEntry, PtFlags, PAGE_SIZE},
+    hmm_pt::{PtEntry, PtFlags, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE},
     shim,
 };
 
 /// Pages per migration step (`HMM_RS_MIGRATE_MAX` of hmm_shim.h).
 const MIGRATE_MAX: usize = 512;
+/// Pages of a huge folio.
+pub(crate) const HUGE_PAGES: usize = 1 << HUGE_ORDER;
 
-/// What page `i` of a step is.
+/// `HMM_RS_MIGRATE_*` of hmm_shim.h.
+const MIGRATE_WRITE: u32 = 1 << 0;
+const MIGRATE_HUGE: u32 = 1 << 1;
+
+/// What page `i` of a step is. `huge`: it heads a huge folio (or a
+/// PMD-sized hole) that moves whole, pages `i..i + 512`.
 pub(crate) enum Source {
     /// It does not migrate (busy, pinned, another device's, ...).
     Stays,
     /// An address with no page yet (or the zero page): the device gets zeros.
-    Empty { write: bool },
-    /// The page at `pfn`.
-    Page { pfn: u64, write: bool },
+    Empty { write: bool, huge: bool },
+    /// The page (or huge folio) at `pfn`.
+    Page { pfn: u64, write: bool, huge: bool },
+}
+
+/// Where page `i` of a step goes: `pfn` (0: nowhere), whether writable, and
+/// the index whose migration decides whether it moved (a huge folio's head).
+#[derive(Clone, Copy)]
+struct Planned {
+    pfn: u64,
+    write: bool,
+    head: usize,
 }
 
 /// The state of one migration step (`struct hmm_rs_migrate`).
@@ -87,31 +103,122 @@ impl Migration {
         if i >= self.npages {
             return Source::Stays;
         }
-        let mut write = false;
+        let mut flags = 0;
         // SAFETY: `m` is ours and set up for more than `i` pages.
-        match unsafe { shim::hmm_rs_migrate_src(self.m.as_ptr(), i, &mut write) } {
+        let pfn = unsafe { shim::hmm_rs_migrate_src(self.m.as_ptr(), i, &mut flags) };
+        let (write, huge) = (flags & MIGRATE_WRITE != 0, flags & MIGRATE_HUGE != 0);
+        match pfn {
             p if p < 0 => Source::Stays,
-            0 => Source::Empty { write },
+            0 => Source::Empty { write, huge },
             p => Source::Page {
                 pfn: p as u64,
                 write,
+                huge,
             },
         }
     }
 
-    /// A new system page for page `i` (not yet its destination): its PFN,
-    /// or 0.
-    pub(crate) fn alloc_system(&mut self, i: usize) -> u64 {
+    /// A new, locked system folio of `order` (0 or huge) for page `i` (not
+    /// yet its destination): its PFN, or 0.
+    pub(crate) fn alloc_system(&mut self, i: usize, order: u32) -> u64 {
         // SAFETY: `m` is ours (type invariant).
-        unsafe { shim::hmm_rs_migrate_alloc_system(self.m.as_ptr(), i) as u64 }
+        unsafe { shim::hmm_rs_migrate_alloc_system(self.m.as_ptr(), i, order) as u64 }
     }
 
-    /// Page `i` goes to the page at `pfn`, which the step now owns.
-    pub(crate) fn set_destination(&mut self, i: usize, pfn: u64, write: bool) {
+    /// Page `i` (`huge`: the huge folio it heads) goes to the locked page
+    /// at `pfn`, which the step now owns.
+    pub(crate) fn set_destination(&mut self, i: usize, pfn: u64, write: bool, huge: bool) {
         if i < self.npages {
+            let flags = if write { MIGRATE_WRITE } else { 0 } | if huge { MIGRATE_HUGE } else { 0 };
             // SAFETY: `m` is ours; `pfn` is a page the caller owns and hands over.
-            unsafe { shim::hmm_rs_migrate_set_dst(self.m.as_ptr(), i, pfn as usize, write) };
+            unsafe { shim::hmm_rs_migrate_set_dst(self.m.as_ptr(), i, pfn as usize, flags) };
         }
+    }
+
+    /// For a step that collected device pages: copies each into new system
+    /// memory and makes that its destination, and lists in `filled` each
+    /// folio given one (its first index, pages). Stops at the first failure
+    /// if `stop`, else leaves the pages that fail where they are.
+    pub(crate) fn fill_all_from_device(
+        &mut self,
+        stop: bool,
+        filled: &mut KVec<(usize, usize)>,
+    ) -> Result {
+        let mut pfns = KVec::with_capacity(HUGE_PAGES, GFP_KERNEL)?;
+        filled.clear();
+        let mut i = 0;
+        while i < self.npages {
+            let mut span = 1;
+            if let Source::Page { pfn, write, huge } = self.source(i) {
+                span = if huge { HUGE_PAGES } else { 1 };
+                match self.fill_from_device(i, pfn, write, huge, &mut pfns) {
+                    Ok(true) => filled.push((i, pfns.len()), GFP_KERNEL)?,
+                    Ok(false) => {
+                        for k in 0..pfns.len() {
+                            filled.push((i + k, 1), GFP_KERNEL)?;
+                        }
+                    }
+                    Err(e) if stop => return Err(e),
+                    Err(_) => {}
+                }
+            }
+            i += span;
+        }
+        Ok(())
+    }
+
+    /// Copies the device pages from `pfn` (a huge folio if `huge`, for pages
+    /// `i..`) into new system memory and makes that their destination: a
+    /// huge folio if one can be had, else single pages (the kernel splits
+    /// the device folio). Puts the system PFN of each page, from `i`, in
+    /// `out`; returns whether they are one huge folio.
+    pub(crate) fn fill_from_device(
+        &mut self,
+        i: usize,
+        pfn: u64,
+        write: bool,
+        huge: bool,
+        out: &mut KVec<u64>,
+    ) -> Result<bool> {
+        out.clear();
+        // SAFETY: `pfn` is a collected (locked, referenced) device page.
+        let mem = unsafe { DevMem::of_pfn(pfn) }.ok_or(EINVAL)?;
+        let span = if huge {
+            HUGE_PAGES.min(self.npages - i)
+        } else {
+            1
+        };
+        if huge && span == HUGE_PAGES {
+            let dst = self.alloc_system(i, HUGE_ORDER);
+            if dst != 0 {
+                if let Err(e) =
+                    (0..span as u64).try_for_each(|k| mem.copy_out(pfn + k, SysPage(dst + k)))
+                {
+                    // SAFETY: The folio allocated just above, unused.
+                    unsafe { shim::hmm_rs_migrate_drop_page(dst as usize) };
+                    return Err(e);
+                }
+                self.set_destination(i, dst, write, true);
+                for k in 0..span as u64 {
+                    out.push(dst + k, GFP_KERNEL)?;
+                }
+                return Ok(true);
+            }
+        }
+        for k in 0..span {
+            let dst = self.alloc_system(i + k, 0);
+            if dst == 0 {
+                return Err(ENOMEM);
+            }
+            if let Err(e) = mem.copy_out(pfn + k as u64, SysPage(dst)) {
+                // SAFETY: The page allocated just above, unused.
+                unsafe { shim::hmm_rs_migrate_drop_page(dst as usize) };
+                return Err(e);
+            }
+            self.set_destination(i + k, dst, write, false);
+            out.push(dst, GFP_KERNEL)?;
+        }
+        Ok(false)
     }
 
     /// Moves the pages that have a destination.
@@ -195,12 +302,14 @@ impl HmmMirror {
         }
         let sub = self.interval.get();
         let mut m = Migration::new()?;
-        let mut dsts = KVec::with_capacity(MIGRATE_MAX, GFP_KERNEL)?;
+        let mut plan = KVec::with_capacity(MIGRATE_MAX, GFP_KERNEL)?;
+        let mut filled = KVec::with_capacity(HUGE_PAGES, GFP_KERNEL)?;
         let mut moved = 0;
         let _mm = MmReadLock::new(sub)?;
         let mut addr = start;
         while addr < end {
-            let step_end = end.min(addr + (MIGRATE_MAX as u64) * PAGE_SIZE);
+            // Steps end on 2 MiB boundaries so that huge pages move whole.
+            let step_end = end.min((addr | (HUGE_SIZE - 1)) + 1);
             // SAFETY: `m` is ours; we hold the mm's `mmap_lock`.
             let n = unsafe {
                 shim::hmm_rs_migrate_setup(
@@ -219,65 +328,81 @@ impl HmmMirror {
                 )
             };
             let n = m.set_up(n)?;
-            dsts.clear();
-            dsts.resize(n, (0, false), GFP_KERNEL)?;
-            for i in 0..n {
-                let (src, write) = match m.source(i) {
-                    Source::Stays => continue,
-                    Source::Empty { write } => (None, write),
-                    Source::Page { pfn, write } => (Some(pfn), write),
+            let none = Planned {
+                pfn: 0,
+                write: false,
+                head: 0,
+            };
+            plan.clear();
+            plan.resize(n, none, GFP_KERNEL)?;
+            let mut i = 0;
+            while i < n {
+                let (src, write, huge) = match m.source(i) {
+                    Source::Stays => {
+                        i += 1;
+                        continue;
+                    }
+                    Source::Empty { write, huge } => (None, write, huge),
+                    Source::Page { pfn, write, huge } => (Some(pfn), write, huge),
                 };
-                let dst = match (to, src) {
-                    (Some(mem), src) => mem.fill_page(src.map(SysPage)),
-                    (None, Some(pfn)) => self.fill_system(&mut m, i, pfn),
-                    (None, None) => None,
-                };
-                if let Some(dst) = dst {
-                    m.set_destination(i, dst, write);
-                    dsts[i] = (dst, write);
+                let span = if huge { HUGE_PAGES.min(n - i) } else { 1 };
+                filled.clear();
+                let mut one_folio = false;
+                match (to, src) {
+                    (Some(mem), src) => {
+                        if let Some(dst) = huge.then(|| mem.fill_huge(src)).flatten() {
+                            m.set_destination(i, dst, write, true);
+                            one_folio = true;
+                            for k in 0..span as u64 {
+                                filled.push(dst + k, GFP_KERNEL)?;
+                            }
+                        } else {
+                            // Page by page (the kernel splits a huge source).
+                            for k in 0..span {
+                                let dst = mem.fill_page(src.map(|p| p + k as u64));
+                                if let Some(dst) = dst {
+                                    m.set_destination(i + k, dst, write, false);
+                                }
+                                filled.push(dst.unwrap_or(0), GFP_KERNEL)?;
+                            }
+                        }
+                    }
+                    // A page that cannot be copied stays on the device.
+                    (None, Some(pfn)) => {
+                        one_folio = m
+                            .fill_from_device(i, pfn, write, huge, &mut filled)
+                            .unwrap_or(false);
+                    }
+                    (None, None) => {}
                 }
+                for (k, &pfn) in filled.iter().enumerate() {
+                    let head = if one_folio { i } else { i + k };
+                    plan[i + k] = Planned { pfn, write, head };
+                }
+                i += span;
             }
             m.pages();
-            if to.is_some() {
-                for (i, d) in dsts.iter_mut().enumerate() {
-                    if !m.moved(i) {
-                        d.0 = 0;
-                    }
+            for p in plan.iter_mut() {
+                if p.pfn != 0 && !m.moved(p.head) {
+                    p.pfn = 0;
                 }
-                if let Err(e) = self.map_moved(&dsts, addr) {
+            }
+            if to.is_some() {
+                if let Err(e) = self.map_moved(&plan, addr) {
                     m.finalize();
                     return Err(e);
                 }
             }
-            moved += (0..n).filter(|&i| m.moved(i)).count();
+            moved += plan.iter().filter(|p| p.pfn != 0).count();
             m.finalize();
             addr += n as u64 * PAGE_SIZE;
         }
         Ok(moved)
     }
 
-    /// A system page holding a copy of device page `pfn`, for page `i`.
-    fn fill_system(&self, m: &mut Migration, i: usize, pfn: u64) -> Option<u64> {
-        // SAFETY: `pfn` is a collected (locked, referenced) device page.
-        let mem = unsafe { DevMem::of_pfn(pfn) }?;
-        let dst = m.alloc_system(i);
-        if dst == 0 {
-            return None;
-        }
-        if mem.copy_out(pfn, SysPage(dst)).is_err() {
-            // SAFETY: The page allocated just above, unused.
-            unsafe { shim::hmm_rs_migrate_drop_page(dst as usize) };
-            return None;
-        }
-        Some(dst)
-    }
-
-    /// Mirrors the device pages the step moved to, or, if an invalidation
-    /// started since the kernel moved them, removes the entries of the
-    /// pages that moved (a later fault finds the device pages).
     /// `moved` holds, per page from `start`, the device PFN it moved to (or
     /// 0) and whether it is writable.
-    fn map_moved(&self, moved: &[(u64, bool)], start: u64) -> Result {
+    fn map_moved(&self, moved: &[Planned], start: u64) -> Result {
         let sub = self.interval.get();
         // SAFETY: `interval` is inserted (type invariant of `HmmMirror`).
         let seq = unsafe { shim::hmm_rs_interval_read_begin(sub) };
@@ -288,7 +413,7 @@ impl HmmMirror {
             // SAFETY: As above.
             let raced = unsafe { shim::hmm_rs_interval_read_retry(sub, seq) };
             let mut done = Ok(());
-            for (i, &(pfn, write)) in moved.iter().enumerate() {
+            for (i, &Planned { pfn, write, .. }) in moved.iter().enumerate() {
                 if pfn == 0 || done.is_err() {
                     continue;
                 }

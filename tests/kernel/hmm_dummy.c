@@ -13,7 +13,7 @@
  * (evicts the device's memory), FLAGS, mmap() of zeroed pages, and
  * HMM_DUMMY_EVENTS (hmm_dummy_uapi.h), the typed events the mirror received.
  *
- * Each device node is its own device with its own memory: 256 MiB of
+ * Each device node is its own device with its own memory: 512 MiB of
  * device-private pages whose contents live in system pages allocated as
  * pages are filled (a real device would DMA into its own memory).
  *
@@ -38,7 +38,7 @@
 
 #define DUMMY_LOG_SIZE		256
 #define DUMMY_NDEVICES		2
-#define DUMMY_DEVMEM_PAGES	((256UL << 20) >> PAGE_SHIFT)
+#define DUMMY_DEVMEM_PAGES	((512UL << 20) >> PAGE_SHIFT)
 
 struct dummy_device {
 	struct miscdevice misc;
