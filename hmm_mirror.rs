@@ -151,6 +151,7 @@ pub(crate) fn init() {
 /// Writes the statistics of every mirror and its mm (debugfs `hmm_rs/stats`).
 /// Takes mutexes: may sleep.
 pub(crate) fn write_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
+    devmem::write_stats(f)?;
     let mirrors = MIRRORS.lock();
     writeln!(f, "mirrors {}", mirrors.len())?;
     for m in mirrors.iter() {

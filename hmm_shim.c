@@ -485,6 +485,12 @@ bool hmm_rs_migrate_done(struct hmm_rs_migrate *m, unsigned long i)
 	return m->src[i] & MIGRATE_PFN_MIGRATE && m->dst[i];
 }
 
+/* A page that was there to move but did not (busy, or no destination). */
+bool hmm_rs_migrate_busy(struct hmm_rs_migrate *m, unsigned long i)
+{
+	return m->src[i] & MIGRATE_PFN_VALID && !hmm_rs_migrate_done(m, i);
+}
+
 /* Ends the step: restores the CPU mappings, drops the old pages. */
 void hmm_rs_migrate_finalize(struct hmm_rs_migrate *m)
 {

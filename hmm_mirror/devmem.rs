@@ -19,11 +19,33 @@ use core::ptr::NonNull;
 use kernel::{
     new_spinlock,
     prelude::*,
-    sync::{Arc, SpinLock},
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc, SpinLock,
+    },
 };
 
 use super::migrate::{Migration, HUGE_PAGES};
 use crate::{hmm_pt::HUGE_ORDER, shim};
+
+/// Over all device memory (debugfs): pages in use, huge folios handed out
+/// so far, and pages a migration to device memory could not place (full,
+/// or a copy failed).
+static PAGES_USED: Atomic<u64> = Atomic::new(0);
+static HUGE_FILLED: Atomic<u64> = Atomic::new(0);
+pub(crate) static NOT_PLACED: Atomic<u64> = Atomic::new(0);
+
+/// The device memory line of debugfs `hmm_rs/stats`.
+pub(crate) fn write_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
+    writeln!(
+        f,
+        "device pages in use {} huge folios filled {} pages not placed {} migration steps raced {}",
+        PAGES_USED.load(Relaxed),
+        HUGE_FILLED.load(Relaxed),
+        NOT_PLACED.load(Relaxed),
+        super::migrate::RACED.load(Relaxed),
+    )
+}
 
 /// The device that owns device memory. A mirror's faults and snapshots see
 /// the device pages of the mirror's own owner as they are; they pull those
@@ -200,6 +222,7 @@ impl DevMem {
             return None;
         }
         let pfn = self.pfn(index);
+        PAGES_USED.add(1, Relaxed);
         // SAFETY: The page was free (type invariant) and is ours now.
         unsafe { shim::hmm_rs_devpage_init(self.pm.as_ptr(), pfn as usize, 0) };
         Some(pfn)
@@ -234,6 +257,8 @@ impl DevMem {
             }
         }
         let pfn = self.pfn(index);
+        PAGES_USED.add(HUGE_PAGES as u64, Relaxed);
+        HUGE_FILLED.add(1, Relaxed);
         // SAFETY: The block was free (type invariant) and is ours now.
         unsafe { shim::hmm_rs_devpage_init(self.pm.as_ptr(), pfn as usize, HUGE_ORDER) };
         Some(pfn)
@@ -322,6 +347,7 @@ unsafe extern "C" fn hmm_rs_rust_devmem_free(
     for k in 0..n {
         mem.ops.free(index + k);
     }
+    PAGES_USED.fetch_sub(n as u64, Relaxed);
     if n == HUGE_PAGES {
         mem.put_free_huge(index);
     } else {

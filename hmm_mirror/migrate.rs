@@ -12,8 +12,8 @@
 //! owner, and the core's notifier leaves that one mirror alone (as
 //! test_hmm does): pages that stay, such as those already on the device,
 //! keep their entries; for pages that moved, the mirror replaces the old
-//! entries with the device pages, or removes them if an invalidation raced
-//! (a later fault finds the device pages).
+//! entries with the device pages, or, if an invalidation raced, removes
+//! them and faults the device pages in afresh once the step is done.
 
 use core::ptr::NonNull;
 use kernel::{bindings, prelude::*};
@@ -21,9 +21,17 @@ use kernel::{bindings, prelude::*};
 use super::devmem::{DevMem, SysPage};
 use super::HmmMirror;
 use crate::{
+    hmm_event::HmmEventType,
     hmm_pt::{PtEntry, PtFlags, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE},
     shim,
 };
+
+/// Migration steps to device memory that raced with an invalidation
+/// (debugfs).
+pub(crate) static RACED: kernel::sync::atomic::Atomic<u64> = kernel::sync::atomic::Atomic::new(0);
+
+/// Extra tries of a step in which pages were busy.
+const BUSY_RETRIES: u32 = 3;
 
 /// Pages per migration step (`HMM_RS_MIGRATE_MAX` of hmm_shim.h).
 const MIGRATE_MAX: usize = 512;
@@ -233,6 +241,13 @@ impl Migration {
         i < self.npages && unsafe { shim::hmm_rs_migrate_done(self.m.as_ptr(), i) }
     }
 
+    /// Whether page `i` was a candidate that did not move (busy), after
+    /// [`Self::pages`].
+    pub(crate) fn busy(&self, i: usize) -> bool {
+        // SAFETY: `m` is ours.
+        i < self.npages && unsafe { shim::hmm_rs_migrate_busy(self.m.as_ptr(), i) }
+    }
+
     /// Ends the step.
     pub(crate) fn finalize(&mut self) {
         // SAFETY: `m` is ours and set up.
@@ -305,8 +320,10 @@ impl HmmMirror {
         let mut plan = KVec::with_capacity(MIGRATE_MAX, GFP_KERNEL)?;
         let mut filled = KVec::with_capacity(HUGE_PAGES, GFP_KERNEL)?;
         let mut moved = 0;
-        let _mm = MmReadLock::new(sub)?;
+        let mut refault = KVec::<(u64, u64)>::new();
+        let mm = MmReadLock::new(sub)?;
         let mut addr = start;
+        let mut tries = 0;
         while addr < end {
             // Steps end on 2 MiB boundaries so that huge pages move whole.
             let step_end = end.min((addr | (HUGE_SIZE - 1)) + 1);
@@ -362,6 +379,8 @@ impl HmmMirror {
                                 let dst = mem.fill_page(src.map(|p| p + k as u64));
                                 if let Some(dst) = dst {
                                     m.set_destination(i + k, dst, write, false);
+                                } else {
+                                    super::devmem::NOT_PLACED.add(1, kernel::sync::atomic::Relaxed);
                                 }
                                 filled.push(dst.unwrap_or(0), GFP_KERNEL)?;
                             }
@@ -388,21 +407,54 @@ impl HmmMirror {
                 }
             }
             if to.is_some() {
-                if let Err(e) = self.map_moved(&plan, addr) {
-                    m.finalize();
-                    return Err(e);
+                match self.map_moved(&plan, addr) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        RACED.add(1, kernel::sync::atomic::Relaxed);
+                        for (i, p) in plan.iter().enumerate() {
+                            if p.pfn != 0 {
+                                let a = addr + i as u64 * PAGE_SIZE;
+                                match refault.last_mut() {
+                                    Some((_, e)) if *e == a => *e = a + PAGE_SIZE,
+                                    _ => refault.push((a, a + PAGE_SIZE), GFP_KERNEL)?,
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        m.finalize();
+                        return Err(e);
+                    }
                 }
             }
             moved += plan.iter().filter(|p| p.pfn != 0).count();
+            let busy = (0..n).any(|i| m.busy(i));
             m.finalize();
+            // Pages the kernel could not isolate or move just now (an
+            // extra reference, the lock taken) get another chance; what
+            // moved is not selected again.
+            if busy && tries < BUSY_RETRIES {
+                tries += 1;
+                continue;
+            }
+            tries = 0;
             addr += n as u64 * PAGE_SIZE;
+        }
+        drop(mm);
+        // Device pages are faulted in as they are (without `mmap_lock`,
+        // which the fault takes). A page gone again is simply not mirrored.
+        for &(a, e) in refault.iter() {
+            let _ = self.fault(HmmEventType::DeviceReadFault, a, e);
         }
         Ok(moved)
     }
 
-    /// `moved` holds, per page from `start`, the device PFN it moved to (or
-    /// 0) and whether it is writable.
-    fn map_moved(&self, moved: &[Planned], start: u64) -> Result {
+    /// Mirrors the device pages a step moved to (`moved`: per page from
+    /// `start`, the device PFN or 0, and whether it is writable), or, if an
+    /// invalidation started since the kernel moved them (anywhere in the
+    /// mm: the sequence is the mirror's), removes the entries of the pages
+    /// that moved and returns `true`: the caller faults them in afresh.
+    fn map_moved(&self, moved: &[Planned], start: u64) -> Result<bool> {
         let sub = self.interval.get();
         // SAFETY: `interval` is inserted (type invariant of `HmmMirror`).
         let seq = unsafe { shim::hmm_rs_interval_read_begin(sub) };
@@ -431,7 +483,7 @@ impl HmmMirror {
             match done {
                 // Directories ran short (a racing fault took some): again.
                 Err(EAGAIN) => continue,
-                r => return r,
+                r => return r.map(|()| raced),
             }
         }
     }

@@ -108,13 +108,13 @@ def judge_kunit(ksrc, console, tally):
 def judge_results(results, tally):
     """Module load/unload markers and user-space programs' TAP output."""
     done = False
-    prog, totals, seen, uncounted = None, None, [], None
+    prog, totals, seen = None, None, []
     for raw in results:
         line = raw.rstrip('\n')
         words = line.split()
         if prog is not None and not line.startswith('HMMRS-'):
             print(f'  {line}')
-            if line.startswith('not ok ') and uncounted is None:
+            if line.startswith('not ok '):
                 print(f'FAIL: {prog}: {line}')
             m = TOTALS.match(line)
             if m:
@@ -135,17 +135,11 @@ def judge_results(results, tally):
             print(line[len(tag) + 1:])
         elif tag == 'HMMRS-USER-BEGIN':
             prog, totals = words[1], None
-            uncounted = ' '.join(words[3:]) if words[2:3] == ['uncounted:'] else None
             print(f'{prog}:')
         elif tag == 'HMMRS-USER-END':
             rc = int(words[2])
             seen.append(prog)
-            if uncounted is not None:
-                print(f'{prog}: ' + (f'pass {totals[0] + totals[2]}, fail '
-                                     f'{totals[1] + totals[3] + totals[5]}, skip {totals[4]}'
-                                     if totals else f'no totals, status {rc}') +
-                      f' -- not counted: {uncounted}')
-            elif totals is None:
+            if totals is None:
                 tally.add(prog, 'FAIL', f'ended with status {rc} and no "# Totals:" line')
             else:
                 p, f, xf, xp, s, e = totals

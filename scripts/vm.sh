@@ -46,9 +46,11 @@ mkdir -p "$run"
 } > "$run/initramfs.list"
 "$gen_cpio" "$run/initramfs.list" > "$run/initramfs.cpio"
 
+# hugepages=32: 64 MiB of hugetlbfs pages reserved at boot for the
+# hugetlbfs tests of hmm-tests.
 qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2G -no-reboot
       -kernel "$bzimage" -initrd "$run/initramfs.cpio"
-      -append "console=ttyS0 panic=-1 hmmrs.mode=$mode")
+      -append "console=ttyS0 panic=-1 hugepages=32 hmmrs.mode=$mode")
 
 case "$mode" in
 test | stock | reference | dummy-reference)
