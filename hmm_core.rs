@@ -141,6 +141,7 @@ mod shim {
         pub(crate) fn hmm_rs_pagemap_create(
             npages: kernel::ffi::c_ulong,
             owner: *mut core::ffi::c_void,
+            phys: u64,
             first_pfn: *mut kernel::ffi::c_ulong,
         ) -> *mut Pagemap;
         /// Where the pagemap's page callbacks go.
@@ -155,6 +156,11 @@ mod shim {
         );
         /// Whether `pfn` is a device-private page.
         pub(crate) fn hmm_rs_pfn_is_device_private(pfn: kernel::ffi::c_ulong) -> bool;
+        /// `HMM_RS_DEVICE_*` bits of what device memory `pfn` is, or 0.
+        pub(crate) fn hmm_rs_pfn_device_kind(
+            pfn: kernel::ffi::c_ulong,
+            owner: *mut core::ffi::c_void,
+        ) -> kernel::ffi::c_uint;
         /// A migration step's state, or null.
         pub(crate) fn hmm_rs_migrate_alloc() -> *mut Migrate;
         pub(crate) fn hmm_rs_migrate_free(m: *mut Migrate);
@@ -209,9 +215,10 @@ mod shim {
         pub(crate) fn hmm_rs_migrate_drop_page(pfn: kernel::ffi::c_ulong);
         /// The [`crate::hmm_mirror::devmem::DevMem`] of a device-private page.
         pub(crate) fn hmm_rs_pfn_devmem(pfn: kernel::ffi::c_ulong) -> *const core::ffi::c_void;
-        /// `HMM_RS_SNAP_VALID`, `_WRITE`, `_ERROR`, `_ZERO`, `_DEVICE` of hmm_rs.h.
+        /// `HMM_RS_SNAP_VALID`, `_WRITE`, `_ERROR`, `_ZERO`, `_DEVICE`,
+        /// `_COHERENT`, `_REMOTE` of hmm_rs.h.
         #[cfg(CONFIG_KUNIT)]
-        pub(crate) static hmm_rs_c_snap_flags: [u32; 5];
+        pub(crate) static hmm_rs_c_snap_flags: [u32; 7];
     }
 }
 
@@ -910,6 +917,7 @@ impl Drop for CDevMem {
 #[no_mangle]
 unsafe extern "C" fn hmm_rs_rust_devmem_create(
     device: *mut CDevice,
+    phys: u64,
     npages: kernel::ffi::c_ulong,
     ops: *const CDevMemOps,
     private: *mut core::ffi::c_void,
@@ -936,7 +944,8 @@ unsafe extern "C" fn hmm_rs_rust_devmem_create(
         Ok(ops) => ops,
         Err(_) => return ENOMEM.to_ptr(),
     };
-    match DevMem::new(Owner::of(device), npages, ops) {
+    let coherent = (phys != 0).then_some(phys);
+    match DevMem::new(Owner::of(device), npages, coherent, ops) {
         Ok(mem) => Arc::into_raw(mem),
         Err(e) => e.to_ptr(),
     }
@@ -958,6 +967,23 @@ unsafe extern "C" fn hmm_rs_rust_devmem_destroy(mem: *const DevMem) {
 unsafe extern "C" fn hmm_rs_rust_devmem_evict(mem: *const DevMem) -> core::ffi::c_long {
     // SAFETY: Live, by the caller's guarantee.
     count_or_errno(unsafe { &*mem }.evict())
+}
+
+/// # Safety
+///
+/// `mem` is live.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_devmem_pfn(
+    mem: *const DevMem,
+    index: kernel::ffi::c_ulong,
+) -> u64 {
+    // SAFETY: Live, by the caller's guarantee.
+    let mem = unsafe { &*mem };
+    if index < mem.size() {
+        mem.pfn(index)
+    } else {
+        0
+    }
 }
 
 /// # Safety
@@ -1279,7 +1305,9 @@ mod tests {
                 snap::WRITE,
                 snap::ERROR,
                 snap::ZERO,
-                snap::DEVICE
+                snap::DEVICE,
+                snap::COHERENT,
+                snap::REMOTE
             ]
         );
     }

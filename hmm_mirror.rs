@@ -67,8 +67,12 @@ pub(crate) mod snap {
     pub(crate) const ERROR: u32 = 1 << 2;
     /// The shared zero page.
     pub(crate) const ZERO: u32 = 1 << 3;
-    /// A device-private page of the mirror's own device.
+    /// A device page: device-private, or device-coherent with `COHERENT`.
     pub(crate) const DEVICE: u32 = 1 << 4;
+    /// ... device-coherent (the CPU addresses it).
+    pub(crate) const COHERENT: u32 = 1 << 5;
+    /// ... of another device than the mirror's.
+    pub(crate) const REMOTE: u32 = 1 << 6;
     /// The CPU maps it with a page of `1 << (v >> ORDER_SHIFT)` pages.
     pub(crate) const ORDER_SHIFT: u32 = 8;
 }
@@ -407,14 +411,18 @@ impl HmmMirror {
                     let (zero, device, order) = unsafe {
                         (
                             shim::hmm_rs_pfn_is_zero(p & !pfn_flags),
-                            shim::hmm_rs_pfn_is_device_private(p & !pfn_flags),
+                            shim::hmm_rs_pfn_device_kind(p & !pfn_flags, self.owner.as_ptr()),
                             shim::hmm_rs_pfn_order(*p),
                         )
                     };
+                    // `HMM_RS_DEVICE_*` of hmm_shim.h.
+                    let (coherent, remote) = (device & (1 << 1) != 0, device & (1 << 2) != 0);
                     snap::VALID
                         | if p & write != 0 { snap::WRITE } else { 0 }
                         | if zero { snap::ZERO } else { 0 }
-                        | if device { snap::DEVICE } else { 0 }
+                        | if device != 0 { snap::DEVICE } else { 0 }
+                        | if coherent { snap::COHERENT } else { 0 }
+                        | if remote { snap::REMOTE } else { 0 }
                         | order << snap::ORDER_SHIFT
                 };
             }

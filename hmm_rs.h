@@ -128,7 +128,9 @@ int hmm_rs_mirror_walk(struct hmm_rs_mirror *mirror, unsigned long start,
 #define HMM_RS_SNAP_WRITE	BIT(1)	/* ... writable */
 #define HMM_RS_SNAP_ERROR	BIT(2)	/* no VMA, or one the CPU may not read */
 #define HMM_RS_SNAP_ZERO	BIT(3)	/* the shared zero page */
-#define HMM_RS_SNAP_DEVICE	BIT(4)	/* a device-private page of this device */
+#define HMM_RS_SNAP_DEVICE	BIT(4)	/* a device page: device-private, or */
+#define HMM_RS_SNAP_COHERENT	BIT(5)	/* ... device-coherent */
+#define HMM_RS_SNAP_REMOTE	BIT(6)	/* of another device than the mirror's */
 #define HMM_RS_SNAP_ORDER(v)	((v) >> 8)	/* mapped by a page of this order */
 int hmm_rs_mirror_snapshot(struct hmm_rs_mirror *mirror, unsigned long start,
 			   unsigned long end, u32 *out);
@@ -175,6 +177,19 @@ struct hmm_rs_devmem *hmm_rs_devmem_create(struct hmm_rs_device *device,
 					   unsigned long npages,
 					   const struct hmm_rs_devmem_ops *ops,
 					   void *devmem_priv);
+/*
+ * The same for device-coherent memory (MEMORY_DEVICE_COHERENT): @npages
+ * pages at physical address @start (2 MiB aligned, not System RAM, e.g.
+ * reserved with memmap=), which the CPU addresses directly: mirrors map its
+ * pages as ordinary pages (no HMM_RS_PT_DEVICE), CPU accesses do not move
+ * them, and the copy callbacks may use hmm_rs_devmem_pfn().
+ */
+struct hmm_rs_devmem *hmm_rs_devmem_create_coherent(struct hmm_rs_device *device,
+						    phys_addr_t start, unsigned long npages,
+						    const struct hmm_rs_devmem_ops *ops,
+						    void *devmem_priv);
+/* The pfn of page @index of @mem, or 0 if out of range. */
+u64 hmm_rs_devmem_pfn(struct hmm_rs_devmem *mem, unsigned long index);
 /* Evicts every page to system memory, then frees the memory. May sleep. */
 void hmm_rs_devmem_destroy(struct hmm_rs_devmem *mem);
 /* Migrates every page in use back to system memory: how many, or -errno. */

@@ -267,8 +267,13 @@ static const struct dev_pagemap_ops hmm_rs_devmem_ops = {
 };
 
 /* Returns the pagemap of @npages device-private pages or an ERR_PTR(). */
+/*
+ * Returns the pagemap of @npages pages or an ERR_PTR(): device-private
+ * memory over a free physical range if @phys is 0, else device-coherent
+ * memory (CPU-addressable, e.g. reserved with memmap=) at @phys.
+ */
 struct hmm_rs_pagemap *hmm_rs_pagemap_create(unsigned long npages, void *owner,
-					     unsigned long *first_pfn)
+					     u64 phys, unsigned long *first_pfn)
 {
 	struct hmm_rs_pagemap *pm;
 	void *ret;
@@ -276,24 +281,32 @@ struct hmm_rs_pagemap *hmm_rs_pagemap_create(unsigned long npages, void *owner,
 	pm = kzalloc_obj(*pm, GFP_KERNEL);
 	if (!pm)
 		return ERR_PTR(-ENOMEM);
-	pm->res = request_free_mem_region(&iomem_resource, npages << PAGE_SHIFT, "hmm_rs");
-	if (IS_ERR(pm->res)) {
-		ret = pm->res;
-		goto free;
+	if (phys) {
+		pm->pgmap.type = MEMORY_DEVICE_COHERENT;
+		pm->pgmap.range.start = phys;
+		pm->pgmap.range.end = phys + (npages << PAGE_SHIFT) - 1;
+	} else {
+		pm->res = request_free_mem_region(&iomem_resource, npages << PAGE_SHIFT,
+						  "hmm_rs");
+		if (IS_ERR(pm->res)) {
+			ret = pm->res;
+			goto free;
+		}
+		pm->pgmap.type = MEMORY_DEVICE_PRIVATE;
+		pm->pgmap.range.start = pm->res->start;
+		pm->pgmap.range.end = pm->res->end;
 	}
-	pm->pgmap.type = MEMORY_DEVICE_PRIVATE;
-	pm->pgmap.range.start = pm->res->start;
-	pm->pgmap.range.end = pm->res->end;
 	pm->pgmap.nr_range = 1;
 	pm->pgmap.ops = &hmm_rs_devmem_ops;
 	pm->pgmap.owner = owner;
 	ret = memremap_pages(&pm->pgmap, numa_node_id());
 	if (IS_ERR(ret))
 		goto release;
-	*first_pfn = PHYS_PFN(pm->res->start);
+	*first_pfn = PHYS_PFN(pm->pgmap.range.start);
 	return pm;
 release:
-	release_mem_region(pm->res->start, resource_size(pm->res));
+	if (pm->res)
+		release_mem_region(pm->res->start, resource_size(pm->res));
 free:
 	kfree(pm);
 	return ret;
@@ -309,19 +322,46 @@ void hmm_rs_pagemap_set_rust(struct hmm_rs_pagemap *pm, void *rust)
 void hmm_rs_pagemap_destroy(struct hmm_rs_pagemap *pm)
 {
 	memunmap_pages(&pm->pgmap);
-	release_mem_region(pm->res->start, resource_size(pm->res));
+	if (pm->res)
+		release_mem_region(pm->res->start, resource_size(pm->res));
 	kfree(pm);
 }
 
-/* Free device pages at @pfn become a used folio of @order, referenced once. */
+/*
+ * Free device pages at @pfn become a used folio of @order, referenced once.
+ * The page may have been a tail of a huge folio before: page_folio() would
+ * still find the old head, so the page itself is initialised.
+ */
 void hmm_rs_devpage_init(struct hmm_rs_pagemap *pm, unsigned long pfn, unsigned int order)
 {
-	zone_device_folio_init(page_folio(pfn_to_page(pfn)), &pm->pgmap, order);
+	struct page *page = pfn_to_page(pfn);
+
+	zone_device_page_init(page, &pm->pgmap, order);
+	if (order)
+		folio_set_large_rmappable(page_folio(page));
 }
 
 bool hmm_rs_pfn_is_device_private(unsigned long pfn)
 {
 	return pfn_valid(pfn) && is_device_private_page(pfn_to_page(pfn));
+}
+
+/*
+ * What device memory @pfn is: 0 none, else HMM_RS_DEVICE_PRIVATE or
+ * HMM_RS_DEVICE_COHERENT, with HMM_RS_DEVICE_REMOTE if not @owner's.
+ */
+unsigned int hmm_rs_pfn_device_kind(unsigned long pfn, void *owner)
+{
+	struct page *page = pfn_valid(pfn) ? pfn_to_page(pfn) : NULL;
+	unsigned int kind;
+
+	if (page && is_device_private_page(page))
+		kind = HMM_RS_DEVICE_PRIVATE;
+	else if (page && is_device_coherent_page(page))
+		kind = HMM_RS_DEVICE_COHERENT;
+	else
+		return 0;
+	return kind | (page_pgmap(page)->owner != owner ? HMM_RS_DEVICE_REMOTE : 0);
 }
 
 /*
@@ -387,7 +427,8 @@ long hmm_rs_migrate_setup(struct hmm_rs_migrate *m, struct mmu_interval_notifier
 	end = min3(end, vma->vm_end, addr + (HMM_RS_MIGRATE_MAX << PAGE_SHIFT));
 	return hmm_rs_migrate_vma(m, vma, addr, end, owner,
 				  (to_device ? MIGRATE_VMA_SELECT_SYSTEM :
-					       MIGRATE_VMA_SELECT_DEVICE_PRIVATE) |
+					       MIGRATE_VMA_SELECT_DEVICE_PRIVATE |
+					       MIGRATE_VMA_SELECT_DEVICE_COHERENT) |
 				  MIGRATE_VMA_SELECT_COMPOUND, NULL);
 }
 
@@ -514,7 +555,7 @@ void *hmm_rs_pfn_devmem(unsigned long pfn)
 {
 	struct page *page = pfn_to_page(pfn);
 
-	if (!is_device_private_page(page) || page_pgmap(page)->ops != &hmm_rs_devmem_ops)
+	if (!is_zone_device_page(page) || page_pgmap(page)->ops != &hmm_rs_devmem_ops)
 		return NULL;
 	return to_pagemap(page)->rust;
 }
@@ -537,9 +578,9 @@ const u64 hmm_rs_c_pt_flags[5] = {
 };
 
 /* hmm_rs.h's snapshot flags, for a KUnit check against the Rust ones. */
-const u32 hmm_rs_c_snap_flags[5] = {
+const u32 hmm_rs_c_snap_flags[7] = {
 	HMM_RS_SNAP_VALID, HMM_RS_SNAP_WRITE, HMM_RS_SNAP_ERROR, HMM_RS_SNAP_ZERO,
-	HMM_RS_SNAP_DEVICE,
+	HMM_RS_SNAP_DEVICE, HMM_RS_SNAP_COHERENT, HMM_RS_SNAP_REMOTE,
 };
 
 /* The exported C API: see hmm_rs.h. */
@@ -609,9 +650,26 @@ struct hmm_rs_devmem *hmm_rs_devmem_create(struct hmm_rs_device *device,
 					   const struct hmm_rs_devmem_ops *ops,
 					   void *priv)
 {
-	return hmm_rs_rust_devmem_create(device, npages, ops, priv);
+	return hmm_rs_rust_devmem_create(device, 0, npages, ops, priv);
 }
 EXPORT_SYMBOL_GPL(hmm_rs_devmem_create);
+
+struct hmm_rs_devmem *hmm_rs_devmem_create_coherent(struct hmm_rs_device *device,
+						    phys_addr_t start, unsigned long npages,
+						    const struct hmm_rs_devmem_ops *ops,
+						    void *priv)
+{
+	if (!start)
+		return ERR_PTR(-EINVAL);
+	return hmm_rs_rust_devmem_create(device, start, npages, ops, priv);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_devmem_create_coherent);
+
+u64 hmm_rs_devmem_pfn(struct hmm_rs_devmem *mem, unsigned long index)
+{
+	return hmm_rs_rust_devmem_pfn(mem, index);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_devmem_pfn);
 
 void hmm_rs_devmem_destroy(struct hmm_rs_devmem *mem)
 {

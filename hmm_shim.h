@@ -64,14 +64,15 @@ int hmm_rs_rust_mirror_set_dirty(struct hmm_rs_mirror *mirror, unsigned long sta
 				 unsigned long end);
 int hmm_rs_rust_mirror_snapshot(struct hmm_rs_mirror *mirror, unsigned long start,
 				unsigned long end, u32 *out);
-extern const u32 hmm_rs_c_snap_flags[5];
-struct hmm_rs_devmem *hmm_rs_rust_devmem_create(struct hmm_rs_device *device,
+extern const u32 hmm_rs_c_snap_flags[7];
+struct hmm_rs_devmem *hmm_rs_rust_devmem_create(struct hmm_rs_device *device, u64 phys,
 						unsigned long npages,
 						const struct hmm_rs_devmem_ops *ops,
 						void *priv);
 void hmm_rs_rust_devmem_destroy(struct hmm_rs_devmem *mem);
 long hmm_rs_rust_devmem_evict(struct hmm_rs_devmem *mem);
 long hmm_rs_rust_devmem_index(struct hmm_rs_devmem *mem, u64 pfn);
+u64 hmm_rs_rust_devmem_pfn(struct hmm_rs_devmem *mem, unsigned long index);
 long hmm_rs_rust_mirror_migrate_to_device(struct hmm_rs_mirror *mirror,
 					  struct hmm_rs_devmem *mem,
 					  unsigned long start, unsigned long end);
@@ -83,11 +84,15 @@ struct folio;
 struct vm_fault;
 struct hmm_rs_pagemap;
 struct hmm_rs_pagemap *hmm_rs_pagemap_create(unsigned long npages, void *owner,
-					     unsigned long *first_pfn);
+					     u64 phys, unsigned long *first_pfn);
 void hmm_rs_pagemap_set_rust(struct hmm_rs_pagemap *pm, void *rust);
 void hmm_rs_pagemap_destroy(struct hmm_rs_pagemap *pm);
 void hmm_rs_devpage_init(struct hmm_rs_pagemap *pm, unsigned long pfn, unsigned int order);
 bool hmm_rs_pfn_is_device_private(unsigned long pfn);
+#define HMM_RS_DEVICE_PRIVATE	BIT(0)
+#define HMM_RS_DEVICE_COHERENT	BIT(1)
+#define HMM_RS_DEVICE_REMOTE	BIT(2)
+unsigned int hmm_rs_pfn_device_kind(unsigned long pfn, void *owner);
 /* Device memory callbacks, implemented in Rust (hmm_mirror/devmem.rs). */
 void hmm_rs_rust_devmem_free(void *devmem, unsigned long pfn, unsigned int order);
 int hmm_rs_rust_devmem_fault(void *devmem, struct vm_fault *vmf);

@@ -98,6 +98,7 @@ pub(crate) trait DevMemOps: Send + Sync {
 #[pin_data(PinnedDrop)]
 pub(crate) struct DevMem {
     pm: NonNull<shim::Pagemap>,
+    coherent: bool,
     first_pfn: u64,
     npages: usize,
     owner: Owner,
@@ -118,19 +119,40 @@ impl DevMem {
     ///
     /// Errors: `EINVAL` for no pages or more than 4 Gi of them; `ENOMEM`, or
     /// what `memremap_pages` returns (no free physical address range).
-    pub(crate) fn new(owner: Owner, npages: usize, ops: KBox<dyn DevMemOps>) -> Result<Arc<Self>> {
+    ///
+    /// `coherent`: the physical address of device-coherent memory (which
+    /// the CPU can address; it must not be System RAM) instead of
+    /// device-private memory over a free physical range.
+    pub(crate) fn new(
+        owner: Owner,
+        npages: usize,
+        coherent: Option<u64>,
+        ops: KBox<dyn DevMemOps>,
+    ) -> Result<Arc<Self>> {
         if npages == 0 || npages > u32::MAX as usize || owner == Owner::NONE {
+            return Err(EINVAL);
+        }
+        if coherent.is_some_and(|p| p == 0 || p % crate::hmm_pt::HUGE_SIZE != 0) {
             return Err(EINVAL);
         }
         let mut first_pfn = 0;
         // SAFETY: No preconditions; `first_pfn` is written on success.
-        let pm = unsafe { shim::hmm_rs_pagemap_create(npages, owner.as_ptr(), &mut first_pfn) };
+        let pm = unsafe {
+            shim::hmm_rs_pagemap_create(
+                npages,
+                owner.as_ptr(),
+                coherent.unwrap_or(0),
+                &mut first_pfn,
+            )
+        };
         let pm = match kernel::error::from_err_ptr(pm) {
             Ok(pm) => NonNull::new(pm).ok_or(ENOMEM)?,
             Err(e) => return Err(e),
         };
-        // Huge blocks need huge-aligned PFNs.
-        let blocks = if first_pfn % HUGE_PAGES == 0 {
+        // Huge blocks need huge-aligned PFNs, and device-private memory:
+        // 7.3 gives the folios it splits off a huge device-coherent folio no
+        // pagemap (zone_device_private_split_cb), which then warns on free.
+        let blocks = if first_pfn % HUGE_PAGES == 0 && coherent.is_none() {
             npages / 2 / HUGE_PAGES
         } else {
             0
@@ -158,6 +180,7 @@ impl DevMem {
         let mem = Arc::pin_init(
             pin_init!(Self {
                 pm,
+                coherent: coherent.is_some(),
                 first_pfn: first_pfn as u64,
                 npages,
                 owner,
@@ -187,14 +210,27 @@ impl DevMem {
         self.owner
     }
 
+    /// Pages in all.
+    pub(crate) fn size(&self) -> usize {
+        self.npages
+    }
+
     /// The index of device page `pfn`, if it is one of ours.
     pub(crate) fn index(&self, pfn: u64) -> Option<usize> {
         let i = pfn.checked_sub(self.first_pfn)?;
         (i < self.npages as u64).then_some(i as usize)
     }
 
-    fn pfn(&self, index: usize) -> u64 {
+    /// The PFN of page `index` (for device-coherent memory, a page the CPU
+    /// can address).
+    pub(crate) fn pfn(&self, index: usize) -> u64 {
         self.first_pfn + index as u64
+    }
+
+    /// Whether this is device-coherent memory: the CPU addresses its pages,
+    /// so mirrors map them as ordinary pages.
+    pub(crate) fn is_coherent(&self) -> bool {
+        self.coherent
     }
 
     /// The device memory `pfn` belongs to, if it is a device page of hmm-rs.

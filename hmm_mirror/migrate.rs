@@ -407,7 +407,8 @@ impl HmmMirror {
                 }
             }
             if to.is_some() {
-                match self.map_moved(&plan, addr) {
+                let private = to.is_some_and(|m| !m.is_coherent());
+                match self.map_moved(&plan, addr, private) {
                     Ok(false) => {}
                     Ok(true) => {
                         RACED.add(1, kernel::sync::atomic::Relaxed);
@@ -454,7 +455,8 @@ impl HmmMirror {
     /// invalidation started since the kernel moved them (anywhere in the
     /// mm: the sequence is the mirror's), removes the entries of the pages
     /// that moved and returns `true`: the caller faults them in afresh.
-    fn map_moved(&self, moved: &[Planned], start: u64) -> Result<bool> {
+    /// `private`: the pages are device-private (entries get `DEVICE`).
+    fn map_moved(&self, moved: &[Planned], start: u64, private: bool) -> Result<bool> {
         let sub = self.interval.get();
         // SAFETY: `interval` is inserted (type invariant of `HmmMirror`).
         let seq = unsafe { shim::hmm_rs_interval_read_begin(sub) };
@@ -476,7 +478,13 @@ impl HmmMirror {
                         .map(|_| ())
                 } else {
                     let w = if write { PtFlags::WRITE } else { PtFlags::NONE };
-                    let e = PtEntry::new(pfn, PtFlags::DEVICE | w)?;
+                    // The CPU cannot address device-private pages.
+                    let d = if private {
+                        PtFlags::DEVICE
+                    } else {
+                        PtFlags::NONE
+                    };
+                    let e = PtEntry::new(pfn, d | w)?;
                     table.populate(&mut res, addr, &[e], |d| self.dirty(d))
                 };
             }

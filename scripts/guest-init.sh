@@ -39,8 +39,15 @@ run_as() {
 }
 
 load() {
-	insmod "/modules/$1.ko" && echo "HMMRS-LOADED $1" || echo "HMMRS-LOAD-FAILED $1"
+	m=$1
+	shift
+	insmod "/modules/$m.ko" "$@" && echo "HMMRS-LOADED $m" || echo "HMMRS-LOAD-FAILED $m"
 }
+
+# Device-coherent memory for test_hmm and hmm_dummy: the 2 x 256 MiB that
+# vm.sh reserves with memmap= (not System RAM).
+SPM0=spm_addr_dev0=0x40000000
+SPM1=spm_addr_dev1=0x50000000
 
 unload() {
 	rmmod "$1" && echo "HMMRS-UNLOADED $1" || echo "HMMRS-UNLOAD-FAILED $1"
@@ -64,14 +71,14 @@ test)
 		# The user-space suites drive mirrors through the dummy device,
 		# and so does the kernel's own hmm-tests; then the same hmm-tests
 		# judges the kernel's lib/test_hmm.ko, for comparison.
-		load hmm_dummy
+		load hmm_dummy "$SPM0" "$SPM1"
 		for t in /tests/*; do
 			[ -x "$t" ] && run_user "$t"
 		done
 		run_as hmm-tests@hmm_dummy /upstream/hmm-tests
 		unload hmm_dummy
 		unload hmm_rs
-		load test_hmm
+		load test_hmm "$SPM0" "$SPM1"
 		run_as hmm-tests@test_hmm /upstream/hmm-tests
 		unload test_hmm
 	} > "$out"
@@ -82,7 +89,7 @@ stock)
 	{
 		echo "HMMRS-NOTE kernel $(uname -r): no KUnit (CONFIG_KUNIT is not set) and no test_hmm.ko here"
 		load hmm_rs
-		load hmm_dummy
+		load hmm_dummy "$SPM0" "$SPM1"
 		for t in /tests/*; do
 			[ -x "$t" ] && run_user "$t"
 		done
@@ -93,7 +100,7 @@ stock)
 	;;
 demo)
 	load hmm_rs
-	load hmm_dummy
+	load hmm_dummy "$SPM0" "$SPM1"
 	echo
 	/demo/hmm_demo
 	echo
@@ -112,7 +119,7 @@ bench)
 	;;
 reference)
 	{
-		load test_hmm
+		load test_hmm "$SPM0" "$SPM1"
 		run_user /upstream/hmm-tests
 		unload test_hmm
 	} > "$out"
@@ -120,7 +127,7 @@ reference)
 dummy-reference)
 	{
 		load hmm_rs
-		load hmm_dummy
+		load hmm_dummy "$SPM0" "$SPM1"
 		run_user /upstream/hmm-tests
 		unload hmm_dummy
 		unload hmm_rs

@@ -10,6 +10,11 @@ to --counts, and exits non-zero on any failure. Counted as tests:
 - every kselftest-harness test of each user-space program (its "# Totals:");
   a program that ends without totals, or with a non-zero status that its
   totals do not explain, counts as one more failure;
+- the reference: hmm-tests run against the kernel's own lib/test_hmm.ko
+  ("hmm-tests@test_hmm"). Its passes count as passed; what test_hmm.ko
+  itself fails in this VM is listed and counted as skipped, since it is
+  not hmm-rs's failure; and one more check, parity: every test it passes
+  must pass against hmm_dummy ("hmm-tests@hmm_dummy") too;
 - each module load and unload, each HMMRS-CHECK the guest reports, and
   the VM finishing by itself;
 - a console free of kernel bug reports (BUG, WARNING, Oops, KASAN, lockdep...).
@@ -35,6 +40,8 @@ BAD_CONSOLE = re.compile(
     r'inconsistent lock state|INFO: task .* blocked|RCU detected stall|'
     r'kernel BUG at|Call Trace:)')
 TIMESTAMP = re.compile(r'^\[\s*\d+\.\d+\]\s?')
+TAP_RESULT = re.compile(r'^(ok|not ok) \d+ (\S+)(.*)$')
+REFERENCE, DUMMY = 'hmm-tests@test_hmm', 'hmm-tests@hmm_dummy'
 TOTALS = re.compile(r'^# Totals: pass:(\d+) fail:(\d+) xfail:(\d+) xpass:(\d+) '
                     r'skip:(\d+) error:(\d+)')
 
@@ -109,13 +116,18 @@ def judge_results(results, tally):
     """Module load/unload markers and user-space programs' TAP output."""
     done = False
     prog, totals, seen = None, None, []
+    by_test = {}
     for raw in results:
         line = raw.rstrip('\n')
         words = line.split()
         if prog is not None and not line.startswith('HMMRS-'):
             print(f'  {line}')
             if line.startswith('not ok '):
-                print(f'FAIL: {prog}: {line}')
+                print(('reference fails' if prog == REFERENCE else 'FAIL') + f': {prog}: {line}')
+            m = TAP_RESULT.match(line)
+            if m:
+                status = 'SKIP' if '# SKIP' in m.group(3) else 'PASS' if m.group(1) == 'ok' else 'FAIL'
+                by_test.setdefault(prog, {})[m.group(2)] = status
             m = TOTALS.match(line)
             if m:
                 totals = [int(x) for x in m.groups()]
@@ -141,6 +153,12 @@ def judge_results(results, tally):
             seen.append(prog)
             if totals is None:
                 tally.add(prog, 'FAIL', f'ended with status {rc} and no "# Totals:" line')
+            elif prog == REFERENCE:
+                p, f, xf, xp, s, e = totals
+                tally.passed += p + xf
+                tally.skipped += s + f + xp + e
+                print(f'{prog}: pass {p + xf}, fail {f + xp + e}, skip {s} (its failures are '
+                      'test_hmm.ko\'s in this VM: counted as skipped, not as hmm-rs failures)')
             else:
                 p, f, xf, xp, s, e = totals
                 tally.passed += p + xf
@@ -154,6 +172,15 @@ def judge_results(results, tally):
             done = True
     if prog is not None:
         tally.add(prog, 'FAIL', 'did not finish')
+    if REFERENCE in by_test:
+        ref, ours = by_test[REFERENCE], by_test.get(DUMMY, {})
+        missing = [t for t, s in ref.items() if s == 'PASS' and ours.get(t) != 'PASS']
+        extra = [t for t, s in ref.items() if s != 'PASS' and ours.get(t) == 'PASS']
+        print(f'parity: hmm_dummy passes {sum(s == "PASS" for s in ref.values()) - len(missing)} of '
+              f'the {sum(s == "PASS" for s in ref.values())} tests test_hmm.ko passes'
+              + (f', and {len(extra)} it does not: {" ".join(extra)}' if extra else ''))
+        tally.add('hmm-tests parity (hmm_dummy passes all test_hmm.ko passes)',
+                  'FAIL' if missing else 'PASS', ' '.join(missing))
     tally.add('VM ran to completion', 'PASS' if done else 'FAIL',
               'no HMMRS-DONE: the guest hung or crashed')
     return seen

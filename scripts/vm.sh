@@ -47,10 +47,12 @@ mkdir -p "$run"
 "$gen_cpio" "$run/initramfs.list" > "$run/initramfs.cpio"
 
 # hugepages=32: 64 MiB of hugetlbfs pages reserved at boot for the
-# hugetlbfs tests of hmm-tests.
-qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2G -no-reboot
+# hugetlbfs tests of hmm-tests; memmap=512M$1G keeps 1 GiB..1.5 GiB out of
+# System RAM, the device-coherent memory of test_hmm and hmm_dummy
+# (guest-init.sh passes its address).
+qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3G -no-reboot
       -kernel "$bzimage" -initrd "$run/initramfs.cpio"
-      -append "console=ttyS0 panic=-1 hugepages=32 hmmrs.mode=$mode")
+      -append "console=ttyS0 panic=-1 hugepages=32 memmap=512M\$0x40000000 hmmrs.mode=$mode")
 
 case "$mode" in
 test | stock | reference | dummy-reference)

@@ -15,7 +15,11 @@
  *
  * Each device node is its own device with its own memory: 512 MiB of
  * device-private pages whose contents live in system pages allocated as
- * pages are filled (a real device would DMA into its own memory).
+ * pages are filled (a real device would DMA into its own memory). Given
+ * spm_addr_dev0 and spm_addr_dev1 (as test_hmm takes them: 256 MiB each of
+ * memory that is not System RAM, e.g. reserved with memmap=), there are
+ * also /dev/hmm_dmirror2 and 3 with device-coherent memory there, whose
+ * pages hold their own contents.
  *
  * The device touches mirrored pages only under dev_lock, which update()
  * takes and update_end() drops, so it never touches a page the CPU is about
@@ -37,17 +41,27 @@
 #include "test_hmm_uapi.h"
 
 #define DUMMY_LOG_SIZE		256
-#define DUMMY_NDEVICES		2
+#define DUMMY_NDEVICES		4
 #define DUMMY_DEVMEM_PAGES	((512UL << 20) >> PAGE_SHIFT)
+#define DUMMY_COHERENT_PAGES	((256UL << 20) >> PAGE_SHIFT)
+
+static unsigned long spm_addr_dev0;
+module_param(spm_addr_dev0, long, 0644);
+MODULE_PARM_DESC(spm_addr_dev0, "Start of 256 MiB of device-coherent memory for hmm_dmirror2");
+static unsigned long spm_addr_dev1;
+module_param(spm_addr_dev1, long, 0644);
+MODULE_PARM_DESC(spm_addr_dev1, "Start of 256 MiB of device-coherent memory for hmm_dmirror3");
 
 struct dummy_device {
 	struct miscdevice misc;
+	bool coherent;			/* memory the CPU addresses: no backing */
 	struct hmm_rs_device *dev;
 	struct hmm_rs_devmem *mem;
 	struct xarray backing;		/* page index -> the system page holding it */
 };
 
 static struct dummy_device dummy_devices[DUMMY_NDEVICES];
+static int ndevices;
 
 struct dummy_file {
 	struct dummy_device *ddev;
@@ -107,9 +121,12 @@ static const struct hmm_rs_device_ops dummy_ops = {
 static struct page *dummy_backing(struct dummy_device *ddev, unsigned long index,
 				  bool alloc)
 {
-	struct page *page = xa_load(&ddev->backing, index);
+	struct page *page;
 	void *old;
 
+	if (ddev->coherent)
+		return pfn_to_page(hmm_rs_devmem_pfn(ddev->mem, index));
+	page = xa_load(&ddev->backing, index);
 	if (page || !alloc)
 		return page;
 	page = alloc_page(GFP_HIGHUSER);
@@ -286,8 +303,12 @@ static u8 dummy_perm(u32 snap)
 		return HMM_DMIRROR_PROT_ERROR;
 	if (!(snap & HMM_RS_SNAP_VALID))
 		return HMM_DMIRROR_PROT_NONE;
-	if (snap & HMM_RS_SNAP_DEVICE)
-		perm = HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL;
+	if (snap & HMM_RS_SNAP_COHERENT)
+		perm = snap & HMM_RS_SNAP_REMOTE ? HMM_DMIRROR_PROT_DEV_COHERENT_REMOTE :
+						   HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL;
+	else if (snap & HMM_RS_SNAP_DEVICE)
+		perm = snap & HMM_RS_SNAP_REMOTE ? HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE :
+						   HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL;
 	else if (snap & HMM_RS_SNAP_ZERO)
 		perm = HMM_DMIRROR_PROT_ZERO;
 	else
@@ -531,7 +552,9 @@ static const struct file_operations dummy_fops = {
 	.llseek = noop_llseek,
 };
 
-static const char *const dummy_names[DUMMY_NDEVICES] = { "hmm_dmirror0", "hmm_dmirror1" };
+static const char *const dummy_names[DUMMY_NDEVICES] = {
+	"hmm_dmirror0", "hmm_dmirror1", "hmm_dmirror2", "hmm_dmirror3"
+};
 
 static void dummy_device_remove(struct dummy_device *ddev)
 {
@@ -547,15 +570,22 @@ static void dummy_device_remove(struct dummy_device *ddev)
 	xa_destroy(&ddev->backing);
 }
 
-static int dummy_device_init(struct dummy_device *ddev, const char *name)
+/* @spm: 0 for device-private memory, else where device-coherent memory is. */
+static int dummy_device_init(struct dummy_device *ddev, const char *name, unsigned long spm)
 {
 	int ret;
 
 	xa_init(&ddev->backing);
+	ddev->coherent = spm;
 	ddev->dev = hmm_rs_device_register(&dummy_ops);
 	if (IS_ERR(ddev->dev))
 		return PTR_ERR(ddev->dev);
-	ddev->mem = hmm_rs_devmem_create(ddev->dev, DUMMY_DEVMEM_PAGES, &dummy_devmem_ops, ddev);
+	if (spm)
+		ddev->mem = hmm_rs_devmem_create_coherent(ddev->dev, spm, DUMMY_COHERENT_PAGES,
+							  &dummy_devmem_ops, ddev);
+	else
+		ddev->mem = hmm_rs_devmem_create(ddev->dev, DUMMY_DEVMEM_PAGES,
+						 &dummy_devmem_ops, ddev);
 	if (IS_ERR(ddev->mem)) {
 		ret = PTR_ERR(ddev->mem);
 		goto unregister;
@@ -588,10 +618,16 @@ static int __init hmm_dummy_init(void)
 	BUILD_BUG_ON(HMM_DUMMY_KEEP_VALID - HMM_RS_PT_VALID);
 	BUILD_BUG_ON(HMM_DUMMY_KEEP_WRITE - HMM_RS_PT_WRITE);
 	for (i = 0; i < DUMMY_NDEVICES; i++) {
-		ret = dummy_device_init(&dummy_devices[i], dummy_names[i]);
+		unsigned long spm = i == 2 ? spm_addr_dev0 : i == 3 ? spm_addr_dev1 : 0;
+
+		/* The coherent devices only with their memory, as in test_hmm. */
+		if (i >= 2 && (!spm_addr_dev0 || !spm_addr_dev1))
+			break;
+		ret = dummy_device_init(&dummy_devices[i], dummy_names[i], spm);
 		if (ret)
 			goto fail;
 	}
+	ndevices = i;
 	return 0;
 fail:
 	while (--i >= 0)
@@ -603,7 +639,7 @@ static void __exit hmm_dummy_exit(void)
 {
 	int i;
 
-	for (i = 0; i < DUMMY_NDEVICES; i++)
+	for (i = 0; i < ndevices; i++)
 		dummy_device_remove(&dummy_devices[i]);
 }
 
