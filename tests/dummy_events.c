@@ -171,6 +171,40 @@ TEST_F(dummy, mprotect_none_removes_the_entries)
 	EXPECT_EQ(EFAULT, errno);
 }
 
+/*
+ * Migration, seen by a second device: its mirror loses the pages when they
+ * move to the first device's memory (Migrate), and the first device's
+ * mirror loses them when the CPU touches them and they come back.
+ */
+TEST_F(dummy, migration_is_migrate)
+{
+	char out[NPAGES * PAGE], want[NPAGES * PAGE];
+	struct hmm_dmirror_cmd cmd;
+	int fd1 = open("/dev/hmm_dmirror1", O_RDWR);
+
+	/* What the fixture wrote; reading the buffer would bring it back. */
+	memset(want, 0x5a, sizeof(want));
+	ASSERT_LE(0, fd1);
+	ASSERT_EQ(0, dmirror(fd1, HMM_DMIRROR_READ, self->buf, out, NPAGES, NULL));
+	ASSERT_EQ(0, drain(fd1, self->ev, &self->nev));
+	ASSERT_EQ(0, drain(self->fd, self->ev, &self->nev));
+
+	ASSERT_EQ(0, dmirror(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, self->buf, out, NPAGES, &cmd));
+	EXPECT_EQ(NPAGES, cmd.cpages);
+	EXPECT_EQ(0, memcmp(out, want, sizeof(out)));
+	ASSERT_EQ(0, drain(fd1, self->ev, &self->nev));
+	EXPECT_TRUE(seen(self->ev, self->nev, HMM_DUMMY_MIGRATE, self->buf, 0));
+	/* The migrating mirror maps the device pages itself. */
+	ASSERT_EQ(0, drain(self->fd, self->ev, &self->nev));
+	EXPECT_FALSE(seen(self->ev, self->nev, HMM_DUMMY_MIGRATE, self->buf, 0));
+
+	/* The CPU reads a page: it comes back to system memory. */
+	EXPECT_EQ(0x5a, self->buf[PAGE + 1]);
+	ASSERT_EQ(0, drain(self->fd, self->ev, &self->nev));
+	EXPECT_TRUE(seen(self->ev, self->nev, HMM_DUMMY_MIGRATE, self->buf + PAGE, 0));
+	close(fd1);
+}
+
 TEST_F(dummy, exclusive_access_ends_when_the_cpu_writes)
 {
 	char out[NPAGES * PAGE];
