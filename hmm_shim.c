@@ -3,6 +3,7 @@
  * hmm-rs C shim: only what Rust cannot do from outside the kernel tree
  * (inline helpers, EXPORT_SYMBOL_GPL, tracepoints). Keep it thin.
  */
+#include <linux/delay.h>
 #include <linux/export.h>
 #include <linux/highmem.h>
 #include <linux/hmm.h>
@@ -530,6 +531,12 @@ bool hmm_rs_migrate_done(struct hmm_rs_migrate *m, unsigned long i)
 bool hmm_rs_migrate_busy(struct hmm_rs_migrate *m, unsigned long i)
 {
 	return m->src[i] & MIGRATE_PFN_VALID && !hmm_rs_migrate_done(m, i);
+}
+
+/* Before trying busy pages again: let whoever holds them finish. */
+void hmm_rs_migrate_backoff(void)
+{
+	msleep(1);
 }
 
 /* Ends the step: restores the CPU mappings, drops the old pages. */

@@ -115,6 +115,7 @@ unsigned long hmm_rs_migrate_alloc_system(struct hmm_rs_migrate *m, unsigned lon
 void hmm_rs_migrate_pages(struct hmm_rs_migrate *m);
 bool hmm_rs_migrate_done(struct hmm_rs_migrate *m, unsigned long i);
 bool hmm_rs_migrate_busy(struct hmm_rs_migrate *m, unsigned long i);
+void hmm_rs_migrate_backoff(void);
 void hmm_rs_migrate_finalize(struct hmm_rs_migrate *m);
 void hmm_rs_migrate_drop_page(unsigned long pfn);
 void *hmm_rs_pfn_devmem(unsigned long pfn);

@@ -30,8 +30,8 @@ use crate::{
 /// (debugfs).
 pub(crate) static RACED: kernel::sync::atomic::Atomic<u64> = kernel::sync::atomic::Atomic::new(0);
 
-/// Extra tries of a step in which pages were busy.
-const BUSY_RETRIES: u32 = 3;
+/// Extra tries, a millisecond apart, of a step in which pages were busy.
+const BUSY_RETRIES: u32 = 10;
 
 /// Pages per migration step (`HMM_RS_MIGRATE_MAX` of hmm_shim.h).
 const MIGRATE_MAX: usize = 512;
@@ -436,6 +436,8 @@ impl HmmMirror {
             // moved is not selected again.
             if busy && tries < BUSY_RETRIES {
                 tries += 1;
+                // SAFETY: No preconditions.
+                unsafe { shim::hmm_rs_migrate_backoff() };
                 continue;
             }
             tries = 0;
