@@ -209,7 +209,7 @@ mod shim {
         pub(crate) fn hmm_rs_migrate_done(m: *mut Migrate, i: kernel::ffi::c_ulong) -> bool;
         /// Whether page `i` was there to move but did not.
         pub(crate) fn hmm_rs_migrate_busy(m: *mut Migrate, i: kernel::ffi::c_ulong) -> bool;
-        /// Sleeps a millisecond before busy pages are tried again.
+        /// Sleeps a millisecond or two before busy pages are tried again.
         pub(crate) fn hmm_rs_migrate_backoff();
         /// `migrate_vma_finalize()` / `migrate_device_finalize()`.
         pub(crate) fn hmm_rs_migrate_finalize(m: *mut Migrate);

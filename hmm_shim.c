@@ -536,7 +536,7 @@ bool hmm_rs_migrate_busy(struct hmm_rs_migrate *m, unsigned long i)
 /* Before trying busy pages again: let whoever holds them finish. */
 void hmm_rs_migrate_backoff(void)
 {
-	msleep(1);
+	usleep_range(1000, 2000);
 }
 
 /* Ends the step: restores the CPU mappings, drops the old pages. */

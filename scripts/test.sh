@@ -41,7 +41,7 @@ passed=$((passed + 1))
 echo "ok: build (kernel, modules with clippy, test programs)"
 
 # Host-side checks with the kernel's own rustfmt settings and checkpatch.
-check "rustfmt" rustfmt --check --edition 2021 --config-path "$(ksrc)/.rustfmt.toml" "$repo"/*.rs
+check "rustfmt" rustfmt --check --edition 2021 --config-path "$(ksrc)/.rustfmt.toml" "$repo"/*.rs "$repo"/hmm_mirror/*.rs
 check "shellcheck" shellcheck -x -P "$here" "$here"/*.sh "$repo"/.ci/run
 csrc=("$repo"/*.c "$repo"/tests/*.c "$repo"/tests/kernel/*.c "$repo"/tests/demo/*.c)
 [ -n "$(compgen -G "$repo/*.h")" ] && csrc+=("$repo"/*.h)
