@@ -51,6 +51,10 @@ use crate::{
 /// the fault gives up with `EAGAIN`.
 const FAULT_RETRIES: u32 = 1000;
 
+/// `HMM_RS_DEVICE_*` of hmm_shim.h: what `hmm_rs_pfn_device_kind` says.
+const DEVICE_COHERENT: u32 = 1 << 1;
+const DEVICE_REMOTE: u32 = 1 << 2;
+
 /// `hmm_rs_range_fault()` modes (hmm_shim.h).
 const FAULT_NONE: u32 = 0;
 const FAULT_READ: u32 = 1 << 0;
@@ -415,8 +419,8 @@ impl HmmMirror {
                             shim::hmm_rs_pfn_order(*p),
                         )
                     };
-                    // `HMM_RS_DEVICE_*` of hmm_shim.h.
-                    let (coherent, remote) = (device & (1 << 1) != 0, device & (1 << 2) != 0);
+                    let coherent = device & DEVICE_COHERENT != 0;
+                    let remote = device & DEVICE_REMOTE != 0;
                     snap::VALID
                         | if p & write != 0 { snap::WRITE } else { 0 }
                         | if zero { snap::ZERO } else { 0 }

@@ -88,6 +88,32 @@ impl Migration {
         Ok(self.npages)
     }
 
+    /// Collects what can move of `[addr, end)` of the locked mm, cut to one
+    /// VMA, for system to device memory (`to_device`; `owner` names the
+    /// invalidation) or back (device pages of `owner`). `EINVAL`: no
+    /// readable VMA at `addr`.
+    fn setup_vma(
+        &mut self,
+        mm: &MmReadLock,
+        addr: u64,
+        end: u64,
+        owner: *mut core::ffi::c_void,
+        to_device: bool,
+    ) -> Result<usize> {
+        // SAFETY: `m` is ours; `mm` holds the notifier's mm and `mmap_lock`.
+        let n = unsafe {
+            shim::hmm_rs_migrate_setup(
+                self.m.as_ptr(),
+                mm.0,
+                addr as usize,
+                end as usize,
+                owner,
+                to_device,
+            )
+        };
+        self.set_up(n)
+    }
+
     /// Collects the device pages `[pfn, pfn + npages)` (at most 512).
     pub(crate) fn setup_device(&mut self, pfn: u64, npages: usize) -> Result<usize> {
         // SAFETY: `m` is ours (type invariant); any PFN range may be passed.
@@ -327,24 +353,14 @@ impl HmmMirror {
         while addr < end {
             // Steps end on 2 MiB boundaries so that huge pages move whole.
             let step_end = end.min((addr | (HUGE_SIZE - 1)) + 1);
-            // SAFETY: `m` is ours; we hold the mm's `mmap_lock`.
-            let n = unsafe {
-                shim::hmm_rs_migrate_setup(
-                    m.m.as_ptr(),
-                    sub,
-                    addr as usize,
-                    step_end as usize,
-                    // To the device: this mirror (see the module
-                    // documentation); back: pages of the mirror's device.
-                    if to.is_some() {
-                        core::ptr::from_ref(self).cast_mut().cast()
-                    } else {
-                        self.owner.as_ptr()
-                    },
-                    to.is_some(),
-                )
+            // To the device the invalidation names this mirror (see the
+            // module documentation); back, it selects the device's pages.
+            let owner = if to.is_some() {
+                core::ptr::from_ref(self).cast_mut().cast()
+            } else {
+                self.owner.as_ptr()
             };
-            let n = m.set_up(n)?;
+            let n = m.setup_vma(&mm, addr, step_end, owner, to.is_some())?;
             let none = Planned {
                 pfn: 0,
                 write: false,

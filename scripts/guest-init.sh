@@ -44,6 +44,26 @@ load() {
 	insmod "/modules/$m.ko" "$@" && echo "HMMRS-LOADED $m" || echo "HMMRS-LOAD-FAILED $m"
 }
 
+# With hmm_dummy loaded (with the parameters before --): our user-space
+# suites, then the upstream hmm-tests command after --, then the core's
+# device-memory counters.
+user_suites() {
+	args=""
+	while [ "$1" != "--" ]; do
+		args="$args $1"
+		shift
+	done
+	shift
+	# shellcheck disable=SC2086 # the parameters are single words
+	load hmm_dummy $args
+	for t in /tests/*; do
+		[ -x "$t" ] && run_user "$t"
+	done
+	run_as hmm-tests@hmm_dummy "$@"
+	echo "HMMRS-NOTE hmm_rs: $(head -n1 /sys/kernel/debug/hmm_rs/stats)"
+	unload hmm_dummy
+}
+
 # Device-coherent memory for test_hmm and hmm_dummy: the 2 x 256 MiB that
 # vm.sh reserves with memmap= (not System RAM).
 SPM0=spm_addr_dev0=0x40000000
@@ -71,13 +91,7 @@ test)
 		# The user-space suites drive mirrors through the dummy device,
 		# and so does the kernel's own hmm-tests; then the same hmm-tests
 		# judges the kernel's lib/test_hmm.ko, for comparison.
-		load hmm_dummy "$SPM0" "$SPM1"
-		for t in /tests/*; do
-			[ -x "$t" ] && run_user "$t"
-		done
-		run_as hmm-tests@hmm_dummy /upstream/hmm-tests
-		echo "HMMRS-NOTE hmm_rs: $(head -n1 /sys/kernel/debug/hmm_rs/stats)"
-		unload hmm_dummy
+		user_suites "$SPM0" "$SPM1" -- /upstream/hmm-tests
 		unload hmm_rs
 		# The kernel log marks test_hmm.ko's run: what it makes the
 		# kernel report is the reference's, not hmm-rs's (judge.py).
@@ -96,16 +110,10 @@ stock)
 	{
 		echo "HMMRS-NOTE kernel $(uname -r): no KUnit (CONFIG_KUNIT is not set) and no test_hmm.ko here"
 		load hmm_rs
-		load hmm_dummy
-		for t in /tests/*; do
-			[ -x "$t" ] && run_user "$t"
-		done
 		# Left out here: its 256 MiB THP case intermittently finds pages
 		# not migrated on this kernel (not on the test kernel); see README.
 		echo "HMMRS-NOTE hmm-tests: benchmark_thp_migration left out on this kernel (flaky here)"
-		run_as hmm-tests@hmm_dummy /upstream/hmm-tests -T benchmark_thp_migration
-		echo "HMMRS-NOTE hmm_rs: $(head -n1 /sys/kernel/debug/hmm_rs/stats)"
-		unload hmm_dummy
+		user_suites -- /upstream/hmm-tests -T benchmark_thp_migration
 		unload hmm_rs
 	} > "$out"
 	;;

@@ -277,6 +277,19 @@ TEST_F(dummy, bad_arguments_give_errnos)
 	EXPECT_EQ(EFAULT, errno);
 	EXPECT_EQ(-1, ioctl(self->fd, HMM_DMIRROR_READ, gone));
 	EXPECT_EQ(EFAULT, errno);
+	/* Migration: bad ranges, memory with no VMA or one the CPU cannot read. */
+	EXPECT_EQ(-1, dmirror(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, self->buf + 1, out, 1, NULL));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(-1, dmirror(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, self->buf, out, 0, NULL));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(-1, dmirror(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS, (void *)-4096L, out, 2, NULL));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(-1, dmirror(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, gone, out, 1, NULL));
+	EXPECT_EQ(EINVAL, errno);
+	ASSERT_EQ(0, mprotect(self->buf, PAGE, PROT_NONE));
+	EXPECT_EQ(-1, dmirror(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS, self->buf, out, 1, NULL));
+	EXPECT_EQ(EINVAL, errno);
+	ASSERT_EQ(0, mprotect(self->buf, PAGE, PROT_READ | PROT_WRITE));
 	req.ptr = (uintptr_t)gone;
 	ASSERT_EQ(0, dmirror(self->fd, HMM_DMIRROR_READ, self->buf, out, 1, NULL));
 	EXPECT_EQ(-1, ioctl(self->fd, HMM_DUMMY_EVENTS, &req));
