@@ -6,7 +6,9 @@
 #   make test       host checks, build, KUnit + user-space tests in the VM
 #   make demo       boot the VM with hmm_rs loaded and show it working
 #   make shell      the same VM with an interactive shell
-#   make bench      the page-table benchmark (hmm_pt vs XArray) in the VM
+#   make bench      the benchmarks on the performance kernel: hmm_pt vs
+#                   XArray, and hmm_dummy vs test_hmm.ko end to end
+#                   (HMMRS_PROFILE=1: with ftrace's function profile)
 #   make reference  the kernel's own hmm-tests against lib/test_hmm.ko
 #   make dummy-reference  the same hmm-tests against hmm_rs + hmm_dummy
 #   make modules    build the modules (KDIR=/your/rust/kernel/build to pick
@@ -38,8 +40,12 @@ stock: provision
 install:
 	scripts/install.sh $(RELEASE)
 
-demo shell bench reference dummy-reference: modules
+demo shell reference dummy-reference: modules
 	scripts/vm.sh $@
+
+bench: provision
+	HMMRS_KERNEL=perf scripts/build.sh
+	HMMRS_KERNEL=perf scripts/vm.sh bench
 
 clean:
 	. scripts/common.sh && rm -rf "$$OUT" "$$OUT"-* "$$CACHE/vm" "$$CACHE/dkms"

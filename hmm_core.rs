@@ -25,6 +25,8 @@ use kernel::{
     uaccess::UserSliceReader,
 };
 
+#[path = "tests/core_bench.rs"]
+mod core_bench;
 mod hmm_event;
 mod hmm_mirror;
 mod hmm_pt;
@@ -92,6 +94,15 @@ mod shim {
             mm: *mut bindings::mm_struct,
             ops: *const bindings::mmu_interval_notifier_ops,
         ) -> core::ffi::c_int;
+        /// Inserts `sub` over `[start, end)` of the mm of `mirror` (an
+        /// inserted interval notifier); `ESRCH` if the mm has no users.
+        pub(crate) fn hmm_rs_interval_insert_range(
+            sub: *mut bindings::mmu_interval_notifier,
+            mirror: *mut bindings::mmu_interval_notifier,
+            start: usize,
+            end: usize,
+            ops: *const bindings::mmu_interval_notifier_ops,
+        ) -> kernel::ffi::c_int;
         /// `mmu_interval_read_retry()`.
         pub(crate) fn hmm_rs_interval_read_retry(
             sub: *mut bindings::mmu_interval_notifier,
@@ -209,8 +220,9 @@ mod shim {
         pub(crate) fn hmm_rs_migrate_done(m: *mut Migrate, i: kernel::ffi::c_ulong) -> bool;
         /// Whether page `i` was there to move but did not.
         pub(crate) fn hmm_rs_migrate_busy(m: *mut Migrate, i: kernel::ffi::c_ulong) -> bool;
-        /// Sleeps a millisecond or two before busy pages are tried again.
-        pub(crate) fn hmm_rs_migrate_backoff();
+        /// Sleeps a millisecond or two before busy pages are tried again;
+        /// returns the nanoseconds it slept.
+        pub(crate) fn hmm_rs_migrate_backoff() -> u64;
         /// `migrate_vma_finalize()` / `migrate_device_finalize()`.
         pub(crate) fn hmm_rs_migrate_finalize(m: *mut Migrate);
         /// Unlocks and frees an unused page of `hmm_rs_migrate_alloc_system`.
@@ -1046,6 +1058,7 @@ fn count_or_errno(r: Result<usize>) -> core::ffi::c_long {
 struct HmmCore {
     _debugfs: debugfs::Dir,
     _pt_bench: Pin<KBox<debugfs::File<Mutex<KVec<u8>>>>>,
+    _core_bench: Pin<KBox<debugfs::File<Mutex<KVec<u8>>>>>,
     _stats: Pin<KBox<debugfs::File<()>>>,
 }
 
@@ -1066,10 +1079,20 @@ impl kernel::Module for HmmCore {
             ),
             GFP_KERNEL,
         )?;
+        let core_bench = KBox::pin_init(
+            dir.read_write_callback_file(
+                c"core_bench",
+                new_mutex!(KVec::new()),
+                &show_core_bench,
+                &run_core_bench,
+            ),
+            GFP_KERNEL,
+        )?;
         pr_info!("HMM core loaded, {} event types\n", HmmEventType::ALL.len());
         Ok(HmmCore {
             _debugfs: dir,
             _pt_bench: pt_bench,
+            _core_bench: core_bench,
             _stats: stats,
         })
     }
@@ -1082,10 +1105,23 @@ fn show_stats(_: &(), f: &mut fmt::Formatter<'_>) -> fmt::Result {
 
 /// Reading `hmm_rs/pt_bench` shows the last benchmark report.
 fn show_pt_bench(report: &Mutex<KVec<u8>>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    show_report(report, "write 'run' to this file", f)
+}
+
+/// Reading `hmm_rs/core_bench` shows the last benchmark report.
+fn show_core_bench(report: &Mutex<KVec<u8>>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    show_report(
+        report,
+        "write 'ADDR LEN' of your own memory to this file",
+        f,
+    )
+}
+
+fn show_report(report: &Mutex<KVec<u8>>, how: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let report = report.lock();
     match core::str::from_utf8(&report) {
         Ok(s) if !s.is_empty() => f.write_str(s),
-        _ => f.write_str("no report yet: write 'run' to this file\n"),
+        _ => writeln!(f, "no report yet: {how}"),
     }
 }
 
@@ -1104,6 +1140,34 @@ fn run_pt_bench(report: &Mutex<KVec<u8>>, input: &mut UserSliceReader) -> Result
     pr_info!("running the page-table benchmark\n");
     *report = pt_bench::pt_bench()?.0;
     Ok(())
+}
+
+/// Writing `ADDR LEN` to `hmm_rs/core_bench` runs the core's benchmark over
+/// that range of the writer's memory (`tests/core_bench.rs`).
+fn run_core_bench(report: &Mutex<KVec<u8>>, input: &mut UserSliceReader) -> Result {
+    let mut cmd = [0u8; 64];
+    let len = input.len();
+    if len > cmd.len() {
+        return Err(EINVAL);
+    }
+    input.read_slice(&mut cmd[..len])?;
+    let text = core::str::from_utf8(&cmd[..len]).map_err(|_| EINVAL)?;
+    let mut words = text.split_ascii_whitespace().map(parse_u64);
+    let (Some(addr), Some(size), None) = (words.next(), words.next(), words.next()) else {
+        return Err(EINVAL);
+    };
+    let mut report = report.lock();
+    *report = core_bench::core_bench(addr?, size?)?.0;
+    Ok(())
+}
+
+/// A decimal or `0x`-prefixed hexadecimal number.
+fn parse_u64(s: &str) -> Result<u64> {
+    let (digits, radix) = match s.strip_prefix("0x") {
+        Some(hex) => (hex, 16),
+        None => (s, 10),
+    };
+    u64::from_str_radix(digits, radix).map_err(|_| EINVAL)
 }
 
 impl Drop for HmmCore {

@@ -4,9 +4,12 @@
 //!
 //! A device driver registers a mirror of an mm with its [`MirrorOps`]. The
 //! mirror holds a reference on the mm's [`HmmMm`] (the one `mmu_notifier` of
-//! the mm, shared by all its mirrors), its own page table ([`HmmPt`]), and an
-//! `mmu_interval_notifier` over all of user space whose only job is the
-//! sequence count that keeps device faults from committing stale entries:
+//! the mm, shared by all its mirrors) and its own page table ([`HmmPt`]).
+//! Sequence counts of `mmu_interval_notifier`s keep device faults from
+//! committing stale entries. Each fault inserts one over its own range
+//! ([`FaultWatch`]), so that only invalidations overlapping it make it retry
+//! (unmapping unrelated memory does not); the mirror has one over all of
+//! user space for snapshots, exclusive access and migration:
 //!
 //! - a fault reads the sequence (`mmu_interval_read_begin`), faults the range
 //!   in with `hmm_range_fault`, takes the table lock, and commits only if no
@@ -129,6 +132,10 @@ pub(crate) struct HmmMirror {
     id: u64,
     /// Successful device faults.
     faults: Atomic<u64>,
+    /// Invalidations that overlapped a fault in flight, and the times a
+    /// fault chunk was faulted in again because of one.
+    fault_races: Atomic<u64>,
+    fault_retries: Atomic<u64>,
     /// Events applied.
     invalidations: Atomic<u64>,
     /// Pages dirtied because the device may have written them.
@@ -137,6 +144,12 @@ pub(crate) struct HmmMirror {
 
 /// Numbers mirrors for debugfs.
 static NEXT_MIRROR_ID: Atomic<u64> = Atomic::new(1);
+
+/// Over all mirrors so far (debugfs): device faults, invalidations that
+/// overlapped a fault in flight, and fault chunks faulted in again.
+static ALL_FAULTS: Atomic<u64> = Atomic::new(0);
+static ALL_FAULT_RACES: Atomic<u64> = Atomic::new(0);
+static ALL_FAULT_RETRIES: Atomic<u64> = Atomic::new(0);
 
 /// A listed mirror: alive while on [`MIRRORS`] (it unlists itself first
 /// thing in its destructor).
@@ -160,6 +173,13 @@ pub(crate) fn init() {
 /// Takes mutexes: may sleep.
 pub(crate) fn write_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
     devmem::write_stats(f)?;
+    writeln!(
+        f,
+        "faults {} fault races {} fault retries {}",
+        ALL_FAULTS.load(Relaxed),
+        ALL_FAULT_RACES.load(Relaxed),
+        ALL_FAULT_RETRIES.load(Relaxed)
+    )?;
     let mirrors = MIRRORS.lock();
     writeln!(f, "mirrors {}", mirrors.len())?;
     for m in mirrors.iter() {
@@ -212,6 +232,101 @@ unsafe extern "C" fn mirror_interval_invalidate(
     true
 }
 
+/// The interval notifier callbacks of each fault's [`FaultWatch`].
+static FAULT_WATCH_OPS: bindings::mmu_interval_notifier_ops = bindings::mmu_interval_notifier_ops {
+    invalidate: Some(fault_watch_invalidate),
+    // SAFETY: The other members are optional callbacks; null is "none".
+    ..unsafe { core::mem::zeroed() }
+};
+
+/// An `mmu_interval_notifier` over the range of one device fault, whose
+/// sequence the fault commits under: only invalidations that overlap the
+/// range make it retry. One over all of user space (as `lib/test_hmm.c`
+/// has) would make every fault retry whenever unrelated memory is unmapped.
+///
+/// # Invariants
+///
+/// While `inserted` is true, `sub` is inserted over the fault's range in the
+/// mm of `mirror` with [`FAULT_WATCH_OPS`]; `mirror` outlives the watch.
+#[pin_data(PinnedDrop)]
+pub(crate) struct FaultWatch {
+    #[pin]
+    sub: Opaque<bindings::mmu_interval_notifier>,
+    mirror: NonNull<HmmMirror>,
+    inserted: Atomic<bool>,
+}
+
+impl FaultWatch {
+    /// Watches `[start, end)` of `mirror`'s mm, which must be a checked
+    /// range; the watch must be dropped before `mirror`. May sleep.
+    fn new(mirror: &HmmMirror, start: u64, end: u64) -> Result<Pin<KBox<Self>>> {
+        let w = KBox::pin_init(
+            pin_init!(Self {
+                sub: Opaque::uninit(),
+                mirror: NonNull::from(mirror),
+                inserted: Atomic::new(false),
+            }),
+            GFP_KERNEL,
+        )?;
+        // SAFETY: `sub` is pinned and not inserted; the ops are static; the
+        // mirror's own interval is inserted (type invariant of `HmmMirror`)
+        // and names the mm.
+        kernel::error::to_result(unsafe {
+            shim::hmm_rs_interval_insert_range(
+                w.sub.get(),
+                mirror.interval.get(),
+                start as usize,
+                end as usize,
+                &FAULT_WATCH_OPS,
+            )
+        })?;
+        // INVARIANT: inserted just above.
+        w.inserted.store(true, Relaxed);
+        Ok(w)
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for FaultWatch {
+    fn drop(self: Pin<&mut Self>) {
+        if self.inserted.load(Relaxed) {
+            // SAFETY: Inserted (type invariant); waits for callbacks.
+            unsafe { bindings::mmu_interval_notifier_remove(self.sub.get()) };
+        }
+    }
+}
+
+/// An invalidation overlaps a fault in flight: bump the fault's sequence
+/// under the mirror's table lock, which the fault commits under.
+///
+/// # Safety
+///
+/// Called by mm for the inserted interval notifier of a live [`FaultWatch`].
+unsafe extern "C" fn fault_watch_invalidate(
+    sub: *mut bindings::mmu_interval_notifier,
+    _range: *const bindings::mmu_notifier_range,
+    cur_seq: kernel::ffi::c_ulong,
+) -> bool {
+    // SAFETY: `sub` is the `sub` field of a live `FaultWatch`:
+    // `mmu_interval_notifier_remove` waits for this callback before the
+    // watch is freed.
+    let watch = unsafe {
+        &*kernel::container_of!(
+            sub.cast::<Opaque<bindings::mmu_interval_notifier>>(),
+            FaultWatch,
+            sub
+        )
+    };
+    // SAFETY: The mirror outlives its watches (type invariant).
+    let mirror = unsafe { watch.mirror.as_ref() };
+    mirror.fault_races.add(1, Relaxed);
+    ALL_FAULT_RACES.add(1, Relaxed);
+    let _table = mirror.pt.lock();
+    // SAFETY: `sub` is inserted; we hold the lock the fault commits under.
+    unsafe { shim::hmm_rs_interval_set_seq(sub, cur_seq) };
+    true
+}
+
 /// Marks the page of a dirty entry dirty: the device may have written it.
 /// Pages in device memory have no CPU page to dirty.
 fn dirty_page(d: PtDirty) {
@@ -246,6 +361,8 @@ impl HmmMirror {
                 released: Atomic::new(false),
                 id: NEXT_MIRROR_ID.fetch_add(1, Relaxed),
                 faults: Atomic::new(0),
+                fault_races: Atomic::new(0),
+                fault_retries: Atomic::new(0),
                 invalidations: Atomic::new(0),
                 dirtied: Atomic::new(0),
             }? Error),
@@ -287,12 +404,15 @@ impl HmmMirror {
         let s = self.pt.stats();
         writeln!(
             f,
-            "mirror {}: entries {} pages {} bytes {} faults {} invalidations {} dirtied {} split_fallbacks {}",
+            "mirror {}: entries {} pages {} bytes {} faults {} fault_races {} fault_retries {} \
+             invalidations {} dirtied {} split_fallbacks {}",
             self.id,
             s.entries,
             s.pages,
             s.bytes(),
             self.faults.load(Relaxed),
+            self.fault_races.load(Relaxed),
+            self.fault_retries.load(Relaxed),
             self.invalidations.load(Relaxed),
             self.dirtied.load(Relaxed),
             s.split_fallbacks
@@ -357,14 +477,16 @@ impl HmmMirror {
         let mut hmm_pfns =
             KVec::with_capacity(HUGE_SIZE as usize / PAGE_SIZE as usize, GFP_KERNEL)?;
         let mut entries = KVec::with_capacity(hmm_pfns.capacity(), GFP_KERNEL)?;
+        let watch = FaultWatch::new(self, start, end)?;
         let mut chunk = start;
         while chunk < end {
             let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
-            self.fault_chunk(chunk, chunk_end, write, &mut hmm_pfns, &mut entries)?;
+            self.fault_chunk(&watch, chunk, chunk_end, write, &mut hmm_pfns, &mut entries)?;
             chunk = chunk_end;
         }
         self.hmm.count(ty);
         self.faults.add(1, Relaxed);
+        ALL_FAULTS.add(1, Relaxed);
         Ok(())
     }
 
@@ -399,7 +521,14 @@ impl HmmMirror {
             let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
             let mut tries = 0;
             loop {
-                match self.range_fault(chunk, chunk_end, &mut hmm_pfns, FAULT_NONE, self.owner) {
+                match self.range_fault(
+                    None,
+                    chunk,
+                    chunk_end,
+                    &mut hmm_pfns,
+                    FAULT_NONE,
+                    self.owner,
+                ) {
                     Err(EBUSY) if tries < FAULT_RETRIES => tries += 1,
                     Err(EBUSY) => return Err(EAGAIN),
                     r => break r.map(|_| ())?,
@@ -494,18 +623,23 @@ impl HmmMirror {
     /// retrying while invalidations race with it.
     fn fault_chunk(
         &self,
+        watch: &FaultWatch,
         start: u64,
         end: u64,
         write: bool,
         hmm_pfns: &mut KVec<kernel::ffi::c_ulong>,
         entries: &mut KVec<PtEntry>,
     ) -> Result {
-        for _ in 0..FAULT_RETRIES {
-            let seq = match self.fault_in(start, end, write, hmm_pfns) {
+        for tries in 0..FAULT_RETRIES {
+            if tries > 0 {
+                self.fault_retries.add(1, Relaxed);
+                ALL_FAULT_RETRIES.add(1, Relaxed);
+            }
+            let seq = match self.fault_in(watch, start, end, write, hmm_pfns) {
                 Err(EBUSY) => continue,
                 r => r?,
             };
-            if self.commit(start, end, write, seq, hmm_pfns, entries)? {
+            if self.commit(watch, start, end, write, seq, hmm_pfns, entries)? {
                 return Ok(());
             }
         }
@@ -517,6 +651,7 @@ impl HmmMirror {
     /// invalidation raced, fault in again.
     fn fault_in(
         &self,
+        watch: &FaultWatch,
         start: u64,
         end: u64,
         write: bool,
@@ -527,12 +662,13 @@ impl HmmMirror {
         } else {
             FAULT_READ
         };
-        let seq = match self.range_fault(start, end, hmm_pfns, how, self.owner) {
+        let sub = Some(watch);
+        let seq = match self.range_fault(sub, start, end, hmm_pfns, how, self.owner) {
             // 7.3 reports a write to read-only memory as EFAULT too.
             Err(EFAULT)
                 if write
                     && self
-                        .range_fault(start, end, hmm_pfns, FAULT_READ, self.owner)
+                        .range_fault(sub, start, end, hmm_pfns, FAULT_READ, self.owner)
                         .is_ok() =>
             {
                 return Err(EPERM)
@@ -549,7 +685,7 @@ impl HmmMirror {
                 p & writable == 0 && unsafe { shim::hmm_rs_pfn_is_device_private(p & !pfn_flags) }
             })
         {
-            return self.range_fault(start, end, hmm_pfns, how, Owner::NONE);
+            return self.range_fault(sub, start, end, hmm_pfns, how, Owner::NONE);
         }
         Ok(seq)
     }
@@ -557,8 +693,10 @@ impl HmmMirror {
     /// Second half of a fault: mirrors the faulted-in `hmm_pfns` of
     /// `[start, end)` unless an invalidation started after `seq`. Returns
     /// whether it did; if not, fault in again.
+    #[expect(clippy::too_many_arguments)]
     fn commit(
         &self,
+        watch: &FaultWatch,
         start: u64,
         end: u64,
         write: bool,
@@ -595,8 +733,8 @@ impl HmmMirror {
         }
         let mut res = self.pt.reserve(start, end, huge, GFP_KERNEL)?;
         let mut table = self.pt.lock();
-        // SAFETY: `interval` is inserted (type invariant).
-        if unsafe { shim::hmm_rs_interval_read_retry(self.interval.get(), seq) } {
+        // SAFETY: The watch is inserted while it exists (type invariant).
+        if unsafe { shim::hmm_rs_interval_read_retry(watch.sub.get(), seq) } {
             return Ok(false);
         }
         let done = if huge {
@@ -610,10 +748,33 @@ impl HmmMirror {
         }
     }
 
+    /// The walk [`Self::fault`] (`fault`) or [`Self::snapshot`] (not)
+    /// builds on and nothing else: `hmm_range_fault()` of `[start, end)` in
+    /// the same 2 MiB chunks, keeping nothing. The floor that the core's
+    /// benchmark (`tests/core_bench.rs`) measures the core against.
+    pub(crate) fn bare_walk(&self, start: u64, end: u64, fault: bool) -> Result {
+        self.pt.check_range(start, end)?;
+        let mut hmm_pfns =
+            KVec::with_capacity(HUGE_SIZE as usize / PAGE_SIZE as usize, GFP_KERNEL)?;
+        let how = if fault { FAULT_READ } else { FAULT_NONE };
+        let mut chunk = start;
+        while chunk < end {
+            let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
+            match self.range_fault(None, chunk, chunk_end, &mut hmm_pfns, how, self.owner) {
+                Err(EBUSY) => continue,
+                r => r?,
+            };
+            chunk = chunk_end;
+        }
+        Ok(())
+    }
+
     /// `hmm_range_fault()` of `[start, end)` into `hmm_pfns`, which it sizes
-    /// to one zeroed slot per page; returns the sequence to commit under.
+    /// to one zeroed slot per page, under the sequence of `watch` (else of
+    /// the mirror's interval notifier); returns the sequence to commit under.
     fn range_fault(
         &self,
+        watch: Option<&FaultWatch>,
         start: u64,
         end: u64,
         hmm_pfns: &mut KVec<kernel::ffi::c_ulong>,
@@ -623,11 +784,13 @@ impl HmmMirror {
         hmm_pfns.clear();
         hmm_pfns.resize(((end - start) / PAGE_SIZE) as usize, 0, GFP_KERNEL)?;
         let mut seq = 0;
-        // SAFETY: `interval` is inserted (type invariant); `hmm_pfns` holds
-        // one initialised slot per page of the range.
+        let sub = watch.map_or(self.interval.get(), |w| w.sub.get());
+        // SAFETY: `sub` is inserted (type invariants of `HmmMirror` and
+        // `FaultWatch`); `hmm_pfns` holds one initialised slot per page of
+        // the range.
         kernel::error::to_result(unsafe {
             shim::hmm_rs_range_fault(
-                self.interval.get(),
+                sub,
                 start as usize,
                 end as usize,
                 hmm_pfns.as_mut_ptr(),
@@ -902,13 +1065,15 @@ mod tests {
         let (mut pfns, mut entries) = (KVec::new(), KVec::new());
         // The CPU mapping is replaced between the two halves of a fault: what
         // was faulted in is stale and must not be committed.
-        let seq = m.fault_in(start, end, true, &mut pfns)?;
+        let w = FaultWatch::new(&m, start, end)?;
+        let seq = m.fault_in(&w, start, end, true, &mut pfns)?;
         kunit_mm::remap(addr, n * PAGE)?;
-        assert!(!m.commit(start, end, true, seq, &pfns, &mut entries)?);
+        assert!(!m.commit(&w, start, end, true, seq, &pfns, &mut entries)?);
         assert_eq!(m.table().stats().entries, 0);
+        assert!(m.fault_races.load(Relaxed) >= 1);
         // With nothing in between, the same steps commit.
-        let seq = m.fault_in(start, end, true, &mut pfns)?;
-        assert!(m.commit(start, end, true, seq, &pfns, &mut entries)?);
+        let seq = m.fault_in(&w, start, end, true, &mut pfns)?;
+        assert!(m.commit(&w, start, end, true, seq, &pfns, &mut entries)?);
         assert_eq!(m.table().stats().entries, n as u64);
         assert_eq!(stale_entries(&m, addr, n), 0);
         Ok(())

@@ -9,6 +9,7 @@
 #include <linux/hmm.h>
 #include <linux/ioport.h>
 #include <linux/kconfig.h>
+#include <linux/ktime.h>
 #include <linux/memremap.h>
 #include <linux/migrate.h>
 #include <linux/mm.h>
@@ -141,6 +142,21 @@ int hmm_rs_interval_insert(struct mmu_interval_notifier *sub, struct mm_struct *
 			   const struct mmu_interval_notifier_ops *ops)
 {
 	return mmu_interval_notifier_insert(sub, mm, 0, TASK_SIZE_MAX, ops);
+}
+
+/* A device fault's interval notifier: [start, end) of @mirror's mm. */
+int hmm_rs_interval_insert_range(struct mmu_interval_notifier *sub,
+				 struct mmu_interval_notifier *mirror, unsigned long start,
+				 unsigned long end, const struct mmu_interval_notifier_ops *ops)
+{
+	struct mm_struct *mm = mirror->mm;
+	int ret;
+
+	if (!mmget_not_zero(mm))
+		return -ESRCH;
+	ret = mmu_interval_notifier_insert(sub, mm, start, end - start, ops);
+	mmput(mm);
+	return ret;
 }
 
 bool hmm_rs_interval_read_retry(struct mmu_interval_notifier *sub, unsigned long seq)
@@ -533,10 +549,16 @@ bool hmm_rs_migrate_busy(struct hmm_rs_migrate *m, unsigned long i)
 	return m->src[i] & MIGRATE_PFN_VALID && !hmm_rs_migrate_done(m, i);
 }
 
-/* Before trying busy pages again: let whoever holds them finish. */
-void hmm_rs_migrate_backoff(void)
+/*
+ * Before trying busy pages again: let whoever holds them finish. Returns the
+ * nanoseconds slept.
+ */
+u64 hmm_rs_migrate_backoff(void)
 {
+	u64 t0 = ktime_get_ns();
+
 	usleep_range(1000, 2000);
+	return ktime_get_ns() - t0;
 }
 
 /* Ends the step: restores the CPU mappings, drops the old pages. */

@@ -38,6 +38,9 @@ extern const unsigned long hmm_rs_pfn_flags;
 unsigned int hmm_rs_pfn_order(unsigned long hmm_pfn);
 int hmm_rs_interval_insert(struct mmu_interval_notifier *sub, struct mm_struct *mm,
 			   const struct mmu_interval_notifier_ops *ops);
+int hmm_rs_interval_insert_range(struct mmu_interval_notifier *sub,
+				 struct mmu_interval_notifier *mirror, unsigned long start,
+				 unsigned long end, const struct mmu_interval_notifier_ops *ops);
 bool hmm_rs_interval_read_retry(struct mmu_interval_notifier *sub, unsigned long seq);
 void hmm_rs_interval_set_seq(struct mmu_interval_notifier *sub, unsigned long cur_seq);
 #define HMM_RS_FAULT_READ	BIT(0)
@@ -115,7 +118,7 @@ unsigned long hmm_rs_migrate_alloc_system(struct hmm_rs_migrate *m, unsigned lon
 void hmm_rs_migrate_pages(struct hmm_rs_migrate *m);
 bool hmm_rs_migrate_done(struct hmm_rs_migrate *m, unsigned long i);
 bool hmm_rs_migrate_busy(struct hmm_rs_migrate *m, unsigned long i);
-void hmm_rs_migrate_backoff(void);
+u64 hmm_rs_migrate_backoff(void);
 void hmm_rs_migrate_finalize(struct hmm_rs_migrate *m);
 void hmm_rs_migrate_drop_page(unsigned long pfn);
 void *hmm_rs_pfn_devmem(unsigned long pfn);

@@ -16,7 +16,11 @@
 //! them and faults the device pages in afresh once the step is done.
 
 use core::ptr::NonNull;
-use kernel::{bindings, prelude::*};
+use kernel::{
+    bindings,
+    prelude::*,
+    sync::atomic::{Atomic, Relaxed},
+};
 
 use super::devmem::{DevMem, SysPage};
 use super::HmmMirror;
@@ -26,12 +30,17 @@ use crate::{
     shim,
 };
 
-/// Migration steps to device memory that raced with an invalidation
+/// Migration steps to device memory that raced with an invalidation, steps
+/// tried again because pages were busy, the time slept before those tries,
+/// and pages that were there to move but stayed after the last try
 /// (debugfs).
-pub(crate) static RACED: kernel::sync::atomic::Atomic<u64> = kernel::sync::atomic::Atomic::new(0);
+pub(crate) static RACED: Atomic<u64> = Atomic::new(0);
+pub(crate) static BUSY_RETRIES: Atomic<u64> = Atomic::new(0);
+pub(crate) static BACKOFF_NS: Atomic<u64> = Atomic::new(0);
+pub(crate) static STAYED: Atomic<u64> = Atomic::new(0);
 
 /// Extra tries, a millisecond apart, of a step in which pages were busy.
-const BUSY_RETRIES: u32 = 10;
+const BUSY_TRIES: u32 = 10;
 
 /// Pages per migration step (`HMM_RS_MIGRATE_MAX` of hmm_shim.h).
 const MIGRATE_MAX: usize = 512;
@@ -338,7 +347,7 @@ impl HmmMirror {
 
     fn migrate(&self, start: u64, end: u64, to: Option<&DevMem>) -> Result<usize> {
         self.pt.check_range(start, end)?;
-        if self.released.load(kernel::sync::atomic::Relaxed) {
+        if self.released.load(Relaxed) {
             return Err(ESRCH);
         }
         let sub = self.interval.get();
@@ -396,7 +405,7 @@ impl HmmMirror {
                                 if let Some(dst) = dst {
                                     m.set_destination(i + k, dst, write, false);
                                 } else {
-                                    super::devmem::NOT_PLACED.add(1, kernel::sync::atomic::Relaxed);
+                                    super::devmem::NOT_PLACED.add(1, Relaxed);
                                 }
                                 filled.push(dst.unwrap_or(0), GFP_KERNEL)?;
                             }
@@ -427,7 +436,7 @@ impl HmmMirror {
                 match self.map_moved(&plan, addr, private) {
                     Ok(false) => {}
                     Ok(true) => {
-                        RACED.add(1, kernel::sync::atomic::Relaxed);
+                        RACED.add(1, Relaxed);
                         for (i, p) in plan.iter().enumerate() {
                             if p.pfn != 0 {
                                 let a = addr + i as u64 * PAGE_SIZE;
@@ -445,17 +454,19 @@ impl HmmMirror {
                 }
             }
             moved += plan.iter().filter(|p| p.pfn != 0).count();
-            let busy = (0..n).any(|i| m.busy(i));
+            let busy = (0..n).filter(|&i| m.busy(i)).count();
             m.finalize();
             // Pages the kernel could not isolate or move just now (an
             // extra reference, the lock taken) get another chance; what
             // moved is not selected again.
-            if busy && tries < BUSY_RETRIES {
+            if busy != 0 && tries < BUSY_TRIES {
                 tries += 1;
+                BUSY_RETRIES.add(1, Relaxed);
                 // SAFETY: No preconditions.
-                unsafe { shim::hmm_rs_migrate_backoff() };
+                BACKOFF_NS.add(unsafe { shim::hmm_rs_migrate_backoff() }, Relaxed);
                 continue;
             }
+            STAYED.add(busy as u64, Relaxed);
             tries = 0;
             addr += n as u64 * PAGE_SIZE;
         }

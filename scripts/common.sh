@@ -7,7 +7,15 @@
 export HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
 CACHE=${HMM_RS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hmm-rs}
 KSRC=$CACHE/linux-source-7.3
-KBUILD=$CACHE/build
+# Which cached kernel (scripts/kernel.sh): the test kernel with its bug
+# detectors, or the performance kernel without them; each has its own
+# build tree and build products.
+FLAVOUR=${HMMRS_KERNEL:-debug}
+case "$FLAVOUR" in
+debug) KBUILD=$CACHE/build ;;
+perf) KBUILD=$CACHE/build-perf ;;
+*) echo "HMMRS_KERNEL=$FLAVOUR: expected debug or perf" >&2; exit 1 ;;
+esac
 # The test kernel is built with LLVM (clang, lld): KASAN needs it with Rust.
 KMAKE_ARGS=(LLVM=-19)
 export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
@@ -56,4 +64,4 @@ kmake_args() {
 log() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 # Build products; each kernel the modules are built for has its own.
-OUT=${HMM_RS_OUT:-$CACHE/out}
+OUT=${HMM_RS_OUT:-$CACHE/out${KBUILD#"$CACHE"/build}}

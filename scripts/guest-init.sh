@@ -73,6 +73,25 @@ unload() {
 	rmmod "$1" && echo "HMMRS-UNLOADED $1" || echo "HMMRS-UNLOAD-FAILED $1"
 }
 
+# With hmmrs.profile=1 on the command line (HMMRS_PROFILE=1 make bench),
+# ftrace's function profiler runs between these two and the busiest
+# functions of each CPU are printed.
+profile=0
+grep -q 'hmmrs.profile=1' /proc/cmdline && profile=1
+profile_start() {
+	[ $profile = 1 ] || return 0
+	mount -t tracefs tracefs /sys/kernel/tracing 2> /dev/null
+	echo 1 > /sys/kernel/tracing/function_profile_enabled
+}
+profile_stop() {
+	[ $profile = 1 ] || return 0
+	echo 0 > /sys/kernel/tracing/function_profile_enabled
+	for f in /sys/kernel/tracing/trace_stat/function*; do
+		echo "== ftrace function profile, ${f##*/} (total time includes callees)"
+		head -n 40 "$f"
+	done
+}
+
 case "$mode" in
 test)
 	{
@@ -130,11 +149,40 @@ demo)
 	unload hmm_dummy
 	unload hmm_rs
 	;;
-bench)
-	load hmm_rs
-	echo "== page-table benchmark (hmm_pt vs XArray), this boot"
-	echo run > /sys/kernel/debug/hmm_rs/pt_bench && cat /sys/kernel/debug/hmm_rs/pt_bench
-	unload hmm_rs
+bench | bench-short)
+	# The end-to-end benchmark against hmm_dummy, then against test_hmm.ko
+	# on the same device node, in this boot; then the side-by-side table.
+	# bench-short (make test): small sizes, 3 runs, no page-table benchmark.
+	{
+		load hmm_rs
+		if [ "$mode" = bench ]; then
+			bargs=""
+			echo "== page-table benchmark (hmm_pt vs XArray), this boot"
+			echo run > /sys/kernel/debug/hmm_rs/pt_bench && cat /sys/kernel/debug/hmm_rs/pt_bench
+		else
+			bargs="-s"
+		fi
+		echo "== the core's floor: fault and snapshot against bare hmm_range_fault()"
+		# shellcheck disable=SC2086 # the arguments are single words
+		/bench/hmm_bench $bargs -k
+		load hmm_dummy
+		profile_start
+		# shellcheck disable=SC2086 # the arguments are single words
+		/bench/hmm_bench $bargs hmm_dummy > /tmp/ours
+		profile_stop
+		cat /tmp/ours
+		echo "== hmm_rs/stats after hmm_dummy's run"
+		cat /sys/kernel/debug/hmm_rs/stats
+		unload hmm_dummy
+		unload hmm_rs
+		load test_hmm
+		# shellcheck disable=SC2086 # as above
+		/bench/hmm_bench $bargs test_hmm > /tmp/theirs
+		cat /tmp/theirs
+		unload test_hmm
+		echo "== hmm_dummy against test_hmm.ko, this boot ($(uname -r)), ns per 4 KiB page"
+		/bench/hmm_bench -c /tmp/ours /tmp/theirs
+	} > "$out"
 	;;
 reference)
 	{

@@ -190,12 +190,16 @@ def judge_results(results, tally):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument('--ksrc', required=True)
+    ap.add_argument('--ksrc')
     ap.add_argument('--mode', default='test')
     ap.add_argument('--console', required=True)
-    ap.add_argument('--results', required=True)
+    ap.add_argument('--results')
     ap.add_argument('--counts')
+    ap.add_argument('--reports-only', action='store_true',
+                    help='only look for kernel bug reports on the console (benchmarks)')
     args = ap.parse_args()
+    if not args.reports_only and not (args.ksrc and args.results):
+        ap.error('--ksrc and --results are needed unless --reports-only')
 
     def lines(path):
         try:
@@ -204,7 +208,13 @@ def main():
         except FileNotFoundError:
             return []
 
-    console, results = lines(args.console), lines(args.results)
+    console = lines(args.console)
+    if args.reports_only:
+        bad = [TIMESTAMP.sub('', line.rstrip()) for line in console if BAD_CONSOLE.search(line)]
+        for line in bad[:10]:
+            print(f'kernel report: {line}')
+        sys.exit(1 if bad else 0)
+    results = lines(args.results)
     tally = Tally()
     if args.mode in ('test', 'stock'):
         judge_kunit(args.ksrc, console, tally)

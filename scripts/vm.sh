@@ -8,7 +8,10 @@
 #              with KDIR the tree the modules were built in): Debian's own
 #   demo       load hmm_rs and show what it does on the console
 #   shell      load hmm_rs and give an interactive shell
-#   bench      load hmm_rs and run the page-table benchmark
+#   bench      the page-table benchmark and the end-to-end benchmark
+#              (hmm_dummy, then test_hmm.ko); boot the performance kernel
+#              for it (HMMRS_KERNEL=perf)
+#   bench-short  the end-to-end benchmark, small (make test)
 #   reference  run the upstream hmm-tests against the kernel's test_hmm.ko
 #   dummy-reference  the same against hmm_rs + hmm_dummy
 # Expects scripts/build.sh to have run. In test and reference modes, the
@@ -31,7 +34,7 @@ mkdir -p "$run"
 
 # The initramfs, described in the kernel's own gen_init_cpio format.
 {
-	for d in /bin /dev /proc /sys /tmp /modules /tests /demo /upstream; do
+	for d in /bin /dev /proc /sys /tmp /modules /tests /demo /bench /upstream; do
 		echo "dir $d 0755 0 0"
 	done
 	echo "nod /dev/console 0600 0 0 c 5 1"
@@ -40,7 +43,7 @@ mkdir -p "$run"
 	for m in "$OUT"/modules/*.ko "$kdir"/lib/test_hmm.ko; do
 		[ -f "$m" ] && echo "file /modules/$(basename "$m") $m 0644 0 0"
 	done
-	for t in "$OUT"/tests/* "$OUT"/demo/* "$OUT"/upstream/*; do
+	for t in "$OUT"/tests/* "$OUT"/demo/* "$OUT"/bench/* "$OUT"/upstream/*; do
 		[ -f "$t" ] && echo "file /${t#"$OUT"/} $t 0755 0 0"
 	done
 } > "$run/initramfs.list"
@@ -52,7 +55,7 @@ mkdir -p "$run"
 # (guest-init.sh passes its address).
 qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3G -no-reboot
       -kernel "$bzimage" -initrd "$run/initramfs.cpio"
-      -append "console=ttyS0 panic=-1 hugepages=32 memmap=512M\$0x40000000 hmmrs.mode=$mode")
+      -append "console=ttyS0 panic=-1 hugepages=32 memmap=512M\$0x40000000 hmmrs.mode=$mode${HMMRS_PROFILE:+ hmmrs.profile=1}")
 
 case "$mode" in
 test | stock | reference | dummy-reference)
@@ -79,12 +82,28 @@ test | stock | reference | dummy-reference)
 		exit $rc
 	done
 	;;
-demo | shell | bench)
+bench | bench-short)
+	# Printed, not judged, but the benchmark checks the data it moves: a
+	# "FAIL:" line, a kernel report or an unfinished run fails.
+	log "booting the $FLAVOUR kernel ($mode), console in $run/console.log"
+	[ "$FLAVOUR" = perf ] || log "note: not the performance kernel; ratios are distorted"
+	rc=0
+	timeout "${HMMRS_VM_TIMEOUT:-1800}" "${qemu[@]}" -display none -monitor none \
+		-serial "file:$run/console.log" -serial "file:$run/results.log" < /dev/null || rc=$?
+	[ $rc -eq 124 ] && log "the VM did not finish in time: killed"
+	cat "$run/results.log"
+	grep -q '^HMMRS-DONE' "$run/results.log" || die "the benchmark did not finish"
+	! grep -q '^FAIL:\|LOAD-FAILED' "$run/results.log" || die "the benchmark found wrong data or a module did not load"
+	if python3 "$here/judge.py" --reports-only --console "$run/console.log"; then :; else
+		die "the kernel reported a bug during the benchmark"
+	fi
+	;;
+demo | shell)
 	# Quiet boot: the guest prints what matters itself.
 	qemu[-1]+=" quiet"
 	exec "${qemu[@]}" -nographic -serial mon:stdio -serial null
 	;;
 *)
-	die "unknown mode '$mode' (test, stock, demo, shell, bench, reference, dummy-reference)"
+	die "unknown mode '$mode' (test, stock, demo, shell, bench, bench-short, reference, dummy-reference)"
 	;;
 esac

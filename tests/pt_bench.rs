@@ -259,7 +259,7 @@ fn huge_bytes(w: &Workload) -> Result<u64> {
 }
 
 /// Per-mille ratio `a / b`, printed as x.yy.
-struct Ratio(i64, i64);
+pub(crate) struct Ratio(pub(crate) i64, pub(crate) i64);
 
 impl core::fmt::Display for Ratio {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -273,7 +273,7 @@ impl core::fmt::Display for Ratio {
 }
 
 /// Per-page figure `total / pages` with two decimals.
-struct PerPage(i64, i64);
+pub(crate) struct PerPage(pub(crate) i64, pub(crate) i64);
 
 impl core::fmt::Display for PerPage {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

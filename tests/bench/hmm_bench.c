@@ -1,0 +1,749 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The end-to-end benchmark: the same workloads through the dmirror uapi
+ * (lib/test_hmm_uapi.h) against whichever driver owns /dev/hmm_dmirror0,
+ * hmm_dummy on hmm-rs or the kernel's lib/test_hmm.ko, in the same boot.
+ *
+ *   hmm_bench [-s] [-n RUNS] LABEL     runs every workload, prints results
+ *   hmm_bench -c OURS THEIRS           the side-by-side table of two runs
+ *   hmm_bench [-s] -k                  the core's floor (hmm_rs/core_bench):
+ *                                      fault and snapshot against the bare
+ *                                      hmm_range_fault() walk, on our memory
+ *
+ * Each workload times one operation per run and reports nanoseconds per
+ * 4 KiB page, median and minimum. Each run checks the data it moved (or
+ * what the operation must have done to the mirrors) and any mismatch is a
+ * "FAIL:" line and a non-zero exit: numbers are printed, never judged.
+ * -s is the short version make test runs: small sizes, 3 runs.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lib/test_hmm_uapi.h>
+
+#define PAGE		4096UL
+#define HUGE		(2UL << 20)
+#define MAX_RUNS	15
+#define MAX_MIRRORS	8
+#define DEVICE		"/dev/hmm_dmirror0"
+#define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
+
+static unsigned int runs = 5;
+/* Bytes per workload: read/write/snapshot/invalidation; migration. */
+static unsigned long size = 64UL << 20, msize = 32UL << 20;
+static int failures;
+
+struct result {
+	const char *name;
+	unsigned int n;
+	double ns[MAX_RUNS];	/* per page, one per run */
+};
+
+static struct result results[64];
+static unsigned int nresults;
+
+static void fail(const char *what, const char *why)
+{
+	printf("FAIL: %s: %s\n", what, why);
+	failures++;
+}
+
+static struct result *result(const char *name)
+{
+	unsigned int i;
+
+	for (i = 0; i < nresults; i++)
+		if (!strcmp(results[i].name, name))
+			return &results[i];
+	results[nresults].name = name;
+	return &results[nresults++];
+}
+
+static unsigned long long now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+static void record(const char *name, unsigned long long t0, unsigned long long t1,
+		   unsigned long bytes)
+{
+	struct result *r = result(name);
+
+	if (r->n < MAX_RUNS)
+		r->ns[r->n++] = (double)(t1 - t0) / (bytes / PAGE);
+}
+
+/* The driver's errno for @req over @npages at @addr, 0 on success. */
+static int dmirror(int fd, unsigned long req, void *addr, void *ptr,
+		   unsigned long bytes, struct hmm_dmirror_cmd *out)
+{
+	struct hmm_dmirror_cmd cmd = {
+		.addr = (uintptr_t)addr, .ptr = (uintptr_t)ptr, .npages = bytes / PAGE,
+	};
+	int ret = ioctl(fd, req, &cmd) ? errno : 0;
+
+	if (out)
+		*out = cmd;
+	return ret;
+}
+
+static int open_device(void)
+{
+	int fd = open(DEVICE, O_RDWR);
+
+	if (fd < 0) {
+		perror(DEVICE);
+		exit(2);
+	}
+	return fd;
+}
+
+/* Anonymous memory, 2 MiB aligned; THP-backed if @thp, else 4 KiB pages. */
+static void *map(unsigned long bytes, int thp)
+{
+	char *p = mmap(NULL, bytes + HUGE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *a;
+
+	if (p == MAP_FAILED) {
+		perror("mmap");
+		exit(2);
+	}
+	a = (char *)(((uintptr_t)p + HUGE - 1) & ~(HUGE - 1));
+	if (a > p)
+		munmap(p, a - p);
+	munmap(a + bytes, p + HUGE - a);
+	madvise(a, bytes, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+	return a;
+}
+
+/* Every word of page i holds seed << 32 | i. */
+static void fill(void *buf, unsigned long bytes, uint32_t seed)
+{
+	unsigned long long *w = buf;
+	unsigned long i, n = bytes / sizeof(*w);
+
+	for (i = 0; i < n; i++)
+		w[i] = (unsigned long long)seed << 32 | (i * sizeof(*w) / PAGE);
+}
+
+static int check(const char *what, const void *buf, unsigned long bytes, uint32_t seed)
+{
+	const unsigned long long *w = buf;
+	unsigned long i, n = bytes / sizeof(*w);
+
+	for (i = 0; i < n; i++) {
+		if (w[i] != ((unsigned long long)seed << 32 | (i * sizeof(*w) / PAGE))) {
+			char why[96];
+
+			snprintf(why, sizeof(why), "page %lu holds %#llx, not seed %#x",
+				 i * sizeof(*w) / PAGE, w[i], seed);
+			fail(what, why);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void check_ok(const char *what, const char *op, int err)
+{
+	char why[96];
+
+	if (err) {
+		snprintf(why, sizeof(why), "%s: %s", op, strerror(err));
+		fail(what, why);
+	}
+}
+
+static void check_pages(const char *what, const struct hmm_dmirror_cmd *cmd)
+{
+	char why[96];
+
+	if (cmd->cpages != cmd->npages) {
+		snprintf(why, sizeof(why), "%llu of %llu pages",
+			 (unsigned long long)cmd->cpages, (unsigned long long)cmd->npages);
+		fail(what, why);
+	}
+}
+
+/*
+ * Whether every page of [buf, +bytes) is in system memory (@dev false) or
+ * in this device's private memory (@dev true), as a snapshot reports it.
+ * (test_hmm counts a huge page as one in cpages: the pages themselves are
+ * what to check.)
+ */
+static void check_where(const char *what, int fd, void *buf, unsigned long bytes, int dev)
+{
+	unsigned char *perm = malloc(bytes / PAGE);
+	unsigned long i;
+	int err = dmirror(fd, HMM_DMIRROR_SNAPSHOT, buf, perm, bytes, NULL);
+
+	check_ok(what, "SNAPSHOT", err);
+	for (i = 0; !err && i < bytes / PAGE; i++) {
+		int on_dev = (perm[i] & 0xf0) == HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL;
+
+		if (dev != on_dev) {
+			fail(what, dev ? "a page is not in device memory" :
+					 "a page is still in device memory");
+			break;
+		}
+	}
+	free(perm);
+}
+
+/* A device read of [buf, +bytes) through a new mirror, checked. */
+static void read_cold(const char *name, int thp)
+{
+	char *out = map(size, 0);
+	unsigned int r;
+
+	for (r = 0; r < runs; r++) {
+		char *buf = map(size, thp);
+		struct hmm_dmirror_cmd cmd;
+		int fd = open_device();
+		unsigned long long t0;
+
+		fill(buf, size, r + 1);
+		t0 = now_ns();
+		check_ok(name, "READ", dmirror(fd, HMM_DMIRROR_READ, buf, out, size, &cmd));
+		record(name, t0, now_ns(), size);
+		check(name, out, size, r + 1);
+		check_pages(name, &cmd);
+		close(fd);
+		munmap(buf, size);
+	}
+	munmap(out, size);
+}
+
+/* Reads and writes through a mirror that already holds the range. */
+static void warm(void)
+{
+	char *buf = map(size, 0), *out = map(size, 0);
+	struct hmm_dmirror_cmd cmd;
+	int fd = open_device();
+	unsigned int r;
+	unsigned long long t0;
+
+	fill(buf, size, 7);
+	check_ok("read_warm", "READ", dmirror(fd, HMM_DMIRROR_READ, buf, out, size, NULL));
+	for (r = 0; r < runs; r++) {
+		memset(out, 0, size);
+		t0 = now_ns();
+		check_ok("read_warm", "READ", dmirror(fd, HMM_DMIRROR_READ, buf, out, size, &cmd));
+		record("read_warm", t0, now_ns(), size);
+		check("read_warm", out, size, 7);
+		check_pages("read_warm", &cmd);
+	}
+	for (r = 0; r < runs; r++) {
+		fill(out, size, 100 + r);
+		t0 = now_ns();
+		check_ok("write_warm", "WRITE",
+			 dmirror(fd, HMM_DMIRROR_WRITE, buf, out, size, &cmd));
+		record("write_warm", t0, now_ns(), size);
+		check("write_warm", buf, size, 100 + r);
+		check_pages("write_warm", &cmd);
+	}
+	close(fd);
+	munmap(buf, size);
+	munmap(out, size);
+}
+
+/* A device write through a new mirror into memory the CPU has written. */
+static void write_cold(void)
+{
+	char *src = map(size, 0);
+	unsigned int r;
+
+	for (r = 0; r < runs; r++) {
+		char *buf = map(size, 0);
+		struct hmm_dmirror_cmd cmd;
+		int fd = open_device();
+		unsigned long long t0;
+
+		fill(buf, size, 0xdead);
+		fill(src, size, 200 + r);
+		t0 = now_ns();
+		check_ok("write_cold", "WRITE",
+			 dmirror(fd, HMM_DMIRROR_WRITE, buf, src, size, &cmd));
+		record("write_cold", t0, now_ns(), size);
+		check("write_cold", buf, size, 200 + r);
+		check_pages("write_cold", &cmd);
+		close(fd);
+		munmap(buf, size);
+	}
+	munmap(src, size);
+}
+
+static void snapshot(void)
+{
+	char *buf = map(size, 0);
+	unsigned char *perm = malloc(size / PAGE);
+	struct hmm_dmirror_cmd cmd;
+	int fd = open_device();
+	unsigned long i;
+	unsigned int r;
+	unsigned long long t0;
+
+	fill(buf, size, 3);
+	for (r = 0; r < runs; r++) {
+		memset(perm, 0xee, size / PAGE);
+		t0 = now_ns();
+		check_ok("snapshot", "SNAPSHOT",
+			 dmirror(fd, HMM_DMIRROR_SNAPSHOT, buf, perm, size, &cmd));
+		record("snapshot", t0, now_ns(), size);
+		check_pages("snapshot", &cmd);
+		/* test_hmm's convention: writable pages are just PROT_WRITE. */
+		for (i = 0; i < size / PAGE; i++) {
+			if (perm[i] != HMM_DMIRROR_PROT_WRITE) {
+				fail("snapshot", "a written page is not reported writable");
+				break;
+			}
+		}
+	}
+	close(fd);
+	free(perm);
+	munmap(buf, size);
+}
+
+enum inval { MUNMAP, DONTNEED, MPROTECT };
+
+/*
+ * One CPU page-table change over memory that @k mirrors hold, then what
+ * the mirrors must see: nothing (munmap), zeros (MADV_DONTNEED), or
+ * read-only data (mprotect(PROT_READ)).
+ */
+static void invalidate(enum inval how, unsigned int k)
+{
+	static const char *const names[3][MAX_MIRRORS + 1] = {
+		{ [1] = "munmap_x1", [2] = "munmap_x2", [4] = "munmap_x4", [8] = "munmap_x8" },
+		{ [1] = "dontneed_x1", [2] = "dontneed_x2", [4] = "dontneed_x4",
+		  [8] = "dontneed_x8" },
+		{ [1] = "mprotect_x1", [2] = "mprotect_x2", [4] = "mprotect_x4",
+		  [8] = "mprotect_x8" },
+	};
+	const char *name = names[how][k];
+	char *out = map(size, 0);
+	int fd[MAX_MIRRORS];
+	unsigned int r, j;
+
+	for (r = 0; r < runs; r++) {
+		char *buf = map(size, 0);
+		unsigned long long t0, t1;
+		int err;
+
+		fill(buf, size, 300 + r);
+		for (j = 0; j < k; j++) {
+			fd[j] = open_device();
+			check_ok(name, "READ", dmirror(fd[j], HMM_DMIRROR_READ, buf, out, size,
+						       NULL));
+		}
+		t0 = now_ns();
+		if (how == MUNMAP)
+			err = munmap(buf, size);
+		else if (how == DONTNEED)
+			err = madvise(buf, size, MADV_DONTNEED);
+		else
+			err = mprotect(buf, size, PROT_READ);
+		t1 = now_ns();
+		check_ok(name, "the CPU operation", err ? errno : 0);
+		record(name, t0, t1, size);
+		for (j = 0; j < k; j++) {
+			if (how == MUNMAP) {
+				err = dmirror(fd[j], HMM_DMIRROR_READ, buf, out, PAGE, NULL);
+				if (err != EFAULT)
+					fail(name, "a device read after munmap: not EFAULT");
+			} else if (how == DONTNEED) {
+				check_ok(name, "READ",
+					 dmirror(fd[j], HMM_DMIRROR_READ, buf, out, size, NULL));
+				for (unsigned long i = 0; i < size; i += PAGE)
+					if (out[i]) {
+						fail(name, "old data after MADV_DONTNEED");
+						break;
+					}
+			} else {
+				err = dmirror(fd[j], HMM_DMIRROR_WRITE, buf, out, PAGE, NULL);
+				if (err != EPERM)
+					fail(name, "a device write after PROT_READ was not EPERM");
+				check_ok(name, "READ",
+					 dmirror(fd[j], HMM_DMIRROR_READ, buf, out, size, NULL));
+				check(name, out, size, 300 + r);
+			}
+			close(fd[j]);
+		}
+		if (how != MUNMAP)
+			munmap(buf, size);
+	}
+	munmap(out, size);
+}
+
+/*
+ * Freshly written memory to the device through a new mirror, then back:
+ * the device must read what the CPU wrote, and the CPU too afterwards.
+ */
+static void migrate_fresh(int thp)
+{
+	const char *to_dev = thp ? "migrate_to_dev_thp" : "migrate_to_dev";
+	const char *to_sys = thp ? "migrate_to_sys_thp" : "migrate_to_sys";
+	char *out = map(msize, 0);
+	unsigned int r;
+
+	for (r = 0; r < runs; r++) {
+		char *buf = map(msize, thp);
+		struct hmm_dmirror_cmd cmd;
+		int fd = open_device();
+		unsigned long long t0;
+
+		fill(buf, msize, 400 + r);
+		t0 = now_ns();
+		check_ok(to_dev, "MIGRATE_TO_DEV",
+			 dmirror(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, out, msize, &cmd));
+		record(to_dev, t0, now_ns(), msize);
+		check(to_dev, out, msize, 400 + r);
+		check_where(to_dev, fd, buf, msize, 1);
+		t0 = now_ns();
+		check_ok(to_sys, "MIGRATE_TO_SYS",
+			 dmirror(fd, HMM_DMIRROR_MIGRATE_TO_SYS, buf, NULL, msize, &cmd));
+		record(to_sys, t0, now_ns(), msize);
+		check_where(to_sys, fd, buf, msize, 0);
+		check(to_sys, buf, msize, 400 + r);
+		close(fd);
+		munmap(buf, msize);
+	}
+	munmap(out, msize);
+}
+
+/* To the device and back through one mirror, again and again. */
+static void round_trips(int thp)
+{
+	const char *name = thp ? "round_trip_thp" : "round_trip";
+	char *buf = map(msize, thp), *out = map(msize, 0);
+	struct hmm_dmirror_cmd cmd;
+	int fd = open_device();
+	unsigned int r;
+	unsigned long long t0, t1;
+
+	fill(buf, msize, 500);
+	check_ok(name, "MIGRATE_TO_DEV",
+		 dmirror(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, out, msize, NULL));
+	check_ok(name, "MIGRATE_TO_SYS",
+		 dmirror(fd, HMM_DMIRROR_MIGRATE_TO_SYS, buf, NULL, msize, NULL));
+	for (r = 0; r < runs; r++) {
+		fill(buf, msize, 501 + r);
+		t0 = now_ns();
+		check_ok(name, "MIGRATE_TO_DEV",
+			 dmirror(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, out, msize, &cmd));
+		check_ok(name, "MIGRATE_TO_SYS",
+			 dmirror(fd, HMM_DMIRROR_MIGRATE_TO_SYS, buf, NULL, msize, &cmd));
+		t1 = now_ns();
+		record(name, t0, t1, msize);
+		check_where(name, fd, buf, msize, 0);
+		check(name, out, msize, 501 + r);
+		check(name, buf, msize, 501 + r);
+	}
+	close(fd);
+	munmap(buf, msize);
+	munmap(out, msize);
+}
+
+struct reader {
+	int fd;
+	char *buf, *out;
+	unsigned long bytes;
+	int err;
+};
+
+static void *reader(void *arg)
+{
+	struct reader *t = arg;
+
+	t->err = dmirror(t->fd, HMM_DMIRROR_READ, t->buf, t->out, t->bytes, NULL);
+	return NULL;
+}
+
+/* Two threads of one process fault their halves through one mirror at once. */
+static void two_threads(void)
+{
+	char *out = map(size, 0);
+	unsigned int r, j;
+
+	for (r = 0; r < runs; r++) {
+		char *buf = map(size, 0);
+		struct reader t[2];
+		pthread_t th[2];
+		int fd = open_device();
+		unsigned long long t0;
+
+		fill(buf, size, 600 + r);
+		t0 = now_ns();
+		for (j = 0; j < 2; j++) {
+			t[j] = (struct reader) { .fd = fd, .buf = buf + j * size / 2,
+						 .out = out + j * size / 2, .bytes = size / 2 };
+			pthread_create(&th[j], NULL, reader, &t[j]);
+		}
+		for (j = 0; j < 2; j++) {
+			pthread_join(th[j], NULL);
+			check_ok("two_threads", "READ", t[j].err);
+		}
+		record("two_threads", t0, now_ns(), size);
+		check("two_threads", out, size, 600 + r);
+		close(fd);
+		munmap(buf, size);
+	}
+	munmap(out, size);
+}
+
+static int noise_stop;
+static unsigned long noise_ops;
+
+/* Maps, touches and unmaps 64 KiB that nobody mirrors, until told to stop. */
+static void *noise(void *arg)
+{
+	while (!__atomic_load_n(&noise_stop, __ATOMIC_RELAXED)) {
+		char *p = mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (p == MAP_FAILED)
+			break;
+		p[0] = 1;
+		munmap(p, 16 * PAGE);
+		noise_ops++;
+	}
+	return NULL;
+}
+
+/* read_cold while another thread keeps unmapping unrelated memory. */
+static void read_noise(void)
+{
+	pthread_t th;
+
+	noise_stop = 0;
+	noise_ops = 0;
+	pthread_create(&th, NULL, noise, NULL);
+	read_cold("read_cold_noise", 0);
+	__atomic_store_n(&noise_stop, 1, __ATOMIC_RELAXED);
+	pthread_join(th, NULL);
+	printf("# read_cold_noise: %lu unrelated munmaps meanwhile\n", noise_ops);
+}
+
+#define CORE_BENCH	"/sys/kernel/debug/hmm_rs/core_bench"
+
+/* Has hmm_rs time its fault and snapshot against the bare walk here. */
+static int core_floor(void)
+{
+	char *buf = map(size, 0), cmd[64], report[2048];
+	int fd = open(CORE_BENCH, O_RDWR);
+	ssize_t n;
+
+	if (fd < 0) {
+		perror(CORE_BENCH);
+		return 2;
+	}
+	fill(buf, size, 9);
+	snprintf(cmd, sizeof(cmd), "%#lx %lu", (unsigned long)buf, size);
+	if (write(fd, cmd, strlen(cmd)) < 0) {
+		perror("core_bench");
+		return 1;
+	}
+	n = pread(fd, report, sizeof(report) - 1, 0);
+	if (n < 0) {
+		perror("core_bench");
+		return 1;
+	}
+	report[n] = 0;
+	fputs(report, stdout);
+	close(fd);
+	munmap(buf, size);
+	return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median(struct result *r)
+{
+	double s[MAX_RUNS];
+
+	memcpy(s, r->ns, r->n * sizeof(s[0]));
+	qsort(s, r->n, sizeof(s[0]), cmp_double);
+	return r->n % 2 ? s[r->n / 2] : (s[r->n / 2 - 1] + s[r->n / 2]) / 2;
+}
+
+static double minimum(struct result *r)
+{
+	double m = r->ns[0];
+	unsigned int i;
+
+	for (i = 1; i < r->n; i++)
+		m = r->ns[i] < m ? r->ns[i] : m;
+	return m;
+}
+
+/*
+ * What a run printed: "R name median min" (ns per page) and "D name ratio"
+ * (a ratio of two of its own workloads, stored with n = 0).
+ */
+static unsigned int load(const char *path, struct result *out, double *med)
+{
+	char line[256], name[64];
+	unsigned int n = 0;
+	FILE *f = fopen(path, "r");
+
+	if (!f) {
+		perror(path);
+		exit(2);
+	}
+	while (n < 64 && fgets(line, sizeof(line), f)) {
+		double m, lo;
+
+		if (sscanf(line, "R %63s %lf %lf", name, &m, &lo) == 3) {
+			out[n].n = 1;
+		} else if (sscanf(line, "D %63s %lf", name, &m) == 2) {
+			out[n].n = 0;
+			lo = m;
+		} else {
+			continue;
+		}
+		out[n].name = strdup(name);
+		out[n].ns[0] = lo;
+		med[n++] = m;
+	}
+	fclose(f);
+	return n;
+}
+
+static int find(const struct result *r, unsigned int n, const char *name)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++)
+		if (!strcmp(r[i].name, name))
+			return i;
+	return -1;
+}
+
+/* The side-by-side table: ns per page, then each driver's own ratios. */
+static int compare(const char *ours, const char *theirs)
+{
+	static struct result a[64], b[64];
+	double ma[64], mb[64];
+	unsigned int na = load(ours, a, ma), nb = load(theirs, b, mb), i;
+	int j;
+
+	printf("| workload | hmm_dummy median | min | test_hmm median | min | ours/test_hmm |\n");
+	printf("| --- | ---: | ---: | ---: | ---: | ---: |\n");
+	for (i = 0; i < na; i++) {
+		if (!a[i].n)
+			continue;
+		j = find(b, nb, a[i].name);
+		if (j < 0)
+			printf("| %s | %.0f | %.0f | - | - | - |\n", a[i].name, ma[i], a[i].ns[0]);
+		else
+			printf("| %s | %.0f | %.0f | %.0f | %.0f | %.2f |\n", a[i].name, ma[i],
+			       a[i].ns[0], mb[j], b[j].ns[0], ma[i] / mb[j]);
+	}
+	printf("\n| ratio of medians | hmm_dummy | test_hmm |\n| --- | ---: | ---: |\n");
+	for (i = 0; i < na; i++) {
+		if (a[i].n)
+			continue;
+		j = find(b, nb, a[i].name);
+		printf("| %s | %.2f | ", a[i].name, ma[i]);
+		if (j < 0)
+			printf("- |\n");
+		else
+			printf("%.2f |\n", mb[j]);
+	}
+	return 0;
+}
+
+/* The ratios that describe one driver by itself. */
+static void derived(void)
+{
+	static const char *const pairs[][3] = {
+		{ "thp_speedup_to_dev", "migrate_to_dev", "migrate_to_dev_thp" },
+		{ "thp_speedup_to_sys", "migrate_to_sys", "migrate_to_sys_thp" },
+		{ "thp_speedup_round_trip", "round_trip", "round_trip_thp" },
+		{ "noise_cost_read_cold", "read_cold_noise", "read_cold" },
+	};
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(pairs); i++)
+		printf("D %s %.2f\n", pairs[i][0],
+		       median(result(pairs[i][1])) / median(result(pairs[i][2])));
+}
+
+int main(int argc, char **argv)
+{
+	unsigned int i;
+	int opt;
+
+	while ((opt = getopt(argc, argv, "sn:ck")) != -1) {
+		switch (opt) {
+		case 's':
+			runs = 3;
+			size = 8UL << 20;
+			msize = 4UL << 20;
+			break;
+		case 'n':
+			runs = atoi(optarg);
+			if (runs < 1 || runs > MAX_RUNS) {
+				fprintf(stderr, "-n: 1 to %d runs\n", MAX_RUNS);
+				return 2;
+			}
+			break;
+		case 'c':
+			if (argc - optind != 2)
+				goto usage;
+			return compare(argv[optind], argv[optind + 1]);
+		case 'k':
+			return core_floor();
+		default:
+			goto usage;
+		}
+	}
+	if (argc - optind != 1)
+		goto usage;
+	printf("# %s: %u runs, %lu MiB (migrations %lu MiB), ns per 4 KiB page\n",
+	       argv[optind], runs, size >> 20, msize >> 20);
+	read_cold("read_cold", 0);
+	warm();
+	write_cold();
+	read_cold("read_thp", 1);
+	snapshot();
+	for (i = 1; i <= MAX_MIRRORS; i *= 2) {
+		invalidate(MUNMAP, i);
+		invalidate(DONTNEED, i);
+		invalidate(MPROTECT, i);
+	}
+	migrate_fresh(0);
+	round_trips(0);
+	migrate_fresh(1);
+	round_trips(1);
+	two_threads();
+	read_noise();
+	for (i = 0; i < nresults; i++)
+		printf("R %s %.1f %.1f\n", results[i].name, median(&results[i]),
+		       minimum(&results[i]));
+	derived();
+	printf("# %s: %d failure(s)\n", argv[optind], failures);
+	return failures ? 1 : 0;
+usage:
+	fprintf(stderr, "usage: %s [-s] [-n RUNS] LABEL | -c OURS THEIRS | [-s] -k\n", argv[0]);
+	return 2;
+}
