@@ -173,6 +173,7 @@ pub(crate) fn init() {
 /// Takes mutexes: may sleep.
 pub(crate) fn write_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
     devmem::write_stats(f)?;
+    crate::write_event_stats(f)?;
     writeln!(
         f,
         "faults {} fault races {} fault retries {}",

@@ -75,21 +75,35 @@ unload() {
 
 # With hmmrs.profile=1 on the command line (HMMRS_PROFILE=1 make bench),
 # ftrace's function profiler runs between these two and the busiest
-# functions of each CPU are printed.
-profile=0
-grep -q 'hmmrs.profile=1' /proc/cmdline && profile=1
+# functions of each CPU are printed; with hmmrs.profile=FUNCTION, the call
+# stacks of FUNCTION's calls (ftrace's func_stack_trace) instead.
+profile=$(sed -n 's/.*hmmrs.profile=\([^ ]*\).*/\1/p' /proc/cmdline)
+tracing=/sys/kernel/tracing
 profile_start() {
-	[ $profile = 1 ] || return 0
-	mount -t tracefs tracefs /sys/kernel/tracing 2> /dev/null
-	echo 1 > /sys/kernel/tracing/function_profile_enabled
+	[ -n "$profile" ] || return 0
+	mount -t tracefs tracefs $tracing 2> /dev/null
+	if [ "$profile" = 1 ]; then
+		echo 1 > $tracing/function_profile_enabled
+	else
+		echo "$profile" > $tracing/set_ftrace_filter
+		echo function > $tracing/current_tracer
+		echo 1 > $tracing/options/func_stack_trace
+	fi
 }
 profile_stop() {
-	[ $profile = 1 ] || return 0
-	echo 0 > /sys/kernel/tracing/function_profile_enabled
-	for f in /sys/kernel/tracing/trace_stat/function*; do
-		echo "== ftrace function profile, ${f##*/} (total time includes callees)"
-		head -n 40 "$f"
-	done
+	[ -n "$profile" ] || return 0
+	if [ "$profile" = 1 ]; then
+		echo 0 > $tracing/function_profile_enabled
+		for f in "$tracing"/trace_stat/function*; do
+			echo "== ftrace function profile, ${f##*/} (total time includes callees)"
+			head -n 40 "$f"
+		done
+	else
+		echo 0 > $tracing/tracing_on
+		echo "== call stacks of $profile (ftrace)"
+		head -n 400 $tracing/trace
+		echo nop > $tracing/current_tracer
+	fi
 }
 
 case "$mode" in
@@ -155,12 +169,14 @@ bench | bench-short)
 	# bench-short (make test): small sizes, 3 runs, no page-table benchmark.
 	{
 		load hmm_rs
-		if [ "$mode" = bench ]; then
-			bargs=""
+		# hmmrs.bench_args=-o,read_cold (HMMRS_BENCH_ARGS): commas for spaces.
+		extra=$(sed -n 's/.*hmmrs.bench_args=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
+		bargs="$extra"
+		if [ "$mode" = bench-short ]; then
+			bargs="-s $extra"
+		elif [ -z "$extra" ]; then
 			echo "== page-table benchmark (hmm_pt vs XArray), this boot"
 			echo run > /sys/kernel/debug/hmm_rs/pt_bench && cat /sys/kernel/debug/hmm_rs/pt_bench
-		else
-			bargs="-s"
 		fi
 		echo "== the core's floor: fault and snapshot against bare hmm_range_fault()"
 		# shellcheck disable=SC2086 # the arguments are single words

@@ -55,7 +55,7 @@ mkdir -p "$run"
 # (guest-init.sh passes its address).
 qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3G -no-reboot
       -kernel "$bzimage" -initrd "$run/initramfs.cpio"
-      -append "console=ttyS0 panic=-1 hugepages=32 memmap=512M\$0x40000000 hmmrs.mode=$mode${HMMRS_PROFILE:+ hmmrs.profile=1}")
+      -append "console=ttyS0 panic=-1 hugepages=32 memmap=512M\$0x40000000 hmmrs.mode=$mode${HMMRS_PROFILE:+ hmmrs.profile=$HMMRS_PROFILE}${HMMRS_BENCH_ARGS:+ hmmrs.bench_args=$HMMRS_BENCH_ARGS}")
 
 case "$mode" in
 test | stock | reference | dummy-reference)

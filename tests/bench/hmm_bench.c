@@ -4,7 +4,8 @@
  * (lib/test_hmm_uapi.h) against whichever driver owns /dev/hmm_dmirror0,
  * hmm_dummy on hmm-rs or the kernel's lib/test_hmm.ko, in the same boot.
  *
- *   hmm_bench [-s] [-n RUNS] LABEL     runs every workload, prints results
+ *   hmm_bench [-s] [-n RUNS] [-o W] LABEL  runs every workload (-o: those
+ *                                      whose name starts with W), prints results
  *   hmm_bench -c OURS THEIRS           the side-by-side table of two runs
  *   hmm_bench [-s] -k                  the core's floor (hmm_rs/core_bench):
  *                                      fault and snapshot against the bare
@@ -42,11 +43,19 @@ static unsigned int runs = 5;
 /* Bytes per workload: read/write/snapshot/invalidation; migration. */
 static unsigned long size = 64UL << 20, msize = 32UL << 20;
 static int failures;
+/* -o: run only the workloads whose name starts with this. */
+static const char *only = "";
+
+static int want(const char *name)
+{
+	return !strncmp(name, only, strlen(only));
+}
 
 struct result {
 	const char *name;
 	unsigned int n;
 	double ns[MAX_RUNS];	/* per page, one per run */
+	unsigned long long faults;	/* the driver's cmd.faults, summed */
 };
 
 static struct result results[64];
@@ -172,6 +181,7 @@ static void check_pages(const char *what, const struct hmm_dmirror_cmd *cmd)
 {
 	char why[96];
 
+	result(what)->faults += cmd->faults;
 	if (cmd->cpages != cmd->npages) {
 		snprintf(why, sizeof(why), "%llu of %llu pages",
 			 (unsigned long long)cmd->cpages, (unsigned long long)cmd->npages);
@@ -683,9 +693,12 @@ static void derived(void)
 	};
 	unsigned int i;
 
-	for (i = 0; i < ARRAY_SIZE(pairs); i++)
-		printf("D %s %.2f\n", pairs[i][0],
-		       median(result(pairs[i][1])) / median(result(pairs[i][2])));
+	for (i = 0; i < ARRAY_SIZE(pairs); i++) {
+		struct result *a = result(pairs[i][1]), *b = result(pairs[i][2]);
+
+		if (a->n && b->n)
+			printf("D %s %.2f\n", pairs[i][0], median(a) / median(b));
+	}
 }
 
 int main(int argc, char **argv)
@@ -693,7 +706,7 @@ int main(int argc, char **argv)
 	unsigned int i;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "sn:ck")) != -1) {
+	while ((opt = getopt(argc, argv, "sn:cko:")) != -1) {
 		switch (opt) {
 		case 's':
 			runs = 3;
@@ -713,6 +726,9 @@ int main(int argc, char **argv)
 			return compare(argv[optind], argv[optind + 1]);
 		case 'k':
 			return core_floor();
+		case 'o':
+			only = optarg;
+			break;
 		default:
 			goto usage;
 		}
@@ -721,29 +737,46 @@ int main(int argc, char **argv)
 		goto usage;
 	printf("# %s: %u runs, %lu MiB (migrations %lu MiB), ns per 4 KiB page\n",
 	       argv[optind], runs, size >> 20, msize >> 20);
-	read_cold("read_cold", 0);
-	warm();
-	write_cold();
-	read_cold("read_thp", 1);
-	snapshot();
+	if (want("read_cold"))
+		read_cold("read_cold", 0);
+	if (want("read_warm") || want("write_warm"))
+		warm();
+	if (want("write_cold"))
+		write_cold();
+	if (want("read_thp"))
+		read_cold("read_thp", 1);
+	if (want("snapshot"))
+		snapshot();
 	for (i = 1; i <= MAX_MIRRORS; i *= 2) {
-		invalidate(MUNMAP, i);
-		invalidate(DONTNEED, i);
-		invalidate(MPROTECT, i);
+		if (want("munmap"))
+			invalidate(MUNMAP, i);
+		if (want("dontneed"))
+			invalidate(DONTNEED, i);
+		if (want("mprotect"))
+			invalidate(MPROTECT, i);
 	}
-	migrate_fresh(0);
-	round_trips(0);
-	migrate_fresh(1);
-	round_trips(1);
-	two_threads();
-	read_noise();
+	if (want("migrate_to"))
+		migrate_fresh(0);
+	if (want("round_trip"))
+		round_trips(0);
+	if (want("migrate_to"))
+		migrate_fresh(1);
+	if (want("round_trip"))
+		round_trips(1);
+	if (want("two_threads"))
+		two_threads();
+	if (want("read_cold_noise") || (want("read_cold") && *only))
+		read_noise();
 	for (i = 0; i < nresults; i++)
-		printf("R %s %.1f %.1f\n", results[i].name, median(&results[i]),
-		       minimum(&results[i]));
+		if (results[i].n)
+			printf("R %s %.1f %.1f (device faults per run: %.1f)\n", results[i].name,
+			       median(&results[i]), minimum(&results[i]),
+			       (double)results[i].faults / results[i].n);
 	derived();
 	printf("# %s: %d failure(s)\n", argv[optind], failures);
 	return failures ? 1 : 0;
 usage:
-	fprintf(stderr, "usage: %s [-s] [-n RUNS] LABEL | -c OURS THEIRS | [-s] -k\n", argv[0]);
+	fprintf(stderr, "usage: %s [-s] [-n RUNS] [-o WORKLOAD] LABEL | -c OURS THEIRS | [-s] -k\n",
+		argv[0]);
 	return 2;
 }
