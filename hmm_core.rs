@@ -86,6 +86,17 @@ mod shim {
         pub(crate) static hmm_rs_pfn_error: kernel::ffi::c_ulong;
         /// `HMM_PFN_FLAGS`: the bits of an hmm pfn that are not the PFN.
         pub(crate) static hmm_rs_pfn_flags: kernel::ffi::c_ulong;
+        /// Turns `n` hmm pfns of a snapshot into `HMM_RS_SNAP_*` values (see
+        /// [`crate::hmm_mirror::snap`]) for a mirror of device `owner`; only
+        /// PFNs in `[dev_lo, dev_hi)` may be device pages.
+        pub(crate) fn hmm_rs_snap_decode(
+            pfns: *const kernel::ffi::c_ulong,
+            out: *mut u32,
+            n: usize,
+            owner: *mut core::ffi::c_void,
+            dev_lo: usize,
+            dev_hi: usize,
+        );
         /// `hmm_pfn_to_map_order()`.
         pub(crate) fn hmm_rs_pfn_order(hmm_pfn: kernel::ffi::c_ulong) -> kernel::ffi::c_uint;
         /// Inserts `sub` over all of user space of `mm`.
@@ -123,8 +134,6 @@ mod shim {
             owner: *mut core::ffi::c_void,
             seq: *mut kernel::ffi::c_ulong,
         ) -> core::ffi::c_int;
-        /// `is_zero_pfn()`.
-        pub(crate) fn hmm_rs_pfn_is_zero(pfn: kernel::ffi::c_ulong) -> bool;
         /// Address bits of user space: 47, or 56 with 5-level paging.
         pub(crate) fn hmm_rs_user_address_bits() -> kernel::ffi::c_uint;
         /// `HMM_RS_PT_VALID`, `_WRITE`, `_DIRTY`, `_DEVICE`, `_EXCLUSIVE` of hmm_rs.h.
@@ -167,11 +176,6 @@ mod shim {
         );
         /// Whether `pfn` is a device-private page.
         pub(crate) fn hmm_rs_pfn_is_device_private(pfn: kernel::ffi::c_ulong) -> bool;
-        /// `HMM_RS_DEVICE_*` bits of what device memory `pfn` is, or 0.
-        pub(crate) fn hmm_rs_pfn_device_kind(
-            pfn: kernel::ffi::c_ulong,
-            owner: *mut core::ffi::c_void,
-        ) -> kernel::ffi::c_uint;
         /// A migration step's state, or null.
         pub(crate) fn hmm_rs_migrate_alloc() -> *mut Migrate;
         pub(crate) fn hmm_rs_migrate_free(m: *mut Migrate);
@@ -275,7 +279,12 @@ static ALL_EVENTS: [Atomic<u64>; HmmEventType::ALL.len() + 1] =
 pub(crate) fn write_event_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
     write!(f, "events")?;
     for ty in HmmEventType::ALL {
-        write!(f, " {} {}", ty.name(), ALL_EVENTS[ty as usize].load(Relaxed))?;
+        write!(
+            f,
+            " {} {}",
+            ty.name(),
+            ALL_EVENTS[ty as usize].load(Relaxed)
+        )?;
     }
     writeln!(f)
 }

@@ -30,7 +30,7 @@ pub(crate) mod devmem;
 mod migrate;
 
 use core::ptr::NonNull;
-use devmem::Owner;
+use devmem::{DevicePfns, Owner};
 use kernel::{
     bindings,
     mm::MmWithUser,
@@ -53,10 +53,6 @@ use crate::{
 /// Retries of one fault chunk that keeps racing with invalidations before
 /// the fault gives up with `EAGAIN`.
 const FAULT_RETRIES: u32 = 1000;
-
-/// `HMM_RS_DEVICE_*` of hmm_shim.h: what `hmm_rs_pfn_device_kind` says.
-const DEVICE_COHERENT: u32 = 1 << 1;
-const DEVICE_REMOTE: u32 = 1 << 2;
 
 /// `hmm_rs_range_fault()` modes (hmm_shim.h).
 const FAULT_NONE: u32 = 0;
@@ -328,6 +324,13 @@ unsafe extern "C" fn fault_watch_invalidate(
     true
 }
 
+/// Whether `pfn` is a device-private page; the `struct page` is looked at
+/// only if `pfn` is within `dev`.
+fn is_device_private(dev: DevicePfns, pfn: kernel::ffi::c_ulong) -> bool {
+    // SAFETY: No preconditions.
+    dev.may_be_device(pfn as u64) && unsafe { shim::hmm_rs_pfn_is_device_private(pfn) }
+}
+
 /// Marks the page of a dirty entry dirty: the device may have written it.
 /// Pages in device memory have no CPU page to dirty.
 fn dirty_page(d: PtDirty) {
@@ -506,18 +509,11 @@ impl HmmMirror {
         if self.released.load(Relaxed) {
             return Err(ESRCH);
         }
-        // SAFETY: No preconditions.
-        let (pfn_flags, error, write) = unsafe {
-            (
-                shim::hmm_rs_pfn_flags,
-                shim::hmm_rs_pfn_error,
-                shim::hmm_rs_pfn_write,
-            )
-        };
         let mut hmm_pfns =
             KVec::with_capacity(HUGE_SIZE as usize / PAGE_SIZE as usize, GFP_KERNEL)?;
+        let dev = DevicePfns::now();
         let mut chunk = start;
-        let mut out = out.iter_mut();
+        let mut done = 0;
         while chunk < end {
             let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
             let mut tries = 0;
@@ -535,31 +531,19 @@ impl HmmMirror {
                     r => break r.map(|_| ())?,
                 }
             }
-            for (p, o) in hmm_pfns.iter().zip(&mut out) {
-                *o = if p & error != 0 {
-                    snap::ERROR
-                } else if p & pfn_flags == 0 {
-                    0
-                } else {
-                    // SAFETY: No preconditions.
-                    let (zero, device, order) = unsafe {
-                        (
-                            shim::hmm_rs_pfn_is_zero(p & !pfn_flags),
-                            shim::hmm_rs_pfn_device_kind(p & !pfn_flags, self.owner.as_ptr()),
-                            shim::hmm_rs_pfn_order(*p),
-                        )
-                    };
-                    let coherent = device & DEVICE_COHERENT != 0;
-                    let remote = device & DEVICE_REMOTE != 0;
-                    snap::VALID
-                        | if p & write != 0 { snap::WRITE } else { 0 }
-                        | if zero { snap::ZERO } else { 0 }
-                        | if device != 0 { snap::DEVICE } else { 0 }
-                        | if coherent { snap::COHERENT } else { 0 }
-                        | if remote { snap::REMOTE } else { 0 }
-                        | order << snap::ORDER_SHIFT
-                };
-            }
+            let dst = &mut out[done..done + hmm_pfns.len()];
+            // SAFETY: `dst` has room for one value per hmm pfn.
+            unsafe {
+                shim::hmm_rs_snap_decode(
+                    hmm_pfns.as_ptr(),
+                    dst.as_mut_ptr(),
+                    dst.len(),
+                    self.owner.as_ptr(),
+                    dev.lo as usize,
+                    dev.hi as usize,
+                )
+            };
+            done += dst.len();
             chunk = chunk_end;
         }
         Ok(())
@@ -678,13 +662,13 @@ impl HmmMirror {
         };
         // SAFETY: No preconditions.
         let (pfn_flags, writable) = unsafe { (shim::hmm_rs_pfn_flags, shim::hmm_rs_pfn_write) };
+        let dev = DevicePfns::now();
         // Device pages of ours come as they are, read-only after a fork:
         // writing needs them back in system memory, where COW breaks.
         if write
-            && hmm_pfns.iter().any(|p| {
-                // SAFETY: No preconditions.
-                p & writable == 0 && unsafe { shim::hmm_rs_pfn_is_device_private(p & !pfn_flags) }
-            })
+            && hmm_pfns
+                .iter()
+                .any(|p| p & writable == 0 && is_device_private(dev, p & !pfn_flags))
         {
             return self.range_fault(sub, start, end, hmm_pfns, how, Owner::NONE);
         }
@@ -722,10 +706,10 @@ impl HmmMirror {
             && order >= HUGE_ORDER
             && first % (1 << HUGE_ORDER) == 0;
         entries.clear();
+        let dev = DevicePfns::now();
         for p in hmm_pfns.iter() {
             let pfn = p & !pfn_flags;
-            // SAFETY: No preconditions.
-            let flags = if unsafe { shim::hmm_rs_pfn_is_device_private(pfn) } {
+            let flags = if is_device_private(dev, pfn) {
                 flags | PtFlags::DEVICE
             } else {
                 flags
@@ -1015,6 +999,11 @@ mod tests {
         assert_eq!((s.entries, s.pages), (1, 512));
         let map = m.table().lookup(huge + 5 * PAGE_SIZE).ok_or(EFAULT)?;
         assert_eq!((map.addr, map.order), (huge, HUGE_ORDER));
+        // A snapshot says the CPU maps it with a 2 MiB page.
+        let mut snaps = [0u32; 2];
+        m.snapshot(huge, huge + 2 * PAGE_SIZE, &mut snaps)?;
+        assert_eq!(snaps[1] >> snap::ORDER_SHIFT, HUGE_ORDER);
+        assert_eq!(snaps[1] & snap::WRITE, snap::WRITE);
         // Unmapping one page makes the CPU split its huge page first, which
         // invalidates all 2 MiB: the mirror drops the whole entry. Faulted
         // again, what is left is mirrored with 4 KiB entries.

@@ -116,11 +116,6 @@ struct page *hmm_rs_pfn_to_page(unsigned long pfn)
 	return pfn_valid(pfn) ? pfn_to_page(pfn) : NULL;
 }
 
-bool hmm_rs_pfn_is_zero(unsigned long pfn)
-{
-	return is_zero_pfn(pfn);
-}
-
 bool hmm_rs_page_dirty(struct page *page)
 {
 	return folio_test_dirty(page_folio(page));
@@ -367,7 +362,7 @@ bool hmm_rs_pfn_is_device_private(unsigned long pfn)
  * What device memory @pfn is: 0 none, else HMM_RS_DEVICE_PRIVATE or
  * HMM_RS_DEVICE_COHERENT, with HMM_RS_DEVICE_REMOTE if not @owner's.
  */
-unsigned int hmm_rs_pfn_device_kind(unsigned long pfn, void *owner)
+static unsigned int hmm_rs_pfn_device_kind(unsigned long pfn, void *owner)
 {
 	struct page *page = pfn_valid(pfn) ? pfn_to_page(pfn) : NULL;
 	unsigned int kind;
@@ -380,6 +375,47 @@ unsigned int hmm_rs_pfn_device_kind(unsigned long pfn, void *owner)
 		return 0;
 	return kind | (page_pgmap(page)->owner != owner ? HMM_RS_DEVICE_REMOTE : 0);
 }
+
+/*
+ * A snapshot's @n hmm pfns as HMM_RS_SNAP_* values, for a mirror of device
+ * @owner. Only pfns in [@dev_lo, @dev_hi) may be device pages: the others'
+ * struct pages are left alone. In C, for the inline helpers, once per chunk.
+ */
+void hmm_rs_snap_decode(const unsigned long *pfns, u32 *out, unsigned long n, void *owner,
+			unsigned long dev_lo, unsigned long dev_hi)
+{
+	unsigned long i;
+
+	for (i = 0; i < n; i++) {
+		unsigned long p = pfns[i], pfn = p & ~HMM_PFN_FLAGS;
+		unsigned int kind = 0;
+		u32 v;
+
+		if (p & HMM_PFN_ERROR) {
+			out[i] = HMM_RS_SNAP_ERROR;
+			continue;
+		}
+		if (!(p & HMM_PFN_VALID)) {
+			out[i] = 0;
+			continue;
+		}
+		if (pfn >= dev_lo && pfn < dev_hi)
+			kind = hmm_rs_pfn_device_kind(pfn, owner);
+		v = HMM_RS_SNAP_VALID | (hmm_pfn_to_map_order(p) << 8);
+		if (p & HMM_PFN_WRITE)
+			v |= HMM_RS_SNAP_WRITE;
+		if (is_zero_pfn(pfn))
+			v |= HMM_RS_SNAP_ZERO;
+		if (kind)
+			v |= HMM_RS_SNAP_DEVICE;
+		if (kind & HMM_RS_DEVICE_COHERENT)
+			v |= HMM_RS_SNAP_COHERENT;
+		if (kind & HMM_RS_DEVICE_REMOTE)
+			v |= HMM_RS_SNAP_REMOTE;
+		out[i] = v;
+	}
+}
+
 
 /*
  * One step of a migration between system and device-private memory: at

@@ -48,7 +48,6 @@ void hmm_rs_interval_set_seq(struct mmu_interval_notifier *sub, unsigned long cu
 int hmm_rs_range_fault(struct mmu_interval_notifier *sub, unsigned long start,
 		       unsigned long end, unsigned long *pfns, unsigned int how,
 		       void *owner, unsigned long *seq);
-bool hmm_rs_pfn_is_zero(unsigned long pfn);
 unsigned int hmm_rs_user_address_bits(void);
 extern const u64 hmm_rs_c_pt_flags[5];
 
@@ -95,7 +94,8 @@ bool hmm_rs_pfn_is_device_private(unsigned long pfn);
 #define HMM_RS_DEVICE_PRIVATE	BIT(0)
 #define HMM_RS_DEVICE_COHERENT	BIT(1)
 #define HMM_RS_DEVICE_REMOTE	BIT(2)
-unsigned int hmm_rs_pfn_device_kind(unsigned long pfn, void *owner);
+void hmm_rs_snap_decode(const unsigned long *pfns, u32 *out, unsigned long n, void *owner,
+			unsigned long dev_lo, unsigned long dev_hi);
 /* Device memory callbacks, implemented in Rust (hmm_mirror/devmem.rs). */
 void hmm_rs_rust_devmem_free(void *devmem, unsigned long pfn, unsigned int order);
 int hmm_rs_rust_devmem_fault(void *devmem, struct vm_fault *vmf);

@@ -20,7 +20,7 @@ use kernel::{
     new_spinlock,
     prelude::*,
     sync::{
-        atomic::{Atomic, Relaxed},
+        atomic::{Acquire, Atomic, Relaxed, Release},
         Arc, SpinLock,
     },
 };
@@ -49,6 +49,54 @@ pub(crate) fn write_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
         super::migrate::BACKOFF_NS.load(Relaxed) / 1000,
         super::migrate::STAYED.load(Relaxed),
     )
+}
+
+/// The lowest PFN and the end of the highest of all device memory created
+/// so far (never narrowed): a PFN outside cannot be a device page, which
+/// lets the fault and snapshot paths leave the `struct page` of ordinary
+/// pages alone. Stored (release) before any page of the memory is handed
+/// out, so whoever finds one of its PFNs in a page table sees them
+/// (acquire).
+static DEVICE_PFN_LO: Atomic<u64> = Atomic::new(u64::MAX);
+static DEVICE_PFN_HI: Atomic<u64> = Atomic::new(0);
+
+/// A look at the bounds of device PFNs ([`DEVICE_PFN_LO`]).
+#[derive(Clone, Copy)]
+pub(crate) struct DevicePfns {
+    pub(crate) lo: u64,
+    pub(crate) hi: u64,
+}
+
+impl DevicePfns {
+    pub(crate) fn now() -> Self {
+        Self {
+            lo: DEVICE_PFN_LO.load(Acquire),
+            hi: DEVICE_PFN_HI.load(Acquire),
+        }
+    }
+
+    /// Whether `pfn` may be a device page (if not, it is not one).
+    pub(crate) fn may_be_device(self, pfn: u64) -> bool {
+        pfn >= self.lo && pfn < self.hi
+    }
+
+    /// Widens the bounds to `[first, end)`.
+    fn widen(first: u64, end: u64) {
+        let mut lo = DEVICE_PFN_LO.load(Relaxed);
+        while first < lo {
+            match DEVICE_PFN_LO.cmpxchg(lo, first, Release) {
+                Ok(_) => break,
+                Err(now) => lo = now,
+            }
+        }
+        let mut hi = DEVICE_PFN_HI.load(Relaxed);
+        while end > hi {
+            match DEVICE_PFN_HI.cmpxchg(hi, end, Release) {
+                Ok(_) => break,
+                Err(now) => hi = now,
+            }
+        }
+    }
 }
 
 /// The device that owns device memory. A mirror's faults and snapshots see
@@ -153,6 +201,7 @@ impl DevMem {
             Ok(pm) => NonNull::new(pm).ok_or(ENOMEM)?,
             Err(e) => return Err(e),
         };
+        DevicePfns::widen(first_pfn as u64, first_pfn as u64 + npages as u64);
         // Huge blocks need huge-aligned PFNs, and device-private memory:
         // 7.3 gives the folios it splits off a huge device-coherent folio no
         // pagemap (zone_device_private_split_cb), which then warns on free.
