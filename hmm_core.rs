@@ -199,19 +199,11 @@ mod shim {
             pfn: kernel::ffi::c_ulong,
             npages: kernel::ffi::c_ulong,
         ) -> core::ffi::c_long;
-        /// Source page `i`: -1 if it does not migrate, else its pfn or 0.
-        pub(crate) fn hmm_rs_migrate_src(
-            m: *mut Migrate,
-            i: kernel::ffi::c_ulong,
-            flags: *mut kernel::ffi::c_uint,
-        ) -> core::ffi::c_long;
-        /// Makes the locked page at `pfn` page `i`'s destination.
-        pub(crate) fn hmm_rs_migrate_set_dst(
-            m: *mut Migrate,
-            i: kernel::ffi::c_ulong,
-            pfn: kernel::ffi::c_ulong,
-            flags: kernel::ffi::c_uint,
-        );
+        /// The src and dst arrays of `m`, `HMM_RS_MIGRATE_MAX` entries each.
+        pub(crate) fn hmm_rs_migrate_src_pfns(m: *mut Migrate) -> *mut kernel::ffi::c_ulong;
+        pub(crate) fn hmm_rs_migrate_dst_pfns(m: *mut Migrate) -> *mut kernel::ffi::c_ulong;
+        /// `MIGRATE_PFN_VALID`, `_MIGRATE`, `_WRITE`, `_COMPOUND`, `_SHIFT`.
+        pub(crate) static hmm_rs_migrate_pfn_bits: [kernel::ffi::c_ulong; 5];
         /// A new, locked system page for page `i`: its pfn, or 0.
         pub(crate) fn hmm_rs_migrate_alloc_system(
             m: *mut Migrate,
@@ -220,10 +212,6 @@ mod shim {
         ) -> kernel::ffi::c_ulong;
         /// `migrate_vma_pages()` / `migrate_device_pages()`.
         pub(crate) fn hmm_rs_migrate_pages(m: *mut Migrate);
-        /// Whether page `i` moved.
-        pub(crate) fn hmm_rs_migrate_done(m: *mut Migrate, i: kernel::ffi::c_ulong) -> bool;
-        /// Whether page `i` was there to move but did not.
-        pub(crate) fn hmm_rs_migrate_busy(m: *mut Migrate, i: kernel::ffi::c_ulong) -> bool;
         /// Sleeps a millisecond or two before busy pages are tried again;
         /// returns the nanoseconds it slept.
         pub(crate) fn hmm_rs_migrate_backoff() -> u64;

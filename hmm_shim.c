@@ -516,30 +516,24 @@ long hmm_rs_migrate_setup_device(struct hmm_rs_migrate *m, unsigned long pfn,
 }
 
 /*
- * Page @i of a collected range: -1 if it does not migrate, else its pfn
- * (0 for none: an unpopulated or zero-page address); *@flags gets
- * HMM_RS_MIGRATE_WRITE if it was writable, HMM_RS_MIGRATE_HUGE if it heads a
- * huge folio (or a PMD-sized hole) that moves whole, pages @i.. @i + 511.
+ * The src and dst arrays of @m (HMM_RS_MIGRATE_MAX entries each), which
+ * Rust reads and fills between the calls above and below, and the
+ * MIGRATE_PFN_* encoding of their entries.
  */
-long hmm_rs_migrate_src(struct hmm_rs_migrate *m, unsigned long i, unsigned int *flags)
+unsigned long *hmm_rs_migrate_src_pfns(struct hmm_rs_migrate *m)
 {
-	unsigned long s = m->src[i];
-	struct page *page = migrate_pfn_to_page(s);
-
-	if (!(s & MIGRATE_PFN_MIGRATE))
-		return -1;
-	*flags = (s & MIGRATE_PFN_WRITE ? HMM_RS_MIGRATE_WRITE : 0) |
-		 (s & MIGRATE_PFN_COMPOUND ? HMM_RS_MIGRATE_HUGE : 0);
-	return page ? page_to_pfn(page) : 0;
+	return m->src;
 }
 
-/* Page @i (with HMM_RS_MIGRATE_HUGE: a huge folio) goes to the locked @pfn. */
-void hmm_rs_migrate_set_dst(struct hmm_rs_migrate *m, unsigned long i, unsigned long pfn,
-			    unsigned int flags)
+unsigned long *hmm_rs_migrate_dst_pfns(struct hmm_rs_migrate *m)
 {
-	m->dst[i] = migrate_pfn(pfn) | (flags & HMM_RS_MIGRATE_WRITE ? MIGRATE_PFN_WRITE : 0) |
-		    (flags & HMM_RS_MIGRATE_HUGE ? MIGRATE_PFN_COMPOUND : 0);
+	return m->dst;
 }
+
+const unsigned long hmm_rs_migrate_pfn_bits[5] = {
+	MIGRATE_PFN_VALID, MIGRATE_PFN_MIGRATE, MIGRATE_PFN_WRITE, MIGRATE_PFN_COMPOUND,
+	MIGRATE_PFN_SHIFT,
+};
 
 /*
  * A locked system folio of @order (0 or HPAGE_PMD_ORDER) for page @i, near
@@ -572,17 +566,6 @@ void hmm_rs_migrate_pages(struct hmm_rs_migrate *m)
 		migrate_device_pages(m->src, m->dst, m->npages);
 	else
 		migrate_vma_pages(&m->args);
-}
-
-bool hmm_rs_migrate_done(struct hmm_rs_migrate *m, unsigned long i)
-{
-	return m->src[i] & MIGRATE_PFN_MIGRATE && m->dst[i];
-}
-
-/* A page that was there to move but did not (busy, or no destination). */
-bool hmm_rs_migrate_busy(struct hmm_rs_migrate *m, unsigned long i)
-{
-	return m->src[i] & MIGRATE_PFN_VALID && !hmm_rs_migrate_done(m, i);
 }
 
 /*

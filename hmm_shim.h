@@ -108,16 +108,12 @@ long hmm_rs_migrate_setup(struct hmm_rs_migrate *m, struct mmu_interval_notifier
 long hmm_rs_migrate_setup_fault(struct hmm_rs_migrate *m, struct vm_fault *vmf);
 long hmm_rs_migrate_setup_device(struct hmm_rs_migrate *m, unsigned long pfn,
 				 unsigned long npages);
-#define HMM_RS_MIGRATE_WRITE	BIT(0)
-#define HMM_RS_MIGRATE_HUGE	BIT(1)
-long hmm_rs_migrate_src(struct hmm_rs_migrate *m, unsigned long i, unsigned int *flags);
-void hmm_rs_migrate_set_dst(struct hmm_rs_migrate *m, unsigned long i, unsigned long pfn,
-			    unsigned int flags);
+unsigned long *hmm_rs_migrate_src_pfns(struct hmm_rs_migrate *m);
+unsigned long *hmm_rs_migrate_dst_pfns(struct hmm_rs_migrate *m);
+extern const unsigned long hmm_rs_migrate_pfn_bits[5];
 unsigned long hmm_rs_migrate_alloc_system(struct hmm_rs_migrate *m, unsigned long i,
 					  unsigned int order);
 void hmm_rs_migrate_pages(struct hmm_rs_migrate *m);
-bool hmm_rs_migrate_done(struct hmm_rs_migrate *m, unsigned long i);
-bool hmm_rs_migrate_busy(struct hmm_rs_migrate *m, unsigned long i);
 u64 hmm_rs_migrate_backoff(void);
 void hmm_rs_migrate_finalize(struct hmm_rs_migrate *m);
 void hmm_rs_migrate_drop_page(unsigned long pfn);

@@ -47,9 +47,30 @@ const MIGRATE_MAX: usize = 512;
 /// Pages of a huge folio.
 pub(crate) const HUGE_PAGES: usize = 1 << HUGE_ORDER;
 
-/// `HMM_RS_MIGRATE_*` of hmm_shim.h.
-const MIGRATE_WRITE: u32 = 1 << 0;
-const MIGRATE_HUGE: u32 = 1 << 1;
+/// The `MIGRATE_PFN_*` encoding of the kernel's src and dst arrays
+/// (linux/migrate.h), from the shim.
+#[derive(Clone, Copy)]
+struct MigratePfn {
+    valid: usize,
+    migrate: usize,
+    write: usize,
+    compound: usize,
+    shift: u32,
+}
+
+impl MigratePfn {
+    fn get() -> Self {
+        // SAFETY: A constant array of the shim.
+        let [valid, migrate, write, compound, shift] = unsafe { shim::hmm_rs_migrate_pfn_bits };
+        Self {
+            valid,
+            migrate,
+            write,
+            compound,
+            shift: shift as u32,
+        }
+    }
+}
 
 /// What page `i` of a step is. `huge`: it heads a huge folio (or a
 /// PMD-sized hole) that moves whole, pages `i..i + 512`.
@@ -75,25 +96,73 @@ struct Planned {
 ///
 /// # Invariants
 ///
-/// `m` is allocated by `hmm_rs_migrate_alloc` and owned; `npages` is the
-/// size of the step set up last (0 before the first).
+/// `m` is allocated by `hmm_rs_migrate_alloc` and owned; `src` and `dst`
+/// are its arrays of `MIGRATE_MAX` entries, which only the shim's calls
+/// through `m` change; `npages` (at most `MIGRATE_MAX`) is the size of the
+/// step set up last (0 before the first). `last_mem`, if set, is the
+/// [`DevMem`] of a device page collected in the current step, which keeps
+/// it alive until the step ends.
 pub(crate) struct Migration {
     m: NonNull<shim::Migrate>,
+    src: NonNull<kernel::ffi::c_ulong>,
+    dst: NonNull<kernel::ffi::c_ulong>,
+    bits: MigratePfn,
     npages: usize,
+    last_mem: Option<NonNull<DevMem>>,
 }
 
 impl Migration {
     pub(crate) fn new() -> Result<Self> {
         // SAFETY: No preconditions.
         let m = NonNull::new(unsafe { shim::hmm_rs_migrate_alloc() }).ok_or(ENOMEM)?;
-        Ok(Self { m, npages: 0 })
+        // SAFETY: `m` is live; its arrays live as long as it does.
+        let (src, dst) = unsafe {
+            (
+                shim::hmm_rs_migrate_src_pfns(m.as_ptr()),
+                shim::hmm_rs_migrate_dst_pfns(m.as_ptr()),
+            )
+        };
+        let (Some(src), Some(dst)) = (NonNull::new(src), NonNull::new(dst)) else {
+            // SAFETY: Allocated just above, not used.
+            unsafe { shim::hmm_rs_migrate_free(m.as_ptr()) };
+            return Err(EINVAL);
+        };
+        Ok(Self {
+            m,
+            src,
+            dst,
+            bits: MigratePfn::get(),
+            npages: 0,
+            last_mem: None,
+        })
+    }
+
+    /// The src entries of the step.
+    fn src(&self) -> &[kernel::ffi::c_ulong] {
+        // SAFETY: `src` has `MIGRATE_MAX >= npages` entries that only calls
+        // through `&mut self` change (type invariant).
+        unsafe { core::slice::from_raw_parts(self.src.as_ptr(), self.npages) }
+    }
+
+    /// The dst entries of the step.
+    fn dst(&self) -> &[kernel::ffi::c_ulong] {
+        // SAFETY: As for `src`.
+        unsafe { core::slice::from_raw_parts(self.dst.as_ptr(), self.npages) }
+    }
+
+    fn dst_mut(&mut self) -> &mut [kernel::ffi::c_ulong] {
+        // SAFETY: As for `src`; `&mut self` makes this the only access.
+        unsafe { core::slice::from_raw_parts_mut(self.dst.as_ptr(), self.npages) }
     }
 
     fn set_up(&mut self, n: core::ffi::c_long) -> Result<usize> {
         if n < 0 {
             return Err(Error::from_errno(n as i32));
         }
-        self.npages = n as usize;
+        // INVARIANT: the shim sets up at most `MIGRATE_MAX` pages; a new
+        // step has no device memory looked up yet.
+        self.npages = (n as usize).min(MIGRATE_MAX);
+        self.last_mem = None;
         Ok(self.npages)
     }
 
@@ -143,21 +212,22 @@ impl Migration {
 
     /// Page `i`'s source.
     pub(crate) fn source(&self, i: usize) -> Source {
-        if i >= self.npages {
+        let b = self.bits;
+        let Some(&s) = self.src().get(i) else {
+            return Source::Stays;
+        };
+        if s & b.migrate == 0 {
             return Source::Stays;
         }
-        let mut flags = 0;
-        // SAFETY: `m` is ours and set up for more than `i` pages.
-        let pfn = unsafe { shim::hmm_rs_migrate_src(self.m.as_ptr(), i, &mut flags) };
-        let (write, huge) = (flags & MIGRATE_WRITE != 0, flags & MIGRATE_HUGE != 0);
-        match pfn {
-            p if p < 0 => Source::Stays,
-            0 => Source::Empty { write, huge },
-            p => Source::Page {
-                pfn: p as u64,
+        let (write, huge) = (s & b.write != 0, s & b.compound != 0);
+        if s & b.valid == 0 {
+            Source::Empty { write, huge }
+        } else {
+            Source::Page {
+                pfn: (s >> b.shift) as u64,
                 write,
                 huge,
-            },
+            }
         }
     }
 
@@ -171,10 +241,12 @@ impl Migration {
     /// Page `i` (`huge`: the huge folio it heads) goes to the locked page
     /// at `pfn`, which the step now owns.
     pub(crate) fn set_destination(&mut self, i: usize, pfn: u64, write: bool, huge: bool) {
-        if i < self.npages {
-            let flags = if write { MIGRATE_WRITE } else { 0 } | if huge { MIGRATE_HUGE } else { 0 };
-            // SAFETY: `m` is ours; `pfn` is a page the caller owns and hands over.
-            unsafe { shim::hmm_rs_migrate_set_dst(self.m.as_ptr(), i, pfn as usize, flags) };
+        let b = self.bits;
+        if let Some(d) = self.dst_mut().get_mut(i) {
+            *d = (pfn as usize) << b.shift
+                | b.valid
+                | if write { b.write } else { 0 }
+                | if huge { b.compound } else { 0 };
         }
     }
 
@@ -224,8 +296,7 @@ impl Migration {
         out: &mut KVec<u64>,
     ) -> Result<bool> {
         out.clear();
-        // SAFETY: `pfn` is a collected (locked, referenced) device page.
-        let mem = unsafe { DevMem::of_pfn(pfn) }.ok_or(EINVAL)?;
+        let mem = self.devmem_of(pfn).ok_or(EINVAL)?;
         let span = if huge {
             HUGE_PAGES.min(self.npages - i)
         } else {
@@ -264,6 +335,25 @@ impl Migration {
         Ok(false)
     }
 
+    /// The [`DevMem`] of `pfn`, a device page collected in this step: the
+    /// last one looked up if `pfn` is in it (pages of a step are mostly of
+    /// one device), which saves a look at the page's pagemap.
+    fn devmem_of<'a>(&mut self, pfn: u64) -> Option<&'a DevMem> {
+        if let Some(last) = self.last_mem {
+            // SAFETY: Alive until the step ends (type invariant), which
+            // outlasts the caller's use: it copies before it ends the step.
+            let mem = unsafe { last.as_ref() };
+            if mem.index(pfn).is_some() {
+                return Some(mem);
+            }
+        }
+        // SAFETY: `pfn` is a collected (locked, referenced) device page.
+        let mem = unsafe { DevMem::of_pfn(pfn) }?;
+        // INVARIANT: the memory of a page collected in this step.
+        self.last_mem = Some(NonNull::from(mem));
+        Some(mem)
+    }
+
     /// Moves the pages that have a destination.
     pub(crate) fn pages(&mut self) {
         // SAFETY: `m` is ours and set up.
@@ -272,15 +362,14 @@ impl Migration {
 
     /// Whether page `i` moved (after [`Self::pages`]).
     pub(crate) fn moved(&self, i: usize) -> bool {
-        // SAFETY: `m` is ours.
-        i < self.npages && unsafe { shim::hmm_rs_migrate_done(self.m.as_ptr(), i) }
+        let b = self.bits;
+        i < self.npages && self.src()[i] & b.migrate != 0 && self.dst()[i] != 0
     }
 
     /// Whether page `i` was a candidate that did not move (busy), after
     /// [`Self::pages`].
     pub(crate) fn busy(&self, i: usize) -> bool {
-        // SAFETY: `m` is ours.
-        i < self.npages && unsafe { shim::hmm_rs_migrate_busy(self.m.as_ptr(), i) }
+        i < self.npages && self.src()[i] & self.bits.valid != 0 && !self.moved(i)
     }
 
     /// Ends the step.
@@ -288,6 +377,7 @@ impl Migration {
         // SAFETY: `m` is ours and set up.
         unsafe { shim::hmm_rs_migrate_finalize(self.m.as_ptr()) };
         self.npages = 0;
+        self.last_mem = None;
     }
 }
 
@@ -490,32 +580,48 @@ impl HmmMirror {
         // SAFETY: `interval` is inserted (type invariant of `HmmMirror`).
         let seq = unsafe { shim::hmm_rs_interval_read_begin(sub) };
         let end = start + moved.len() as u64 * PAGE_SIZE;
+        let mut entries = KVec::with_capacity(moved.len(), GFP_KERNEL)?;
         loop {
             let mut res = self.pt.reserve(start, end, false, GFP_KERNEL)?;
             let mut table = self.pt.lock();
             // SAFETY: As above.
             let raced = unsafe { shim::hmm_rs_interval_read_retry(sub, seq) };
             let mut done = Ok(());
-            for (i, &Planned { pfn, write, .. }) in moved.iter().enumerate() {
-                if pfn == 0 || done.is_err() {
+            // Runs of pages that moved, each changed in the table at once.
+            let mut i = 0;
+            while i < moved.len() && done.is_ok() {
+                let run = moved[i..].iter().take_while(|p| p.pfn != 0).count();
+                if run == 0 {
+                    i += 1;
                     continue;
                 }
                 let addr = start + i as u64 * PAGE_SIZE;
+                let run_end = addr + run as u64 * PAGE_SIZE;
                 done = if raced {
                     table
-                        .update(addr, addr + PAGE_SIZE, PtFlags::NONE, |d| self.dirty(d))
+                        .update(addr, run_end, PtFlags::NONE, |d| self.dirty(d))
                         .map(|_| ())
                 } else {
-                    let w = if write { PtFlags::WRITE } else { PtFlags::NONE };
                     // The CPU cannot address device-private pages.
                     let d = if private {
                         PtFlags::DEVICE
                     } else {
                         PtFlags::NONE
                     };
-                    let e = PtEntry::new(pfn, d | w)?;
-                    table.populate(&mut res, addr, &[e], |d| self.dirty(d))
+                    entries.clear();
+                    for p in &moved[i..i + run] {
+                        let w = if p.write {
+                            PtFlags::WRITE
+                        } else {
+                            PtFlags::NONE
+                        };
+                        entries
+                            .push_within_capacity(PtEntry::new(p.pfn, d | w)?)
+                            .map_err(|_| ENOMEM)?;
+                    }
+                    table.populate(&mut res, addr, &entries, |d| self.dirty(d))
                 };
+                i += run;
             }
             match done {
                 // Directories ran short (a racing fault took some): again.

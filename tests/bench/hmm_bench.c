@@ -40,8 +40,8 @@
 #define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
 
 static unsigned int runs = 5;
-/* Bytes per workload: read/write/snapshot/invalidation; migration. */
-static unsigned long size = 64UL << 20, msize = 32UL << 20;
+/* Bytes per workload: read/write/snapshot; migration; invalidation. */
+static unsigned long size = 64UL << 20, msize = 32UL << 20, isize = 16UL << 20;
 static int failures;
 /* -o: run only the workloads whose name starts with this. */
 static const char *only = "";
@@ -345,41 +345,44 @@ static void invalidate(enum inval how, unsigned int k)
 		  [8] = "mprotect_x8" },
 	};
 	const char *name = names[how][k];
-	char *out = map(size, 0);
+	char *out = map(isize, 0);
 	int fd[MAX_MIRRORS];
 	unsigned int r, j;
 
 	for (r = 0; r < runs; r++) {
-		char *buf = map(size, 0);
+		char *buf = map(isize, 0);
 		unsigned long long t0, t1;
 		int err;
 
-		fill(buf, size, 300 + r);
+		fill(buf, isize, 300 + r);
 		for (j = 0; j < k; j++) {
 			fd[j] = open_device();
-			check_ok(name, "READ", dmirror(fd[j], HMM_DMIRROR_READ, buf, out, size,
+			check_ok(name, "READ", dmirror(fd[j], HMM_DMIRROR_READ, buf, out, isize,
 						       NULL));
 		}
 		t0 = now_ns();
 		if (how == MUNMAP)
-			err = munmap(buf, size);
+			err = munmap(buf, isize);
 		else if (how == DONTNEED)
-			err = madvise(buf, size, MADV_DONTNEED);
+			err = madvise(buf, isize, MADV_DONTNEED);
 		else
-			err = mprotect(buf, size, PROT_READ);
+			err = mprotect(buf, isize, PROT_READ);
 		t1 = now_ns();
 		check_ok(name, "the CPU operation", err ? errno : 0);
-		record(name, t0, t1, size);
+		record(name, t0, t1, isize);
 		for (j = 0; j < k; j++) {
+			/* All of it through one mirror, a page through the others. */
+			unsigned long n = j ? PAGE : isize;
+
 			if (how == MUNMAP) {
 				err = dmirror(fd[j], HMM_DMIRROR_READ, buf, out, PAGE, NULL);
 				if (err != EFAULT)
 					fail(name, "a device read after munmap: not EFAULT");
 			} else if (how == DONTNEED) {
 				check_ok(name, "READ",
-					 dmirror(fd[j], HMM_DMIRROR_READ, buf, out, size, NULL));
-				for (unsigned long i = 0; i < size; i += PAGE)
-					if (out[i]) {
+					 dmirror(fd[j], HMM_DMIRROR_READ, buf, out, n, NULL));
+				for (unsigned long i = 0; i < n; i += PAGE)
+					if (*(unsigned long long *)(out + i)) {
 						fail(name, "old data after MADV_DONTNEED");
 						break;
 					}
@@ -388,15 +391,15 @@ static void invalidate(enum inval how, unsigned int k)
 				if (err != EPERM)
 					fail(name, "a device write after PROT_READ was not EPERM");
 				check_ok(name, "READ",
-					 dmirror(fd[j], HMM_DMIRROR_READ, buf, out, size, NULL));
-				check(name, out, size, 300 + r);
+					 dmirror(fd[j], HMM_DMIRROR_READ, buf, out, n, NULL));
+				check(name, out, n, 300 + r);
 			}
 			close(fd[j]);
 		}
 		if (how != MUNMAP)
-			munmap(buf, size);
+			munmap(buf, isize);
 	}
-	munmap(out, size);
+	munmap(out, isize);
 }
 
 /*
@@ -712,6 +715,7 @@ int main(int argc, char **argv)
 			runs = 3;
 			size = 8UL << 20;
 			msize = 4UL << 20;
+			isize = 4UL << 20;
 			break;
 		case 'n':
 			runs = atoi(optarg);
@@ -735,8 +739,8 @@ int main(int argc, char **argv)
 	}
 	if (argc - optind != 1)
 		goto usage;
-	printf("# %s: %u runs, %lu MiB (migrations %lu MiB), ns per 4 KiB page\n",
-	       argv[optind], runs, size >> 20, msize >> 20);
+	printf("# %s: %u runs, %lu MiB (migrations %lu, invalidations %lu), ns per 4 KiB page\n",
+	       argv[optind], runs, size >> 20, msize >> 20, isize >> 20);
 	if (want("read_cold"))
 		read_cold("read_cold", 0);
 	if (want("read_warm") || want("write_warm"))

@@ -35,7 +35,6 @@
 #include <linux/spinlock.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
-#include <linux/xarray.h>
 
 #include "hmm_rs.h"
 #include "hmm_dummy_uapi.h"
@@ -58,7 +57,13 @@ struct dummy_device {
 	bool coherent;			/* memory the CPU addresses: no backing */
 	struct hmm_rs_device *dev;
 	struct hmm_rs_devmem *mem;
-	struct xarray backing;		/* page index -> the system page holding it */
+	/*
+	 * Page index -> the system page holding it (device-private memory), as
+	 * test_hmm keeps one in each device page's zone_device_data. The core
+	 * hands an index to one user at a time, from fill to free.
+	 */
+	struct page **backing;
+	unsigned long npages;
 };
 
 static struct dummy_device dummy_devices[DUMMY_NDEVICES];
@@ -123,21 +128,17 @@ static struct page *dummy_backing(struct dummy_device *ddev, unsigned long index
 				  bool alloc)
 {
 	struct page *page;
-	void *old;
 
 	if (ddev->coherent)
 		return pfn_to_page(hmm_rs_devmem_pfn(ddev->mem, index));
-	page = xa_load(&ddev->backing, index);
+	if (index >= ddev->npages)
+		return NULL;
+	page = READ_ONCE(ddev->backing[index]);
 	if (page || !alloc)
 		return page;
 	page = alloc_page(GFP_HIGHUSER);
-	if (!page)
-		return NULL;
-	old = xa_store(&ddev->backing, index, page, GFP_KERNEL);
-	if (xa_is_err(old)) {
-		__free_page(page);
-		return NULL;
-	}
+	if (page)
+		WRITE_ONCE(ddev->backing[index], page);
 	return page;
 }
 
@@ -167,8 +168,11 @@ static int dummy_copy_from_device(void *priv, unsigned long index, struct page *
 static void dummy_free(void *priv, unsigned long index)
 {
 	struct dummy_device *ddev = priv;
-	struct page *page = xa_erase(&ddev->backing, index);
+	struct page *page;
 
+	if (ddev->coherent || index >= ddev->npages)
+		return;
+	page = xchg(&ddev->backing[index], NULL);
 	if (page)
 		__free_page(page);
 }
@@ -581,16 +585,16 @@ static const char *const dummy_names[DUMMY_NDEVICES] = {
 
 static void dummy_device_remove(struct dummy_device *ddev)
 {
-	struct page *page;
 	unsigned long index;
 
 	misc_deregister(&ddev->misc);
 	/* Evicts what processes still have on the device. */
 	hmm_rs_devmem_destroy(ddev->mem);
 	hmm_rs_device_unregister(ddev->dev);
-	xa_for_each(&ddev->backing, index, page)
-		__free_page(page);
-	xa_destroy(&ddev->backing);
+	for (index = 0; index < ddev->npages; index++)
+		if (ddev->backing[index])
+			__free_page(ddev->backing[index]);
+	kvfree(ddev->backing);
 }
 
 /* @spm: 0 for device-private memory, else where device-coherent memory is. */
@@ -598,11 +602,16 @@ static int dummy_device_init(struct dummy_device *ddev, const char *name, unsign
 {
 	int ret;
 
-	xa_init(&ddev->backing);
 	ddev->coherent = spm;
+	ddev->npages = spm ? 0 : DUMMY_DEVMEM_PAGES;
+	ddev->backing = kvcalloc(ddev->npages, sizeof(*ddev->backing), GFP_KERNEL);
+	if (ddev->npages && !ddev->backing)
+		return -ENOMEM;
 	ddev->dev = hmm_rs_device_register(&dummy_ops);
-	if (IS_ERR(ddev->dev))
+	if (IS_ERR(ddev->dev)) {
+		kvfree(ddev->backing);
 		return PTR_ERR(ddev->dev);
+	}
 	if (spm)
 		ddev->mem = hmm_rs_devmem_create_coherent(ddev->dev, spm, DUMMY_COHERENT_PAGES,
 							  &dummy_devmem_ops, ddev);
@@ -624,6 +633,7 @@ destroy:
 	hmm_rs_devmem_destroy(ddev->mem);
 unregister:
 	hmm_rs_device_unregister(ddev->dev);
+	kvfree(ddev->backing);
 	return ret;
 }
 
