@@ -230,7 +230,7 @@ mod shim {
 
 use hmm_event::{HmmEvent, HmmEventType, Invalidation, NotifierEvent};
 use hmm_mirror::{
-    devmem::{DevMem, DevMemOps, Owner, SysPage},
+    devmem::{copy_pages_from_device, copy_pages_to_device, DevMem, DevMemOps, Owner, SysPage},
     HmmMirror,
 };
 
@@ -872,7 +872,17 @@ pub(crate) struct CDevMemOps {
         ) -> core::ffi::c_int,
     >,
     free: Option<unsafe extern "C" fn(*mut core::ffi::c_void, kernel::ffi::c_ulong)>,
+    copy_folio_to_device: Option<CFolioCopy>,
+    copy_folio_from_device: Option<CFolioCopy>,
 }
+
+/// `copy_folio_to_device` / `copy_folio_from_device` of `struct hmm_rs_devmem_ops`.
+type CFolioCopy = unsafe extern "C" fn(
+    *mut core::ffi::c_void,
+    kernel::ffi::c_ulong,
+    *mut bindings::page,
+    kernel::ffi::c_uint,
+) -> core::ffi::c_int;
 
 /// The [`DevMemOps`] of device memory created from C.
 ///
@@ -923,6 +933,23 @@ impl DevMemOps for CDevMem {
             // SAFETY: As above.
             unsafe { f(self.private, index) };
         }
+    }
+
+    fn copy_folio_to_device(&self, index: usize, src: Option<SysPage>, order: u32) -> Result {
+        let Some(f) = self.ops().copy_folio_to_device else {
+            return copy_pages_to_device(self, index, src, order);
+        };
+        let src = src.map_or(core::ptr::null_mut(), sys_page);
+        // SAFETY: As above.
+        kernel::error::to_result(unsafe { f(self.private, index, src, order) })
+    }
+
+    fn copy_folio_from_device(&self, index: usize, dst: SysPage, order: u32) -> Result {
+        let Some(f) = self.ops().copy_folio_from_device else {
+            return copy_pages_from_device(self, index, dst, order);
+        };
+        // SAFETY: As above.
+        kernel::error::to_result(unsafe { f(self.private, index, sys_page(dst), order) })
     }
 }
 

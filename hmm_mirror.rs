@@ -480,12 +480,11 @@ impl HmmMirror {
         }
         let mut hmm_pfns =
             KVec::with_capacity(HUGE_SIZE as usize / PAGE_SIZE as usize, GFP_KERNEL)?;
-        let mut entries = KVec::with_capacity(hmm_pfns.capacity(), GFP_KERNEL)?;
         let watch = FaultWatch::new(self, start, end)?;
         let mut chunk = start;
         while chunk < end {
             let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
-            self.fault_chunk(&watch, chunk, chunk_end, write, &mut hmm_pfns, &mut entries)?;
+            self.fault_chunk(&watch, chunk, chunk_end, write, &mut hmm_pfns)?;
             chunk = chunk_end;
         }
         self.hmm.count(ty);
@@ -613,7 +612,6 @@ impl HmmMirror {
         end: u64,
         write: bool,
         hmm_pfns: &mut KVec<kernel::ffi::c_ulong>,
-        entries: &mut KVec<PtEntry>,
     ) -> Result {
         for tries in 0..FAULT_RETRIES {
             if tries > 0 {
@@ -624,7 +622,7 @@ impl HmmMirror {
                 Err(EBUSY) => continue,
                 r => r?,
             };
-            if self.commit(watch, start, end, write, seq, hmm_pfns, entries)? {
+            if self.commit(watch, start, end, write, seq, hmm_pfns)? {
                 return Ok(());
             }
         }
@@ -678,7 +676,6 @@ impl HmmMirror {
     /// Second half of a fault: mirrors the faulted-in `hmm_pfns` of
     /// `[start, end)` unless an invalidation started after `seq`. Returns
     /// whether it did; if not, fault in again.
-    #[expect(clippy::too_many_arguments)]
     fn commit(
         &self,
         watch: &FaultWatch,
@@ -687,7 +684,6 @@ impl HmmMirror {
         write: bool,
         seq: kernel::ffi::c_ulong,
         hmm_pfns: &[kernel::ffi::c_ulong],
-        entries: &mut KVec<PtEntry>,
     ) -> Result<bool> {
         let flags = if write {
             PtFlags::WRITE | PtFlags::DIRTY
@@ -705,17 +701,17 @@ impl HmmMirror {
         let huge = hmm_pfns.len() == 1 << HUGE_ORDER
             && order >= HUGE_ORDER
             && first % (1 << HUGE_ORDER) == 0;
-        entries.clear();
         let dev = DevicePfns::now();
-        for p in hmm_pfns.iter() {
-            let pfn = p & !pfn_flags;
+        // hmm pfns have fewer bits than entries: every PFN fits.
+        let entry = |k: usize| {
+            let pfn = hmm_pfns[k] & !pfn_flags;
             let flags = if is_device_private(dev, pfn) {
                 flags | PtFlags::DEVICE
             } else {
                 flags
             };
-            entries.push(PtEntry::new(pfn as u64, flags)?, GFP_KERNEL)?;
-        }
+            PtEntry::from_checked_pfn(pfn as u64, flags)
+        };
         let mut res = self.pt.reserve(start, end, huge, GFP_KERNEL)?;
         let mut table = self.pt.lock();
         // SAFETY: The watch is inserted while it exists (type invariant).
@@ -723,9 +719,9 @@ impl HmmMirror {
             return Ok(false);
         }
         let done = if huge {
-            table.populate_huge(&mut res, start, entries[0], |d| self.dirty(d))
+            table.populate_huge(&mut res, start, entry(0), |d| self.dirty(d))
         } else {
-            table.populate(&mut res, start, entries, |d| self.dirty(d))
+            table.populate_from(&mut res, start, hmm_pfns.len(), entry, |d| self.dirty(d))
         };
         match done {
             Err(EAGAIN) => Ok(false),
@@ -1052,18 +1048,18 @@ mod tests {
         let addr = kunit_mm::mmap(n * PAGE, PROT_READ | PROT_WRITE)?;
         let (_seen, m) = mirror()?;
         let (start, end) = (addr as u64, (addr + n * PAGE) as u64);
-        let (mut pfns, mut entries) = (KVec::new(), KVec::new());
+        let mut pfns = KVec::new();
         // The CPU mapping is replaced between the two halves of a fault: what
         // was faulted in is stale and must not be committed.
         let w = FaultWatch::new(&m, start, end)?;
         let seq = m.fault_in(&w, start, end, true, &mut pfns)?;
         kunit_mm::remap(addr, n * PAGE)?;
-        assert!(!m.commit(&w, start, end, true, seq, &pfns, &mut entries)?);
+        assert!(!m.commit(&w, start, end, true, seq, &pfns)?);
         assert_eq!(m.table().stats().entries, 0);
         assert!(m.fault_races.load(Relaxed) >= 1);
         // With nothing in between, the same steps commit.
         let seq = m.fault_in(&w, start, end, true, &mut pfns)?;
-        assert!(m.commit(&w, start, end, true, seq, &pfns, &mut entries)?);
+        assert!(m.commit(&w, start, end, true, seq, &pfns)?);
         assert_eq!(m.table().stats().entries, n as u64);
         assert_eq!(stale_entries(&m, addr, n), 0);
         Ok(())

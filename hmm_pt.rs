@@ -177,6 +177,12 @@ impl PtEntry {
         Ok(Self(pfn << PAGE_SHIFT | (flags | PtFlags::VALID).0))
     }
 
+    /// As [`Self::new`], for a `pfn` the caller has checked against
+    /// [`Self::MAX_PFN`] (higher bits would be cut).
+    pub(crate) const fn from_checked_pfn(pfn: u64, flags: PtFlags) -> Self {
+        Self((pfn & Self::MAX_PFN) << PAGE_SHIFT | (flags.0 | PtFlags::VALID.0))
+    }
+
     /// The page frame number (of the first page, for a huge entry).
     pub(crate) const fn pfn(self) -> u64 {
         self.0 >> PAGE_SHIFT
@@ -814,9 +820,23 @@ impl<A: DirAlloc> PtGuard<'_, A> {
         res: &mut Reserve,
         start: u64,
         entries: &[PtEntry],
+        on_dirty: impl FnMut(PtDirty),
+    ) -> Result {
+        self.populate_from(res, start, entries.len(), |k| entries[k], on_dirty)
+    }
+
+    /// [`Self::populate`] with the entry of page `k` made by `entry(k)`,
+    /// for callers that would otherwise build the array first (a device
+    /// fault makes them from `hmm_range_fault()`'s output).
+    pub(crate) fn populate_from(
+        &mut self,
+        res: &mut Reserve,
+        start: u64,
+        n: usize,
+        mut entry: impl FnMut(usize) -> PtEntry,
         mut on_dirty: impl FnMut(PtDirty),
     ) -> Result {
-        let len = u64::try_from(entries.len()).map_err(|_| EINVAL)?;
+        let len = u64::try_from(n).map_err(|_| EINVAL)?;
         let end = len
             .checked_mul(PAGE_SIZE)
             .and_then(|l| start.checked_add(l))
@@ -832,7 +852,7 @@ impl<A: DirAlloc> PtGuard<'_, A> {
         // What a device fault commits, page by page: kept tight, the new
         // leaves counted once per directory.
         let mut addr = start;
-        let mut entries = entries.iter();
+        let mut k = 0;
         while addr < end {
             let chunk_end = end.min((addr | (HUGE_SIZE - 1)) + 1);
             let dir = self.descend(res, addr, 0)?;
@@ -840,7 +860,9 @@ impl<A: DirAlloc> PtGuard<'_, A> {
             let first = ((addr - base) >> PAGE_SHIFT) as usize;
             let last = ((chunk_end - base) >> PAGE_SHIFT) as usize;
             let mut appeared = 0;
-            for (i, e) in (first..last).zip(&mut entries) {
+            for i in first..last {
+                let e = entry(k);
+                k += 1;
                 let new = e.with_flags(e.flags() | PtFlags::VALID);
                 if dir.slots[i].load(Mo::Relaxed) == 0 {
                     appeared += 1;

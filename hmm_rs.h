@@ -168,6 +168,17 @@ struct hmm_rs_devmem_ops {
 	int (*copy_from_device)(void *devmem_priv, unsigned long index, struct page *dst);
 	/* Optional: device page @index holds nothing any more. Must not sleep. */
 	void (*free)(void *devmem_priv, unsigned long index);
+	/*
+	 * Optional: the same for a huge folio, the 1 << @order pages from
+	 * @index, from or into the 1 << @order system pages from @src / @dst
+	 * (one transfer for a DMA engine). Without them, the core copies page
+	 * by page. Pages are still freed one by one (the kernel may split a
+	 * huge device folio).
+	 */
+	int (*copy_folio_to_device)(void *devmem_priv, unsigned long index, struct page *src,
+				    unsigned int order);
+	int (*copy_folio_from_device)(void *devmem_priv, unsigned long index, struct page *dst,
+				      unsigned int order);
 };
 
 struct hmm_rs_devmem;

@@ -416,7 +416,6 @@ void hmm_rs_snap_decode(const unsigned long *pfns, u32 *out, unsigned long n, vo
 	}
 }
 
-
 /*
  * One step of a migration between system and device-private memory: at
  * most HMM_RS_MIGRATE_MAX pages of one VMA (migrate_vma_*), or of a device

@@ -40,7 +40,7 @@ pub(crate) fn write_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
     writeln!(
         f,
         "device pages in use {} huge folios filled {} pages not placed {} migration steps raced {} \
-         busy retries {} backoff us {} pages stayed busy {}",
+         busy retries {} backoff us {} pages stayed busy {} huge folios back whole {} split {}",
         PAGES_USED.load(Relaxed),
         HUGE_FILLED.load(Relaxed),
         NOT_PLACED.load(Relaxed),
@@ -48,6 +48,8 @@ pub(crate) fn write_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
         super::migrate::BUSY_RETRIES.load(Relaxed),
         super::migrate::BACKOFF_NS.load(Relaxed) / 1000,
         super::migrate::STAYED.load(Relaxed),
+        super::migrate::HUGE_BACK_WHOLE.load(Relaxed),
+        super::migrate::HUGE_BACK_SPLIT.load(Relaxed),
     )
 }
 
@@ -136,6 +138,41 @@ pub(crate) trait DevMemOps: Send + Sync {
     fn copy_from_device(&self, index: usize, dst: SysPage) -> Result;
     /// Device page `index` holds nothing any more. Must not sleep.
     fn free(&self, _index: usize) {}
+
+    /// Fills the `1 << order` device pages of a huge folio from `index`
+    /// from the system pages from `src` (or with zeros): one transfer for a
+    /// DMA engine. By default, page by page.
+    fn copy_folio_to_device(&self, index: usize, src: Option<SysPage>, order: u32) -> Result {
+        copy_pages_to_device(self, index, src, order)
+    }
+
+    /// Copies the `1 << order` device pages from `index` into the system
+    /// pages from `dst`. By default, page by page.
+    fn copy_folio_from_device(&self, index: usize, dst: SysPage, order: u32) -> Result {
+        copy_pages_from_device(self, index, dst, order)
+    }
+}
+
+/// [`DevMemOps::copy_folio_to_device`] page by page.
+pub(crate) fn copy_pages_to_device<T: DevMemOps + ?Sized>(
+    ops: &T,
+    index: usize,
+    src: Option<SysPage>,
+    order: u32,
+) -> Result {
+    (0..1usize << order)
+        .try_for_each(|k| ops.copy_to_device(index + k, src.map(|p| SysPage(p.0 + k as u64))))
+}
+
+/// [`DevMemOps::copy_folio_from_device`] page by page.
+pub(crate) fn copy_pages_from_device<T: DevMemOps + ?Sized>(
+    ops: &T,
+    index: usize,
+    dst: SysPage,
+    order: u32,
+) -> Result {
+    (0..1usize << order)
+        .try_for_each(|k| ops.copy_from_device(index + k, SysPage(dst.0 + k as u64)))
 }
 
 /// Device memory: see the module documentation.
@@ -335,15 +372,15 @@ impl DevMem {
     /// a copy failed.
     pub(crate) fn fill_huge(&self, src: Option<u64>) -> Option<u64> {
         let index = self.free_huge.lock().pop()? as usize;
-        for k in 0..HUGE_PAGES {
-            let page = src.map(|p| SysPage(p + k as u64));
-            if self.ops.copy_to_device(index + k, page).is_err() {
-                for j in 0..k {
-                    self.ops.free(index + j);
-                }
-                self.put_free_huge(index);
-                return None;
-            }
+        if self
+            .ops
+            .copy_folio_to_device(index, src.map(SysPage), HUGE_ORDER)
+            .is_err()
+        {
+            // What a failed copy filled holds nothing.
+            (0..HUGE_PAGES).for_each(|k| self.ops.free(index + k));
+            self.put_free_huge(index);
+            return None;
         }
         let pfn = self.pfn(index);
         PAGES_USED.add(HUGE_PAGES as u64, Relaxed);
@@ -357,6 +394,13 @@ impl DevMem {
     pub(crate) fn copy_out(&self, pfn: u64, dst: SysPage) -> Result {
         let index = self.index(pfn).ok_or(EINVAL)?;
         self.ops.copy_from_device(index, dst)
+    }
+
+    /// Copies the huge folio at device page `pfn` into the system pages
+    /// from `dst`.
+    pub(crate) fn copy_out_huge(&self, pfn: u64, dst: SysPage) -> Result {
+        let index = self.index(pfn).ok_or(EINVAL)?;
+        self.ops.copy_folio_from_device(index, dst, HUGE_ORDER)
     }
 
     fn put_free(&self, index: usize) {

@@ -38,6 +38,10 @@ pub(crate) static RACED: Atomic<u64> = Atomic::new(0);
 pub(crate) static BUSY_RETRIES: Atomic<u64> = Atomic::new(0);
 pub(crate) static BACKOFF_NS: Atomic<u64> = Atomic::new(0);
 pub(crate) static STAYED: Atomic<u64> = Atomic::new(0);
+/// Huge device folios brought back to system memory as one huge folio, and
+/// as 512 pages because no huge folio could be had (debugfs).
+pub(crate) static HUGE_BACK_WHOLE: Atomic<u64> = Atomic::new(0);
+pub(crate) static HUGE_BACK_SPLIT: Atomic<u64> = Atomic::new(0);
 
 /// Extra tries, a millisecond apart, of a step in which pages were busy.
 const BUSY_TRIES: u32 = 10;
@@ -304,10 +308,14 @@ impl Migration {
         };
         if huge && span == HUGE_PAGES {
             let dst = self.alloc_system(i, HUGE_ORDER);
+            let counter = if dst != 0 {
+                &HUGE_BACK_WHOLE
+            } else {
+                &HUGE_BACK_SPLIT
+            };
+            counter.add(1, Relaxed);
             if dst != 0 {
-                if let Err(e) =
-                    (0..span as u64).try_for_each(|k| mem.copy_out(pfn + k, SysPage(dst + k)))
-                {
+                if let Err(e) = mem.copy_out_huge(pfn, SysPage(dst)) {
                     // SAFETY: The folio allocated just above, unused.
                     unsafe { shim::hmm_rs_migrate_drop_page(dst as usize) };
                     return Err(e);

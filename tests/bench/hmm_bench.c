@@ -771,11 +771,18 @@ int main(int argc, char **argv)
 		two_threads();
 	if (want("read_cold_noise") || (want("read_cold") && *only))
 		read_noise();
-	for (i = 0; i < nresults; i++)
-		if (results[i].n)
-			printf("R %s %.1f %.1f (device faults per run: %.1f)\n", results[i].name,
-			       median(&results[i]), minimum(&results[i]),
-			       (double)results[i].faults / results[i].n);
+	for (i = 0; i < nresults; i++) {
+		struct result *r = &results[i];
+		unsigned int k;
+
+		if (!r->n)
+			continue;
+		printf("R %s %.1f %.1f (device faults per run: %.1f; runs:", r->name, median(r),
+		       minimum(r), (double)r->faults / r->n);
+		for (k = 0; k < r->n; k++)
+			printf(" %.0f", r->ns[k]);
+		printf(")\n");
+	}
 	derived();
 	printf("# %s: %d failure(s)\n", argv[optind], failures);
 	return failures ? 1 : 0;

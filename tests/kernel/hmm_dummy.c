@@ -44,6 +44,7 @@
 #define DUMMY_NDEVICES		4
 #define DUMMY_DEVMEM_PAGES	((512UL << 20) >> PAGE_SHIFT)
 #define DUMMY_COHERENT_PAGES	((256UL << 20) >> PAGE_SHIFT)
+#define DUMMY_HUGE_ORDER	(PMD_SHIFT - PAGE_SHIFT)
 
 static unsigned long spm_addr_dev0;
 module_param(spm_addr_dev0, long, 0644);
@@ -64,6 +65,11 @@ struct dummy_device {
 	 */
 	struct page **backing;
 	unsigned long npages;
+	/*
+	 * Per 2 MiB block whose pages are backed by one huge folio: how many
+	 * of them still are (the folio goes with the last).
+	 */
+	atomic_t *huge_live;
 };
 
 static struct dummy_device dummy_devices[DUMMY_NDEVICES];
@@ -165,6 +171,17 @@ static int dummy_copy_from_device(void *priv, unsigned long index, struct page *
 	return 0;
 }
 
+/* Lets go of backing page @page of device page @index. */
+static void dummy_put_backing(struct dummy_device *ddev, unsigned long index, struct page *page)
+{
+	struct folio *folio = page_folio(page);
+
+	if (!folio_test_large(folio))
+		__free_page(page);
+	else if (atomic_dec_and_test(&ddev->huge_live[index >> DUMMY_HUGE_ORDER]))
+		folio_put(folio);
+}
+
 static void dummy_free(void *priv, unsigned long index)
 {
 	struct dummy_device *ddev = priv;
@@ -174,13 +191,70 @@ static void dummy_free(void *priv, unsigned long index)
 		return;
 	page = xchg(&ddev->backing[index], NULL);
 	if (page)
-		__free_page(page);
+		dummy_put_backing(ddev, index, page);
+}
+
+/*
+ * A huge folio at once: backed by one huge system folio, as test_hmm has
+ * it, freed with the last of its pages (the kernel may split the device
+ * folio and free its pages one by one). Freeing it whole keeps system
+ * memory unfragmented for the huge folios that come back.
+ */
+static int dummy_copy_folio_to_device(void *priv, unsigned long index, struct page *src,
+				      unsigned int order)
+{
+	struct dummy_device *ddev = priv;
+	unsigned long k, n = 1UL << order;
+	struct folio *dst;
+
+	if (ddev->coherent || order != DUMMY_HUGE_ORDER) {
+		for (k = 0; k < n; k++) {
+			int ret = dummy_copy_to_device(priv, index + k, src ? src + k : NULL);
+
+			if (ret)
+				return ret;
+		}
+		return 0;
+	}
+	if (index + n > ddev->npages || index % n)
+		return -EINVAL;
+	dst = folio_alloc(GFP_HIGHUSER, order);
+	if (!dst)
+		return -ENOMEM;
+	atomic_set(&ddev->huge_live[index >> order], n);
+	for (k = 0; k < n; k++) {
+		struct page *old = xchg(&ddev->backing[index + k], folio_page(dst, k));
+
+		if (old)
+			dummy_put_backing(ddev, index + k, old);
+		if (src)
+			copy_highpage(folio_page(dst, k), src + k);
+		else
+			clear_highpage(folio_page(dst, k));
+	}
+	return 0;
+}
+
+static int dummy_copy_folio_from_device(void *priv, unsigned long index, struct page *dst,
+					unsigned int order)
+{
+	unsigned long k;
+
+	for (k = 0; k < 1UL << order; k++) {
+		int ret = dummy_copy_from_device(priv, index + k, dst + k);
+
+		if (ret)
+			return ret;
+	}
+	return 0;
 }
 
 static const struct hmm_rs_devmem_ops dummy_devmem_ops = {
 	.copy_to_device = dummy_copy_to_device,
 	.copy_from_device = dummy_copy_from_device,
 	.free = dummy_free,
+	.copy_folio_to_device = dummy_copy_folio_to_device,
+	.copy_folio_from_device = dummy_copy_folio_from_device,
 };
 
 /* One device access: copy between the bounce buffer and mirrored pages. */
@@ -593,8 +667,9 @@ static void dummy_device_remove(struct dummy_device *ddev)
 	hmm_rs_device_unregister(ddev->dev);
 	for (index = 0; index < ddev->npages; index++)
 		if (ddev->backing[index])
-			__free_page(ddev->backing[index]);
+			dummy_put_backing(ddev, index, ddev->backing[index]);
 	kvfree(ddev->backing);
+	kvfree(ddev->huge_live);
 }
 
 /* @spm: 0 for device-private memory, else where device-coherent memory is. */
@@ -605,12 +680,16 @@ static int dummy_device_init(struct dummy_device *ddev, const char *name, unsign
 	ddev->coherent = spm;
 	ddev->npages = spm ? 0 : DUMMY_DEVMEM_PAGES;
 	ddev->backing = kvcalloc(ddev->npages, sizeof(*ddev->backing), GFP_KERNEL);
-	if (ddev->npages && !ddev->backing)
-		return -ENOMEM;
+	ddev->huge_live = kvcalloc(ddev->npages >> DUMMY_HUGE_ORDER, sizeof(*ddev->huge_live),
+				   GFP_KERNEL);
+	if (ddev->npages && (!ddev->backing || !ddev->huge_live)) {
+		ret = -ENOMEM;
+		goto free;
+	}
 	ddev->dev = hmm_rs_device_register(&dummy_ops);
 	if (IS_ERR(ddev->dev)) {
-		kvfree(ddev->backing);
-		return PTR_ERR(ddev->dev);
+		ret = PTR_ERR(ddev->dev);
+		goto free;
 	}
 	if (spm)
 		ddev->mem = hmm_rs_devmem_create_coherent(ddev->dev, spm, DUMMY_COHERENT_PAGES,
@@ -633,7 +712,9 @@ destroy:
 	hmm_rs_devmem_destroy(ddev->mem);
 unregister:
 	hmm_rs_device_unregister(ddev->dev);
+free:
 	kvfree(ddev->backing);
+	kvfree(ddev->huge_live);
 	return ret;
 }
 
