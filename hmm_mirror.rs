@@ -703,8 +703,8 @@ impl HmmMirror {
             && first % (1 << HUGE_ORDER) == 0;
         let dev = DevicePfns::now();
         // hmm pfns have fewer bits than entries: every PFN fits.
-        let entry = |k: usize| {
-            let pfn = hmm_pfns[k] & !pfn_flags;
+        let entry = |p: &kernel::ffi::c_ulong| {
+            let pfn = p & !pfn_flags;
             let flags = if is_device_private(dev, pfn) {
                 flags | PtFlags::DEVICE
             } else {
@@ -719,9 +719,10 @@ impl HmmMirror {
             return Ok(false);
         }
         let done = if huge {
-            table.populate_huge(&mut res, start, entry(0), |d| self.dirty(d))
+            table.populate_huge(&mut res, start, entry(&hmm_pfns[0]), |d| self.dirty(d))
         } else {
-            table.populate_from(&mut res, start, hmm_pfns.len(), entry, |d| self.dirty(d))
+            let entries = hmm_pfns.iter().map(entry);
+            table.populate_from(&mut res, start, entries, |d| self.dirty(d))
         };
         match done {
             Err(EAGAIN) => Ok(false),

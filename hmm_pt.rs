@@ -822,20 +822,21 @@ impl<A: DirAlloc> PtGuard<'_, A> {
         entries: &[PtEntry],
         on_dirty: impl FnMut(PtDirty),
     ) -> Result {
-        self.populate_from(res, start, entries.len(), |k| entries[k], on_dirty)
+        self.populate_from(res, start, entries.iter().copied(), on_dirty)
     }
 
-    /// [`Self::populate`] with the entry of page `k` made by `entry(k)`,
+    /// [`Self::populate`] with the entries from `entries`, one per page,
     /// for callers that would otherwise build the array first (a device
     /// fault makes them from `hmm_range_fault()`'s output).
     pub(crate) fn populate_from(
         &mut self,
         res: &mut Reserve,
         start: u64,
-        n: usize,
-        mut entry: impl FnMut(usize) -> PtEntry,
+        entries: impl ExactSizeIterator<Item = PtEntry>,
         mut on_dirty: impl FnMut(PtDirty),
     ) -> Result {
+        let n = entries.len();
+        let mut entries = entries;
         let len = u64::try_from(n).map_err(|_| EINVAL)?;
         let end = len
             .checked_mul(PAGE_SIZE)
@@ -852,7 +853,6 @@ impl<A: DirAlloc> PtGuard<'_, A> {
         // What a device fault commits, page by page: kept tight, the new
         // leaves counted once per directory.
         let mut addr = start;
-        let mut k = 0;
         while addr < end {
             let chunk_end = end.min((addr | (HUGE_SIZE - 1)) + 1);
             let dir = self.descend(res, addr, 0)?;
@@ -860,13 +860,12 @@ impl<A: DirAlloc> PtGuard<'_, A> {
             let first = ((addr - base) >> PAGE_SHIFT) as usize;
             let last = ((chunk_end - base) >> PAGE_SHIFT) as usize;
             let mut appeared = 0;
-            for i in first..last {
-                let e = entry(k);
-                k += 1;
+            let slots = dir.slots[first..last].iter().zip(first..);
+            for ((slot, i), e) in slots.zip(&mut entries) {
                 let new = e.with_flags(e.flags() | PtFlags::VALID);
-                if dir.slots[i].load(Mo::Relaxed) == 0 {
+                if slot.load(Mo::Relaxed) == 0 {
                     appeared += 1;
-                    dir.store(i, new.0);
+                    slot.store(new.0, Mo::Release);
                 } else {
                     let slot_addr = base + ((i as u64) << PAGE_SHIFT);
                     self.put_leaf(dir, i, slot_addr, new, 0, &mut on_dirty);
