@@ -60,7 +60,9 @@ const FAULT_READ: u32 = 1 << 0;
 const FAULT_WRITE: u32 = 1 << 1;
 
 /// What the CPU maps at a page, for [`HmmMirror::snapshot`] (hmm_rs.h's
-/// `HMM_RS_SNAP_*`).
+/// `HMM_RS_SNAP_*`, which the shim's `hmm_rs_snap_decode()` writes): for
+/// Rust callers, which today are the KUnit tests only.
+#[cfg_attr(not(CONFIG_KUNIT), expect(dead_code))]
 pub(crate) mod snap {
     /// The CPU maps the page.
     pub(crate) const VALID: u32 = 1 << 0;
