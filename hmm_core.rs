@@ -21,6 +21,7 @@ use kernel::{
         atomic::{Atomic, Relaxed},
         new_mutex, rcu, Arc, Mutex,
     },
+    time::{Instant, Monotonic},
     types::Opaque,
     uaccess::UserSliceReader,
 };
@@ -231,7 +232,7 @@ mod shim {
 use hmm_event::{HmmEvent, HmmEventType, Invalidation, NotifierEvent};
 use hmm_mirror::{
     devmem::{copy_pages_from_device, copy_pages_to_device, DevMem, DevMemOps, Owner, SysPage},
-    HmmMirror,
+    HmmMirror, Update,
 };
 
 module! {
@@ -296,6 +297,10 @@ pub(crate) struct HmmMm {
     events: [Atomic<u64>; HmmEventType::ALL.len() + 1],
     /// Invalidations that could not block.
     nonblocking: Atomic<u64>,
+    /// Invalidations in which some device was waited for in a second pass,
+    /// and the time spent waiting.
+    two_pass: Atomic<u64>,
+    wait_ns: Atomic<u64>,
     /// Number for debugfs.
     id: u64,
     /// The mirrors of the mm, each alive while listed (see [`HmmMirror`]).
@@ -310,6 +315,8 @@ impl HmmMm {
             notifier: Opaque::uninit(),
             events: [const { Atomic::new(0) }; HmmEventType::ALL.len() + 1],
             nonblocking: Atomic::new(0),
+            two_pass: Atomic::new(0),
+            wait_ns: Atomic::new(0),
             id: NEXT_MM_ID.fetch_add(1, Relaxed),
             mirrors <- new_mutex!(KVec::new()),
         })
@@ -338,10 +345,12 @@ impl HmmMm {
     pub(crate) fn write_stats(&self, f: &mut impl core::fmt::Write) -> core::fmt::Result {
         write!(
             f,
-            "    mm {}: mirrors {} nonblocking {}",
+            "    mm {}: mirrors {} nonblocking {} two_pass {} device_wait_us {}",
             self.id,
             self.mirror_count(),
-            self.nonblocking.load(Relaxed)
+            self.nonblocking.load(Relaxed),
+            self.two_pass.load(Relaxed),
+            self.wait_ns.load(Relaxed) / 1000
         )?;
         for ty in HmmEventType::ALL {
             write!(f, " {} {}", ty.name(), self.events(ty))?;
@@ -510,8 +519,15 @@ unsafe extern "C" fn hmm_invalidate_range_start(
     let Some(mirrors) = mirrors else {
         return EAGAIN.to_errno();
     };
+    // Three passes (see `MirrorOps`): every device starts (those done at
+    // once are applied at once), the pending ones are waited for, then
+    // their tables change. Which mirror is where is kept in bitmaps on the
+    // stack, so that nothing is allocated in what reclaim may call: mirrors
+    // past the first `PASS_MIRRORS` of the list get all three at once in
+    // the first pass.
     let mut ret = 0;
-    for m in mirrors.iter() {
+    let mut pending = 0u64;
+    for (i, m) in mirrors.iter().enumerate() {
         // SAFETY: A listed mirror is alive while we hold the list lock.
         let m = unsafe { m.as_ref() };
         // A mirror's own migration to device memory: it maps what moves
@@ -519,14 +535,51 @@ unsafe extern "C" fn hmm_invalidate_range_start(
         if matches!(inv.event, NotifierEvent::Migrate) && m.is_migration_owner(r.owner) {
             continue;
         }
-        if let Err(e) = m.invalidate(&event, blockable) {
-            // EAGAIN, non-blockable: the mirrors done already only lost
-            // entries early, which is safe; mm retries the whole range.
-            ret = e.to_errno();
+        // EAGAIN, non-blockable: the mirrors done already only lost entries
+        // early, which is safe; mm retries the whole range.
+        if i >= PASS_MIRRORS {
+            if let Err(e) = m.invalidate(&event, blockable) {
+                ret = e.to_errno();
+            }
+            continue;
+        }
+        match m.invalidate_start(&event, blockable) {
+            // Done at once: its table changes now, so that a driver that
+            // never answers pending sees update() and update_end() in a
+            // row, as it always did (one that holds a device lock from
+            // one to the other and mirrors the mm twice must).
+            Ok(Update::Done) => m.invalidate_apply(&event, true),
+            Ok(Update::Pending) => pending |= 1 << i,
+            Err(e) => ret = e.to_errno(),
+        }
+    }
+    let mut finished = 0;
+    if pending != 0 {
+        hmm.two_pass.add(1, Relaxed);
+        let t = Instant::<Monotonic>::now();
+        for (i, m) in mirrors.iter().enumerate().take(PASS_MIRRORS) {
+            if pending & 1 << i != 0 {
+                // SAFETY: As above.
+                match unsafe { m.as_ref() }.invalidate_finish(&event, blockable) {
+                    Ok(()) => finished |= 1 << i,
+                    Err(e) => ret = e.to_errno(),
+                }
+            }
+        }
+        hmm.wait_ns.add(t.elapsed().as_nanos() as u64, Relaxed);
+    }
+    for (i, m) in mirrors.iter().enumerate().take(PASS_MIRRORS) {
+        if pending & 1 << i != 0 {
+            // SAFETY: As above.
+            unsafe { m.as_ref() }.invalidate_apply(&event, finished & 1 << i != 0);
         }
     }
     ret
 }
+
+/// Mirrors of an mm that an invalidation takes through its three passes
+/// (bits of a `u64`); more get all three at once, in the first.
+const PASS_MIRRORS: usize = 64;
 
 /// `release`: the mm is going away (its last user exited).
 ///
@@ -559,7 +612,19 @@ pub(crate) struct CDeviceOps {
     >,
     release: Option<unsafe extern "C" fn(*mut HmmMirror, *mut core::ffi::c_void)>,
     update_end: Option<unsafe extern "C" fn(*mut HmmMirror, *const CEvent, *mut core::ffi::c_void)>,
+    update_finish: Option<
+        unsafe extern "C" fn(
+            *mut HmmMirror,
+            *const CEvent,
+            bool,
+            *mut core::ffi::c_void,
+        ) -> core::ffi::c_int,
+    >,
 }
+
+/// `HMM_RS_UPDATE_PENDING` of hmm_rs.h: `update()` started the device's
+/// invalidation; `update_finish()` waits for it.
+const C_UPDATE_PENDING: core::ffi::c_int = 1;
 
 /// `struct hmm_rs_event` of hmm_rs.h.
 #[repr(C)]
@@ -613,12 +678,27 @@ impl CMirrorOps {
 }
 
 impl hmm_mirror::MirrorOps for CMirrorOps {
-    fn update(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool) -> Result {
+    fn update(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool) -> Result<Update> {
         let Some(f) = self.ops().update else {
-            return Ok(());
+            return Ok(Update::Done);
         };
         let mirror = core::ptr::from_ref(mirror).cast_mut();
         // SAFETY: The driver's callback, with its own private pointer.
+        match unsafe { f(mirror, &CEvent::from(event), blockable, self.private) } {
+            // Pending without update_finish() is a driver bug: the error
+            // is logged and the event stands.
+            C_UPDATE_PENDING if self.ops().update_finish.is_some() => Ok(Update::Pending),
+            C_UPDATE_PENDING => Err(EINVAL),
+            r => kernel::error::to_result(r).map(|()| Update::Done),
+        }
+    }
+
+    fn update_finish(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool) -> Result {
+        let Some(f) = self.ops().update_finish else {
+            return Ok(());
+        };
+        let mirror = core::ptr::from_ref(mirror).cast_mut();
+        // SAFETY: As above.
         kernel::error::to_result(unsafe {
             f(mirror, &CEvent::from(event), blockable, self.private)
         })

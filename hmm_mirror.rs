@@ -82,19 +82,53 @@ pub(crate) mod snap {
     pub(crate) const ORDER_SHIFT: u32 = 8;
 }
 
+/// What a driver's [`MirrorOps::update`] did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Update {
+    /// The device no longer uses what the event removes.
+    Done,
+    /// The device's invalidation has started and is not complete:
+    /// [`MirrorOps::update_finish`] waits for it, once every mirror of the
+    /// mm has started its own.
+    Pending,
+}
+
 /// What a device driver does for its mirrors.
+///
+/// An invalidation runs in three passes over the mm's mirrors, with the
+/// mirror list locked (no mirror comes or goes meanwhile): every
+/// [`Self::update`] (a mirror whose device is done at once has its table
+/// changed and [`Self::update_end`] called right after, as always); then
+/// [`Self::update_finish`] of those that answered [`Update::Pending`]; then
+/// their tables change, dirty bits go to the pages, and `update_end` runs.
+/// So K devices that each need time to flush their TLBs cost the slowest
+/// one, not the sum. A driver that answers pending must not hold, from
+/// `update` to `update_end`, a lock that another of its mirrors of the same
+/// mm takes in `update`.
 pub(crate) trait MirrorOps: Send + Sync {
     /// An event is about to change `[event.start, event.end)` of the mirrored
     /// mm: the device must stop using what the event removes (see
-    /// [`HmmEvent::keep`]) before returning. Runs before the mirror table
-    /// changes. Runs with the mm's mirror list locked: must not drop a
-    /// mirror. Must not sleep unless `blockable`; if it cannot stop the
-    /// device without sleeping, it returns `EAGAIN` (only then), the mirror
-    /// is left alone and mm retries the whole invalidation later.
-    fn update(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool) -> Result;
+    /// [`HmmEvent::keep`]), or start doing so and answer [`Update::Pending`].
+    /// Runs before the mirror table changes. Must not drop a mirror. Must
+    /// not sleep unless `blockable`; if it cannot stop the device without
+    /// sleeping, it returns `EAGAIN` (only then), the mirror is left alone
+    /// (no `update_finish`, no `update_end`) and mm retries the whole
+    /// invalidation later. Other errors are logged; the event stands.
+    fn update(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool) -> Result<Update>;
+
+    /// Waits for the device invalidation that [`Self::update`] started
+    /// (only after it answered [`Update::Pending`]; every other device's has
+    /// started by then). Must not sleep unless `blockable`; if it cannot
+    /// finish without sleeping it returns `EAGAIN`: the mirror's table is
+    /// left alone, `update_end` still runs, and the invalidation fails with
+    /// `EAGAIN` (mm retries it). Other errors are logged; the event stands.
+    fn update_finish(&self, _mirror: &HmmMirror, _event: &HmmEvent, _blockable: bool) -> Result {
+        Ok(())
+    }
 
     /// The mirror table reflects `event` now (called after a successful
-    /// [`Self::update`], in the same context): a driver that keeps its device
+    /// [`Self::update`] and, if pending, [`Self::update_finish`], in the
+    /// same context): a driver that keeps its device
     /// off the range from `update` until here, e.g. by holding a lock, never
     /// lets it see a page the CPU is about to free.
     fn update_end(&self, _mirror: &HmmMirror, _event: &HmmEvent) {}
@@ -225,9 +259,8 @@ unsafe extern "C" fn mirror_interval_invalidate(
             interval
         )
     };
-    let _table = mirror.pt.lock();
-    // SAFETY: `sub` is inserted; we hold the lock faults check it under.
-    unsafe { shim::hmm_rs_interval_set_seq(sub, cur_seq) };
+    // SAFETY: `sub` is the mirror's own, inserted.
+    unsafe { mirror.bump_seq(sub, cur_seq) };
     true
 }
 
@@ -320,9 +353,8 @@ unsafe extern "C" fn fault_watch_invalidate(
     let mirror = unsafe { watch.mirror.as_ref() };
     mirror.fault_races.add(1, Relaxed);
     ALL_FAULT_RACES.add(1, Relaxed);
-    let _table = mirror.pt.lock();
-    // SAFETY: `sub` is inserted; we hold the lock the fault commits under.
-    unsafe { shim::hmm_rs_interval_set_seq(sub, cur_seq) };
+    // SAFETY: `sub` is inserted, a watch of this mirror.
+    unsafe { mirror.bump_seq(sub, cur_seq) };
     true
 }
 
@@ -343,6 +375,19 @@ fn dirty_page(d: PtDirty) {
 }
 
 impl HmmMirror {
+    /// An invalidation starts: sets `sub`'s sequence to `cur_seq` under the
+    /// table lock, which faults and migrations commit under.
+    ///
+    /// # Safety
+    ///
+    /// `sub` is an inserted interval notifier of this mirror (its own or a
+    /// fault's watch), in its invalidate callback.
+    unsafe fn bump_seq(&self, sub: *mut bindings::mmu_interval_notifier, cur_seq: usize) {
+        let _table = self.pt.lock();
+        // SAFETY: By the caller's guarantee; we hold the lock.
+        unsafe { shim::hmm_rs_interval_set_seq(sub, cur_seq) };
+    }
+
     /// Registers a mirror of `mm` for the device `owner`, driven by `ops`.
     /// May sleep (takes `mmap_lock`, allocates with `GFP_KERNEL`).
     pub(crate) fn register(
@@ -425,19 +470,62 @@ impl HmmMirror {
         )
     }
 
-    /// Applies `event` (from the core's notifier): the driver first, then
-    /// the table, dirtying the pages of dirty entries that lose write access.
-    /// Fails with `EAGAIN` if the driver asked for a retry of a non-blockable
-    /// invalidation.
+    /// Applies `event` (from the core's notifier) in one go: the driver
+    /// first (both passes), then the table, dirtying the pages of dirty
+    /// entries that lose write access. Fails with `EAGAIN` if the driver
+    /// asked for a retry of a non-blockable invalidation.
     pub(crate) fn invalidate(&self, event: &HmmEvent, blockable: bool) -> Result {
+        let finished = match self.invalidate_start(event, blockable)? {
+            Update::Done => Ok(()),
+            Update::Pending => self.invalidate_finish(event, blockable),
+        };
+        self.invalidate_apply(event, finished.is_ok());
+        finished
+    }
+
+    /// First pass of an invalidation: the driver's `update()`. `EAGAIN`
+    /// only if it asked for a retry of a non-blockable invalidation (the
+    /// mirror is then left alone); other errors are logged, as done.
+    pub(crate) fn invalidate_start(&self, event: &HmmEvent, blockable: bool) -> Result<Update> {
         match self.ops.update(self, event, blockable) {
-            Err(EAGAIN) if !blockable => return Err(EAGAIN),
-            Err(e) => pr_err!(
-                "mirror {}: update() of a {} event failed ({e:?}); the event stands\n",
-                self.id,
-                event.ty.name()
-            ),
-            Ok(()) => {}
+            Err(EAGAIN) if !blockable => Err(EAGAIN),
+            Err(e) => {
+                pr_err!(
+                    "mirror {}: update() of a {} event failed ({e:?}); the event stands\n",
+                    self.id,
+                    event.ty.name()
+                );
+                Ok(Update::Done)
+            }
+            Ok(u) => Ok(u),
+        }
+    }
+
+    /// Second pass, for a mirror whose driver answered
+    /// [`Update::Pending`]: waits for its device. `EAGAIN` only if a
+    /// non-blockable invalidation cannot finish without sleeping; other
+    /// errors are logged, as done.
+    pub(crate) fn invalidate_finish(&self, event: &HmmEvent, blockable: bool) -> Result {
+        match self.ops.update_finish(self, event, blockable) {
+            Err(EAGAIN) if !blockable => Err(EAGAIN),
+            Err(e) => {
+                pr_err!(
+                    "mirror {}: update_finish() of a {} event failed ({e:?}); the event stands\n",
+                    self.id,
+                    event.ty.name()
+                );
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Last pass, for a mirror whose `update()` succeeded: the table
+    /// changes (if `change`: its device is done), then `update_end()`.
+    pub(crate) fn invalidate_apply(&self, event: &HmmEvent, change: bool) {
+        if !change {
+            self.ops.update_end(self, event);
+            return;
         }
         let end = event.end.min(self.pt.limit());
         if event.start < end {
@@ -449,7 +537,6 @@ impl HmmMirror {
         }
         self.ops.update_end(self, event);
         self.invalidations.add(1, Relaxed);
-        Ok(())
     }
 
     /// The mm is going away: tell the driver, then empty the table.
@@ -813,7 +900,7 @@ impl PinnedDrop for HmmMirror {
 mod tests {
     use super::*;
     use crate::kunit_mm::{self, PROT_NONE, PROT_READ, PROT_WRITE};
-    use kernel::{current, new_mutex, sync::Mutex};
+    use kernel::{current, new_mutex, new_spinlock, sync::Mutex, sync::SpinLock};
 
     const PAGE: usize = PAGE_SIZE as usize;
 
@@ -832,13 +919,13 @@ mod tests {
     struct Recorder(Arc<Seen>);
 
     impl MirrorOps for Recorder {
-        fn update(&self, mirror: &HmmMirror, event: &HmmEvent, _blockable: bool) -> Result {
+        fn update(&self, mirror: &HmmMirror, event: &HmmEvent, _blockable: bool) -> Result<Update> {
             let held = mirror.table().lookup(event.start).is_some();
             self.0
                 .events
                 .lock()
                 .push((event.ty, event.start, event.end, held), GFP_ATOMIC)?;
-            Ok(())
+            Ok(Update::Done)
         }
 
         fn update_end(&self, mirror: &HmmMirror, event: &HmmEvent) {
@@ -1247,9 +1334,14 @@ mod tests {
     struct SleepsToStop;
 
     impl MirrorOps for SleepsToStop {
-        fn update(&self, _mirror: &HmmMirror, _event: &HmmEvent, blockable: bool) -> Result {
+        fn update(
+            &self,
+            _mirror: &HmmMirror,
+            _event: &HmmEvent,
+            blockable: bool,
+        ) -> Result<Update> {
             if blockable {
-                Ok(())
+                Ok(Update::Done)
             } else {
                 Err(EAGAIN)
             }
@@ -1293,6 +1385,141 @@ mod tests {
         let ret = unsafe { crate::hmm_invalidate_range_start(notifier, &range) };
         assert_eq!(ret, 0);
         assert!(m.table().lookup(addr).is_none());
+        Ok(())
+    }
+
+    /// What one of several two-pass devices saw: (which device, the pass:
+    /// 0 update, 1 update_finish, 2 update_end, whether its table still
+    /// held the event's start).
+    type PassLog = Arc<SpinLock<KVec<(u8, u8, bool)>>>;
+
+    /// A device that records the passes it is taken through; `pending`:
+    /// its update() answers pending; `stuck`: its update_finish() cannot
+    /// finish without sleeping.
+    struct TwoPass {
+        id: u8,
+        pending: bool,
+        stuck: bool,
+        log: PassLog,
+    }
+
+    impl TwoPass {
+        fn note(&self, mirror: &HmmMirror, event: &HmmEvent, pass: u8) -> Result {
+            let held = mirror.table().lookup(event.start).is_some();
+            self.log.lock().push((self.id, pass, held), GFP_ATOMIC)?;
+            Ok(())
+        }
+    }
+
+    impl MirrorOps for TwoPass {
+        fn update(&self, mirror: &HmmMirror, event: &HmmEvent, _blockable: bool) -> Result<Update> {
+            self.note(mirror, event, 0)?;
+            Ok(if self.pending {
+                Update::Pending
+            } else {
+                Update::Done
+            })
+        }
+
+        fn update_finish(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool) -> Result {
+            self.note(mirror, event, 1)?;
+            if self.stuck && !blockable {
+                return Err(EAGAIN);
+            }
+            Ok(())
+        }
+
+        fn update_end(&self, mirror: &HmmMirror, event: &HmmEvent) {
+            let _ = self.note(mirror, event, 2);
+        }
+
+        fn release(&self, _mirror: &HmmMirror) {}
+    }
+
+    /// Mirrors of the current mm with `TwoPass` devices: (pending, stuck)
+    /// for each, all holding `[addr, addr + PAGE)`.
+    fn two_pass_mirrors(
+        addr: u64,
+        devices: &[(bool, bool)],
+        log: &PassLog,
+    ) -> Result<KVec<Arc<HmmMirror>>> {
+        let task = current!();
+        let mm = task.mm().ok_or(EINVAL)?;
+        let mut mirrors = KVec::new();
+        for (id, &(pending, stuck)) in devices.iter().enumerate() {
+            let ops = TwoPass {
+                id: id as u8,
+                pending,
+                stuck,
+                log: log.clone(),
+            };
+            let m = HmmMirror::register(mm, Owner::NONE, KBox::new(ops, GFP_KERNEL)?)?;
+            m.fault(HmmEventType::DeviceReadFault, addr, addr + PAGE_SIZE)?;
+            mirrors.push(m, GFP_KERNEL)?;
+        }
+        Ok(mirrors)
+    }
+
+    #[test]
+    fn invalidations_start_every_device_then_wait_then_change_the_tables() -> Result {
+        let addr = kunit_mm::mmap(PAGE, PROT_READ | PROT_WRITE)? as u64;
+        let log: PassLog = Arc::pin_init(new_spinlock!(KVec::new()), GFP_KERNEL)?;
+        // Devices 0 and 2 finish in a second pass, 1 at once.
+        let mirrors =
+            two_pass_mirrors(addr, &[(true, false), (false, false), (true, false)], &log)?;
+        log.lock().clear();
+        kunit_mm::munmap(addr as usize, PAGE)?;
+        let seen = core::mem::take(&mut *log.lock());
+        // Device 1, done at once, is applied at once; 0 and 2 are waited
+        // for after both started, and keep their entries until then.
+        let want = [
+            (0, 0, true),
+            (1, 0, true),
+            (1, 2, false),
+            (2, 0, true),
+            (0, 1, true),
+            (2, 1, true),
+            (0, 2, false),
+            (2, 2, false),
+        ];
+        assert_eq!(&seen[..], &want[..]);
+        assert_eq!(mirrors[0].hmm().two_pass.load(Relaxed), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_device_that_cannot_finish_without_sleeping_keeps_its_entries() -> Result {
+        let addr = kunit_mm::mmap(PAGE, PROT_READ | PROT_WRITE)? as u64;
+        let log: PassLog = Arc::pin_init(new_spinlock!(KVec::new()), GFP_KERNEL)?;
+        // Device 1 is pending and cannot finish without sleeping.
+        let mirrors = two_pass_mirrors(addr, &[(true, false), (true, true)], &log)?;
+        let task = current!();
+        let mm = task.mm().ok_or(EINVAL)?;
+        let mut range = bindings::mmu_notifier_range {
+            mm: mm.as_raw(),
+            start: addr as usize,
+            end: (addr + PAGE_SIZE) as usize,
+            flags: 0,
+            event: bindings::mmu_notifier_event_MMU_NOTIFY_UNMAP,
+            owner: core::ptr::null_mut(),
+        };
+        let notifier = core::ptr::from_ref(mirrors[0].hmm()).cast_mut().cast();
+        log.lock().clear();
+        // SAFETY: Our live notifier and a valid range of its mm.
+        let ret = unsafe { crate::hmm_invalidate_range_start(notifier, &range) };
+        assert_eq!(ret, EAGAIN.to_errno());
+        // Device 0 finished and lost its entry; device 1 keeps its own, and
+        // both were told the invalidation ended.
+        assert!(mirrors[0].table().lookup(addr).is_none());
+        assert!(mirrors[1].table().lookup(addr).is_some());
+        let ends = log.lock().iter().filter(|e| e.1 == 2).count();
+        assert_eq!(ends, 2);
+        // Blockable, it goes through.
+        range.flags = bindings::MMU_NOTIFIER_RANGE_BLOCKABLE;
+        // SAFETY: As above.
+        let ret = unsafe { crate::hmm_invalidate_range_start(notifier, &range) };
+        assert_eq!(ret, 0);
+        assert!(mirrors[1].table().lookup(addr).is_none());
         Ok(())
     }
 

@@ -713,13 +713,18 @@ pub(crate) struct PtGuard<'a, A: DirAlloc> {
 impl<A: DirAlloc> PtGuard<'_, A> {
     /// Counts a leaf of `order` appearing or going away.
     fn account(&self, order: u32, appear: bool) {
-        let (e, p) = (&self.pt.entries, &self.pt.pages);
         if appear {
             self.account_new(1, 1 << order);
         } else {
-            e.store(e.load(Relaxed) - 1, Relaxed);
-            p.store(p.load(Relaxed) - (1 << order), Relaxed);
+            self.account_gone(1, 1 << order);
         }
+    }
+
+    /// Counts `entries` leaves of `pages` pages in all going away.
+    fn account_gone(&self, entries: u64, pages: u64) {
+        let (e, p) = (&self.pt.entries, &self.pt.pages);
+        e.store(e.load(Relaxed) - entries, Relaxed);
+        p.store(p.load(Relaxed) - pages, Relaxed);
     }
 
     /// Counts `entries` new leaves of `pages` pages in all.
@@ -1014,6 +1019,9 @@ impl<A: DirAlloc> PtGuard<'_, A> {
         on_dirty: &mut impl FnMut(PtDirty),
     ) -> usize {
         let mut changed = 0;
+        // Leaves removed here, counted once at the end (each count is a
+        // kernel-atomic helper call).
+        let mut gone = 0;
         for (i, slot, s, e) in slots_in(level, base, start, end) {
             let mut raw = dir.slots[i].load(Mo::Relaxed);
             if PtEntry::is_leaf(raw) {
@@ -1034,7 +1042,7 @@ impl<A: DirAlloc> PtGuard<'_, A> {
                         });
                     }
                     if new.0 == 0 {
-                        self.account(order, false);
+                        gone += 1;
                     }
                     dir.store(i, new.0);
                     changed += 1;
@@ -1074,6 +1082,9 @@ impl<A: DirAlloc> PtGuard<'_, A> {
                     unsafe { DirPage::from_slot(raw) }.free_after_rcu();
                 }
             }
+        }
+        if gone != 0 {
+            self.account_gone(gone, gone << (DIR_SHIFT * level));
         }
         changed
     }

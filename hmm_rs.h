@@ -52,13 +52,29 @@ struct hmm_rs_event {
 
 struct hmm_rs_mirror;
 
+/* update() started the device's invalidation; update_finish() waits for it. */
+#define HMM_RS_UPDATE_PENDING	1
+
+/*
+ * An invalidation runs in three passes over the mm's mirrors, its mirror
+ * list locked (mirrors neither come nor go meanwhile): every update() (a
+ * mirror whose update() returned 0 has its table changed and update_end()
+ * called right after, as always), then update_finish() of those that
+ * returned HMM_RS_UPDATE_PENDING, then their tables change, dirty bits go
+ * to the pages, and update_end() runs. So K devices that each take time to
+ * flush cost the slowest, not the sum. A driver that returns pending must
+ * not hold, from update() to update_end(), a lock that another of its
+ * mirrors of the same mm takes in update().
+ */
 struct hmm_rs_device_ops {
 	/*
-	 * Before the mirror table changes: stop using what @event removes.
-	 * Must not sleep unless @blockable; if the device cannot be stopped
-	 * without sleeping, return -EAGAIN (only then): the mirror is left
-	 * alone and mm retries the invalidation. Otherwise return 0. Must not
-	 * unregister mirrors.
+	 * Before the mirror table changes: stop using what @event removes and
+	 * return 0, or start doing so and return HMM_RS_UPDATE_PENDING (then
+	 * update_finish() is required). Must not sleep unless @blockable; if
+	 * the device cannot be stopped without sleeping, return -EAGAIN (only
+	 * then): the mirror is left alone (no update_finish(), no
+	 * update_end()) and mm retries the invalidation. Other errors are
+	 * logged and the event stands. Must not unregister mirrors.
 	 */
 	int (*update)(struct hmm_rs_mirror *mirror,
 		      const struct hmm_rs_event *event, bool blockable,
@@ -75,6 +91,16 @@ struct hmm_rs_device_ops {
 	 */
 	void (*update_end)(struct hmm_rs_mirror *mirror,
 			   const struct hmm_rs_event *event, void *mirror_priv);
+	/*
+	 * Optional: wait for the invalidation that update() started (after it
+	 * returned HMM_RS_UPDATE_PENDING; every device's has started by now)
+	 * and return 0. Must not sleep unless @blockable; if it cannot finish
+	 * without sleeping, return -EAGAIN: this mirror's table is left alone,
+	 * update_end() still runs, and mm retries the invalidation.
+	 */
+	int (*update_finish)(struct hmm_rs_mirror *mirror,
+			     const struct hmm_rs_event *event, bool blockable,
+			     void *mirror_priv);
 };
 
 struct hmm_rs_device;

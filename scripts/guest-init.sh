@@ -181,7 +181,8 @@ bench | bench-short)
 		echo "== the core's floor: fault and snapshot against bare hmm_range_fault()"
 		# shellcheck disable=SC2086 # the arguments are single words
 		/bench/hmm_bench $bargs -k
-		load hmm_dummy
+		# Device-coherent memory too: four devices for the two-pass figures.
+		load hmm_dummy "$SPM0" "$SPM1"
 		profile_start
 		# shellcheck disable=SC2086 # the arguments are single words
 		/bench/hmm_bench $bargs hmm_dummy > /tmp/ours

@@ -27,7 +27,7 @@ use kernel::{
 
 use crate::{
     hmm_event::{HmmEvent, HmmEventType},
-    hmm_mirror::{devmem::Owner, HmmMirror, MirrorOps},
+    hmm_mirror::{devmem::Owner, HmmMirror, MirrorOps, Update},
     hmm_pt::PAGE_SIZE,
     pt_bench::{PerPage, Ratio},
     TextBuf,
@@ -39,8 +39,8 @@ const ROUNDS: usize = 3;
 struct Idle;
 
 impl MirrorOps for Idle {
-    fn update(&self, _mirror: &HmmMirror, _event: &HmmEvent, _blockable: bool) -> Result {
-        Ok(())
+    fn update(&self, _mirror: &HmmMirror, _event: &HmmEvent, _blockable: bool) -> Result<Update> {
+        Ok(Update::Done)
     }
 
     fn release(&self, _mirror: &HmmMirror) {}

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
 /*
- * hmm_dummy's own ioctl, beside those of lib/test_hmm_uapi.h: the typed
- * events the mirror of an open /dev/hmm_dmirror* received, in order.
+ * hmm_dummy's own ioctls, beside those of lib/test_hmm_uapi.h: the typed
+ * events the mirror of an open /dev/hmm_dmirror* received, in order; and
+ * how long the device takes to stop using a range it is told to.
  */
 #ifndef HMM_DUMMY_UAPI_H
 #define HMM_DUMMY_UAPI_H
@@ -43,5 +44,20 @@ struct hmm_dummy_events {
 };
 
 #define HMM_DUMMY_EVENTS	_IOWR('H', 0x40, struct hmm_dummy_events)
+
+/*
+ * The simulated invalidation latency of the device (all its mirrors):
+ * each update() takes @latency_us, timed by an hrtimer, as a device's TLB
+ * flush would. @two_pass 0: update() waits for it (single pass); 1:
+ * update() starts it and answers pending, update_finish() waits, so the
+ * devices of an mm flush in parallel. Unknown @flags bits: -EINVAL.
+ */
+struct hmm_dummy_latency {
+	__u32 latency_us;
+	__u32 two_pass;
+	__u64 flags;
+};
+
+#define HMM_DUMMY_SET_LATENCY	_IOW('H', 0x41, struct hmm_dummy_latency)
 
 #endif /* HMM_DUMMY_UAPI_H */

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include <lib/test_hmm_uapi.h>
+#include "../hmm_dummy_uapi.h"
 
 #define PAGE		4096UL
 #define HUGE		(2UL << 20)
@@ -704,6 +705,105 @@ static void derived(void)
 	}
 }
 
+#define SLOW_LATENCY_US	200
+
+static int set_latency(int fd, unsigned int us, int two_pass)
+{
+	struct hmm_dummy_latency l = { .latency_us = us, .two_pass = two_pass };
+
+	return ioctl(fd, HMM_DUMMY_SET_LATENCY, &l) ? errno : 0;
+}
+
+/*
+ * munmap of @bytes that @k devices mirror, each taking SLOW_LATENCY_US to
+ * stop using memory, in one pass or two (hmm_dummy only): the median of
+ * the runs, in microseconds per munmap.
+ */
+static double slow_munmap(unsigned long bytes, unsigned int k, int two_pass)
+{
+	static const char *const nodes[] = {
+		"/dev/hmm_dmirror0", "/dev/hmm_dmirror1", "/dev/hmm_dmirror2", "/dev/hmm_dmirror3",
+	};
+	struct result r = { .name = "slow" };
+	char *out = map(bytes, 0);
+	int fd[4];
+	unsigned int run, j;
+
+	for (run = 0; run < runs; run++) {
+		char *buf = map(bytes, 0);
+		unsigned long long t0, t1;
+
+		fill(buf, bytes, 700 + run);
+		for (j = 0; j < k; j++) {
+			fd[j] = open(nodes[j], O_RDWR);
+			if (fd[j] < 0) {
+				perror(nodes[j]);
+				exit(2);
+			}
+			check_ok("slow devices", "READ",
+				 dmirror(fd[j], HMM_DMIRROR_READ, buf, out, bytes, NULL));
+		}
+		for (j = 0; j < k; j++)
+			check_ok("slow devices", "HMM_DUMMY_SET_LATENCY",
+				 set_latency(fd[j], SLOW_LATENCY_US, two_pass));
+		t0 = now_ns();
+		check_ok("slow devices", "munmap", munmap(buf, bytes) ? errno : 0);
+		t1 = now_ns();
+		r.ns[r.n++] = (t1 - t0) / 1e3;
+		for (j = 0; j < k; j++) {
+			set_latency(fd[j], 0, 0);
+			if (dmirror(fd[j], HMM_DMIRROR_READ, buf, out, PAGE, NULL) != EFAULT)
+				fail("slow devices", "a device read after munmap: not EFAULT");
+			close(fd[j]);
+		}
+	}
+	munmap(out, bytes);
+	return median(&r);
+}
+
+/* Whether @k devices are there, with hmm_dummy's latency ioctl. */
+static int have_slow_devices(unsigned int k)
+{
+	char node[32];
+	int fd, ok;
+
+	snprintf(node, sizeof(node), "/dev/hmm_dmirror%u", k - 1);
+	fd = open(node, O_RDWR);
+	if (fd < 0)
+		return 0;
+	ok = !set_latency(fd, 0, 0);
+	close(fd);
+	return ok;
+}
+
+/* The two-pass benchmark: one pass against two, 1, 2 and 4 devices. */
+static void slow_devices(void)
+{
+	unsigned long sizes[2] = { 4 * isize, 2UL << 20 };
+	unsigned int s, k;
+
+	if (!have_slow_devices(1)) {
+		printf("# slow devices: this driver has no HMM_DUMMY_SET_LATENCY\n");
+		return;
+	}
+	printf("# munmap with devices taking %u us each to stop using memory, median us\n",
+	       SLOW_LATENCY_US);
+	printf("| range | devices | one pass | two passes | two passes / 1 device |\n");
+	printf("| --- | ---: | ---: | ---: | ---: |\n");
+	for (s = 0; s < 2; s++) {
+		double two1 = 0;
+
+		for (k = 1; k <= 4 && have_slow_devices(k); k *= 2) {
+			double one = slow_munmap(sizes[s], k, 0);
+			double two = slow_munmap(sizes[s], k, 1);
+
+			two1 = k == 1 ? two : two1;
+			printf("| %lu MiB | %u | %.0f | %.0f | %.2f |\n", sizes[s] >> 20, k, one,
+			       two, two / two1);
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
 	unsigned int i;
@@ -771,6 +871,8 @@ int main(int argc, char **argv)
 		two_threads();
 	if (want("read_cold_noise") || (want("read_cold") && *only))
 		read_noise();
+	if (want("slow"))
+		slow_devices();
 	for (i = 0; i < nresults; i++) {
 		struct result *r = &results[i];
 		unsigned int k;

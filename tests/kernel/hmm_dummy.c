@@ -21,12 +21,15 @@
  * also /dev/hmm_dmirror2 and 3 with device-coherent memory there, whose
  * pages hold their own contents.
  *
- * The device touches mirrored pages only under dev_lock, which update()
- * takes and update_end() drops, so it never touches a page the CPU is about
- * to free. Nothing that may fault or allocate runs under dev_lock, since
- * reclaim can call update().
+ * The device touches mirrored pages only under dev_lock, and not while an
+ * invalidation is between update() and update_end() (@stopped), so it never
+ * touches a page the CPU is about to free. No lock is held from update() to
+ * update_end(): with two passes, one mm's invalidation has every device's
+ * update() run before any update_end(). Nothing that may fault or allocate
+ * runs under dev_lock, since reclaim can call update().
  */
 #include <linux/highmem.h>
+#include <linux/hrtimer.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
@@ -52,6 +55,13 @@ MODULE_PARM_DESC(spm_addr_dev0, "Start of 256 MiB of device-coherent memory for 
 static unsigned long spm_addr_dev1;
 module_param(spm_addr_dev1, long, 0644);
 MODULE_PARM_DESC(spm_addr_dev1, "Start of 256 MiB of device-coherent memory for hmm_dmirror3");
+static unsigned int invalidate_latency_us;
+module_param(invalidate_latency_us, uint, 0444);
+MODULE_PARM_DESC(invalidate_latency_us,
+		 "Time each device takes to stop using memory it is told to (HMM_DUMMY_SET_LATENCY changes it per device)");
+static bool two_pass;
+module_param(two_pass, bool, 0444);
+MODULE_PARM_DESC(two_pass, "Devices start their flush in update() and wait in update_finish()");
 
 struct dummy_device {
 	struct miscdevice misc;
@@ -70,6 +80,9 @@ struct dummy_device {
 	 * of them still are (the folio goes with the last).
 	 */
 	atomic_t *huge_live;
+	/* HMM_DUMMY_SET_LATENCY */
+	unsigned int latency_us;
+	bool two_pass;
 };
 
 static struct dummy_device dummy_devices[DUMMY_NDEVICES];
@@ -79,7 +92,10 @@ struct dummy_file {
 	struct dummy_device *ddev;
 	struct hmm_rs_mirror *mirror;
 	u64 flags;			/* HMM_DMIRROR_FLAGS */
-	struct mutex dev_lock;		/* the device touches pages */
+	struct mutex dev_lock;		/* the device touches pages; @stopped */
+	unsigned int stopped;		/* invalidations in update()..update_end() */
+	wait_queue_head_t resume;	/* @stopped went to 0 */
+	ktime_t flush_done;		/* when the simulated flushes end */
 	spinlock_t log_lock;		/* log, log_len, log_lost */
 	unsigned int log_len;
 	u64 log_lost;
@@ -102,17 +118,54 @@ static void dummy_log(struct dummy_file *df, const struct hmm_rs_event *event)
 	spin_unlock(&df->log_lock);
 }
 
+/*
+ * Waits for the device's flushes to end (an hrtimer wakes the sleeper);
+ * without sleeping if not @blockable.
+ */
+static void dummy_flush_wait(struct dummy_file *df, bool blockable)
+{
+	ktime_t done = READ_ONCE(df->flush_done);
+
+	while (ktime_before(ktime_get(), done)) {
+		if (!blockable) {
+			cpu_relax();
+			continue;
+		}
+		set_current_state(TASK_UNINTERRUPTIBLE);
+		schedule_hrtimeout(&done, HRTIMER_MODE_ABS);
+	}
+}
+
 static int dummy_update(struct hmm_rs_mirror *mirror,
 			const struct hmm_rs_event *event, bool blockable,
 			void *mirror_priv)
 {
 	struct dummy_file *df = mirror_priv;
+	unsigned int latency = READ_ONCE(df->ddev->latency_us);
 
 	if (blockable)
 		mutex_lock(&df->dev_lock);
 	else if (!mutex_trylock(&df->dev_lock))
 		return -EAGAIN;
+	df->stopped++;
 	dummy_log(df, event);
+	/* The device's flush starts now and takes @latency. */
+	if (latency)
+		WRITE_ONCE(df->flush_done, ktime_add_us(ktime_get(), latency));
+	mutex_unlock(&df->dev_lock);
+	if (!latency)
+		return 0;
+	if (READ_ONCE(df->ddev->two_pass))
+		return HMM_RS_UPDATE_PENDING;
+	dummy_flush_wait(df, blockable);
+	return 0;
+}
+
+static int dummy_update_finish(struct hmm_rs_mirror *mirror,
+			       const struct hmm_rs_event *event, bool blockable,
+			       void *mirror_priv)
+{
+	dummy_flush_wait(mirror_priv, blockable);
 	return 0;
 }
 
@@ -121,12 +174,16 @@ static void dummy_update_end(struct hmm_rs_mirror *mirror,
 {
 	struct dummy_file *df = mirror_priv;
 
+	mutex_lock(&df->dev_lock);
+	if (!--df->stopped)
+		wake_up_all(&df->resume);
 	mutex_unlock(&df->dev_lock);
 }
 
 static const struct hmm_rs_device_ops dummy_ops = {
 	.update = dummy_update,
 	.update_end = dummy_update_end,
+	.update_finish = dummy_update_finish,
 };
 
 /* The system page standing in for device page @index, allocated on demand. */
@@ -316,6 +373,11 @@ static int dummy_access(struct dummy_file *df, struct dummy_access *a)
 
 	a->pages = 0;
 	mutex_lock(&df->dev_lock);
+	while (df->stopped) {
+		mutex_unlock(&df->dev_lock);
+		wait_event(df->resume, !READ_ONCE(df->stopped));
+		mutex_lock(&df->dev_lock);
+	}
 	ret = hmm_rs_mirror_walk(df->mirror, a->start, a->end, dummy_copy_mapping, a);
 	mutex_unlock(&df->dev_lock);
 	if (ret)
@@ -519,6 +581,20 @@ static int dummy_events(struct dummy_file *df, void __user *uarg)
 	return ret;
 }
 
+static int dummy_set_latency(struct dummy_file *df, void __user *uarg)
+{
+	struct hmm_dummy_latency req;
+
+	if (copy_from_user(&req, uarg, sizeof(req)))
+		return -EFAULT;
+	/* At most a second: an invalidation must not wedge the process. */
+	if (req.flags || req.two_pass > 1 || req.latency_us > USEC_PER_SEC)
+		return -EINVAL;
+	WRITE_ONCE(df->ddev->latency_us, req.latency_us);
+	WRITE_ONCE(df->ddev->two_pass, req.two_pass);
+	return 0;
+}
+
 static long dummy_ioctl(struct file *file, unsigned int command, unsigned long arg)
 {
 	struct dummy_file *df = file->private_data;
@@ -541,6 +617,8 @@ static long dummy_ioctl(struct file *file, unsigned int command, unsigned long a
 		break;
 	case HMM_DUMMY_EVENTS:
 		return dummy_events(df, uarg);
+	case HMM_DUMMY_SET_LATENCY:
+		return dummy_set_latency(df, uarg);
 	default:
 		return -ENOTTY;
 	}
@@ -601,6 +679,7 @@ static int dummy_open(struct inode *inode, struct file *file)
 	df->ddev = container_of(file->private_data, struct dummy_device, misc);
 	mutex_init(&df->dev_lock);
 	spin_lock_init(&df->log_lock);
+	init_waitqueue_head(&df->resume);
 	df->mirror = hmm_rs_mirror_register(df->ddev->dev, current->mm, df);
 	if (IS_ERR(df->mirror)) {
 		int ret = PTR_ERR(df->mirror);
@@ -678,6 +757,8 @@ static int dummy_device_init(struct dummy_device *ddev, const char *name, unsign
 	int ret;
 
 	ddev->coherent = spm;
+	ddev->latency_us = min_t(unsigned int, invalidate_latency_us, USEC_PER_SEC);
+	ddev->two_pass = two_pass;
 	ddev->npages = spm ? 0 : DUMMY_DEVMEM_PAGES;
 	ddev->backing = kvcalloc(ddev->npages, sizeof(*ddev->backing), GFP_KERNEL);
 	ddev->huge_live = kvcalloc(ddev->npages >> DUMMY_HUGE_ORDER, sizeof(*ddev->huge_live),
