@@ -1523,6 +1523,111 @@ mod tests {
         Ok(())
     }
 
+    /// How far a [`SlowFinish`] device got: in `update_finish` (1), out of
+    /// it (2).
+    type FinishState = Arc<Atomic<u64>>;
+
+    /// A device whose `update_finish` takes 200 ms.
+    struct SlowFinish(FinishState);
+
+    impl MirrorOps for SlowFinish {
+        fn update(
+            &self,
+            _mirror: &HmmMirror,
+            _event: &HmmEvent,
+            _blockable: bool,
+        ) -> Result<Update> {
+            Ok(Update::Pending)
+        }
+
+        fn update_finish(
+            &self,
+            _mirror: &HmmMirror,
+            _event: &HmmEvent,
+            _blockable: bool,
+        ) -> Result {
+            self.0.store(1, Relaxed);
+            kernel::time::delay::fsleep(kernel::time::Delta::from_millis(200));
+            self.0.store(2, Relaxed);
+            Ok(())
+        }
+
+        fn release(&self, _mirror: &HmmMirror) {}
+    }
+
+    /// One blockable munmap invalidation of `range`, run on a kthread.
+    struct Invalidator {
+        notifier: *mut bindings::mmu_notifier,
+        range: bindings::mmu_notifier_range,
+        /// 1 once it returned 0, 2 once it returned an error.
+        result: Atomic<u64>,
+    }
+
+    /// Runs the invalidation once, then waits to be stopped.
+    ///
+    /// # Safety
+    ///
+    /// `data` is an [`Invalidator`] of a live notifier, valid until the
+    /// thread is stopped.
+    unsafe extern "C" fn invalidate_once(data: *mut core::ffi::c_void) -> kernel::ffi::c_int {
+        // SAFETY: By the caller's guarantee.
+        let inv = unsafe { &*data.cast::<Invalidator>() };
+        // SAFETY: A live notifier and a valid range of its mm.
+        let ret = unsafe { crate::hmm_invalidate_range_start(inv.notifier, &inv.range) };
+        inv.result.store(if ret == 0 { 1 } else { 2 }, Relaxed);
+        while !crate::kunit_thread::should_stop() {
+            pause();
+        }
+        0
+    }
+
+    #[test]
+    fn a_mirror_registered_during_an_invalidation_waits_for_its_passes() -> Result {
+        let addr = kunit_mm::mmap(PAGE, PROT_READ | PROT_WRITE)? as u64;
+        let state: FinishState = Arc::new(Atomic::new(0), GFP_KERNEL)?;
+        let task = current!();
+        let mm = task.mm().ok_or(EINVAL)?;
+        let ops = KBox::new(SlowFinish(state.clone()), GFP_KERNEL)?;
+        let slow = HmmMirror::register(mm, Owner::NONE, ops)?;
+        slow.fault(HmmEventType::DeviceReadFault, addr, addr + PAGE_SIZE)?;
+        let inv = KBox::new(
+            Invalidator {
+                notifier: core::ptr::from_ref(slow.hmm()).cast_mut().cast(),
+                range: bindings::mmu_notifier_range {
+                    mm: mm.as_raw(),
+                    start: addr as usize,
+                    end: (addr + PAGE_SIZE) as usize,
+                    flags: bindings::MMU_NOTIFIER_RANGE_BLOCKABLE,
+                    event: bindings::mmu_notifier_event_MMU_NOTIFY_UNMAP,
+                    owner: core::ptr::null_mut(),
+                },
+                result: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )?;
+        let data = core::ptr::from_ref::<Invalidator>(&inv).cast_mut().cast();
+        // SAFETY: The thread waits to be stopped; `inv` outlives `thread`.
+        let thread =
+            unsafe { crate::kunit_thread::Thread::spawn(invalidate_once, data, c"hmm_rs_inval") }?;
+        while state.load(Relaxed) == 0 {
+            pause();
+        }
+        // The invalidation is in its second pass, the mirror list locked: a
+        // new mirror waits for its passes to end, and is not part of it.
+        let (seen, _late) = mirror()?;
+        let after_finish = state.load(Relaxed);
+        let told = seen.events.lock().len();
+        assert_eq!(after_finish, 2);
+        assert_eq!(told, 0);
+        while inv.result.load(Relaxed) == 0 {
+            pause();
+        }
+        drop(thread);
+        assert_eq!(inv.result.load(Relaxed), 1);
+        assert!(slow.table().lookup(addr).is_none());
+        Ok(())
+    }
+
     #[test]
     fn stats_show_the_mirror_and_its_mm() -> Result {
         use core::fmt::Write;
