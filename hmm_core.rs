@@ -115,6 +115,8 @@ mod shim {
             end: usize,
             ops: *const bindings::mmu_interval_notifier_ops,
         ) -> kernel::ffi::c_int;
+        /// `fatal_signal_pending(current)`.
+        pub(crate) fn hmm_rs_fatal_signal_pending() -> bool;
         /// `mmu_interval_read_retry()`.
         pub(crate) fn hmm_rs_interval_read_retry(
             sub: *mut bindings::mmu_interval_notifier,

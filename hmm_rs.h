@@ -239,7 +239,8 @@ long hmm_rs_devmem_index(struct hmm_rs_devmem *mem, u64 pfn);
  * must be the mirror's device's, and mirrors the device pages it got.
  * Shared, pinned or other devices' pages stay, as do pages once @mem is
  * full. Each step raises an HMM_RS_MIGRATE event. May sleep. Returns the
- * number of pages moved, or -EINVAL (range, VMA, @mem), -ESRCH, -ENOMEM.
+ * number of pages moved, or -EINVAL (range, VMA, @mem), -ESRCH, -ENOMEM,
+ * -EINTR (the task is being killed; it stops between 2 MiB steps).
  */
 long hmm_rs_mirror_migrate_to_device(struct hmm_rs_mirror *mirror,
 				     struct hmm_rs_devmem *mem,

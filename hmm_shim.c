@@ -207,6 +207,12 @@ int hmm_rs_range_fault(struct mmu_interval_notifier *sub, unsigned long start,
 	return ret;
 }
 
+/* Whether the current task is being killed: long operations stop then. */
+bool hmm_rs_fatal_signal_pending(void)
+{
+	return fatal_signal_pending(current);
+}
+
 /* Holds the notifier's mm and its mmap_lock for reading. */
 int hmm_rs_mm_lock(struct mmu_interval_notifier *sub)
 {

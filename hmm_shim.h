@@ -119,6 +119,7 @@ void hmm_rs_migrate_finalize(struct hmm_rs_migrate *m);
 void hmm_rs_migrate_drop_page(unsigned long pfn);
 void *hmm_rs_pfn_devmem(unsigned long pfn);
 unsigned long hmm_rs_interval_read_begin(struct mmu_interval_notifier *sub);
+bool hmm_rs_fatal_signal_pending(void);
 int hmm_rs_mm_lock(struct mmu_interval_notifier *sub);
 void hmm_rs_mm_unlock(struct mmu_interval_notifier *sub);
 long hmm_rs_make_exclusive(struct mmu_interval_notifier *sub, unsigned long addr,

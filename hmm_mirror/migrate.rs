@@ -428,7 +428,7 @@ impl HmmMirror {
     ///
     /// Errors: `EINVAL` for a bad range, memory of another device, or a
     /// range not covered by readable VMAs; `ESRCH` once the mm is exiting;
-    /// `ENOMEM`.
+    /// `EINTR` if the task is being killed (between steps); `ENOMEM`.
     pub(crate) fn migrate_to_device(&self, mem: &DevMem, start: u64, end: u64) -> Result<usize> {
         if mem.owner() != self.owner {
             return Err(EINVAL);
@@ -458,6 +458,12 @@ impl HmmMirror {
         let mut addr = start;
         let mut tries = 0;
         while addr < end {
+            // A task being killed stops between steps (what moved stays
+            // moved), so that its exit does not wait for a long migration.
+            // SAFETY: No preconditions.
+            if unsafe { shim::hmm_rs_fatal_signal_pending() } {
+                return Err(EINTR);
+            }
             // Steps end on 2 MiB boundaries so that huge pages move whole.
             let step_end = end.min((addr | (HUGE_SIZE - 1)) + 1);
             // To the device the invalidation names this mirror (see the

@@ -262,9 +262,14 @@ static int dummy_copy_folio_to_device(void *priv, unsigned long index, struct pa
 {
 	struct dummy_device *ddev = priv;
 	unsigned long k, n = 1UL << order;
-	struct folio *dst;
+	struct folio *dst = NULL;
 
-	if (ddev->coherent || order != DUMMY_HUGE_ORDER) {
+	if (!ddev->coherent && (index + n > ddev->npages || index % n))
+		return -EINVAL;
+	/* A huge folio if one comes without compacting, else page by page. */
+	if (!ddev->coherent && order == DUMMY_HUGE_ORDER)
+		dst = folio_alloc(GFP_HIGHUSER | __GFP_NORETRY | __GFP_NOWARN, order);
+	if (!dst) {
 		for (k = 0; k < n; k++) {
 			int ret = dummy_copy_to_device(priv, index + k, src ? src + k : NULL);
 
@@ -273,11 +278,6 @@ static int dummy_copy_folio_to_device(void *priv, unsigned long index, struct pa
 		}
 		return 0;
 	}
-	if (index + n > ddev->npages || index % n)
-		return -EINVAL;
-	dst = folio_alloc(GFP_HIGHUSER, order);
-	if (!dst)
-		return -ENOMEM;
 	atomic_set(&ddev->huge_live[index >> order], n);
 	for (k = 0; k < n; k++) {
 		struct page *old = xchg(&ddev->backing[index + k], folio_page(dst, k));
