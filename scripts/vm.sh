@@ -60,7 +60,7 @@ qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3G -no-reboot
 case "$mode" in
 test | stock | reference | dummy-reference)
 	timeout=${HMMRS_VM_TIMEOUT:-900}
-	for attempt in 1 2; do
+	for attempt in 1 2 3; do
 		log "booting the VM ($mode), console in $run/console.log"
 		rc=0
 		timeout "$timeout" "${qemu[@]}" -display none -monitor none \
@@ -72,10 +72,11 @@ test | stock | reference | dummy-reference)
 			--console "$run/console.log" --results "$run/results.log" \
 			--counts "$run/counts" || rc=$?
 		# A report from the booting kernel, before any of our code ran, is
-		# the emulated machine's: boot once more, and say so. Twice fails.
-		if [ $rc -eq 3 ] && [ $attempt -eq 1 ]; then
-			cp "$run/console.log" "$run/console.boot-failure.log"
-			log "retrying once: the kernel reported a bug while booting (kept in console.boot-failure.log)"
+		# the emulated machine's: boot again, at most twice, and say so.
+		# Three in a row fail.
+		if [ $rc -eq 3 ] && [ $attempt -lt 3 ]; then
+			cp "$run/console.log" "$run/console.boot-failure-$attempt.log"
+			log "retrying: the kernel reported a bug while booting (kept in console.boot-failure-$attempt.log)"
 			continue
 		fi
 		[ $rc -eq 3 ] && rc=1
