@@ -364,6 +364,10 @@ bool hmm_rs_pfn_is_device_private(unsigned long pfn)
 	return pfn_valid(pfn) && is_device_private_page(pfn_to_page(pfn));
 }
 
+#define HMM_RS_DEVICE_PRIVATE	BIT(0)
+#define HMM_RS_DEVICE_COHERENT	BIT(1)
+#define HMM_RS_DEVICE_REMOTE	BIT(2)
+
 /*
  * What device memory @pfn is: 0 none, else HMM_RS_DEVICE_PRIVATE or
  * HMM_RS_DEVICE_COHERENT, with HMM_RS_DEVICE_REMOTE if not @owner's.

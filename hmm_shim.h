@@ -91,9 +91,6 @@ void hmm_rs_pagemap_set_rust(struct hmm_rs_pagemap *pm, void *rust);
 void hmm_rs_pagemap_destroy(struct hmm_rs_pagemap *pm);
 void hmm_rs_devpage_init(struct hmm_rs_pagemap *pm, unsigned long pfn, unsigned int order);
 bool hmm_rs_pfn_is_device_private(unsigned long pfn);
-#define HMM_RS_DEVICE_PRIVATE	BIT(0)
-#define HMM_RS_DEVICE_COHERENT	BIT(1)
-#define HMM_RS_DEVICE_REMOTE	BIT(2)
 void hmm_rs_snap_decode(const unsigned long *pfns, u32 *out, unsigned long n, void *owner,
 			unsigned long dev_lo, unsigned long dev_hi);
 /* Device memory callbacks, implemented in Rust (hmm_mirror/devmem.rs). */
