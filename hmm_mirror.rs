@@ -47,7 +47,8 @@ use crate::{
     hmm_pt::{
         HmmPt, PageDirs, PtDirty, PtEntry, PtFlags, PtLevels, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE,
     },
-    shim, HmmMmRef,
+    hmm_mm::HmmMmRef,
+    shim, trace,
 };
 
 /// Retries of one fault chunk that keeps racing with invalidations before
@@ -160,7 +161,7 @@ pub(crate) struct HmmMirror {
     inserted: Atomic<bool>,
     /// The mm released this mirror: it holds nothing and cannot fault.
     released: Atomic<bool>,
-    /// Number for debugfs.
+    /// Number for debugfs and traces.
     id: u64,
     /// Successful device faults.
     faults: Atomic<u64>,
@@ -172,6 +173,15 @@ pub(crate) struct HmmMirror {
     invalidations: Atomic<u64>,
     /// Pages dirtied because the device may have written them.
     dirtied: Atomic<u64>,
+}
+
+/// What one device fault did, for its trace.
+#[derive(Default)]
+struct FaultCounts {
+    /// Chunks faulted in again because an invalidation raced.
+    retries: u32,
+    /// 2 MiB entries made.
+    huge: u32,
 }
 
 /// Numbers mirrors for debugfs.
@@ -205,7 +215,7 @@ pub(crate) fn init() {
 /// Takes mutexes: may sleep.
 pub(crate) fn write_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
     devmem::write_stats(f)?;
-    crate::write_event_stats(f)?;
+    crate::hmm_mm::write_event_stats(f)?;
     writeln!(
         f,
         "faults {} fault races {} fault retries {}",
@@ -430,6 +440,7 @@ impl HmmMirror {
             .lock()
             .push(Listed(NonNull::from(&*mirror)), GFP_KERNEL)?;
         mirror.hmm.add_mirror(NonNull::from(&*mirror))?;
+        trace::mirror_register(mirror.id, mirror.hmm.id());
         Ok(mirror)
     }
 
@@ -440,7 +451,7 @@ impl HmmMirror {
 
     /// The mm's shared HMM state.
     #[cfg(CONFIG_KUNIT)]
-    pub(crate) fn hmm(&self) -> &crate::HmmMm {
+    pub(crate) fn hmm(&self) -> &crate::hmm_mm::HmmMm {
         &self.hmm
     }
 
@@ -475,11 +486,11 @@ impl HmmMirror {
     /// entries that lose write access. Fails with `EAGAIN` if the driver
     /// asked for a retry of a non-blockable invalidation.
     pub(crate) fn invalidate(&self, event: &HmmEvent, blockable: bool) -> Result {
-        let finished = match self.invalidate_start(event, blockable)? {
-            Update::Done => Ok(()),
-            Update::Pending => self.invalidate_finish(event, blockable),
+        let (finished, two_pass) = match self.invalidate_start(event, blockable)? {
+            Update::Done => (Ok(()), false),
+            Update::Pending => (self.invalidate_finish(event, blockable), true),
         };
-        self.invalidate_apply(event, finished.is_ok());
+        self.invalidate_apply(event, finished.is_ok(), two_pass);
         finished
     }
 
@@ -522,26 +533,35 @@ impl HmmMirror {
 
     /// Last pass, for a mirror whose `update()` succeeded: the table
     /// changes (if `change`: its device is done), then `update_end()`.
-    pub(crate) fn invalidate_apply(&self, event: &HmmEvent, change: bool) {
+    /// `two_pass`: the device was waited for in a second pass.
+    pub(crate) fn invalidate_apply(&self, event: &HmmEvent, change: bool, two_pass: bool) {
         if !change {
             self.ops.update_end(self, event);
+            trace::mirror_update(self.id, event, 0, 0, two_pass, false);
             return;
         }
         let end = event.end.min(self.pt.limit());
+        let (mut entries, mut dirtied) = (0, 0);
         if event.start < end {
             // The range is page aligned and within the table: cannot fail.
-            let _ = self
+            entries = self
                 .pt
                 .lock()
-                .update(event.start, end, event.keep, |d| self.dirty(d));
+                .update(event.start, end, event.keep, |d| {
+                    dirtied += 1 << d.order;
+                    self.dirty(d)
+                })
+                .unwrap_or(0);
         }
         self.ops.update_end(self, event);
         self.invalidations.add(1, Relaxed);
+        trace::mirror_update(self.id, event, entries, dirtied, two_pass, true);
     }
 
     /// The mm is going away: tell the driver, then empty the table.
     pub(crate) fn release(&self) {
         self.released.store(true, Relaxed);
+        trace::release(self.id, self.hmm.id());
         self.ops.release(self);
         self.pt.lock().clear(|d| self.dirty(d));
     }
@@ -558,6 +578,20 @@ impl HmmMirror {
     /// got a fatal signal; `ENOMEM`; `EAGAIN` if invalidations kept racing
     /// with the fault.
     pub(crate) fn fault(&self, ty: HmmEventType, start: u64, end: u64) -> Result {
+        trace::fault_begin(self.id, ty, start, end);
+        let mut counts = FaultCounts::default();
+        let r = self.fault_counted(ty, start, end, &mut counts);
+        trace::fault_end(self.id, ty, start, end, &r, counts.retries, counts.huge);
+        r
+    }
+
+    fn fault_counted(
+        &self,
+        ty: HmmEventType,
+        start: u64,
+        end: u64,
+        counts: &mut FaultCounts,
+    ) -> Result {
         let write = match ty {
             HmmEventType::DeviceReadFault => false,
             HmmEventType::DeviceWriteFault => true,
@@ -573,7 +607,7 @@ impl HmmMirror {
         let mut chunk = start;
         while chunk < end {
             let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
-            self.fault_chunk(&watch, chunk, chunk_end, write, &mut hmm_pfns)?;
+            self.fault_chunk(&watch, chunk, chunk_end, write, &mut hmm_pfns, counts)?;
             chunk = chunk_end;
         }
         self.hmm.count(ty);
@@ -590,6 +624,12 @@ impl HmmMirror {
     /// `ESRCH` once the mm is exiting; `ENOMEM`; `EAGAIN` if invalidations
     /// kept racing with it.
     pub(crate) fn snapshot(&self, start: u64, end: u64, out: &mut [u32]) -> Result {
+        let r = self.snapshot_into(start, end, out);
+        trace::snapshot(self.id, start, end, &r);
+        r
+    }
+
+    fn snapshot_into(&self, start: u64, end: u64, out: &mut [u32]) -> Result {
         self.pt.check_range(start, end)?;
         if out.len() as u64 != (end - start) / PAGE_SIZE {
             return Err(EINVAL);
@@ -647,6 +687,12 @@ impl HmmMirror {
     /// returns (`EFAULT`, `EBUSY`...) for memory that cannot be made
     /// exclusive; `ESRCH` once the mm is exiting; `ENOMEM`.
     pub(crate) fn make_exclusive(&self, start: u64, end: u64) -> Result {
+        let r = self.make_exclusive_locked(start, end);
+        trace::exclusive(self.id, start, end, &r);
+        r
+    }
+
+    fn make_exclusive_locked(&self, start: u64, end: u64) -> Result {
         self.pt.check_range(start, end)?;
         if self.released.load(Relaxed) {
             return Err(ESRCH);
@@ -701,17 +747,20 @@ impl HmmMirror {
         end: u64,
         write: bool,
         hmm_pfns: &mut KVec<kernel::ffi::c_ulong>,
+        counts: &mut FaultCounts,
     ) -> Result {
         for tries in 0..FAULT_RETRIES {
             if tries > 0 {
                 self.fault_retries.add(1, Relaxed);
                 ALL_FAULT_RETRIES.add(1, Relaxed);
+                counts.retries += 1;
             }
             let seq = match self.fault_in(watch, start, end, write, hmm_pfns) {
                 Err(EBUSY) => continue,
                 r => r?,
             };
-            if self.commit(watch, start, end, write, seq, hmm_pfns)? {
+            if let Some(huge) = self.commit(watch, start, end, write, seq, hmm_pfns)? {
+                counts.huge += u32::from(huge);
                 return Ok(());
             }
         }
@@ -764,7 +813,7 @@ impl HmmMirror {
 
     /// Second half of a fault: mirrors the faulted-in `hmm_pfns` of
     /// `[start, end)` unless an invalidation started after `seq`. Returns
-    /// whether it did; if not, fault in again.
+    /// whether it made a huge entry if it did; `None`: fault in again.
     fn commit(
         &self,
         watch: &FaultWatch,
@@ -773,7 +822,7 @@ impl HmmMirror {
         write: bool,
         seq: kernel::ffi::c_ulong,
         hmm_pfns: &[kernel::ffi::c_ulong],
-    ) -> Result<bool> {
+    ) -> Result<Option<bool>> {
         let flags = if write {
             PtFlags::WRITE | PtFlags::DIRTY
         } else {
@@ -805,7 +854,7 @@ impl HmmMirror {
         let mut table = self.pt.lock();
         // SAFETY: The watch is inserted while it exists (type invariant).
         if unsafe { shim::hmm_rs_interval_read_retry(watch.sub.get(), seq) } {
-            return Ok(false);
+            return Ok(None);
         }
         let done = if huge {
             table.populate_huge(&mut res, start, entry(&hmm_pfns[0]), |d| self.dirty(d))
@@ -814,8 +863,8 @@ impl HmmMirror {
             table.populate_from(&mut res, start, entries, |d| self.dirty(d))
         };
         match done {
-            Err(EAGAIN) => Ok(false),
-            r => r.map(|()| true),
+            Err(EAGAIN) => Ok(None),
+            r => r.map(|()| Some(huge)),
         }
     }
 
@@ -823,6 +872,7 @@ impl HmmMirror {
     /// builds on and nothing else: `hmm_range_fault()` of `[start, end)` in
     /// the same 2 MiB chunks, keeping nothing. The floor that the core's
     /// benchmark (`tests/core_bench.rs`) measures the core against.
+    #[cfg(hmm_rs_bench)]
     pub(crate) fn bare_walk(&self, start: u64, end: u64, fault: bool) -> Result {
         self.pt.check_range(start, end)?;
         let mut hmm_pfns =
@@ -893,13 +943,14 @@ impl PinnedDrop for HmmMirror {
         }
         // ...and what the device may have written is dirtied.
         self.pt.lock().clear(dirty_page);
+        trace::mirror_register(self.id, 0);
     }
 }
 
 #[kernel::prelude::kunit_tests(hmm_rs_mirror)]
 mod tests {
     use super::*;
-    use crate::kunit_mm::{self, PROT_NONE, PROT_READ, PROT_WRITE};
+    use crate::kunit_helpers::kunit_mm::{self, PROT_NONE, PROT_READ, PROT_WRITE};
     use kernel::{current, new_mutex, new_spinlock, sync::Mutex, sync::SpinLock};
 
     const PAGE: usize = PAGE_SIZE as usize;
@@ -1117,7 +1168,7 @@ mod tests {
     fn register_unregister_1000_times_leaves_nothing() -> Result {
         let addr = kunit_mm::mmap(PAGE, PROT_READ | PROT_WRITE)? as u64;
         let (seen, m) = mirror()?;
-        let hmm: *const crate::HmmMm = m.hmm();
+        let hmm: *const crate::hmm_mm::HmmMm = m.hmm();
         for _ in 0..1000 {
             let (_s, other) = mirror()?;
             other.fault(HmmEventType::DeviceReadFault, addr, addr + PAGE_SIZE)?;
@@ -1183,7 +1234,7 @@ mod tests {
         // SAFETY: `r.mm` is the test's mm, alive until the test ends, which
         // is after this thread stopped.
         unsafe { bindings::kthread_use_mm(r.mm) };
-        while !crate::kunit_thread::should_stop() {
+        while !crate::kunit_helpers::kunit_thread::should_stop() {
             let round = r.go.load(Relaxed);
             if round == r.done.load(Relaxed) {
                 pause();
@@ -1247,7 +1298,7 @@ mod tests {
         let data = core::ptr::from_ref::<Remapper>(&racer).cast_mut().cast();
         // SAFETY: The racer loops until stopped; `racer` outlives `thread`.
         let thread =
-            unsafe { crate::kunit_thread::Thread::spawn(remap_each_round, data, c"hmm_rs_remap") }?;
+            unsafe { crate::kunit_helpers::kunit_thread::Thread::spawn(remap_each_round, data, c"hmm_rs_remap") }?;
         let (start, end) = (addr as u64, (addr + n * PAGE) as u64);
         let (mut faulted, mut stale) = (0, 0);
         let mut result = Ok(());
@@ -1371,18 +1422,18 @@ mod tests {
         let notifier = core::ptr::from_ref(m.hmm()).cast_mut().cast();
         let busy = m.hmm().mirrors.lock();
         // SAFETY: Our live notifier and a valid range of its mm.
-        let ret = unsafe { crate::hmm_invalidate_range_start(notifier, &range) };
+        let ret = unsafe { crate::hmm_mm::hmm_invalidate_range_start(notifier, &range) };
         drop(busy);
         // The mirror list was busy: a retry, not a wait.
         assert_eq!(ret, EAGAIN.to_errno());
         // SAFETY: As above.
-        let ret = unsafe { crate::hmm_invalidate_range_start(notifier, &range) };
+        let ret = unsafe { crate::hmm_mm::hmm_invalidate_range_start(notifier, &range) };
         // The driver asked for a retry: the mirror keeps its entry.
         assert_eq!(ret, EAGAIN.to_errno());
         assert!(m.table().lookup(addr).is_some());
         range.flags = bindings::MMU_NOTIFIER_RANGE_BLOCKABLE;
         // SAFETY: As above.
-        let ret = unsafe { crate::hmm_invalidate_range_start(notifier, &range) };
+        let ret = unsafe { crate::hmm_mm::hmm_invalidate_range_start(notifier, &range) };
         assert_eq!(ret, 0);
         assert!(m.table().lookup(addr).is_none());
         Ok(())
@@ -1506,7 +1557,7 @@ mod tests {
         let notifier = core::ptr::from_ref(mirrors[0].hmm()).cast_mut().cast();
         log.lock().clear();
         // SAFETY: Our live notifier and a valid range of its mm.
-        let ret = unsafe { crate::hmm_invalidate_range_start(notifier, &range) };
+        let ret = unsafe { crate::hmm_mm::hmm_invalidate_range_start(notifier, &range) };
         assert_eq!(ret, EAGAIN.to_errno());
         // Device 0 finished and lost its entry; device 1 keeps its own, and
         // both were told the invalidation ended.
@@ -1517,7 +1568,7 @@ mod tests {
         // Blockable, it goes through.
         range.flags = bindings::MMU_NOTIFIER_RANGE_BLOCKABLE;
         // SAFETY: As above.
-        let ret = unsafe { crate::hmm_invalidate_range_start(notifier, &range) };
+        let ret = unsafe { crate::hmm_mm::hmm_invalidate_range_start(notifier, &range) };
         assert_eq!(ret, 0);
         assert!(mirrors[1].table().lookup(addr).is_none());
         Ok(())
@@ -1573,9 +1624,9 @@ mod tests {
         // SAFETY: By the caller's guarantee.
         let inv = unsafe { &*data.cast::<Invalidator>() };
         // SAFETY: A live notifier and a valid range of its mm.
-        let ret = unsafe { crate::hmm_invalidate_range_start(inv.notifier, &inv.range) };
+        let ret = unsafe { crate::hmm_mm::hmm_invalidate_range_start(inv.notifier, &inv.range) };
         inv.result.store(if ret == 0 { 1 } else { 2 }, Relaxed);
-        while !crate::kunit_thread::should_stop() {
+        while !crate::kunit_helpers::kunit_thread::should_stop() {
             pause();
         }
         0
@@ -1608,7 +1659,7 @@ mod tests {
         let data = core::ptr::from_ref::<Invalidator>(&inv).cast_mut().cast();
         // SAFETY: The thread waits to be stopped; `inv` outlives `thread`.
         let thread =
-            unsafe { crate::kunit_thread::Thread::spawn(invalidate_once, data, c"hmm_rs_inval") }?;
+            unsafe { crate::kunit_helpers::kunit_thread::Thread::spawn(invalidate_once, data, c"hmm_rs_inval") }?;
         while state.load(Relaxed) == 0 {
             pause();
         }
@@ -1634,10 +1685,10 @@ mod tests {
         let addr = kunit_mm::mmap(2 * PAGE, PROT_READ | PROT_WRITE)? as u64;
         let (_seen, m) = mirror()?;
         m.fault(HmmEventType::DeviceReadFault, addr, addr + 2 * PAGE_SIZE)?;
-        let mut text = crate::TextBuf(KVec::new());
+        let mut text = crate::debugfs::TextBuf(KVec::new());
         write_stats(&mut text).map_err(|_| ENOMEM)?;
         let text = core::str::from_utf8(&text.0).map_err(|_| EINVAL)?;
-        let mut want = crate::TextBuf(KVec::new());
+        let mut want = crate::debugfs::TextBuf(KVec::new());
         write!(want, "mirror {}: entries 2 pages 2 ", m.id).map_err(|_| ENOMEM)?;
         let want = core::str::from_utf8(&want.0).map_err(|_| EINVAL)?;
         assert!(text.contains(want));

@@ -225,6 +225,7 @@ impl PtMapping {
     }
 
     /// The page frame number backing `addr`, which must lie in the mapping.
+    #[cfg_attr(not(any(CONFIG_KUNIT, hmm_rs_bench)), expect(dead_code))]
     pub(crate) const fn pfn_at(&self, addr: u64) -> u64 {
         self.entry.pfn() + ((addr - self.addr) >> PAGE_SHIFT)
     }
@@ -567,6 +568,7 @@ impl<A: DirAlloc> HmmPt<A> {
     }
 
     /// The mapping that translates `addr`, if any.
+    #[cfg_attr(not(any(CONFIG_KUNIT, hmm_rs_bench)), expect(dead_code))]
     pub(crate) fn lookup(&self, addr: u64) -> Option<PtMapping> {
         if addr >= self.limit() {
             return None;
@@ -597,6 +599,7 @@ impl<A: DirAlloc> HmmPt<A> {
 
     /// Calls `f` on every mapping that overlaps `[start, end)`, in address
     /// order, in one RCU read-side critical section: `f` must not sleep.
+    #[cfg_attr(not(any(CONFIG_KUNIT, hmm_rs_bench)), expect(dead_code))]
     pub(crate) fn walk(&self, start: u64, end: u64, mut f: impl FnMut(&PtMapping)) -> Result {
         self.walk_until(start, end, |m| {
             f(m);

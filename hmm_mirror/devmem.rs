@@ -26,7 +26,7 @@ use kernel::{
 };
 
 use super::migrate::{Migration, HUGE_PAGES};
-use crate::{hmm_pt::HUGE_ORDER, shim};
+use crate::{hmm_pt::HUGE_ORDER, shim, trace};
 
 /// Over all device memory (debugfs): pages in use, huge folios handed out
 /// so far, and pages a migration to device memory could not place (full,
@@ -184,9 +184,13 @@ pub(crate) fn copy_pages_from_device<T: DevMemOps + ?Sized>(
 /// - `free` and `free_huge` (first indices of free 512-page blocks) hold
 ///   each index of a page with no reference exactly once; each has room for
 ///   all the pages (blocks) there are, so freeing never allocates.
+/// - `in_use` has the bit of every page handed out and not freed since.
 #[pin_data(PinnedDrop)]
 pub(crate) struct DevMem {
     pm: NonNull<shim::Pagemap>,
+    /// Number for traces.
+    id: u64,
+    in_use: InUse,
     coherent: bool,
     first_pfn: u64,
     npages: usize,
@@ -196,6 +200,81 @@ pub(crate) struct DevMem {
     free: SpinLock<KVec<u32>>,
     #[pin]
     free_huge: SpinLock<KVec<u32>>,
+}
+
+/// Numbers device memory for traces.
+static NEXT_DEVMEM_ID: Atomic<u64> = Atomic::new(1);
+
+/// Which pages of a [`DevMem`] are in use, so that eviction visits those
+/// and not the whole memory: one bit per page, and their count.
+///
+/// `core::sync::atomic` rather than `kernel::sync::atomic`, which has no
+/// `fetch_or`/`fetch_and`; only the bits are shared (no ordering with other
+/// memory is needed: pages are handed out and freed under the pagemap's
+/// own references), see `hmm_pt.rs` on the two atomics.
+struct InUse {
+    words: KVec<core::sync::atomic::AtomicU64>,
+    count: core::sync::atomic::AtomicUsize,
+}
+
+impl InUse {
+    fn new(npages: usize) -> Result<Self> {
+        let mut words = KVec::with_capacity(npages.div_ceil(64), GFP_KERNEL)?;
+        for _ in 0..npages.div_ceil(64) {
+            words.push(core::sync::atomic::AtomicU64::new(0), GFP_KERNEL)?;
+        }
+        Ok(Self {
+            words,
+            count: core::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// Marks pages `[index, index + n)` in use (`used`) or free.
+    fn mark(&self, index: usize, n: usize, used: bool) {
+        use core::sync::atomic::Ordering::Relaxed;
+        for i in index..index + n {
+            let (word, bit) = (&self.words[i / 64], 1u64 << (i % 64));
+            if used {
+                word.fetch_or(bit, Relaxed);
+            } else {
+                word.fetch_and(!bit, Relaxed);
+            }
+        }
+        if used {
+            self.count.fetch_add(n, Relaxed);
+        } else {
+            self.count.fetch_sub(n, Relaxed);
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The first run `[a, b)` of pages in use at or after `from`, if any.
+    fn next_run(&self, from: usize, npages: usize) -> Option<(usize, usize)> {
+        let bit = |i: usize| {
+            self.words[i / 64].load(core::sync::atomic::Ordering::Relaxed) & 1 << (i % 64) != 0
+        };
+        let mut a = from;
+        while a < npages {
+            // Whole free words are skipped at once.
+            if a % 64 == 0 && self.words[a / 64].load(core::sync::atomic::Ordering::Relaxed) == 0
+            {
+                a += 64;
+                continue;
+            }
+            if bit(a) {
+                let mut b = a + 1;
+                while b < npages && bit(b) {
+                    b += 1;
+                }
+                return Some((a, b));
+            }
+            a += 1;
+        }
+        None
+    }
 }
 
 // SAFETY: The pagemap is used from any task; the rest is `Send` + `Sync`.
@@ -259,7 +338,8 @@ impl DevMem {
             }
             Ok((free, free_huge))
         })();
-        let (free, free_huge) = match lists {
+        let lists = lists.and_then(|l| Ok((l, InUse::new(npages)?)));
+        let ((free, free_huge), in_use) = match lists {
             Ok(l) => l,
             Err(e) => {
                 // SAFETY: No page was handed out.
@@ -270,6 +350,8 @@ impl DevMem {
         let mem = Arc::pin_init(
             pin_init!(Self {
                 pm,
+                id: NEXT_DEVMEM_ID.fetch_add(1, Relaxed),
+                in_use,
                 coherent: coherent.is_some(),
                 first_pfn: first_pfn as u64,
                 npages,
@@ -349,6 +431,7 @@ impl DevMem {
         }
         let pfn = self.pfn(index);
         PAGES_USED.add(1, Relaxed);
+        self.in_use.mark(index, 1, true);
         // SAFETY: The page was free (type invariant) and is ours now.
         unsafe { shim::hmm_rs_devpage_init(self.pm.as_ptr(), pfn as usize, 0) };
         Some(pfn)
@@ -384,6 +467,7 @@ impl DevMem {
         }
         let pfn = self.pfn(index);
         PAGES_USED.add(HUGE_PAGES as u64, Relaxed);
+        self.in_use.mark(index, HUGE_PAGES, true);
         HUGE_FILLED.add(1, Relaxed);
         // SAFETY: The block was free (type invariant) and is ours now.
         unsafe { shim::hmm_rs_devpage_init(self.pm.as_ptr(), pfn as usize, HUGE_ORDER) };
@@ -423,25 +507,44 @@ impl DevMem {
     }
 
     /// Moves every page in use back to system memory, wherever it is
-    /// mapped. Returns how many moved. May sleep.
+    /// mapped. Returns how many moved. May sleep. Costs in proportion to
+    /// the pages in use (and a scan of one bit per page), not to the size
+    /// of the memory.
     pub(crate) fn evict(&self) -> Result<usize> {
+        let in_use = self.in_use.count();
+        let r = self.evict_in_use(in_use);
+        trace::devmem_evict(self.id, self.npages, in_use, &r);
+        r
+    }
+
+    fn evict_in_use(&self, in_use: usize) -> Result<usize> {
+        if in_use == 0 {
+            return Ok(0);
+        }
         let mut m = Migration::new()?;
         let mut filled = KVec::with_capacity(HUGE_PAGES, GFP_KERNEL)?;
         let mut moved = 0;
-        let mut first = 0;
-        while first < self.npages {
-            let n = m.setup_device(self.pfn(first), self.npages - first)?;
-            // A page that cannot be copied stays (and is lost when the
-            // memory goes).
-            let _ = m.fill_all_from_device(false, &mut filled);
-            m.pages();
-            moved += filled
-                .iter()
-                .filter(|&&(head, _)| m.moved(head))
-                .map(|&(_, n)| n)
-                .sum::<usize>();
-            m.finalize();
-            first += n;
+        let mut from = 0;
+        while let Some((a, b)) = self.in_use.next_run(from, self.npages) {
+            // Steps of the huge blocks' alignment, so that a huge folio
+            // is collected whole, in one step.
+            let mut first = a - a % HUGE_PAGES;
+            while first < b {
+                let want = (b - first).min(HUGE_PAGES - first % HUGE_PAGES);
+                let n = m.setup_device(self.pfn(first), want)?;
+                // A page that cannot be copied stays (and is lost when the
+                // memory goes).
+                let _ = m.fill_all_from_device(false, &mut filled);
+                m.pages();
+                moved += filled
+                    .iter()
+                    .filter(|&&(head, _)| m.moved(head))
+                    .map(|&(_, n)| n)
+                    .sum::<usize>();
+                m.finalize();
+                first += n;
+            }
+            from = b;
         }
         Ok(moved)
     }
@@ -481,6 +584,7 @@ unsafe extern "C" fn hmm_rs_rust_devmem_free(
         mem.ops.free(index + k);
     }
     PAGES_USED.fetch_sub(n as u64, Relaxed);
+    mem.in_use.mark(index, n, false);
     if n == HUGE_PAGES {
         mem.put_free_huge(index);
     } else {

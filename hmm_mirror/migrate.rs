@@ -28,6 +28,7 @@ use crate::{
     hmm_event::HmmEventType,
     hmm_pt::{PtEntry, PtFlags, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE},
     shim,
+    trace::{self, MigrateCounts},
 };
 
 /// Migration steps to device memory that raced with an invalidation, steps
@@ -444,6 +445,19 @@ impl HmmMirror {
     }
 
     fn migrate(&self, start: u64, end: u64, to: Option<&DevMem>) -> Result<usize> {
+        let mut counts = MigrateCounts::default();
+        let r = self.migrate_counted(start, end, to, &mut counts);
+        trace::migrate(self.id, to.is_some(), start, end, &r, &counts);
+        r
+    }
+
+    fn migrate_counted(
+        &self,
+        start: u64,
+        end: u64,
+        to: Option<&DevMem>,
+        counts: &mut MigrateCounts,
+    ) -> Result<usize> {
         self.pt.check_range(start, end)?;
         if self.released.load(Relaxed) {
             return Err(ESRCH);
@@ -474,6 +488,7 @@ impl HmmMirror {
                 self.owner.as_ptr()
             };
             let n = m.setup_vma(&mm, addr, step_end, owner, to.is_some())?;
+            counts.steps += 1;
             let none = Planned {
                 pfn: 0,
                 write: false,
@@ -510,6 +525,7 @@ impl HmmMirror {
                                     m.set_destination(i + k, dst, write, false);
                                 } else {
                                     super::devmem::NOT_PLACED.add(1, Relaxed);
+                                    counts.not_placed += 1;
                                 }
                                 filled.push(dst.unwrap_or(0), GFP_KERNEL)?;
                             }
@@ -558,6 +574,7 @@ impl HmmMirror {
                 }
             }
             moved += plan.iter().filter(|p| p.pfn != 0).count();
+            counts.moved = moved;
             let busy = (0..n).filter(|&i| m.busy(i)).count();
             m.finalize();
             // Pages the kernel could not isolate or move just now (an
@@ -571,6 +588,7 @@ impl HmmMirror {
                 continue;
             }
             STAYED.add(busy as u64, Relaxed);
+            counts.stayed += busy;
             tries = 0;
             addr += n as u64 * PAGE_SIZE;
         }

@@ -19,7 +19,9 @@ mkdir -p "$OUT/module" "$OUT/modules" "$OUT/tests" "$OUT/demo" "$OUT/bench" "$OU
 rm -f "$OUT/modules"/*.ko "$OUT/tests"/* "$OUT/demo"/* "$OUT/bench"/* "$OUT/upstream"/*
 log "building the modules against $kdir"
 # MO= keeps the build products out of the source tree.
+# HMM_RS_BENCH=1 (the default here): with the benchmarks' debugfs files.
 make -s -C "$kdir" M="$repo" MO="$OUT/module" "${KARGS[@]}" ${CLIPPY:+CLIPPY=1} \
+	HMM_RS_BENCH="${HMM_RS_BENCH-1}" \
 	-j"$(nproc)" modules 2>&1 | tee "$OUT/module/build.log" >&2
 [ "${PIPESTATUS[0]}" -eq 0 ] || die "module build failed"
 if grep -q 'warning' "$OUT/module/build.log"; then

@@ -29,7 +29,8 @@ tree=$("$here/debian-kernel.sh" prepare "$rel")
 rel=$(cat "$tree/include/config/kernel.release")
 image=$("$here/debian-kernel.sh" image "$rel")
 log "testing on Debian's kernel $rel ($image)"
-export KDIR=$tree HMM_RS_OUT=$CACHE/out-$rel HMMRS_KERNEL_IMAGE=$image
+# Built as users install it: no benchmark files.
+export KDIR=$tree HMM_RS_OUT=$CACHE/out-$rel HMMRS_KERNEL_IMAGE=$image HMM_RS_BENCH=0
 OUT=$HMM_RS_OUT
 "$here/build.sh"
 

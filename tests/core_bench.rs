@@ -30,7 +30,7 @@ use crate::{
     hmm_mirror::{devmem::Owner, HmmMirror, MirrorOps, Update},
     hmm_pt::PAGE_SIZE,
     pt_bench::{PerPage, Ratio},
-    TextBuf,
+    debugfs::TextBuf,
 };
 
 const ROUNDS: usize = 3;

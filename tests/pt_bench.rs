@@ -30,7 +30,7 @@ use kernel::{
 
 use crate::{
     hmm_pt::{HmmPt, PageDirs, PtEntry, PtFlags, PtLevels, HUGE_SIZE, PAGE_SIZE},
-    TextBuf,
+    debugfs::TextBuf,
 };
 
 const GIB: u64 = 1 << 30;

@@ -1,0 +1,637 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The C API: the Rust side of what `hmm_rs.h` declares for C drivers.
+//! `hmm_shim.c` exports the `hmm_rs_*` symbols and calls these
+//! `hmm_rs_rust_*` entry points, which turn C callbacks into
+//! [`MirrorOps`]/[`DevMemOps`] and C pointers into the core's types.
+
+use core::ptr::NonNull;
+use kernel::{
+    bindings,
+    mm::MmWithUser,
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc,
+    },
+};
+
+use crate::{
+    hmm_event::{HmmEvent, HmmEventType},
+    hmm_pt,
+    hmm_mirror::{
+        devmem::{copy_pages_from_device, copy_pages_to_device, DevMem, DevMemOps, Owner, SysPage},
+        HmmMirror, MirrorOps, Update,
+    },
+    shim,
+};
+
+/// `struct hmm_rs_device_ops` of hmm_rs.h.
+#[repr(C)]
+pub(crate) struct CDeviceOps {
+    update: Option<
+        unsafe extern "C" fn(
+            *mut HmmMirror,
+            *const CEvent,
+            bool,
+            *mut core::ffi::c_void,
+        ) -> core::ffi::c_int,
+    >,
+    release: Option<unsafe extern "C" fn(*mut HmmMirror, *mut core::ffi::c_void)>,
+    update_end: Option<unsafe extern "C" fn(*mut HmmMirror, *const CEvent, *mut core::ffi::c_void)>,
+    update_finish: Option<
+        unsafe extern "C" fn(
+            *mut HmmMirror,
+            *const CEvent,
+            bool,
+            *mut core::ffi::c_void,
+        ) -> core::ffi::c_int,
+    >,
+}
+
+/// `HMM_RS_UPDATE_PENDING` of hmm_rs.h: `update()` started the device's
+/// invalidation; `update_finish()` waits for it.
+const C_UPDATE_PENDING: core::ffi::c_int = 1;
+
+/// `struct hmm_rs_event` of hmm_rs.h.
+#[repr(C)]
+pub(crate) struct CEvent {
+    ty: u32,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+    keep: u64,
+}
+
+impl From<&HmmEvent> for CEvent {
+    fn from(event: &HmmEvent) -> Self {
+        Self {
+            ty: event.ty as u32,
+            start: event.start as usize,
+            end: event.end as usize,
+            keep: event.keep.bits(),
+        }
+    }
+}
+
+/// `struct hmm_rs_device`: a C driver's callbacks, and how many mirrors use
+/// them.
+pub(crate) struct CDevice {
+    ops: *const CDeviceOps,
+    mirrors: Atomic<u64>,
+    devmems: Atomic<u64>,
+}
+
+/// The [`MirrorOps`] of a mirror registered from C.
+///
+/// # Invariants
+///
+/// `device` is a live [`CDevice`] whose `mirrors` counts this object.
+struct CMirrorOps {
+    device: NonNull<CDevice>,
+    private: *mut core::ffi::c_void,
+}
+
+// SAFETY: The C API requires callbacks callable from any task.
+unsafe impl Send for CMirrorOps {}
+// SAFETY: As above.
+unsafe impl Sync for CMirrorOps {}
+
+impl CMirrorOps {
+    fn ops(&self) -> &CDeviceOps {
+        // SAFETY: The device is alive (type invariant) and its ops pointer
+        // valid, which `hmm_rs_device_register` requires of the driver.
+        unsafe { &*self.device.as_ref().ops }
+    }
+}
+
+impl MirrorOps for CMirrorOps {
+    fn update(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool) -> Result<Update> {
+        let Some(f) = self.ops().update else {
+            return Ok(Update::Done);
+        };
+        let mirror = core::ptr::from_ref(mirror).cast_mut();
+        // SAFETY: The driver's callback, with its own private pointer.
+        match unsafe { f(mirror, &CEvent::from(event), blockable, self.private) } {
+            // Pending without update_finish() is a driver bug: the error
+            // is logged and the event stands.
+            C_UPDATE_PENDING if self.ops().update_finish.is_some() => Ok(Update::Pending),
+            C_UPDATE_PENDING => Err(EINVAL),
+            r => kernel::error::to_result(r).map(|()| Update::Done),
+        }
+    }
+
+    fn update_finish(&self, mirror: &HmmMirror, event: &HmmEvent, blockable: bool) -> Result {
+        let Some(f) = self.ops().update_finish else {
+            return Ok(());
+        };
+        let mirror = core::ptr::from_ref(mirror).cast_mut();
+        // SAFETY: As above.
+        kernel::error::to_result(unsafe {
+            f(mirror, &CEvent::from(event), blockable, self.private)
+        })
+    }
+
+    fn update_end(&self, mirror: &HmmMirror, event: &HmmEvent) {
+        if let Some(f) = self.ops().update_end {
+            let mirror = core::ptr::from_ref(mirror).cast_mut();
+            // SAFETY: As above.
+            unsafe { f(mirror, &CEvent::from(event), self.private) };
+        }
+    }
+
+    fn release(&self, mirror: &HmmMirror) {
+        if let Some(f) = self.ops().release {
+            // SAFETY: As above.
+            unsafe { f(core::ptr::from_ref(mirror).cast_mut(), self.private) };
+        }
+    }
+}
+
+impl Drop for CMirrorOps {
+    fn drop(&mut self) {
+        // SAFETY: The device is alive (type invariant).
+        unsafe { self.device.as_ref() }
+            .mirrors
+            .fetch_sub(1, Relaxed);
+    }
+}
+
+/// 0, or the negative errno of `r`, for the C API.
+fn errno(r: Result) -> core::ffi::c_int {
+    r.map_or_else(|e| e.to_errno(), |()| 0)
+}
+
+/// # Safety
+///
+/// `ops` must be null or valid until the device is unregistered.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_device_register(ops: *const CDeviceOps) -> *mut CDevice {
+    if ops.is_null() {
+        return EINVAL.to_ptr();
+    }
+    match KBox::new(
+        CDevice {
+            ops,
+            mirrors: Atomic::new(0),
+            devmems: Atomic::new(0),
+        },
+        GFP_KERNEL,
+    ) {
+        Ok(dev) => KBox::into_raw(dev),
+        Err(_) => ENOMEM.to_ptr(),
+    }
+}
+
+/// # Safety
+///
+/// `device` came from `hmm_rs_rust_device_register` and is unregistered once.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_device_unregister(device: *mut CDevice) {
+    // SAFETY: A registered device, by the caller's guarantee.
+    let (mirrors, devmems) = unsafe {
+        (
+            (*device).mirrors.load(Relaxed),
+            (*device).devmems.load(Relaxed),
+        )
+    };
+    if mirrors != 0 || devmems != 0 {
+        // Freeing it would leave its mirrors with dangling callbacks.
+        pr_err!(
+            "hmm_rs_device_unregister: refused, the device still has {mirrors} mirror(s) and {devmems} device memory region(s)\n"
+        );
+        return;
+    }
+    // SAFETY: From `KBox::into_raw` in `hmm_rs_rust_device_register`.
+    drop(unsafe { KBox::from_raw(device) });
+}
+
+/// # Safety
+///
+/// `device` is registered; `mm` has users for the duration of the call.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_register(
+    device: *mut CDevice,
+    mm: *mut bindings::mm_struct,
+    private: *mut core::ffi::c_void,
+) -> *mut HmmMirror {
+    let (Some(dev), false) = (NonNull::new(device), mm.is_null()) else {
+        return EINVAL.to_ptr();
+    };
+    // SAFETY: `mm` has users, by the caller's guarantee.
+    let mm = unsafe { MmWithUser::from_raw(mm) };
+    // SAFETY: A registered device, by the caller's guarantee.
+    unsafe { dev.as_ref() }.mirrors.add(1, Relaxed);
+    // INVARIANT: counted just above; dropping the ops uncounts it.
+    let ops = CMirrorOps {
+        device: dev,
+        private,
+    };
+    let ops = match KBox::new(ops, GFP_KERNEL) {
+        Ok(ops) => ops,
+        Err(_) => return ENOMEM.to_ptr(),
+    };
+    match HmmMirror::register(mm, Owner::of(device), ops) {
+        Ok(mirror) => Arc::into_raw(mirror).cast_mut(),
+        Err(e) => e.to_ptr(),
+    }
+}
+
+/// # Safety
+///
+/// `mirror` came from `hmm_rs_rust_mirror_register` and is unregistered once.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_unregister(mirror: *mut HmmMirror) {
+    // SAFETY: From `Arc::into_raw` in `hmm_rs_rust_mirror_register`.
+    drop(unsafe { Arc::from_raw(mirror) });
+}
+
+/// # Safety
+///
+/// `mirror` is registered.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_fault(
+    mirror: *mut HmmMirror,
+    ty: u32,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+) -> core::ffi::c_int {
+    let Some(ty) = HmmEventType::from_raw(ty) else {
+        return EINVAL.to_errno();
+    };
+    // SAFETY: A registered mirror, by the caller's guarantee.
+    errno(unsafe { &*mirror }.fault(ty, start as u64, end as u64))
+}
+
+/// # Safety
+///
+/// `mirror` is registered; `out` has room for one value per page.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_snapshot(
+    mirror: *mut HmmMirror,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+    out: *mut u32,
+) -> core::ffi::c_int {
+    if out.is_null() || start >= end || (end - start) % hmm_pt::PAGE_SIZE as usize != 0 {
+        return EINVAL.to_errno();
+    }
+    let pages = (end - start) / hmm_pt::PAGE_SIZE as usize;
+    // SAFETY: `out` has room for `pages` values, by the caller's guarantee.
+    let out = unsafe { core::slice::from_raw_parts_mut(out, pages) };
+    // SAFETY: A registered mirror, by the caller's guarantee.
+    errno(unsafe { &*mirror }.snapshot(start as u64, end as u64, out))
+}
+
+/// # Safety
+///
+/// `mirror` is registered.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_make_exclusive(
+    mirror: *mut HmmMirror,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+) -> core::ffi::c_int {
+    // SAFETY: A registered mirror, by the caller's guarantee.
+    errno(unsafe { &*mirror }.make_exclusive(start as u64, end as u64))
+}
+
+/// `hmm_rs_walk_fn` of hmm_rs.h.
+type CWalkFn = unsafe extern "C" fn(
+    *mut core::ffi::c_void,
+    kernel::ffi::c_ulong,
+    u64,
+    kernel::ffi::c_uint,
+    u64,
+) -> core::ffi::c_int;
+
+/// # Safety
+///
+/// `mirror` is registered; `f` is callable with `arg` under RCU.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_walk(
+    mirror: *mut HmmMirror,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+    f: Option<CWalkFn>,
+    arg: *mut core::ffi::c_void,
+) -> core::ffi::c_int {
+    let Some(f) = f else {
+        return EINVAL.to_errno();
+    };
+    let mut ret = 0;
+    // SAFETY: A registered mirror, by the caller's guarantee.
+    let walked = unsafe { &*mirror }
+        .table()
+        .walk_until(start as u64, end as u64, |m| {
+            // SAFETY: The driver's callback, with its own argument.
+            ret = unsafe {
+                f(
+                    arg,
+                    m.addr as usize,
+                    m.entry.pfn(),
+                    m.order,
+                    m.entry.flags().bits(),
+                )
+            };
+            ret != 0
+        });
+    match walked {
+        Ok(_) => ret,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// `mirror` is registered.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_set_dirty(
+    mirror: *mut HmmMirror,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+) -> core::ffi::c_int {
+    // SAFETY: A registered mirror, by the caller's guarantee.
+    match unsafe { &*mirror }
+        .table()
+        .lock()
+        .set_dirty(start as u64, end as u64)
+    {
+        Ok(n) => n.try_into().unwrap_or(core::ffi::c_int::MAX),
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// `struct hmm_rs_devmem_ops` of hmm_rs.h.
+#[repr(C)]
+pub(crate) struct CDevMemOps {
+    copy_to_device: Option<
+        unsafe extern "C" fn(
+            *mut core::ffi::c_void,
+            kernel::ffi::c_ulong,
+            *mut bindings::page,
+        ) -> core::ffi::c_int,
+    >,
+    copy_from_device: Option<
+        unsafe extern "C" fn(
+            *mut core::ffi::c_void,
+            kernel::ffi::c_ulong,
+            *mut bindings::page,
+        ) -> core::ffi::c_int,
+    >,
+    free: Option<unsafe extern "C" fn(*mut core::ffi::c_void, kernel::ffi::c_ulong)>,
+    copy_folio_to_device: Option<CFolioCopy>,
+    copy_folio_from_device: Option<CFolioCopy>,
+}
+
+/// `copy_folio_to_device` / `copy_folio_from_device` of `struct hmm_rs_devmem_ops`.
+type CFolioCopy = unsafe extern "C" fn(
+    *mut core::ffi::c_void,
+    kernel::ffi::c_ulong,
+    *mut bindings::page,
+    kernel::ffi::c_uint,
+) -> core::ffi::c_int;
+
+/// The [`DevMemOps`] of device memory created from C.
+///
+/// # Invariants
+///
+/// `ops` is valid and has both copy callbacks; `device` is a live
+/// [`CDevice`] whose `devmems` counts this object.
+struct CDevMem {
+    device: NonNull<CDevice>,
+    ops: *const CDevMemOps,
+    private: *mut core::ffi::c_void,
+}
+
+// SAFETY: The C API requires callbacks callable from any task.
+unsafe impl Send for CDevMem {}
+// SAFETY: As above.
+unsafe impl Sync for CDevMem {}
+
+impl CDevMem {
+    fn ops(&self) -> &CDevMemOps {
+        // SAFETY: Valid until the device memory is destroyed (type invariant).
+        unsafe { &*self.ops }
+    }
+}
+
+/// The `struct page` of a system page given to a copy callback.
+fn sys_page(p: SysPage) -> *mut bindings::page {
+    // SAFETY: Any PFN may be passed.
+    unsafe { shim::hmm_rs_pfn_to_page(p.0 as usize) }
+}
+
+impl DevMemOps for CDevMem {
+    fn copy_to_device(&self, index: usize, src: Option<SysPage>) -> Result {
+        let f = self.ops().copy_to_device.ok_or(EINVAL)?;
+        let src = src.map_or(core::ptr::null_mut(), sys_page);
+        // SAFETY: The driver's callback with its own private pointer.
+        kernel::error::to_result(unsafe { f(self.private, index, src) })
+    }
+
+    fn copy_from_device(&self, index: usize, dst: SysPage) -> Result {
+        let f = self.ops().copy_from_device.ok_or(EINVAL)?;
+        // SAFETY: As above.
+        kernel::error::to_result(unsafe { f(self.private, index, sys_page(dst)) })
+    }
+
+    fn free(&self, index: usize) {
+        if let Some(f) = self.ops().free {
+            // SAFETY: As above.
+            unsafe { f(self.private, index) };
+        }
+    }
+
+    fn copy_folio_to_device(&self, index: usize, src: Option<SysPage>, order: u32) -> Result {
+        let Some(f) = self.ops().copy_folio_to_device else {
+            return copy_pages_to_device(self, index, src, order);
+        };
+        let src = src.map_or(core::ptr::null_mut(), sys_page);
+        // SAFETY: As above.
+        kernel::error::to_result(unsafe { f(self.private, index, src, order) })
+    }
+
+    fn copy_folio_from_device(&self, index: usize, dst: SysPage, order: u32) -> Result {
+        let Some(f) = self.ops().copy_folio_from_device else {
+            return copy_pages_from_device(self, index, dst, order);
+        };
+        // SAFETY: As above.
+        kernel::error::to_result(unsafe { f(self.private, index, sys_page(dst), order) })
+    }
+}
+
+impl Drop for CDevMem {
+    fn drop(&mut self) {
+        // SAFETY: The device is alive (type invariant).
+        unsafe { self.device.as_ref() }
+            .devmems
+            .fetch_sub(1, Relaxed);
+    }
+}
+
+/// # Safety
+///
+/// `device` is registered; `ops` is null or valid until the memory is
+/// destroyed.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_devmem_create(
+    device: *mut CDevice,
+    phys: u64,
+    npages: kernel::ffi::c_ulong,
+    ops: *const CDevMemOps,
+    private: *mut core::ffi::c_void,
+) -> *const DevMem {
+    let Some(dev) = NonNull::new(device) else {
+        return EINVAL.to_ptr();
+    };
+    // SAFETY: `ops` is null or valid, by the caller's guarantee.
+    match unsafe { ops.as_ref() } {
+        Some(o) if o.copy_to_device.is_some() && o.copy_from_device.is_some() => {}
+        _ => return EINVAL.to_ptr(),
+    }
+    // SAFETY: A registered device, by the caller's guarantee.
+    unsafe { dev.as_ref() }.devmems.add(1, Relaxed);
+    // INVARIANT: checked and counted just above.
+    let ops = match KBox::new(
+        CDevMem {
+            device: dev,
+            ops,
+            private,
+        },
+        GFP_KERNEL,
+    ) {
+        Ok(ops) => ops,
+        Err(_) => return ENOMEM.to_ptr(),
+    };
+    let coherent = (phys != 0).then_some(phys);
+    match DevMem::new(Owner::of(device), npages, coherent, ops) {
+        Ok(mem) => Arc::into_raw(mem),
+        Err(e) => e.to_ptr(),
+    }
+}
+
+/// # Safety
+///
+/// `mem` came from `hmm_rs_rust_devmem_create` and is destroyed once.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_devmem_destroy(mem: *const DevMem) {
+    // SAFETY: From `Arc::into_raw` in `hmm_rs_rust_devmem_create`.
+    drop(unsafe { Arc::from_raw(mem) });
+}
+
+/// # Safety
+///
+/// `mem` is live.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_devmem_evict(mem: *const DevMem) -> core::ffi::c_long {
+    // SAFETY: Live, by the caller's guarantee.
+    count_or_errno(unsafe { &*mem }.evict())
+}
+
+/// # Safety
+///
+/// `mem` is live.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_devmem_pfn(
+    mem: *const DevMem,
+    index: kernel::ffi::c_ulong,
+) -> u64 {
+    // SAFETY: Live, by the caller's guarantee.
+    let mem = unsafe { &*mem };
+    if index < mem.size() {
+        mem.pfn(index)
+    } else {
+        0
+    }
+}
+
+/// # Safety
+///
+/// `mem` is live.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_devmem_index(mem: *const DevMem, pfn: u64) -> core::ffi::c_long {
+    // SAFETY: Live, by the caller's guarantee.
+    match unsafe { &*mem }.index(pfn) {
+        Some(i) => i as core::ffi::c_long,
+        None => core::ffi::c_long::from(EINVAL.to_errno()),
+    }
+}
+
+/// # Safety
+///
+/// `mirror` is registered; `mem` is live.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_migrate_to_device(
+    mirror: *mut HmmMirror,
+    mem: *const DevMem,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+) -> core::ffi::c_long {
+    if mem.is_null() {
+        return core::ffi::c_long::from(EINVAL.to_errno());
+    }
+    // SAFETY: Registered and live, by the caller's guarantee.
+    count_or_errno(unsafe { &*mirror }.migrate_to_device(
+        unsafe { &*mem },
+        start as u64,
+        end as u64,
+    ))
+}
+
+/// # Safety
+///
+/// `mirror` is registered.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_migrate_to_system(
+    mirror: *mut HmmMirror,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+) -> core::ffi::c_long {
+    // SAFETY: Registered, by the caller's guarantee.
+    count_or_errno(unsafe { &*mirror }.migrate_to_system(start as u64, end as u64))
+}
+
+/// A count, or the negative errno, for the C API.
+fn count_or_errno(r: Result<usize>) -> core::ffi::c_long {
+    r.map_or_else(
+        |e| core::ffi::c_long::from(e.to_errno()),
+        |n| n as core::ffi::c_long,
+    )
+}
+
+#[kernel::prelude::kunit_tests(hmm_rs_c_api)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_header_flags_match_the_table() {
+        use crate::hmm_pt::PtFlags;
+        // SAFETY: A constant array of the shim.
+        let c = unsafe { shim::hmm_rs_c_pt_flags };
+        let rust = [
+            PtFlags::VALID,
+            PtFlags::WRITE,
+            PtFlags::DIRTY,
+            PtFlags::DEVICE,
+            PtFlags::EXCLUSIVE,
+        ];
+        for (c, r) in c.iter().zip(rust) {
+            assert_eq!(*c, r.bits());
+        }
+        use crate::hmm_mirror::snap;
+        // SAFETY: A constant array of the shim.
+        let c = unsafe { shim::hmm_rs_c_snap_flags };
+        assert_eq!(
+            c,
+            [
+                snap::VALID,
+                snap::WRITE,
+                snap::ERROR,
+                snap::ZERO,
+                snap::DEVICE,
+                snap::COHERENT,
+                snap::REMOTE
+            ]
+        );
+    }
+}
