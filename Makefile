@@ -5,6 +5,10 @@
 #
 #   make test       host checks, build, KUnit + user-space tests in the VM
 #   make demo       boot the VM with hmm_rs loaded and show it working
+#   make trace      the same demo with the hmm_rs: tracepoints on, and the trace
+#   make stress     the storm (STRESS_S seconds, default 600), the ioctl fuzzer
+#                   and the storm with allocation failures injected, on the
+#                   test kernel, then a kmemleak scan
 #   make shell      the same VM with an interactive shell
 #   make bench      the benchmarks on the performance kernel: hmm_pt vs
 #                   XArray, and hmm_dummy vs test_hmm.ko end to end
@@ -21,7 +25,7 @@
 # Build products and the test kernel live in $(HMM_RS_CACHE), by default
 # ~/.cache/hmm-rs, never in the source tree.
 
-.PHONY: all modules provision test stock install demo shell bench reference dummy-reference clean
+.PHONY: all modules provision test stock install demo trace stress shell bench reference dummy-reference clean
 
 all: modules
 
@@ -40,8 +44,11 @@ stock: provision
 install:
 	scripts/install.sh $(RELEASE)
 
-demo shell reference dummy-reference: modules
+demo trace shell reference dummy-reference: modules
 	scripts/vm.sh $@
+
+stress: modules
+	STRESS_S=$(or $(STRESS_S),600) scripts/vm.sh stress
 
 bench: provision
 	HMMRS_KERNEL=perf scripts/build.sh

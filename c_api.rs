@@ -18,12 +18,11 @@ use kernel::{
 
 use crate::{
     hmm_event::{HmmEvent, HmmEventType},
-    hmm_pt,
     hmm_mirror::{
         devmem::{copy_pages_from_device, copy_pages_to_device, DevMem, DevMemOps, Owner, SysPage},
         HmmMirror, MirrorOps, Update,
     },
-    shim,
+    hmm_pt, shim,
 };
 
 /// `struct hmm_rs_device_ops` of hmm_rs.h.
@@ -599,7 +598,7 @@ fn count_or_errno(r: Result<usize>) -> core::ffi::c_long {
     )
 }
 
-#[kernel::prelude::kunit_tests(hmm_rs_c_api)]
+#[kernel::prelude::kunit_tests(hmm_rs_c_header)]
 mod tests {
     use super::*;
 

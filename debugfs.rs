@@ -6,11 +6,7 @@
 
 use kernel::{debugfs, fmt, prelude::*};
 #[cfg(hmm_rs_bench)]
-use kernel::{
-    new_mutex,
-    sync::Mutex,
-    uaccess::UserSliceReader,
-};
+use kernel::{new_mutex, sync::Mutex, uaccess::UserSliceReader};
 
 /// The files; they go with the directory when dropped.
 pub(crate) struct DebugFs {

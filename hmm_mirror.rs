@@ -44,10 +44,10 @@ use kernel::{
 
 use crate::{
     hmm_event::{HmmEvent, HmmEventType},
+    hmm_mm::HmmMmRef,
     hmm_pt::{
         HmmPt, PageDirs, PtDirty, PtEntry, PtFlags, PtLevels, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE,
     },
-    hmm_mm::HmmMmRef,
     shim, trace,
 };
 
@@ -1195,12 +1195,12 @@ mod tests {
         let w = FaultWatch::new(&m, start, end)?;
         let seq = m.fault_in(&w, start, end, true, &mut pfns)?;
         kunit_mm::remap(addr, n * PAGE)?;
-        assert!(!m.commit(&w, start, end, true, seq, &pfns)?);
+        assert!(m.commit(&w, start, end, true, seq, &pfns)?.is_none());
         assert_eq!(m.table().stats().entries, 0);
         assert!(m.fault_races.load(Relaxed) >= 1);
         // With nothing in between, the same steps commit.
         let seq = m.fault_in(&w, start, end, true, &mut pfns)?;
-        assert!(m.commit(&w, start, end, true, seq, &pfns)?);
+        assert!(m.commit(&w, start, end, true, seq, &pfns)?.is_some());
         assert_eq!(m.table().stats().entries, n as u64);
         assert_eq!(stale_entries(&m, addr, n), 0);
         Ok(())
@@ -1297,8 +1297,13 @@ mod tests {
         )?;
         let data = core::ptr::from_ref::<Remapper>(&racer).cast_mut().cast();
         // SAFETY: The racer loops until stopped; `racer` outlives `thread`.
-        let thread =
-            unsafe { crate::kunit_helpers::kunit_thread::Thread::spawn(remap_each_round, data, c"hmm_rs_remap") }?;
+        let thread = unsafe {
+            crate::kunit_helpers::kunit_thread::Thread::spawn(
+                remap_each_round,
+                data,
+                c"hmm_rs_remap",
+            )
+        }?;
         let (start, end) = (addr as u64, (addr + n * PAGE) as u64);
         let (mut faulted, mut stale) = (0, 0);
         let mut result = Ok(());
@@ -1658,8 +1663,13 @@ mod tests {
         )?;
         let data = core::ptr::from_ref::<Invalidator>(&inv).cast_mut().cast();
         // SAFETY: The thread waits to be stopped; `inv` outlives `thread`.
-        let thread =
-            unsafe { crate::kunit_helpers::kunit_thread::Thread::spawn(invalidate_once, data, c"hmm_rs_inval") }?;
+        let thread = unsafe {
+            crate::kunit_helpers::kunit_thread::Thread::spawn(
+                invalidate_once,
+                data,
+                c"hmm_rs_inval",
+            )
+        }?;
         while state.load(Relaxed) == 0 {
             pause();
         }

@@ -70,14 +70,14 @@ pub(crate) struct HmmMm {
     nonblocking: Atomic<u64>,
     /// Invalidations in which some device was waited for in a second pass,
     /// and the time spent waiting.
-    two_pass: Atomic<u64>,
+    pub(crate) two_pass: Atomic<u64>,
     wait_ns: Atomic<u64>,
     /// Number for debugfs.
     id: u64,
     /// The mirrors of the mm, each alive while listed (see [`HmmMirror`]).
     /// Nothing allocates while holding the lock, so reclaim never waits on it.
     #[pin]
-    mirrors: Mutex<KVec<NonNull<HmmMirror>>>,
+    pub(crate) mirrors: Mutex<KVec<NonNull<HmmMirror>>>,
 }
 
 impl HmmMm {

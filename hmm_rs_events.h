@@ -248,9 +248,9 @@ DEFINE_EVENT(hmm_rs_range_result, hmm_rs_exclusive,
 
 /*
  * A migration of [@start, @end) to the device or back: @moved pages moved
- * in @steps steps (of at most 2 MiB each, retried steps counted), @stayed
- * stayed busy, @not_placed found no free device page; @result is @moved
- * or a negative errno.
+ * in @steps steps (of at most 2 MiB each, retried steps counted); @stayed
+ * pages were still busy after the retries and @not_placed found no free
+ * device page; @result is @moved or a negative errno.
  */
 TRACE_EVENT(hmm_rs_migrate,
 	TP_PROTO(u64 mirror, bool to_device, unsigned long start,

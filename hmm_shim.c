@@ -15,6 +15,7 @@
 #include <linux/mm.h>
 #include <linux/mmap_lock.h>
 #include <linux/mmu_notifier.h>
+#include <linux/overflow.h>
 #include <linux/rcupdate.h>
 #include <linux/rmap.h>
 #include <linux/sched.h>
@@ -284,7 +285,6 @@ static const struct dev_pagemap_ops hmm_rs_devmem_ops = {
 	.migrate_to_ram = hmm_rs_devmem_migrate_to_ram,
 };
 
-/* Returns the pagemap of @npages device-private pages or an ERR_PTR(). */
 /*
  * Returns the pagemap of @npages pages or an ERR_PTR(): device-private
  * memory over a free physical range if @phys is 0, else device-coherent
@@ -300,6 +300,17 @@ struct hmm_rs_pagemap *hmm_rs_pagemap_create(unsigned long npages, void *owner,
 	if (!pm)
 		return ERR_PTR(-ENOMEM);
 	if (phys) {
+		u64 end;
+
+		/*
+		 * memremap_pages() WARNs on System RAM: refuse it (and ranges
+		 * that wrap) before it is asked.
+		 */
+		ret = ERR_PTR(-EINVAL);
+		if (check_add_overflow(phys, (u64)npages << PAGE_SHIFT, &end) ||
+		    region_intersects(phys, npages << PAGE_SHIFT, IORESOURCE_SYSTEM_RAM,
+				      IORES_DESC_NONE) != REGION_DISJOINT)
+			goto free;
 		pm->pgmap.type = MEMORY_DEVICE_COHERENT;
 		pm->pgmap.range.start = phys;
 		pm->pgmap.range.end = phys + (npages << PAGE_SHIFT) - 1;

@@ -39,9 +39,7 @@ extern "C" {
     /// Whether `range` is a fork's write-protection (see `hmm_event`).
     pub(crate) fn hmm_rs_range_in_fork(range: *const bindings::mmu_notifier_range) -> bool;
     /// Whether a `PROTECTION_VMA` range stays readable (see `hmm_event`).
-    pub(crate) fn hmm_rs_range_stays_readable(
-        range: *const bindings::mmu_notifier_range,
-    ) -> bool;
+    pub(crate) fn hmm_rs_range_stays_readable(range: *const bindings::mmu_notifier_range) -> bool;
     /// `folio_mark_dirty()` of the page at `pfn`, if it has a `struct page`.
     pub(crate) fn hmm_rs_mark_pfn_dirty(pfn: kernel::ffi::c_ulong);
     /// `pfn_to_page()`, or null for a PFN without a `struct page`.
@@ -111,8 +109,7 @@ extern "C" {
     #[cfg(CONFIG_KUNIT)]
     pub(crate) static hmm_rs_c_pt_flags: [u64; 5];
     /// Holds the notifier's mm and its `mmap_lock` for reading.
-    pub(crate) fn hmm_rs_mm_lock(sub: *mut bindings::mmu_interval_notifier)
-        -> core::ffi::c_int;
+    pub(crate) fn hmm_rs_mm_lock(sub: *mut bindings::mmu_interval_notifier) -> core::ffi::c_int;
     /// Undoes `hmm_rs_mm_lock`.
     pub(crate) fn hmm_rs_mm_unlock(sub: *mut bindings::mmu_interval_notifier);
     /// `make_device_exclusive()`: the pfn or an errno; `folio` stays locked.

@@ -31,6 +31,9 @@ macro_rules! hmm_rs_tracepoints {
                 /// # Safety
                 ///
                 /// The arguments must be what the event's `TP_PROTO` says.
+                // An event has the fields it has; `allow`, as only some
+                // of the generated functions have more than seven.
+                #[allow(clippy::too_many_arguments)]
                 #[inline(always)]
                 unsafe fn $name($($arg: $ty),*) {
                     // SAFETY: The static key of a tracepoint that
@@ -52,6 +55,7 @@ macro_rules! hmm_rs_tracepoints {
         }
         $(
             #[cfg(not(CONFIG_TRACEPOINTS))]
+            #[allow(clippy::too_many_arguments)]
             #[inline(always)]
             unsafe fn $name($($arg: $ty),*) {
                 $(let _ = $arg;)*

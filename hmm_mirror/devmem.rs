@@ -259,8 +259,7 @@ impl InUse {
         let mut a = from;
         while a < npages {
             // Whole free words are skipped at once.
-            if a % 64 == 0 && self.words[a / 64].load(core::sync::atomic::Ordering::Relaxed) == 0
-            {
+            if a % 64 == 0 && self.words[a / 64].load(core::sync::atomic::Ordering::Relaxed) == 0 {
                 a += 64;
                 continue;
             }

@@ -14,9 +14,9 @@ repo=$(dirname "$here")
 kdir=${KDIR:-$("$here/kernel.sh")}
 kmake_args "$kdir"
 
-mkdir -p "$OUT/module" "$OUT/modules" "$OUT/tests" "$OUT/demo" "$OUT/bench" "$OUT/upstream"
+mkdir -p "$OUT/module" "$OUT/modules" "$OUT/tests" "$OUT/demo" "$OUT/bench" "$OUT/stress" "$OUT/upstream"
 # Nothing from an earlier build may reach the VM if this one fails.
-rm -f "$OUT/modules"/*.ko "$OUT/tests"/* "$OUT/demo"/* "$OUT/bench"/* "$OUT/upstream"/*
+rm -f "$OUT/modules"/*.ko "$OUT/tests"/* "$OUT/demo"/* "$OUT/bench"/* "$OUT/stress"/* "$OUT/upstream"/*
 log "building the modules against $kdir"
 # MO= keeps the build products out of the source tree.
 # HMM_RS_BENCH=1 (the default here): with the benchmarks' debugfs files.
@@ -45,10 +45,13 @@ done
 for t in "$repo"/tests/bench/*.c; do
 	gcc "${cflags[@]}" -o "$OUT/bench/$(basename "$t" .c)" "$t" -lpthread
 done
+for t in "$repo"/tests/stress/*.c; do
+	gcc "${cflags[@]}" -o "$OUT/stress/$(basename "$t" .c)" "$t" -lpthread
+done
 
 # The upstream hmm-tests, unmodified, built as its own Makefile builds it.
 mm=$ksrc/tools/testing/selftests/mm
 (cd "$mm" && gcc -static -Wall -O2 -U_FORTIFY_SOURCE -no-pie -I "$ksrc" -isystem "$uapi" \
 	-isystem "$ksrc/tools/include/uapi" -I "$ksrc/tools/testing/selftests" -o "$OUT/upstream/hmm-tests" \
 	hmm-tests.c vm_util.c hugepage_settings.c -lrt -lpthread -lm)
-log "built: $(cd "$OUT" && echo modules/* tests/* demo/* bench/* upstream/*)"
+log "built: $(cd "$OUT" && echo modules/* tests/* demo/* bench/* stress/* upstream/*)"

@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # /init of the hmm-rs test VM. The mode comes from the kernel command line
-# (hmmrs.mode=test|stock|demo|shell|bench|reference|dummy-reference). Kernel messages go to ttyS0; in
+# (hmmrs.mode=test|stock|stress|demo|trace|shell|bench|reference|dummy-reference). Kernel messages go to ttyS0; in
 # test and reference modes the results go to ttyS1, framed by HMMRS lines
 # that scripts/vm.sh reads.
 /bin/busybox --install -s /bin
@@ -12,6 +12,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t debugfs debugfs /sys/kernel/debug
+mount -t tracefs tracefs /sys/kernel/tracing 2> /dev/null
 mount -t tmpfs tmp /tmp
 mkdir -p /dev/hugepages && mount -t hugetlbfs none /dev/hugepages
 
@@ -62,6 +63,77 @@ user_suites() {
 	run_as hmm-tests@hmm_dummy "$@"
 	echo "HMMRS-NOTE hmm_rs: $(head -n1 /sys/kernel/debug/hmm_rs/stats)"
 	unload hmm_dummy
+}
+
+# The storm and the fuzzer (tests/stress/) against hmm_dummy: $1 seconds
+# of storm, $2 fuzzer calls per process; then the storm again with
+# allocation failures injected into its own tasks; then a leak scan.
+stress() {
+	load hmm_dummy
+	run_user /stress/hmm_storm -t "$1"
+	run_user /stress/hmm_fuzz -n "$2"
+	if inject_on; then
+		# make-it-fail is inherited by the storm's threads and children.
+		run_as hmm_storm-injected sh -c \
+			"echo 1 > /proc/self/make-it-fail && exec /stress/hmm_storm -i -t $1"
+		inject_off
+	else
+		echo "HMMRS-NOTE no fault injection in this kernel: the injected storm is left out"
+	fi
+	kmemleak_check stress
+	unload hmm_dummy
+}
+
+# failslab and fail_page_alloc for tasks with make-it-fail only, for
+# allocations with module code (hmm_rs, hmm_dummy) on the stack, 2% of
+# them, silently (a stack dump per failure would read as kernel reports).
+inject_on() {
+	for f in failslab fail_page_alloc; do
+		d=/sys/kernel/debug/$f
+		[ -d $d ] || return 1
+		echo Y > $d/task-filter
+		echo N > $d/ignore-gfp-wait
+		echo 2 > $d/probability
+		echo 1 > $d/interval
+		echo -1 > $d/times
+		echo 0 > $d/verbose
+		# x86-64's module area.
+		echo 0xffffffffa0000000 > $d/require-start
+		echo 0xffffffffff000000 > $d/require-end
+	done
+	echo N > /sys/kernel/debug/fail_page_alloc/ignore-gfp-highmem
+	echo "HMMRS-NOTE fault injection: failslab + fail_page_alloc, 2%, storm tasks only, module code on the stack"
+}
+inject_off() {
+	for f in failslab fail_page_alloc; do
+		echo 0 > /sys/kernel/debug/$f/probability
+	done
+}
+
+# kmemleak's report after two scans (an object must stay unreferenced a
+# while to count): no object whose allocation has hmm-rs code on the stack.
+kmemleak_check() {
+	k=/sys/kernel/debug/kmemleak
+	if [ ! -e $k ]; then
+		echo "HMMRS-NOTE kmemleak: not in this kernel"
+		return 0
+	fi
+	echo scan > $k
+	sleep 6
+	echo scan > $k
+	cat $k > /tmp/kmemleak
+	all=$(grep -c '^unreferenced object' /tmp/kmemleak)
+	ours=$(awk '/^unreferenced object/ { n += o; o = 0 }
+		/hmm_rs|hmm_dummy/ { o = 1 }
+		END { print n + o }' /tmp/kmemleak)
+	echo "HMMRS-NOTE kmemleak ($1): $all unreferenced object(s), $ours allocated by hmm-rs code"
+	if [ "$ours" -eq 0 ]; then
+		echo "HMMRS-CHECK-PASSED kmemleak_$1"
+	else
+		echo "HMMRS-CHECK-FAILED kmemleak_$1"
+		head -n 200 /tmp/kmemleak
+	fi
+	echo clear > $k
 }
 
 # Device-coherent memory for test_hmm and hmm_dummy: the 2 x 256 MiB that
@@ -125,6 +197,8 @@ test)
 		# and so does the kernel's own hmm-tests; then the same hmm-tests
 		# judges the kernel's lib/test_hmm.ko, for comparison.
 		user_suites "$SPM0" "$SPM1" -- /upstream/hmm-tests
+		# The short stress: ~20 s of storm each, plain and injected.
+		stress 20 1500
 		unload hmm_rs
 		# The kernel log marks test_hmm.ko's run: what it makes the
 		# kernel report is the reference's, not hmm-rs's (judge.py).
@@ -160,6 +234,23 @@ demo)
 	for r in /sys/kernel/debug/kunit/hmm_rs*/results; do
 		grep -E '^ok|^not ok' "$r"
 	done
+	unload hmm_dummy
+	unload hmm_rs
+	;;
+trace)
+	# The demo with every hmm_rs: tracepoint on, then the trace: the
+	# typed events as the core sees and applies them, with timestamps.
+	load hmm_rs
+	load hmm_dummy
+	echo 1 > $tracing/events/hmm_rs/enable
+	echo
+	/demo/hmm_demo
+	echo 0 > $tracing/events/hmm_rs/enable
+	echo
+	echo "== the demo's hmm_rs: events ($tracing/trace; the first 300)"
+	grep -v '^#' $tracing/trace | head -n 300
+	echo "== events by name"
+	grep -v '^#' $tracing/trace | sed -n 's/.* \(hmm_rs_[a-z_]*\):.*/\1/p' | sort | uniq -c
 	unload hmm_dummy
 	unload hmm_rs
 	;;
@@ -199,6 +290,17 @@ bench | bench-short)
 		unload test_hmm
 		echo "== hmm_dummy against test_hmm.ko, this boot ($(uname -r)), ns per 4 KiB page"
 		/bench/hmm_bench -c /tmp/ours /tmp/theirs
+	} > "$out"
+	;;
+stress)
+	# make stress: the storm for hmmrs.stress_s seconds (STRESS_S), the
+	# fuzzer, the injected storm, the leak scan.
+	{
+		secs=$(sed -n 's/.*hmmrs.stress_s=\([0-9]*\).*/\1/p' /proc/cmdline)
+		load hmm_rs
+		stress "${secs:-600}" 20000
+		unload hmm_rs
+		kmemleak_check unloaded
 	} > "$out"
 	;;
 reference)

@@ -7,6 +7,8 @@
 #   stock      the user-space tests on another kernel (HMMRS_KERNEL_IMAGE,
 #              with KDIR the tree the modules were built in): Debian's own
 #   demo       load hmm_rs and show what it does on the console
+#   trace      the demo with the hmm_rs: tracepoints on, then the trace
+#   stress     the storm, the fuzzer and the injected storm (STRESS_S=600)
 #   shell      load hmm_rs and give an interactive shell
 #   bench      the page-table benchmark and the end-to-end benchmark
 #              (hmm_dummy, then test_hmm.ko); boot the performance kernel
@@ -34,7 +36,7 @@ mkdir -p "$run"
 
 # The initramfs, described in the kernel's own gen_init_cpio format.
 {
-	for d in /bin /dev /proc /sys /tmp /modules /tests /demo /bench /upstream; do
+	for d in /bin /dev /proc /sys /tmp /modules /tests /demo /bench /stress /upstream; do
 		echo "dir $d 0755 0 0"
 	done
 	echo "nod /dev/console 0600 0 0 c 5 1"
@@ -43,7 +45,7 @@ mkdir -p "$run"
 	for m in "$OUT"/modules/*.ko "$kdir"/lib/test_hmm.ko; do
 		[ -f "$m" ] && echo "file /modules/$(basename "$m") $m 0644 0 0"
 	done
-	for t in "$OUT"/tests/* "$OUT"/demo/* "$OUT"/bench/* "$OUT"/upstream/*; do
+	for t in "$OUT"/tests/* "$OUT"/demo/* "$OUT"/bench/* "$OUT"/stress/* "$OUT"/upstream/*; do
 		[ -f "$t" ] && echo "file /${t#"$OUT"/} $t 0755 0 0"
 	done
 } > "$run/initramfs.list"
@@ -55,18 +57,19 @@ mkdir -p "$run"
 # (guest-init.sh passes its address).
 qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3G -no-reboot
       -kernel "$bzimage" -initrd "$run/initramfs.cpio"
-      -append "console=ttyS0 panic=-1 hugepages=32 memmap=512M\$0x40000000 hmmrs.mode=$mode${HMMRS_PROFILE:+ hmmrs.profile=$HMMRS_PROFILE}${HMMRS_BENCH_ARGS:+ hmmrs.bench_args=$HMMRS_BENCH_ARGS}")
+      -append "console=ttyS0 panic=-1 hugepages=32 memmap=512M\$0x40000000 hmmrs.mode=$mode${STRESS_S:+ hmmrs.stress_s=$STRESS_S}${HMMRS_PROFILE:+ hmmrs.profile=$HMMRS_PROFILE}${HMMRS_BENCH_ARGS:+ hmmrs.bench_args=$HMMRS_BENCH_ARGS}")
 
 # The test kernel on one CPU, as before it read ACPI and found the second:
 # with two, upstream hmm-tests' anon_write_child (exactly one device fault
 # expected) fails now and then against test_hmm.ko and hmm_dummy alike.
 case "$mode" in
-test | reference | dummy-reference | demo | shell) qemu[-1]+=" nr_cpus=1" ;;
+test | stress | reference | dummy-reference | demo | trace | shell) qemu[-1]+=" nr_cpus=1" ;;
 esac
 
 case "$mode" in
-test | stock | reference | dummy-reference)
+test | stock | stress | reference | dummy-reference)
 	timeout=${HMMRS_VM_TIMEOUT:-900}
+	[ "$mode" = stress ] && timeout=$((${STRESS_S:-600} * 2 + 900))
 	for attempt in 1 2 3; do
 		log "booting the VM ($mode), console in $run/console.log"
 		rc=0
@@ -106,12 +109,12 @@ bench | bench-short)
 		die "the kernel reported a bug during the benchmark"
 	fi
 	;;
-demo | shell)
+demo | trace | shell)
 	# Quiet boot: the guest prints what matters itself.
 	qemu[-1]+=" quiet"
 	exec "${qemu[@]}" -nographic -serial mon:stdio -serial null
 	;;
 *)
-	die "unknown mode '$mode' (test, stock, demo, shell, bench, bench-short, reference, dummy-reference)"
+	die "unknown mode '$mode' (test, stock, stress, demo, trace, shell, bench, bench-short, reference, dummy-reference)"
 	;;
 esac

@@ -26,11 +26,11 @@ use kernel::{
 };
 
 use crate::{
+    debugfs::TextBuf,
     hmm_event::{HmmEvent, HmmEventType},
     hmm_mirror::{devmem::Owner, HmmMirror, MirrorOps, Update},
     hmm_pt::PAGE_SIZE,
     pt_bench::{PerPage, Ratio},
-    debugfs::TextBuf,
 };
 
 const ROUNDS: usize = 3;

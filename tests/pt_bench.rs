@@ -29,8 +29,8 @@ use kernel::{
 };
 
 use crate::{
-    hmm_pt::{HmmPt, PageDirs, PtEntry, PtFlags, PtLevels, HUGE_SIZE, PAGE_SIZE},
     debugfs::TextBuf,
+    hmm_pt::{HmmPt, PageDirs, PtEntry, PtFlags, PtLevels, HUGE_SIZE, PAGE_SIZE},
 };
 
 const GIB: u64 = 1 << 30;

@@ -361,9 +361,14 @@ static int dummy_copy_mapping(void *arg, unsigned long addr, u64 pfn,
  * allocation compacts memory: measured, that made a READ of 8 MiB of 4 KiB
  * pages about 8 times slower than test_hmm's.
  */
+/*
+ * The size comes from user space: a huge one fails with -ENOMEM, quietly
+ * (without __GFP_NOWARN, vmalloc() dumps a stack for it: found by the
+ * fuzzer).
+ */
 static char *dummy_bounce_alloc(unsigned long size)
 {
-	return vmalloc(size);
+	return __vmalloc(size, GFP_KERNEL | __GFP_NOWARN);
 }
 
 /* The device reads or writes [start, end); -ENOENT if not all is mirrored. */

@@ -9,6 +9,9 @@
 #include <linux/mman.h>
 #include <linux/module.h>
 #include <linux/sched.h>
+#include <linux/highmem.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
 
 #include "hmm_rs.h"
 
@@ -176,10 +179,154 @@ static void ctest_device_outlives_its_mirrors(struct kunit *test)
 	hmm_rs_device_unregister(device);
 }
 
+/* Device memory whose contents live in a vmalloc()ed array. */
+struct ctest_devmem {
+	u8 *data;
+	unsigned long npages;
+};
+
+static int ctest_copy_to_device(void *priv, unsigned long index, struct page *src)
+{
+	struct ctest_devmem *dm = priv;
+	u8 *dst = dm->data + index * PAGE_SIZE;
+
+	if (index >= dm->npages)
+		return -EINVAL;
+	if (src)
+		memcpy_from_page(dst, src, 0, PAGE_SIZE);
+	else
+		memset(dst, 0, PAGE_SIZE);
+	return 0;
+}
+
+static int ctest_copy_from_device(void *priv, unsigned long index, struct page *dst)
+{
+	struct ctest_devmem *dm = priv;
+
+	if (index >= dm->npages)
+		return -EINVAL;
+	memcpy_to_page(dst, 0, dm->data + index * PAGE_SIZE, PAGE_SIZE);
+	return 0;
+}
+
+static const struct hmm_rs_devmem_ops ctest_devmem_ops = {
+	.copy_to_device = ctest_copy_to_device,
+	.copy_from_device = ctest_copy_from_device,
+};
+
+/* Only one of the two copies: not enough. */
+static const struct hmm_rs_devmem_ops ctest_half_ops = {
+	.copy_to_device = ctest_copy_to_device,
+};
+
+static void ctest_vfree(void *p)
+{
+	vfree(p);
+}
+
+static void ctest_devmem_bad_arguments(struct kunit *test)
+{
+	struct hmm_rs_device *device;
+	struct ctest_devmem dm = {};
+
+	device = hmm_rs_device_register(&ctest_ops);
+	KUNIT_ASSERT_FALSE(test, IS_ERR(device));
+	KUNIT_ASSERT_EQ(test, 0, kunit_add_action_or_reset(test, ctest_device_unregister, device));
+
+	KUNIT_EXPECT_EQ(test, -EINVAL,
+			PTR_ERR(hmm_rs_devmem_create(NULL, 16, &ctest_devmem_ops, &dm)));
+	KUNIT_EXPECT_EQ(test, -EINVAL, PTR_ERR(hmm_rs_devmem_create(device, 16, NULL, &dm)));
+	KUNIT_EXPECT_EQ(test, -EINVAL,
+			PTR_ERR(hmm_rs_devmem_create(device, 16, &ctest_half_ops, &dm)));
+	KUNIT_EXPECT_EQ(test, -EINVAL,
+			PTR_ERR(hmm_rs_devmem_create(device, 0, &ctest_devmem_ops, &dm)));
+	/* Coherent memory: no address, an unaligned one, System RAM, wrapping. */
+	KUNIT_EXPECT_EQ(test, -EINVAL,
+			PTR_ERR(hmm_rs_devmem_create_coherent(device, 0, 512, &ctest_devmem_ops,
+							      &dm)));
+	KUNIT_EXPECT_EQ(test, -EINVAL,
+			PTR_ERR(hmm_rs_devmem_create_coherent(device, SZ_1G + PAGE_SIZE, 512,
+							      &ctest_devmem_ops, &dm)));
+	KUNIT_EXPECT_EQ(test, -EINVAL,
+			PTR_ERR(hmm_rs_devmem_create_coherent(device, SZ_16M, 512,
+							      &ctest_devmem_ops, &dm)));
+	KUNIT_EXPECT_EQ(test, -EINVAL,
+			PTR_ERR(hmm_rs_devmem_create_coherent(device, -(u64)SZ_2M, 1024,
+							      &ctest_devmem_ops, &dm)));
+	/* None of those left the device with device memory: it can go. */
+}
+
+/*
+ * Destroying device memory whose pages are mapped in a process brings
+ * them back to system memory with their contents; the device, unregistered
+ * meanwhile, is refused until its memory is gone.
+ */
+static void ctest_devmem_destroy_while_mapped(struct kunit *test)
+{
+	unsigned long npages = 4, len = npages * PAGE_SIZE, addr, i;
+	struct hmm_rs_device *device;
+	struct hmm_rs_mirror *mirror;
+	struct hmm_rs_devmem *mem;
+	struct ctest_devmem *dm;
+	struct ctest_seen *seen;
+	u8 buf[8];
+
+	seen = kunit_kzalloc(test, sizeof(*seen), GFP_KERNEL);
+	dm = kunit_kzalloc(test, sizeof(*dm), GFP_KERNEL);
+	KUNIT_ASSERT_NOT_NULL(test, seen);
+	KUNIT_ASSERT_NOT_NULL(test, dm);
+	dm->npages = 1024;
+	dm->data = vzalloc(dm->npages * PAGE_SIZE);
+	KUNIT_ASSERT_NOT_NULL(test, dm->data);
+	KUNIT_ASSERT_EQ(test, 0, kunit_add_action_or_reset(test, ctest_vfree, dm->data));
+	addr = kunit_vm_mmap(test, NULL, 0, len, PROT_READ | PROT_WRITE,
+			     MAP_ANONYMOUS | MAP_PRIVATE, 0);
+	KUNIT_ASSERT_NE(test, addr, 0);
+	for (i = 0; i < npages; i++) {
+		u8 v = 0xa0 + i;
+
+		KUNIT_ASSERT_EQ(test, 0, copy_to_user((void __user *)(addr + i * PAGE_SIZE),
+						      &v, 1));
+	}
+
+	device = hmm_rs_device_register(&ctest_ops);
+	KUNIT_ASSERT_FALSE(test, IS_ERR(device));
+	mem = hmm_rs_devmem_create(device, dm->npages, &ctest_devmem_ops, dm);
+	if (IS_ERR(mem)) {
+		hmm_rs_device_unregister(device);
+		KUNIT_FAIL(test, "devmem_create: %ld", PTR_ERR(mem));
+		return;
+	}
+	mirror = hmm_rs_mirror_register(device, current->mm, seen);
+	if (!IS_ERR(mirror)) {
+		KUNIT_EXPECT_EQ(test, npages,
+				hmm_rs_mirror_migrate_to_device(mirror, mem, addr, addr + len));
+		hmm_rs_mirror_unregister(mirror);
+	} else {
+		KUNIT_FAIL(test, "mirror_register: %ld", PTR_ERR(mirror));
+	}
+	/* Refused: the device still has memory (an error in the log). */
+	hmm_rs_device_unregister(device);
+	KUNIT_EXPECT_EQ(test, hmm_rs_devmem_index(mem, hmm_rs_devmem_pfn(mem, 3)), 3);
+	KUNIT_EXPECT_EQ(test, hmm_rs_devmem_index(mem, 0), -EINVAL);
+	KUNIT_EXPECT_EQ(test, hmm_rs_devmem_pfn(mem, dm->npages), 0);
+	/* The pages come back, and the memory goes. */
+	hmm_rs_devmem_destroy(mem);
+	for (i = 0; i < npages; i++) {
+		KUNIT_EXPECT_EQ(test, 0, copy_from_user(buf, (void __user *)(addr + i * PAGE_SIZE),
+							sizeof(buf)));
+		KUNIT_EXPECT_EQ(test, buf[0], 0xa0 + i);
+	}
+	/* Now it can go. */
+	hmm_rs_device_unregister(device);
+}
+
 static struct kunit_case hmm_rs_ctest_cases[] = {
 	KUNIT_CASE(ctest_fault_walk_munmap),
 	KUNIT_CASE(ctest_bad_arguments),
 	KUNIT_CASE(ctest_device_outlives_its_mirrors),
+	KUNIT_CASE(ctest_devmem_bad_arguments),
+	KUNIT_CASE(ctest_devmem_destroy_while_mapped),
 	{}
 };
 

@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * hmm_fuzz: a bounded, seeded ioctl fuzzer for hmm_dummy.
+ *
+ *   hmm_fuzz [-n CALLS] [-s SEED] [-p PROCESSES]
+ *
+ * Each of PROCESSES processes (one seed each, derived from SEED) makes
+ * CALLS calls on /dev/hmm_dmirror0..1: random commands (test_hmm's, ours,
+ * unknown ones) with random and hostile arguments (kernel addresses,
+ * wrapping ranges, huge and zero page counts, unaligned addresses, bad user
+ * pointers), while it also changes its own memory. Every call must return
+ * within BOUND_S seconds; the kernel's side (no oops, warning or leak) is
+ * judged from the VM's log. First, the hostile RELEASE of issue 11
+ * (a kernel address, 16 pages) is timed on its own.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lib/test_hmm_uapi.h>
+#include "../hmm_dummy_uapi.h"
+
+#define PAGE		4096UL
+#define BUF_PAGES	64UL
+#define BOUND_S		10.0
+#define KERNEL_ADDR	0xffff888000000000UL
+
+static double seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static unsigned long long rs;
+
+static unsigned long long rnd(void)
+{
+	rs ^= rs << 13;
+	rs ^= rs >> 7;
+	rs ^= rs << 17;
+	return rs;
+}
+
+static const unsigned long cmds[] = {
+	HMM_DMIRROR_READ, HMM_DMIRROR_WRITE, HMM_DMIRROR_MIGRATE_TO_DEV,
+	HMM_DMIRROR_MIGRATE_TO_SYS, HMM_DMIRROR_SNAPSHOT, HMM_DMIRROR_EXCLUSIVE,
+	HMM_DMIRROR_CHECK_EXCLUSIVE, HMM_DMIRROR_RELEASE, HMM_DMIRROR_FLAGS,
+	HMM_DMIRROR_READ_UNLOCKED, HMM_DUMMY_EVENTS,
+	_IOWR('H', 0x3f, struct hmm_dmirror_cmd), 0xdeadbeef,
+};
+
+static unsigned long pick_addr(char *buf)
+{
+	switch (rnd() % 9) {
+	case 0: return 0;
+	case 1: return KERNEL_ADDR;
+	case 2: return -PAGE;
+	case 3: return (uintptr_t)buf + 1;
+	case 4: return 0x7ffffffff000UL;
+	case 5: return rnd() & ~(PAGE - 1);
+	default: return (uintptr_t)buf + (rnd() % BUF_PAGES) * PAGE;
+	}
+}
+
+static unsigned long pick_npages(void)
+{
+	switch (rnd() % 8) {
+	case 0: return 0;
+	case 1: return 1UL << 40;
+	case 2: return -1UL >> 12;
+	case 3: return -1UL;
+	case 4: return rnd() % 4096;
+	default: return 1 + rnd() % BUF_PAGES;
+	}
+}
+
+static unsigned long pick_ptr(char *out)
+{
+	switch (rnd() % 6) {
+	case 0: return 0;
+	case 1: return KERNEL_ADDR;
+	case 2: return rnd();
+	default: return (uintptr_t)out;
+	}
+}
+
+/* One process's calls; returns how many exceeded the bound. */
+static int fuzz(int calls, int id)
+{
+	int fd[2] = { open("/dev/hmm_dmirror0", O_RDWR), open("/dev/hmm_dmirror1", O_RDWR) };
+	char *buf = mmap(NULL, BUF_PAGES * PAGE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/* Room for the largest transfer a valid range can ask for. */
+	char *out = mmap(NULL, 4096 * PAGE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	unsigned long by_errno[256] = { 0 };
+	double worst = 0;
+	int slow = 0, writable = 1;
+
+	if (fd[0] < 0 || fd[1] < 0 || buf == MAP_FAILED || out == MAP_FAILED)
+		return -1;
+	for (int i = 0; i < calls; i++) {
+		struct hmm_dmirror_cmd cmd = {
+			.addr = pick_addr(buf),
+			.ptr = pick_ptr(out),
+			.npages = pick_npages(),
+		};
+		unsigned long req = cmds[rnd() % (sizeof(cmds) / sizeof(cmds[0]))];
+		void *arg = rnd() % 16 ? (void *)&cmd : (void *)KERNEL_ADDR;
+		double t;
+		int err;
+
+		/* The process's own memory changes under the device too. */
+		switch (rnd() % 8) {
+		case 0:
+			if (writable)
+				memset(buf, (int)rnd(), BUF_PAGES * PAGE);
+			break;
+		case 1:
+			mprotect(buf, BUF_PAGES * PAGE, rnd() % 2 ? PROT_READ : PROT_NONE);
+			writable = 0;
+			break;
+		case 2:
+			mprotect(buf, BUF_PAGES * PAGE, PROT_READ | PROT_WRITE);
+			madvise(buf, BUF_PAGES * PAGE, MADV_DONTNEED);
+			writable = 1;
+			break;
+		}
+		t = seconds();
+		err = ioctl(fd[rnd() % 2], req, arg) ? errno : 0;
+		t = seconds() - t;
+		by_errno[err & 255]++;
+		if (t > worst)
+			worst = t;
+		if (t > BOUND_S) {
+			printf("# process %d call %d: cmd 0x%lx addr 0x%llx npages 0x%llx took %.1f s\n",
+			       id, i, req, (unsigned long long)cmd.addr,
+			       (unsigned long long)cmd.npages, t);
+			slow++;
+		}
+	}
+	printf("# process %d: %d calls, slowest %.3f s; results:", id, calls, worst);
+	for (int e = 0; e < 256; e++)
+		if (by_errno[e])
+			printf(" %s %lu", e ? strerrorname_np(e) ? strerrorname_np(e) : "?" : "ok",
+			       by_errno[e]);
+	printf("\n");
+	fflush(stdout);
+	return slow;
+}
+
+int main(int argc, char **argv)
+{
+	unsigned long long seed = (unsigned long long)time(NULL);
+	int calls = 2000, procs = 3, opt, bad = 0, fd;
+	struct hmm_dmirror_cmd cmd = { .addr = KERNEL_ADDR, .npages = 16 };
+	double t;
+
+	while ((opt = getopt(argc, argv, "n:s:p:")) != -1) {
+		switch (opt) {
+		case 'n':
+			calls = atoi(optarg);
+			break;
+		case 's':
+			seed = strtoull(optarg, NULL, 0);
+			break;
+		case 'p':
+			procs = atoi(optarg);
+			break;
+		default:
+			fprintf(stderr, "usage: %s [-n CALLS] [-s SEED] [-p PROCESSES]\n", argv[0]);
+			return 2;
+		}
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	printf("TAP version 13\n1..2\n");
+	printf("# hmm_fuzz -n %d -s %llu -p %d\n", calls, seed, procs);
+	fd = open("/dev/hmm_dmirror0", O_RDWR);
+	if (fd < 0) {
+		printf("ok 1 # SKIP no /dev/hmm_dmirror0\nok 2 # SKIP\n");
+		printf("# Totals: pass:0 fail:0 xfail:0 xpass:0 skip:2 error:0\n");
+		return 4;
+	}
+	t = seconds();
+	ioctl(fd, HMM_DMIRROR_RELEASE, &cmd);
+	t = seconds() - t;
+	printf("# the hostile RELEASE (addr 0x%lx, 16 pages) took %.3f s\n", KERNEL_ADDR, t);
+	printf("%sok 1 a RELEASE with a kernel address returns within a second\n",
+	       t > 1.0 ? "not " : "");
+	close(fd);
+
+	for (int p = 0; p < procs; p++) {
+		if (fork() == 0) {
+			rs = seed * 0x9e3779b97f4a7c15ULL + p + 1;
+			_exit(fuzz(calls, p) ? 1 : 0);
+		}
+	}
+	for (int p = 0; p < procs; p++) {
+		int status;
+
+		if (wait(&status) < 0 || !WIFEXITED(status) || WEXITSTATUS(status))
+			bad++;
+	}
+	printf("%sok 2 %d processes x %d calls, each within %.0f s (seed %llu)\n",
+	       bad ? "not " : "", procs, calls, BOUND_S, seed);
+	printf("# Totals: pass:%d fail:%d xfail:0 xpass:0 skip:0 error:0\n",
+	       (t <= 1.0) + !bad, (t > 1.0) + !!bad);
+	return bad ? 1 : 0;
+}
