@@ -106,7 +106,9 @@ struct Planned {
 /// through `m` change; `npages` (at most `MIGRATE_MAX`) is the size of the
 /// step set up last (0 before the first). `last_mem`, if set, is the
 /// [`DevMem`] of a device page collected in the current step, which keeps
-/// it alive until the step ends.
+/// it alive until the step ends. `step` says whether a step is set up and
+/// not finalized (its pages are locked, isolated and unmapped until then),
+/// `moved` whether [`Self::pages`] ran for it.
 pub(crate) struct Migration {
     m: NonNull<shim::Migrate>,
     src: NonNull<kernel::ffi::c_ulong>,
@@ -114,6 +116,8 @@ pub(crate) struct Migration {
     bits: MigratePfn,
     npages: usize,
     last_mem: Option<NonNull<DevMem>>,
+    step: bool,
+    moved: bool,
 }
 
 impl Migration {
@@ -139,6 +143,8 @@ impl Migration {
             bits: MigratePfn::get(),
             npages: 0,
             last_mem: None,
+            step: false,
+            moved: false,
         })
     }
 
@@ -168,6 +174,8 @@ impl Migration {
         // step has no device memory looked up yet.
         self.npages = (n as usize).min(MIGRATE_MAX);
         self.last_mem = None;
+        self.step = true;
+        self.moved = false;
         Ok(self.npages)
     }
 
@@ -367,6 +375,7 @@ impl Migration {
     pub(crate) fn pages(&mut self) {
         // SAFETY: `m` is ours and set up.
         unsafe { shim::hmm_rs_migrate_pages(self.m.as_ptr()) };
+        self.moved = true;
     }
 
     /// Whether page `i` moved (after [`Self::pages`]).
@@ -387,11 +396,33 @@ impl Migration {
         unsafe { shim::hmm_rs_migrate_finalize(self.m.as_ptr()) };
         self.npages = 0;
         self.last_mem = None;
+        self.step = false;
+    }
+
+    /// Ends a step that failed half way (an allocation, a mirror update):
+    /// nothing more moves, every page is mapped back where it was, and the
+    /// destination pages given so far are released. A step left set up
+    /// would keep its pages locked and unmapped for good: a CPU access to
+    /// them would wait forever, and device memory could never go.
+    fn abort(&mut self) {
+        if !self.moved {
+            let migrate = self.bits.migrate as kernel::ffi::c_ulong;
+            // SAFETY: As for `src`; `&mut self` makes this the only access.
+            let src = unsafe { core::slice::from_raw_parts_mut(self.src.as_ptr(), self.npages) };
+            for s in src {
+                *s &= !migrate;
+            }
+            self.pages();
+        }
+        self.finalize();
     }
 }
 
 impl Drop for Migration {
     fn drop(&mut self) {
+        if self.step {
+            self.abort();
+        }
         // SAFETY: Allocated by `hmm_rs_migrate_alloc` (type invariant).
         unsafe { shim::hmm_rs_migrate_free(self.m.as_ptr()) };
     }
@@ -463,12 +494,14 @@ impl HmmMirror {
             return Err(ESRCH);
         }
         let sub = self.interval.get();
-        let mut m = Migration::new()?;
         let mut plan = KVec::with_capacity(MIGRATE_MAX, GFP_KERNEL)?;
         let mut filled = KVec::with_capacity(HUGE_PAGES, GFP_KERNEL)?;
         let mut moved = 0;
         let mut refault = KVec::<(u64, u64)>::new();
+        // Before `m`, so dropped after it: a step an error leaves set up
+        // is ended (`Migration`'s drop) with `mmap_lock` still held.
         let mm = MmReadLock::new(sub)?;
+        let mut m = Migration::new()?;
         let mut addr = start;
         let mut tries = 0;
         while addr < end {

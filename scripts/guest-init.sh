@@ -74,9 +74,13 @@ stress() {
 	run_user /stress/hmm_fuzz -n "$2"
 	if inject_on; then
 		# make-it-fail is inherited by the storm's threads and children.
+		# The kernel's own allocation-failure warnings between the marks
+		# are expected (judge.py); nothing else is.
+		echo "HMMRS-INJECT-BEGIN" > /dev/kmsg
 		run_as hmm_storm-injected sh -c \
 			"echo 1 > /proc/self/make-it-fail && exec /stress/hmm_storm -i -t $1"
 		inject_off
+		echo "HMMRS-INJECT-END" > /dev/kmsg
 	else
 		echo "HMMRS-NOTE no fault injection in this kernel: the injected storm is left out"
 	fi

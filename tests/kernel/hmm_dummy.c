@@ -34,6 +34,7 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/sched.h>
+#include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/uaccess.h>
@@ -498,6 +499,12 @@ static int dummy_snapshot(struct dummy_file *df, struct hmm_dmirror_cmd *cmd,
 	if (!s)
 		return -ENOMEM;
 	for (addr = cmd->addr; addr < end; addr = next) {
+		/* A large snapshot stops for a kill. */
+		if (fatal_signal_pending(current)) {
+			ret = -EINTR;
+			break;
+		}
+		cond_resched();
 		next = min(addr + (DUMMY_SNAP_CHUNK << PAGE_SHIFT), end);
 		n = (next - addr) >> PAGE_SHIFT;
 		ret = hmm_rs_mirror_snapshot(df->mirror, addr, next, s->snap);
@@ -629,9 +636,13 @@ static long dummy_ioctl(struct file *file, unsigned int command, unsigned long a
 	}
 	if (copy_from_user(&cmd, uarg, sizeof(cmd)))
 		return -EFAULT;
-	/* [addr, end): page aligned, not wrapping. */
+	/*
+	 * [addr, end): page aligned, not wrapping, within user space (so that
+	 * a huge range fails at once, not after a walk of all user space).
+	 */
 	if (cmd.addr & ~PAGE_MASK || cmd.npages > (ULONG_MAX >> PAGE_SHIFT) ||
-	    check_add_overflow(cmd.addr, cmd.npages << PAGE_SHIFT, &end))
+	    check_add_overflow(cmd.addr, cmd.npages << PAGE_SHIFT, &end) ||
+	    end > TASK_SIZE_MAX)
 		return -EINVAL;
 	cmd.cpages = 0;
 	cmd.faults = 0;

@@ -344,13 +344,16 @@ static void do_op(enum op op, struct region *r, unsigned long long *rs, char *bu
 			 */
 			if (err == ENOENT) {
 				__atomic_fetch_add(&stayed, 1, __ATOMIC_RELAXED);
-				err = 0;
+			} else {
+				if (!expect(err, 0, "migration to the device", r))
+					break;
+				/* What the device read there is the data. */
+				bad = r->unknown ? -1 : mismatch(buf, r->gen);
+				if (bad >= 0)
+					fail(STALE_READ, "after migrating, the device reads page %ld as 0x%02x, expected 0x%02x",
+					     bad, (unsigned char)buf[bad * PAGE],
+					     gen_byte(r->gen, bad));
 			}
-			if (!expect(err, 0, "migration to the device", r))
-				break;
-			if (!r->unknown && mismatch(buf, r->gen) >= 0 && !inject)
-				fail(STALE_READ, "the device read after migrating: page %ld",
-				     mismatch(buf, r->gen));
 		} else if (err != EINVAL && err != EFAULT) {
 			expect(err, EINVAL, "migration to the device", r);
 			break;
