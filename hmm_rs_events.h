@@ -28,7 +28,7 @@
 			 { 5, "device_write_fault" },		\
 			 { 6, "write_protect" })
 
-/* The HMM_RS_PT_* flags an event keeps; none: the entries go. */
+/* The HMM_RS_PT_* flags an event keeps (not the driver's); none: entries go. */
 #define hmm_rs_show_keep(keep)					\
 	__print_flags(keep, "|",				\
 		      { 1, "valid" },				\
@@ -87,7 +87,7 @@ TRACE_EVENT(hmm_rs_invalidate,
 	TP_printk("mm=%llu code=%s type=%s start=0x%lx end=0x%lx keep=%s blockable=%d mirrors=%u",
 		  __entry->mm, hmm_rs_show_code(__entry->code),
 		  hmm_rs_show_type(__entry->type), __entry->start,
-		  __entry->end, hmm_rs_show_keep(__entry->keep),
+		  __entry->end, hmm_rs_show_keep(__entry->keep & 0x1f),
 		  __entry->blockable, __entry->mirrors)
 );
 

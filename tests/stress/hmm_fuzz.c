@@ -33,6 +33,7 @@
 #define BUF_PAGES	64UL
 #define BOUND_S		10.0
 #define KERNEL_ADDR	0xffff888000000000UL
+#define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
 
 static double seconds(void)
 {
@@ -116,7 +117,7 @@ static int fuzz(int calls, int id)
 			.ptr = pick_ptr(out),
 			.npages = pick_npages(),
 		};
-		unsigned long req = cmds[rnd() % (sizeof(cmds) / sizeof(cmds[0]))];
+		unsigned long req = cmds[rnd() % ARRAY_SIZE(cmds)];
 
 		/*
 		 * A snapshot writes a byte per page for as long as the
@@ -153,7 +154,7 @@ static int fuzz(int calls, int id)
 		if (t > worst)
 			worst = t;
 		if (t > BOUND_S) {
-			printf("# process %d call %d: cmd 0x%lx addr 0x%llx npages 0x%llx took %.1f s\n",
+			printf("# process %d call %d: cmd 0x%lx addr 0x%llx npages 0x%llx %.1f s\n",
 			       id, i, req, (unsigned long long)cmd.addr,
 			       (unsigned long long)cmd.npages, t);
 			slow++;

@@ -78,6 +78,7 @@ enum op {
 	OP_PROT_RO, OP_PROT_NONE, OP_PROT_RW, OP_MREMAP, OP_FORK, OP_MIGRATE,
 	OP_SNAPSHOT, OP_EXCLUSIVE, NOPS
 };
+
 static const char *const op_name[NOPS] = {
 	"cpu_write", "device_read", "device_write", "munmap", "mmap_fresh", "dontneed",
 	"mprotect_ro", "mprotect_none", "mprotect_rw", "mremap", "fork_child_writes",
@@ -93,7 +94,10 @@ static const char *const fail_name[NFAIL] = {
 static struct region regions[REGIONS];
 static int mirror_fd[MIRRORS];
 static int inject;
-static volatile int stop;
+/* Shared flags and the watchdog's view: read and written with __atomic_*. */
+#define LOAD(x)		__atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v)	__atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+static int stop;
 static unsigned long ops_done[NOPS];
 static unsigned long failures[NFAIL];
 static unsigned long clean_errors;
@@ -103,12 +107,13 @@ static pthread_mutex_t count_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* What each worker is doing, for the watchdog. */
 struct inflight {
-	volatile int op;	/* -1: none */
-	volatile int region;
-	volatile time_t since;
-	volatile pid_t tid;
-	volatile pid_t child;	/* the killer's child, being killed */
+	int op;			/* -1: none */
+	int region;
+	time_t since;
+	pid_t tid;
+	pid_t child;		/* the killer's child, being killed */
 };
+
 static int finished;		/* threads that returned */
 static struct inflight inflight[MAX_THREADS + 1];
 
@@ -329,8 +334,9 @@ static void do_op(enum op op, struct region *r, unsigned long long *rs, char *bu
 			break;
 		bad = mismatch(buf, r->gen);
 		if (bad >= 0)
-			fail(COW_VIOLATION, "after the child wrote, the device reads page %ld as 0x%02x, expected 0x%02x",
-			     bad, (unsigned char)buf[bad * PAGE], gen_byte(r->gen, bad));
+			fail(COW_VIOLATION,
+			     "the child wrote, the device reads page %ld: 0x%02x, not 0x%02x", bad,
+			     (unsigned char)buf[bad * PAGE], gen_byte(r->gen, bad));
 		break;
 	}
 	case OP_MIGRATE:
@@ -350,7 +356,8 @@ static void do_op(enum op op, struct region *r, unsigned long long *rs, char *bu
 				/* What the device read there is the data. */
 				bad = r->unknown ? -1 : mismatch(buf, r->gen);
 				if (bad >= 0)
-					fail(STALE_READ, "after migrating, the device reads page %ld as 0x%02x, expected 0x%02x",
+					fail(STALE_READ,
+					     "migrated, device reads page %ld: 0x%02x not 0x%02x",
 					     bad, (unsigned char)buf[bad * PAGE],
 					     gen_byte(r->gen, bad));
 			}
@@ -414,20 +421,20 @@ static void *worker(void *arg)
 	struct inflight *me = &inflight[w->id];
 	char *buf = aligned_alloc(PAGE, RSIZE);
 
-	me->tid = gettid();
+	STORE(me->tid, gettid());
 	if (!buf)
 		return NULL;
-	while (!stop) {
+	while (!LOAD(stop)) {
 		int ri = rnd(&rs) % REGIONS;
 		enum op op = rnd(&rs) % NOPS;
 		struct region *r = &regions[ri];
 
 		pthread_mutex_lock(&r->lock);
-		me->region = ri;
-		me->since = now();
-		me->op = op;
+		STORE(me->region, ri);
+		STORE(me->since, now());
+		STORE(me->op, op);
 		do_op(op, r, &rs, buf);
-		me->op = -1;
+		STORE(me->op, -1);
 		pthread_mutex_unlock(&r->lock);
 	}
 	free(buf);
@@ -442,8 +449,8 @@ static void *killer(void *arg)
 	unsigned long long rs = w->seed;
 	struct inflight *me = &inflight[w->id];
 
-	me->tid = gettid();
-	while (!stop) {
+	STORE(me->tid, gettid());
+	while (!LOAD(stop)) {
 		pid_t pid = fork();
 
 		if (pid == 0) {
@@ -464,12 +471,12 @@ static void *killer(void *arg)
 		if (pid < 0)
 			break;
 		usleep(1000 * (1 + rnd(&rs) % 50));
-		me->since = now();
-		me->child = pid;
-		me->op = NOPS;	/* "killing a child" */
+		STORE(me->since, now());
+		STORE(me->child, pid);
+		STORE(me->op, NOPS);	/* "killing a child" */
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
-		me->op = -1;
+		STORE(me->op, -1);
 		__atomic_fetch_add(&kills, 1, __ATOMIC_RELAXED);
 	}
 	__atomic_fetch_add(&finished, 1, __ATOMIC_RELAXED);
@@ -500,16 +507,16 @@ static void report_hang(int nthreads)
 
 	for (int i = 0; i <= nthreads; i++) {
 		struct inflight *f = &inflight[i];
-		int op = f->op;
+		int op = LOAD(f->op);
 
 		if (op < 0)
 			continue;
 		snprintf(what, sizeof(what), "thread %d: %s on region %d for %ld s", i,
-			 op == NOPS ? "killing a child" : op_name[op], f->region,
-			 (long)(now() - f->since));
-		print_stack(what, f->tid);
+			 op == NOPS ? "killing a child" : op_name[op], LOAD(f->region),
+			 (long)(now() - LOAD(f->since)));
+		print_stack(what, LOAD(f->tid));
 		if (op == NOPS)
-			print_stack("the child being killed", f->child);
+			print_stack("the child being killed", LOAD(f->child));
 	}
 	/* Blocked tasks and CPUs' stacks to the kernel log, if SysRq is there. */
 	fd = open("/proc/sysrq-trigger", O_WRONLY);
@@ -585,7 +592,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i <= nthreads; i++) {
 		w[i].id = i;
 		w[i].seed = seed * 0x9e3779b97f4a7c15ULL + i + 1;
-		inflight[i].op = -1;
+		STORE(inflight[i].op, -1);
 		pthread_create(&th[i], NULL, i < nthreads ? worker : killer, &w[i]);
 	}
 	end = now() + seconds;
@@ -594,17 +601,17 @@ int main(int argc, char **argv)
 		sleep(1);
 		for (int i = 0; i <= nthreads; i++) {
 			struct inflight *f = &inflight[i];
-			int op = f->op;
+			int op = LOAD(f->op);
 
-			if (op >= 0 && now() - f->since > HANG_S) {
+			if (op >= 0 && now() - LOAD(f->since) > HANG_S) {
 				fail(HANG, "thread %d: %s on region %d for over %d s", i,
-				     op == NOPS ? "killing a child" : op_name[op], f->region,
-				     HANG_S);
-				stop = 1;
+				     op == NOPS ? "killing a child" : op_name[op],
+				     LOAD(f->region), HANG_S);
+				STORE(stop, 1);
 			}
 		}
 		if (now() >= end)
-			stop = 1;
+			STORE(stop, 1);
 	}
 	if (failures[HANG])
 		report_hang(nthreads);
@@ -616,9 +623,9 @@ int main(int argc, char **argv)
 		printf("# %-24s %lu\n", op_name[i], ops_done[i]);
 		total += ops_done[i];
 	}
-	printf("# operations %lu, children killed mid-ioctl %lu, clean allocation errors %lu, "
-	       "migrations with pages that stayed (ENOENT) %lu\n", total, kills, clean_errors,
-	       stayed);
+	printf("# operations %lu, children killed mid-ioctl %lu, clean allocation errors %lu\n",
+	       total, kills, clean_errors);
+	printf("# migrations with pages that stayed (ENOENT) %lu\n", stayed);
 	printf("1..%d\n", NFAIL + 1);
 	for (int f = 0; f < NFAIL; f++)
 		printf("%sok %d %s%s\n", failures[f] ? "not " : "", ++tests, fail_name[f],
