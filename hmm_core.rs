@@ -13,7 +13,7 @@
 //! Built on: [`include/linux/mmu_notifier.h`](srctree/include/linux/mmu_notifier.h)
 //! and [`include/linux/hmm.h`](srctree/include/linux/hmm.h).
 
-use kernel::{bindings, prelude::*, sync::rcu};
+use kernel::{bindings, prelude::*};
 
 // The core.
 mod hmm_event;
@@ -67,9 +67,12 @@ impl Drop for HmmCore {
     fn drop(&mut self) {
         // Notifiers and page-table directories are freed by callbacks in this
         // module after a grace period: wait for them before it goes away.
-        // SAFETY: Always safe from process context.
-        unsafe { bindings::mmu_notifier_synchronize() };
-        rcu::rcu_barrier();
+        // SAFETY: Always safe from process context. (`bindings`, not
+        // `kernel::sync::rcu::rcu_barrier`, which Linux 7.2 lacks.)
+        unsafe {
+            bindings::mmu_notifier_synchronize();
+            bindings::rcu_barrier();
+        }
         pr_info!("HMM core unloaded\n");
     }
 }

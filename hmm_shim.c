@@ -21,6 +21,7 @@
 #include <linux/sched.h>
 #include <linux/slab.h>
 
+#include "hmm_rs_compat.h"
 #include "hmm_shim.h"
 
 /* Fail the build early and clearly on a kernel that cannot host the core. */

@@ -6,14 +6,17 @@
 #   debian-kernel.sh prepare [RELEASE]   prepare a build tree, print its path
 #   debian-kernel.sh image [RELEASE]     fetch the kernel image, print its path
 #
-# RELEASE is a Debian kernel release such as 7.3.4+deb13-amd64; without one,
-# the running kernel's (when it is a Debian kernel); "latest" means the newest
-# 7.3 release apt knows.
+# RELEASE is a Debian kernel release such as 7.3.4+deb13-amd64 or
+# 7.2.12+deb13-amd64; without one, the running kernel's (when it is a Debian
+# kernel); "latest" means the newest 7.3 release apt knows, "latest-7.2" the
+# newest 7.2 one.
 #
 # Debian's headers package carries the kernel's .config and Module.symvers
 # but no Rust metadata (rust/*.rmeta, libmacros.so), so no Rust module can be
 # built from it as shipped. 'prepare' rebuilds that metadata: it runs
-# 'make modules_prepare' on Debian's linux-source with Debian's .config and
+# 'make modules_prepare' on Debian's linux-source-7.3 or -7.2 (the headers'
+# own version: the test kernel's sources for 7.3, else fetched and unpacked
+# into the cache) with Debian's .config and
 # the very rustc release named in it (CONFIG_RUSTC_VERSION_TEXT, installed
 # with rustup). RUSTC_FORCE_RUSTC_VERSION makes that rustc report the exact
 # version text Debian's did, so crate hashes and mangled symbol names match
@@ -35,24 +38,31 @@ if [ -z "$rel" ]; then
 	*+deb*) ;;
 	*) die "the running kernel ($rel) is not a Debian kernel: name a release, e.g. 'latest'" ;;
 	esac
-elif [ "$rel" = latest ]; then
-	rel=$(apt-cache search --names-only '^linux-headers-7\.3\.[0-9.]+\+deb[0-9]+-amd64$' |
+elif [ "$rel" = latest ] || [ "${rel#latest-}" != "$rel" ]; then
+	want=${rel#latest}
+	want=${want#-}
+	want=${want:-7.3}
+	rel=$(apt-cache search --names-only "^linux-headers-${want//./\\.}\.[0-9.]+\+deb[0-9]+-amd64\$" |
 		sed 's/^linux-headers-\([^ ]*\) .*/\1/' | sort -V | tail -n1)
-	[ -n "$rel" ] || die "apt knows no linux-headers-7.3.*+deb*-amd64 (is trixie-backports listed? see scripts/provision.sh)"
+	[ -n "$rel" ] || die "apt knows no linux-headers-$want.*+deb*-amd64 (is trixie-backports listed? see scripts/provision.sh)"
 fi
 case "$rel" in
 */* | *..*) die "bad release '$rel'" ;;
-7.3.*) ;;
-*) die "hmm-rs is built against Linux 7.3 sources; $rel is another kernel" ;;
+7.3.* | 7.2.*) ;;
+6.*) die "$rel: Linux 6.x kernels (Debian 13's default 6.12) have no CONFIG_RUST and no DEVICE_PRIVATE; hmm-rs needs a 7.2 or 7.3 kernel (trixie-backports)" ;;
+*) die "hmm-rs builds for Linux 7.2 and 7.3; $rel is another kernel" ;;
 esac
+# The kernel series: its sources are linux-source-$series.
+[[ "$rel" =~ ^([0-9]+\.[0-9]+)\. ]] && series=${BASH_REMATCH[1]}
 
 deb=$CACHE/debian/$rel
 
-# Unpacks one Debian package into $deb/root (once per package version).
-# Packages already installed on this machine are used where they are.
+# Unpacks one Debian package into $deb/root (once per package version):
+# version $2, or the candidate. Packages already installed on this machine
+# are used where they are.
 fetch() {
-	local pkg=$1 ver
-	ver=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ { print $2 }')
+	local pkg=$1 ver=${2:-}
+	[ -n "$ver" ] || ver=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ { print $2 }')
 	{ [ -n "$ver" ] && [ "$ver" != "(none)" ]; } ||
 		die "package $pkg is unknown to apt: no Debian kernel $rel to be had"
 	if [ "$(cat "$deb/.$pkg" 2>/dev/null)" != "$ver" ]; then
@@ -122,12 +132,27 @@ for c in "$debcc" "${debcc#x86_64-linux-gnu-}"; do
 done
 
 # The sources must be those of the headers' kernel.
-extract_source
-srcver=$(source_version)
 hdrver=$(dpkg-deb -f "$deb/pkg/linux-headers-${rel}_"*.deb Version 2>/dev/null ||
 	dpkg-query -W -f='${Version}' "linux-headers-$rel")
-[ "$srcver" = "$hdrver" ] ||
-	die "linux-source-7.3 is $srcver but $rel is $hdrver: install linux-source-7.3=$hdrver"
+if [ "$series" = 7.3 ]; then
+	extract_source
+	srcver=$(source_version)
+	[ "$srcver" = "$hdrver" ] ||
+		die "linux-source-7.3 is $srcver but $rel is $hdrver: install linux-source-7.3=$hdrver"
+else
+	# Another series: its linux-source at the headers' version, unpacked
+	# into the cache once per version.
+	KSRC=$CACHE/linux-source-$series
+	srcver=$hdrver
+	if [ "$(cat "$KSRC/.hmm-rs-source" 2>/dev/null)" != "$srcver" ]; then
+		fetch "linux-source-$series" "$hdrver"
+		log "extracting linux-source-$series $srcver"
+		rm -rf "$KSRC"
+		tar -C "$CACHE" -xJf "$deb/root/usr/src/linux-source-$series.tar.xz"
+		rm -rf "$deb/root/usr/src/linux-source-$series.tar.xz"
+		echo "$srcver" > "$KSRC/.hmm-rs-source"
+	fi
+fi
 
 tree=$deb/build
 args=(O="$tree" CC="$cc" HOSTCC="$cc" RUSTC="$toolchain/rustc" RUSTDOC="$toolchain/rustdoc"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Test hmm-rs on Debian's stock 7.3 kernel: prepare a build tree for it
+# Test hmm-rs on Debian's stock 7.3 or 7.2 kernel: prepare a build tree for it
 # (debian-kernel.sh), build the modules and test programs against that tree,
 # boot Debian's own kernel image under QEMU and run the user-space suites
 # and the upstream hmm-tests against hmm_dummy there. When dkms is
@@ -10,9 +10,10 @@
 #
 #   stock.sh [RELEASE]
 #
-# RELEASE defaults to the running kernel when it is a Debian 7.3 kernel,
-# else to the newest 7.3 kernel apt knows. Exit status and the counts file
-# ($CACHE/vm/stock/counts) are as for 'vm.sh test'.
+# RELEASE defaults to the running kernel when it is a Debian 7.3 or 7.2
+# kernel, else to the newest 7.3 kernel apt knows; "latest-7.2" is the
+# newest 7.2 one. The VM runs in $CACHE/vm/stock-SERIES (stock-7.3,
+# stock-7.2); exit status and counts file are as for 'vm.sh test'.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,7 +22,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 rel=${1:-}
 if [ -z "$rel" ]; then
 	case "$(uname -r)" in
-	7.3.*+deb*) rel=$(uname -r) ;;
+	7.3.*+deb* | 7.2.*+deb*) rel=$(uname -r) ;;
 	*) rel=latest ;;
 	esac
 fi
@@ -31,6 +32,7 @@ image=$("$here/debian-kernel.sh" image "$rel")
 log "testing on Debian's kernel $rel ($image)"
 # Built as users install it: no benchmark files.
 export KDIR=$tree HMM_RS_OUT=$CACHE/out-$rel HMMRS_KERNEL_IMAGE=$image HMM_RS_BENCH=0
+export HMMRS_VM_NAME=stock-${rel%.*+*}
 OUT=$HMM_RS_OUT
 "$here/build.sh"
 

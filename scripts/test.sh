@@ -66,10 +66,14 @@ rm -f "$CACHE"/vm/*/counts
 "$here/vm.sh" test
 vm_counts test
 
-# Debian's stock kernel: prepare a tree for it, build (also through DKMS),
-# stage 'make install', boot Debian's image and run the user-space suites.
-if "$here/stock.sh"; then :; fi
-vm_counts stock
+# Debian's stock kernels, the newest 7.3 and the newest 7.2: prepare a tree
+# for each, build (also through DKMS), boot Debian's image and run the
+# user-space suites and that kernel's own hmm-tests; then stage 'make
+# install' for the 7.3 one.
+if "$here/stock.sh" latest; then :; fi
+vm_counts stock-7.3
+if "$here/stock.sh" latest-7.2; then :; fi
+vm_counts stock-7.2
 # The short end-to-end benchmark on the performance kernel: its table goes
 # into the log; the data it moves is checked, its numbers are not.
 # shellcheck disable=SC2317 # called through check

@@ -30,7 +30,8 @@ bzimage=${HMMRS_KERNEL_IMAGE:-$kdir/arch/x86/boot/bzImage}
 gen_cpio=$kdir/usr/gen_init_cpio
 [ -x "$gen_cpio" ] || die "no $gen_cpio (the kernel needs CONFIG_BLK_DEV_INITRD)"
 
-run=$CACHE/vm/$mode
+# HMMRS_VM_NAME: the run's directory, when one mode runs on several kernels.
+run=$CACHE/vm/${HMMRS_VM_NAME:-$mode}
 rm -rf "$run"
 mkdir -p "$run"
 

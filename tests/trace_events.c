@@ -225,11 +225,11 @@ TEST_F(trace, fault_mprotect_munmap)
 	i = find(self, 0, "hmm_rs_fault_begin", "mirror", self->mirror, a, b);
 	ASSERT_LE(0, i) dump(self);
 	EXPECT_TRUE(field_is(&self->ev[i], "type", "device_read_fault"));
-	j = find(self, i, "hmm_rs_fault_end", "mirror", self->mirror, a, b);
+	j = find(self, i + 1, "hmm_rs_fault_end", "mirror", self->mirror, a, b);
 	ASSERT_LE(0, j) dump(self);
 	EXPECT_TRUE(field_is(&self->ev[j], "result", "0")) dump(self);
 	/* The write: a write fault, which makes writable, dirty entries. */
-	i = find(self, j, "hmm_rs_fault_end", "mirror", self->mirror, a, b);
+	i = find(self, j + 1, "hmm_rs_fault_end", "mirror", self->mirror, a, b);
 	ASSERT_LE(0, i) dump(self);
 	EXPECT_TRUE(field_is(&self->ev[i], "type", "device_write_fault"));
 	EXPECT_TRUE(field_is(&self->ev[i], "result", "0")) dump(self);
@@ -238,11 +238,11 @@ TEST_F(trace, fault_mprotect_munmap)
 	 * mprotect: write protection seen by the core, applied by the mirror:
 	 * 16 entries lose write access and their 16 pages are dirtied.
 	 */
-	i = find(self, i, "hmm_rs_invalidate", NULL, 0, a, b);
+	i = find(self, i + 1, "hmm_rs_invalidate", NULL, 0, a, b);
 	ASSERT_LE(0, i) dump(self);
 	EXPECT_TRUE(field_is(&self->ev[i], "type", "write_protect")) dump(self);
 	EXPECT_TRUE(field_is(&self->ev[i], "code", "protection_vma")) dump(self);
-	i = find(self, i, "hmm_rs_mirror_update", "mirror", self->mirror, a, b);
+	i = find(self, i + 1, "hmm_rs_mirror_update", "mirror", self->mirror, a, b);
 	ASSERT_LE(0, i) dump(self);
 	EXPECT_TRUE(field_is(&self->ev[i], "type", "write_protect"));
 	EXPECT_TRUE(field_is(&self->ev[i], "entries", "16")) dump(self);
@@ -250,16 +250,16 @@ TEST_F(trace, fault_mprotect_munmap)
 	EXPECT_TRUE(field_is(&self->ev[i], "applied", "1"));
 
 	/* The write after it fails with EPERM. */
-	i = find(self, i, "hmm_rs_fault_end", "mirror", self->mirror, a, b);
+	i = find(self, i + 1, "hmm_rs_fault_end", "mirror", self->mirror, a, b);
 	ASSERT_LE(0, i) dump(self);
 	EXPECT_TRUE(field_is(&self->ev[i], "type", "device_write_fault"));
 	EXPECT_TRUE(field_is(&self->ev[i], "result", "-1")) dump(self);
 
 	/* munmap: the 16 read-only entries go, keeping nothing. */
-	i = find(self, i, "hmm_rs_invalidate", NULL, 0, a, b);
+	i = find(self, i + 1, "hmm_rs_invalidate", NULL, 0, a, b);
 	ASSERT_LE(0, i) dump(self);
 	EXPECT_TRUE(field_is(&self->ev[i], "type", "munmap")) dump(self);
-	i = find(self, i, "hmm_rs_mirror_update", "mirror", self->mirror, a, b);
+	i = find(self, i + 1, "hmm_rs_mirror_update", "mirror", self->mirror, a, b);
 	ASSERT_LE(0, i) dump(self);
 	EXPECT_TRUE(field_is(&self->ev[i], "type", "munmap"));
 	EXPECT_TRUE(field_is(&self->ev[i], "entries", "16")) dump(self);
@@ -290,22 +290,22 @@ TEST_F(trace, migration_snapshot_release_close)
 	EXPECT_TRUE(field_is(&self->ev[i], "to", "device"));
 	EXPECT_TRUE(field_is(&self->ev[i], "moved", "16")) dump(self);
 	EXPECT_TRUE(field_is(&self->ev[i], "result", "16"));
-	i = find(self, i, "hmm_rs_snapshot", "mirror", self->mirror, a, b);
+	i = find(self, i + 1, "hmm_rs_snapshot", "mirror", self->mirror, a, b);
 	ASSERT_LE(0, i) dump(self);
 	EXPECT_TRUE(field_is(&self->ev[i], "result", "0"));
-	i = find(self, i, "hmm_rs_migrate", "mirror", self->mirror, a, b);
+	i = find(self, i + 1, "hmm_rs_migrate", "mirror", self->mirror, a, b);
 	ASSERT_LE(0, i) dump(self);
 	EXPECT_TRUE(field_is(&self->ev[i], "to", "system"));
 	EXPECT_TRUE(field_is(&self->ev[i], "moved", "16")) dump(self);
 	/* Back on the device, then RELEASE empties the device's memory. */
-	i = find(self, i, "hmm_rs_migrate", "mirror", self->mirror, a, b);
+	i = find(self, i + 1, "hmm_rs_migrate", "mirror", self->mirror, a, b);
 	ASSERT_LE(0, i) dump(self);
-	i = find(self, i, "hmm_rs_devmem_evict", NULL, 0, 0, 0);
+	i = find(self, i + 1, "hmm_rs_devmem_evict", NULL, 0, 0, 0);
 	ASSERT_LE(0, i) dump(self);
 	EXPECT_TRUE(field_is(&self->ev[i], "in_use", "16")) dump(self);
 	EXPECT_TRUE(field_is(&self->ev[i], "moved", "16")) dump(self);
 	/* close() unregisters the mirror. */
-	i = find(self, i, "hmm_rs_mirror_register", "mirror", self->mirror, 0, 0);
+	i = find(self, i + 1, "hmm_rs_mirror_register", "mirror", self->mirror, 0, 0);
 	ASSERT_LE(0, i) dump(self);
 	EXPECT_TRUE(field_is(&self->ev[i], "mm", "0"));
 }

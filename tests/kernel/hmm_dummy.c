@@ -617,7 +617,9 @@ static long dummy_ioctl(struct file *file, unsigned int command, unsigned long a
 
 	switch (command) {
 	case HMM_DMIRROR_READ:
+#ifdef HMM_DMIRROR_READ_UNLOCKED	/* Linux 7.3's uapi, not 7.2's */
 	case HMM_DMIRROR_READ_UNLOCKED:	/* hmm_rs faults "unlocked" always */
+#endif
 	case HMM_DMIRROR_WRITE:
 	case HMM_DMIRROR_SNAPSHOT:
 	case HMM_DMIRROR_EXCLUSIVE:
