@@ -65,3 +65,43 @@ log() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 # Build products; each kernel the modules are built for has its own.
 OUT=${HMM_RS_OUT:-$CACHE/out${KBUILD#"$CACHE"/build}}
+
+# Prints the URI of the machine's main Debian archive entry (not -security),
+# from deb822 .sources files or one-line sources.list files.
+debian_uri() {
+	local f
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[ -f "$f" ] || continue
+		awk '/^URIs:/ { uri = $2 }
+		     /^Suites:/ { if ($0 !~ /security/ && uri !~ /security/) { print uri; exit } }' "$f"
+	done
+	cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+		awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { print $i; exit } }' || true
+}
+
+# apt-get/apt-cache with a private state for Debian unstable (packages of
+# kernels only unstable has, e.g. 7.2.*+deb14): downloads only, never the
+# machine's own sources, whose upgrades must not be pulled towards unstable.
+# The archive is this machine's Debian entry's; updated once a day.
+unstable_apt() {
+	local st=$CACHE/apt-unstable tool=$1 uri
+	shift
+	if [ ! -f "$st/sources.list" ] || [ -n "$(find "$st/sources.list" -mtime +0)" ]; then
+		uri=$(debian_uri | sed -n 1p)
+		[ -n "$uri" ] || die "no Debian apt source entry to derive unstable from"
+		mkdir -p "$st/lists/partial" "$st/cache/archives/partial"
+		printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s unstable main\n' \
+			"$uri" > "$st/sources.list"
+		unstable_opts "$st"
+		log "updating the private apt state for Debian unstable ($st)"
+		apt-get "${UNSTABLE_OPTS[@]}" update -qq >&2 || die "apt-get update (unstable) failed"
+	fi
+	unstable_opts "$st"
+	"$tool" "${UNSTABLE_OPTS[@]}" "$@"
+}
+unstable_opts() {
+	UNSTABLE_OPTS=(-o "Dir::Etc::SourceList=$1/sources.list" -o Dir::Etc::SourceParts=/dev/null
+		-o "Dir::State::Lists=$1/lists" -o "Dir::Cache=$1/cache"
+		-o Dir::State::Status=/var/lib/dpkg/status)
+	[ "$EUID" -ne 0 ] || UNSTABLE_OPTS+=(-o APT::Sandbox::User=root)
+}

@@ -61,8 +61,16 @@ deb=$CACHE/debian/$rel
 # version $2, or the candidate. Packages already installed on this machine
 # are used where they are.
 fetch() {
-	local pkg=$1 ver=${2:-}
-	[ -n "$ver" ] || ver=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ { print $2 }')
+	local pkg=$1 ver=${2:-} apt=(apt-get)
+	# Kernels of Debian unstable (+deb14): from a private apt state.
+	case "$rel" in *+deb14*) apt=(unstable_apt apt-get) ;; esac
+	if [ -z "$ver" ]; then
+		if [ "${apt[0]}" = unstable_apt ]; then
+			ver=$(unstable_apt apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ { print $2 }')
+		else
+			ver=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ { print $2 }')
+		fi
+	fi
 	{ [ -n "$ver" ] && [ "$ver" != "(none)" ]; } ||
 		die "package $pkg is unknown to apt: no Debian kernel $rel to be had"
 	if [ "$(cat "$deb/.$pkg" 2>/dev/null)" != "$ver" ]; then
@@ -72,7 +80,7 @@ fetch() {
 		# As root, apt would drop to its _apt user, which cannot write here.
 		local sandbox=()
 		[ "$EUID" -ne 0 ] || sandbox=(-o APT::Sandbox::User=root)
-		(cd "$deb/pkg" && apt-get download -qq "${sandbox[@]}" "$pkg=$ver" >&2) ||
+		(cd "$deb/pkg" && "${apt[@]}" download -qq "${sandbox[@]}" "$pkg=$ver" >&2) ||
 			die "cannot download $pkg"
 		dpkg-deb -x "$deb/pkg/${pkg}_"*.deb "$deb/root"
 		echo "$ver" > "$deb/.$pkg"
@@ -141,15 +149,17 @@ if [ "$series" = 7.3 ]; then
 		die "linux-source-7.3 is $srcver but $rel is $hdrver: install linux-source-7.3=$hdrver"
 else
 	# Another series: its linux-source at the headers' version, unpacked
-	# into the cache once per version.
-	KSRC=$CACHE/linux-source-$series
+	# into the cache once per version (kernels of one series may need
+	# different ones: 7.2.12 and 7.2.13).
 	srcver=$hdrver
+	KSRC=$CACHE/sources/$srcver/linux-source-$series
 	if [ "$(cat "$KSRC/.hmm-rs-source" 2>/dev/null)" != "$srcver" ]; then
 		fetch "linux-source-$series" "$hdrver"
 		log "extracting linux-source-$series $srcver"
 		rm -rf "$KSRC"
-		tar -C "$CACHE" -xJf "$deb/root/usr/src/linux-source-$series.tar.xz"
-		rm -rf "$deb/root/usr/src/linux-source-$series.tar.xz"
+		mkdir -p "${KSRC%/*}"
+		tar -C "${KSRC%/*}" -xJf "$deb/root/usr/src/linux-source-$series.tar.xz"
+		rm -f "$deb/root/usr/src/linux-source-$series.tar.xz"
 		echo "$srcver" > "$KSRC/.hmm-rs-source"
 	fi
 fi

@@ -10,6 +10,8 @@ set -euo pipefail
 BINDGEN_VERSION=0.72.1
 KSRC_PKG=linux-source-7.3
 
+# debian_uri (and the cache's location) come from common.sh.
+. "$(cd "$(dirname "$0")" && pwd)/common.sh"
 log() { printf 'provision: %s\n' "$*" >&2; }
 export HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
 export PATH=$HOME/.cargo/bin:$PATH
@@ -24,19 +26,6 @@ PKGS=(build-essential gcc-12 make flex bison bc libelf-dev libssl-dev
       python3 cpio xz-utils busybox-static rsync kmod shellcheck
       libclang-19-dev clang-19 lld-19 llvm-19
       dwarves dkms)  # pahole keeps BTF in Debian kernels' configs (debian-kernel.sh)
-
-# Prints the URI of the machine's main Debian archive entry (not -security),
-# from deb822 .sources files or one-line sources.list files.
-debian_uri() {
-	local f
-	for f in /etc/apt/sources.list.d/*.sources; do
-		[ -f "$f" ] || continue
-		awk '/^URIs:/ { uri = $2 }
-		     /^Suites:/ { if ($0 !~ /security/ && uri !~ /security/) { print uri; exit } }' "$f"
-	done
-	cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-		awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { print $i; exit } }' || true
-}
 
 # trixie-backports carries linux-source-7.3; this release's own backports
 # carry the qemu that matches a backported qemu-utils, if one is installed.
