@@ -128,8 +128,7 @@ TRACE_EVENT(hmm_rs_mirror_update,
 		  __entry->dirtied, __entry->two_pass, __entry->applied)
 );
 
-/* A mirror was registered for the mm, or unregistered (@mm = 0). */
-TRACE_EVENT(hmm_rs_mirror_register,
+DECLARE_EVENT_CLASS(hmm_rs_mirror_mm,
 	TP_PROTO(u64 mirror, u64 mm),
 	TP_ARGS(mirror, mm),
 	TP_STRUCT__entry(
@@ -143,20 +142,15 @@ TRACE_EVENT(hmm_rs_mirror_register,
 	TP_printk("mirror=%llu mm=%llu", __entry->mirror, __entry->mm)
 );
 
-/* The mm of a mirror went away (its last user exited). */
-TRACE_EVENT(hmm_rs_release,
+/* A mirror was registered for the mm, or unregistered (@mm = 0). */
+DEFINE_EVENT(hmm_rs_mirror_mm, hmm_rs_mirror_register,
 	TP_PROTO(u64 mirror, u64 mm),
-	TP_ARGS(mirror, mm),
-	TP_STRUCT__entry(
-		__field(u64, mirror)
-		__field(u64, mm)
-	),
-	TP_fast_assign(
-		__entry->mirror = mirror;
-		__entry->mm = mm;
-	),
-	TP_printk("mirror=%llu mm=%llu", __entry->mirror, __entry->mm)
-);
+	TP_ARGS(mirror, mm));
+
+/* The mm of a mirror went away (its last user exited). */
+DEFINE_EVENT(hmm_rs_mirror_mm, hmm_rs_release,
+	TP_PROTO(u64 mirror, u64 mm),
+	TP_ARGS(mirror, mm));
 
 /* A device fault of [@start, @end) begins. */
 TRACE_EVENT(hmm_rs_fault_begin,
