@@ -154,6 +154,8 @@ else
 	srcver=$hdrver
 	KSRC=$CACHE/sources/$srcver/linux-source-$series
 	if [ "$(cat "$KSRC/.hmm-rs-source" 2>/dev/null)" != "$srcver" ]; then
+		# The tarball is not kept once unpacked: fetch it again.
+		rm -f "$deb/.linux-source-$series"
 		fetch "linux-source-$series" "$hdrver"
 		log "extracting linux-source-$series $srcver"
 		rm -rf "$KSRC"
