@@ -18,7 +18,11 @@ perf) KBUILD=$CACHE/build-perf ;;
 esac
 # The test kernel is built with LLVM (clang, lld): KASAN needs it with Rust.
 KMAKE_ARGS=(LLVM=-19)
-export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
+# bindgen's libclang: LLVM 19's where it is installed (provision.sh), else
+# whatever bindgen finds (Debian unstable has other LLVM releases).
+if [ -z "${LIBCLANG_PATH:-}" ] && [ -d /usr/lib/llvm-19/lib ]; then
+	export LIBCLANG_PATH=/usr/lib/llvm-19/lib
+fi
 export PATH=$HOME/.cargo/bin:$PATH
 
 # The kernel build tree in use (KDIR, or the cached one) and its sources:

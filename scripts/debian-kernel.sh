@@ -61,16 +61,20 @@ deb=$CACHE/debian/$rel
 # version $2, or the candidate. Packages already installed on this machine
 # are used where they are.
 fetch() {
-	local pkg=$1 ver=${2:-} apt=(apt-get)
-	# Kernels of Debian unstable (+deb14): from a private apt state.
-	case "$rel" in *+deb14*) apt=(unstable_apt apt-get) ;; esac
-	if [ -z "$ver" ]; then
-		if [ "${apt[0]}" = unstable_apt ]; then
-			ver=$(unstable_apt apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ { print $2 }')
-		else
-			ver=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ { print $2 }')
-		fi
+	local pkg=$1 ver=${2:-} apt=(apt-get) known
+	# What this machine's apt knows; a kernel of Debian unstable (+deb14)
+	# it does not know comes from a private apt state.
+	known=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ { print $2 }')
+	if [ -z "$known" ] || [ "$known" = "(none)" ] ||
+	   { [ -n "$ver" ] && ! apt-cache show "$pkg=$ver" > /dev/null 2>&1; }; then
+		case "$rel" in
+		*+deb14*)
+			apt=(unstable_apt apt-get)
+			known=$(unstable_apt apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ { print $2 }')
+			;;
+		esac
 	fi
+	[ -n "$ver" ] || ver=$known
 	{ [ -n "$ver" ] && [ "$ver" != "(none)" ]; } ||
 		die "package $pkg is unknown to apt: no Debian kernel $rel to be had"
 	if [ "$(cat "$deb/.$pkg" 2>/dev/null)" != "$ver" ]; then
@@ -154,13 +158,19 @@ else
 	srcver=$hdrver
 	KSRC=$CACHE/sources/$srcver/linux-source-$series
 	if [ "$(cat "$KSRC/.hmm-rs-source" 2>/dev/null)" != "$srcver" ]; then
-		# The tarball is not kept once unpacked: fetch it again.
-		rm -f "$deb/.linux-source-$series"
-		fetch "linux-source-$series" "$hdrver"
+		# The installed package if it is that version, else fetched (the
+		# tarball is not kept once unpacked: fetched again if need be).
+		tarball=/usr/src/linux-source-$series.tar.xz
+		if [ ! -f "$tarball" ] ||
+		   [ "$(dpkg-query -W -f='${Version}' "linux-source-$series" 2>/dev/null)" != "$srcver" ]; then
+			rm -f "$deb/.linux-source-$series"
+			fetch "linux-source-$series" "$hdrver"
+			tarball=$deb/root/usr/src/linux-source-$series.tar.xz
+		fi
 		log "extracting linux-source-$series $srcver"
 		rm -rf "$KSRC"
 		mkdir -p "${KSRC%/*}"
-		tar -C "${KSRC%/*}" -xJf "$deb/root/usr/src/linux-source-$series.tar.xz"
+		tar -C "${KSRC%/*}" -xJf "$tarball"
 		rm -f "$deb/root/usr/src/linux-source-$series.tar.xz"
 		echo "$srcver" > "$KSRC/.hmm-rs-source"
 	fi
