@@ -66,7 +66,7 @@ fetch() {
 	# it does not know comes from a private apt state.
 	known=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ { print $2 }')
 	if [ -z "$known" ] || [ "$known" = "(none)" ] ||
-	   { [ -n "$ver" ] && ! apt-cache show "$pkg=$ver" > /dev/null 2>&1; }; then
+	   { [ -n "$ver" ] && ! apt-cache madison "$pkg" 2>/dev/null | awk '{ print $3 }' | grep -qxF "$ver"; }; then
 		case "$rel" in
 		*+deb14*)
 			apt=(unstable_apt apt-get)

@@ -93,8 +93,13 @@ struct dummy_file {
 	struct dummy_device *ddev;
 	struct hmm_rs_mirror *mirror;
 	u64 flags;			/* HMM_DMIRROR_FLAGS */
-	struct mutex dev_lock;		/* the device touches pages; @stopped */
-	unsigned int stopped;		/* invalidations in update()..update_end() */
+	struct mutex dev_lock;		/* the device touches pages; @stopped up */
+	/*
+	 * Invalidations in update()..update_end(): raised under @dev_lock (so
+	 * no access is under way), lowered without it, since update_end() of
+	 * a non-blockable invalidation must not sleep on the mutex.
+	 */
+	atomic_t stopped;
 	wait_queue_head_t resume;	/* @stopped went to 0 */
 	ktime_t flush_done;		/* when the simulated flushes end */
 	spinlock_t log_lock;		/* log, log_len, log_lost */
@@ -148,7 +153,7 @@ static int dummy_update(struct hmm_rs_mirror *mirror,
 		mutex_lock(&df->dev_lock);
 	else if (!mutex_trylock(&df->dev_lock))
 		return -EAGAIN;
-	df->stopped++;
+	atomic_inc(&df->stopped);
 	dummy_log(df, event);
 	/* The device's flush starts now and takes @latency. */
 	if (latency)
@@ -175,10 +180,8 @@ static void dummy_update_end(struct hmm_rs_mirror *mirror,
 {
 	struct dummy_file *df = mirror_priv;
 
-	mutex_lock(&df->dev_lock);
-	if (!--df->stopped)
+	if (atomic_dec_and_test(&df->stopped))
 		wake_up_all(&df->resume);
-	mutex_unlock(&df->dev_lock);
 }
 
 static const struct hmm_rs_device_ops dummy_ops = {
@@ -379,9 +382,9 @@ static int dummy_access(struct dummy_file *df, struct dummy_access *a)
 
 	a->pages = 0;
 	mutex_lock(&df->dev_lock);
-	while (df->stopped) {
+	while (atomic_read(&df->stopped)) {
 		mutex_unlock(&df->dev_lock);
-		wait_event(df->resume, !READ_ONCE(df->stopped));
+		wait_event(df->resume, !atomic_read(&df->stopped));
 		mutex_lock(&df->dev_lock);
 	}
 	ret = hmm_rs_mirror_walk(df->mirror, a->start, a->end, dummy_copy_mapping, a);
