@@ -73,6 +73,7 @@ impl Drop for HmmCore {
             bindings::mmu_notifier_synchronize();
             bindings::rcu_barrier();
         }
+        hmm_mirror::exit();
         pr_info!("HMM core unloaded\n");
     }
 }
