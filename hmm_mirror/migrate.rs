@@ -601,6 +601,17 @@ impl HmmMirror {
                         }
                     }
                     Err(e) => {
+                        // The pages that moved are freed by finalize, and
+                        // this mirror skipped their Migrate event: their
+                        // old entries must go first, or they would name
+                        // freed pages (found by the injected storm: freed
+                        // pages dirtied through such entries).
+                        let step_end = addr + n as u64 * PAGE_SIZE;
+                        // In the table's range (checked): cannot fail.
+                        let _ = self
+                            .pt
+                            .lock()
+                            .update(addr, step_end, PtFlags::NONE, |d| self.dirty(d));
                         m.finalize();
                         return Err(e);
                     }
