@@ -8,9 +8,11 @@
 use core::ptr::NonNull;
 use kernel::{
     bindings,
+    device::Device,
     mm::MmWithUser,
     prelude::*,
     sync::{
+        aref::ARef,
         atomic::{Atomic, Relaxed},
         Arc,
     },
@@ -213,6 +215,39 @@ unsafe extern "C" fn hmm_rs_rust_mirror_register(
     mm: *mut bindings::mm_struct,
     private: *mut core::ffi::c_void,
 ) -> *mut HmmMirror {
+    // SAFETY: By the caller's guarantees.
+    unsafe { mirror_register(device, mm, None, private) }
+}
+
+/// # Safety
+///
+/// As [`hmm_rs_rust_mirror_register`]; `dma_dev` is a live `struct device`.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_register_dma(
+    device: *mut CDevice,
+    mm: *mut bindings::mm_struct,
+    dma_dev: *mut bindings::device,
+    private: *mut core::ffi::c_void,
+) -> *mut HmmMirror {
+    if dma_dev.is_null() {
+        return EINVAL.to_ptr();
+    }
+    // SAFETY: A live device, by the caller's guarantee; this takes a
+    // reference the mirror holds.
+    let dma_dev = unsafe { Device::get_device(dma_dev) };
+    // SAFETY: By the caller's guarantees.
+    unsafe { mirror_register(device, mm, Some(dma_dev), private) }
+}
+
+/// # Safety
+///
+/// As [`hmm_rs_rust_mirror_register`].
+unsafe fn mirror_register(
+    device: *mut CDevice,
+    mm: *mut bindings::mm_struct,
+    dma_dev: Option<ARef<Device>>,
+    private: *mut core::ffi::c_void,
+) -> *mut HmmMirror {
     let (Some(dev), false) = (NonNull::new(device), mm.is_null()) else {
         return EINVAL.to_ptr();
     };
@@ -229,7 +264,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_register(
         Ok(ops) => ops,
         Err(_) => return ENOMEM.to_ptr(),
     };
-    match HmmMirror::register(mm, Owner::of(device), ops) {
+    match HmmMirror::register_dma(mm, Owner::of(device), ops, dma_dev) {
         Ok(mirror) => Arc::into_raw(mirror).cast_mut(),
         Err(e) => e.to_ptr(),
     }
@@ -338,6 +373,64 @@ unsafe extern "C" fn hmm_rs_rust_mirror_walk(
         Ok(_) => ret,
         Err(e) => e.to_errno(),
     }
+}
+
+/// `hmm_rs_dma_walk_fn` of hmm_rs.h.
+type CDmaWalkFn = unsafe extern "C" fn(
+    *mut core::ffi::c_void,
+    kernel::ffi::c_ulong,
+    u64,
+    u64,
+    kernel::ffi::c_uint,
+    u64,
+) -> core::ffi::c_int;
+
+/// `HMM_RS_DMA_NONE` of hmm_rs.h: no DMA address.
+const DMA_NONE: u64 = u64::MAX;
+
+/// # Safety
+///
+/// `mirror` is registered; `f` is callable with `arg` under RCU.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_walk_dma(
+    mirror: *mut HmmMirror,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+    f: Option<CDmaWalkFn>,
+    arg: *mut core::ffi::c_void,
+) -> core::ffi::c_int {
+    let Some(f) = f else {
+        return EINVAL.to_errno();
+    };
+    let mut ret = 0;
+    // SAFETY: A registered mirror, by the caller's guarantee.
+    let walked = unsafe { &*mirror }.walk_dma(start as u64, end as u64, |m, dma| {
+        // SAFETY: The driver's callback, with its own argument.
+        ret = unsafe {
+            f(
+                arg,
+                m.addr as usize,
+                m.entry.pfn(),
+                dma.unwrap_or(DMA_NONE),
+                m.order,
+                m.entry.flags().bits(),
+            )
+        };
+        ret != 0
+    });
+    match walked {
+        Ok(_) => ret,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// `mirror` is registered.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_unbind_dma(mirror: *mut HmmMirror) -> core::ffi::c_int {
+    // SAFETY: A registered mirror, by the caller's guarantee.
+    errno(unsafe { &*mirror }.unbind_dma())
 }
 
 /// # Safety

@@ -27,15 +27,19 @@
 //! a CPU for long.
 
 pub(crate) mod devmem;
+pub(crate) mod dma;
 mod migrate;
 
 use core::ptr::NonNull;
 use devmem::{DevicePfns, Owner};
+use dma::{DmaMapping, DmaTable, ToMap};
 use kernel::{
     bindings,
+    device::Device,
     mm::MmWithUser,
     prelude::*,
     sync::{
+        aref::ARef,
         atomic::{Atomic, Relaxed},
         Arc,
     },
@@ -46,7 +50,8 @@ use crate::{
     hmm_event::{HmmEvent, HmmEventType},
     hmm_mm::HmmMmRef,
     hmm_pt::{
-        HmmPt, PageDirs, PtDirty, PtEntry, PtFlags, PtLevels, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE,
+        HmmPt, PageDirs, PtDirty, PtEntry, PtFlags, PtLevels, PtMapping, Reserve, HUGE_ORDER,
+        HUGE_SIZE, PAGE_SIZE,
     },
     shim, trace,
 };
@@ -158,6 +163,9 @@ pub(crate) struct HmmMirror {
     ops: KBox<dyn MirrorOps>,
     /// The mirror's device: its device pages are mirrored as they are.
     owner: Owner,
+    /// The DMA mappings of the mirrored pages, for a mirror bound to a
+    /// `struct device` ([`dma`]).
+    dma: Option<Pin<KBox<DmaTable>>>,
     inserted: Atomic<bool>,
     /// The mm released this mirror: it holds nothing and cannot fault.
     released: Atomic<bool>,
@@ -182,6 +190,24 @@ struct FaultCounts {
     retries: u32,
     /// 2 MiB entries made.
     huge: u32,
+}
+
+/// A fault's buffers, one 2 MiB chunk's worth: `hmm_range_fault()`'s
+/// output and the DMA entries being made.
+struct FaultBufs {
+    hmm_pfns: KVec<kernel::ffi::c_ulong>,
+    dma_buf: KVec<PtEntry>,
+}
+
+/// One fault chunk's DMA commit ([`HmmMirror::commit_dma`]).
+struct DmaCommit {
+    start: u64,
+    end: u64,
+    /// One 2 MiB mapping of the huge page at `first`.
+    huge: bool,
+    first: u64,
+    /// Bidirectional mappings.
+    write: bool,
 }
 
 /// Numbers mirrors for debugfs.
@@ -209,6 +235,7 @@ kernel::sync::global_lock! {
 pub(crate) fn init() {
     // SAFETY: Called once, before any mirror exists.
     unsafe { MIRRORS.init() };
+    dma::init();
 }
 
 /// Frees the registry's buffer; called once from module exit, when no
@@ -216,12 +243,14 @@ pub(crate) fn init() {
 /// leaked at every unload, found by kmemleak.)
 pub(crate) fn exit() {
     *MIRRORS.lock() = KVec::new();
+    dma::exit();
 }
 
 /// Writes the statistics of every mirror and its mm (debugfs `hmm_rs/stats`).
 /// Takes mutexes: may sleep.
 pub(crate) fn write_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
     devmem::write_stats(f)?;
+    dma::write_stats(f)?;
     crate::hmm_mm::write_event_stats(f)?;
     writeln!(
         f,
@@ -412,11 +441,26 @@ impl HmmMirror {
         owner: Owner,
         ops: KBox<dyn MirrorOps>,
     ) -> Result<Arc<Self>> {
+        Self::register_dma(mm, owner, ops, None)
+    }
+
+    /// [`Self::register`], bound to `dev` if given: the mirrored pages are
+    /// DMA-mapped for it ([`dma`]).
+    pub(crate) fn register_dma(
+        mm: &MmWithUser,
+        owner: Owner,
+        ops: KBox<dyn MirrorOps>,
+        dev: Option<ARef<Device>>,
+    ) -> Result<Arc<Self>> {
         let hmm = HmmMmRef::get(mm)?;
         // SAFETY: No preconditions.
         let levels = match unsafe { shim::hmm_rs_user_address_bits() } {
             0..=48 => PtLevels::Four,
             _ => PtLevels::Five,
+        };
+        let dma = match dev {
+            Some(dev) => Some(KBox::pin_init(DmaTable::new(levels, dev), GFP_KERNEL)?),
+            None => None,
         };
         let mirror = Arc::pin_init(
             try_pin_init!(Self {
@@ -425,6 +469,7 @@ impl HmmMirror {
                 hmm,
                 ops,
                 owner,
+                dma,
                 inserted: Atomic::new(false),
                 released: Atomic::new(false),
                 id: NEXT_MIRROR_ID.fetch_add(1, Relaxed),
@@ -471,10 +516,11 @@ impl HmmMirror {
     /// One line of debugfs statistics.
     pub(crate) fn write_stats(&self, f: &mut impl core::fmt::Write) -> core::fmt::Result {
         let s = self.pt.stats();
+        let (dma_pages, dma_maps) = self.dma.as_ref().map_or((0, 0), |d| d.counts());
         writeln!(
             f,
             "mirror {}: entries {} pages {} bytes {} faults {} fault_races {} fault_retries {} \
-             invalidations {} dirtied {} split_fallbacks {}",
+             invalidations {} dirtied {} split_fallbacks {} dma_pages {} dma_mappings {}",
             self.id,
             s.entries,
             s.pages,
@@ -484,7 +530,9 @@ impl HmmMirror {
             self.fault_retries.load(Relaxed),
             self.invalidations.load(Relaxed),
             self.dirtied.load(Relaxed),
-            s.split_fallbacks
+            s.split_fallbacks,
+            dma_pages,
+            dma_maps
         )
     }
 
@@ -549,6 +597,11 @@ impl HmmMirror {
         }
         let end = event.end.min(self.pt.limit());
         let (mut entries, mut dirtied) = (0, 0);
+        // The device is done with the range: its mappings of entries that
+        // go or lose write access go first, before any page can.
+        if !event.keep.contains(PtFlags::VALID | PtFlags::WRITE) {
+            self.unmap_dma(event.start, end);
+        }
         if event.start < end {
             // The range is page aligned and within the table: cannot fail.
             entries = self
@@ -570,7 +623,54 @@ impl HmmMirror {
         self.released.store(true, Relaxed);
         trace::release(self.id, self.hmm.id());
         self.ops.release(self);
+        if let Some(dma) = &self.dma {
+            dma.clear();
+        }
         self.pt.lock().clear(|d| self.dirty(d));
+    }
+
+    /// Unmaps the DMA mappings overlapping `[start, end)`, if the mirror
+    /// is DMA-mapped: for events, and for the mirror's own migration, whose
+    /// event it does not apply (its pages that move are freed). Never
+    /// sleeps.
+    pub(crate) fn unmap_dma(&self, start: u64, end: u64) {
+        if let Some(dma) = &self.dma {
+            dma.remove(start, end);
+        }
+    }
+
+    /// The device is going away: unmaps every DMA mapping of the mirror;
+    /// its faults fail with `ENODEV` from now on. Returns `EINVAL` for a
+    /// mirror that is not DMA-mapped. Never sleeps.
+    pub(crate) fn unbind_dma(&self) -> Result {
+        self.dma.as_ref().ok_or(EINVAL)?.unbind();
+        Ok(())
+    }
+
+    /// Calls `f` for each mapping of the mirror overlapping `[start, end)`
+    /// in address order with the DMA address of its first page, or `None`
+    /// where the device has no mapping (device-private and exclusive
+    /// entries, a mirror that is not DMA-mapped, entries whose mapping an
+    /// event removed in part: fault them again). Stops when `f` returns
+    /// true; returns whether it did. Runs under RCU: `f` must not sleep.
+    pub(crate) fn walk_dma(
+        &self,
+        start: u64,
+        end: u64,
+        mut f: impl FnMut(&PtMapping, Option<u64>) -> bool,
+    ) -> Result<bool> {
+        self.pt.walk_until(start, end, |m| {
+            let dma = self
+                .dma
+                .as_ref()
+                .filter(|_| !m.entry.flags().contains(PtFlags::DEVICE))
+                .and_then(|d| d.lookup(m.addr))
+                .filter(|d: &DmaMapping| {
+                    d.addr <= m.addr && m.end() <= d.addr + (PAGE_SIZE << d.order)
+                })
+                .map(|d| d.dma + (m.addr - d.addr));
+            f(m, dma)
+        })
     }
 
     /// A device fault: mirrors `[start, end)` of the mm for reading
@@ -608,13 +708,22 @@ impl HmmMirror {
         if self.released.load(Relaxed) {
             return Err(ESRCH);
         }
-        let mut hmm_pfns =
-            KVec::with_capacity(HUGE_SIZE as usize / PAGE_SIZE as usize, GFP_KERNEL)?;
+        let chunk_pages = HUGE_SIZE as usize / PAGE_SIZE as usize;
+        let mut bufs = FaultBufs {
+            hmm_pfns: KVec::with_capacity(chunk_pages, GFP_KERNEL)?,
+            dma_buf: KVec::with_capacity(
+                if self.dma.is_some() { chunk_pages } else { 0 },
+                GFP_KERNEL,
+            )?,
+        };
+        if self.dma.as_ref().is_some_and(|d| !d.is_bound()) {
+            return Err(ENODEV);
+        }
         let watch = FaultWatch::new(self, start, end)?;
         let mut chunk = start;
         while chunk < end {
             let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
-            self.fault_chunk(&watch, chunk, chunk_end, write, &mut hmm_pfns, counts)?;
+            self.fault_chunk(&watch, chunk, chunk_end, write, &mut bufs, counts)?;
             chunk = chunk_end;
         }
         self.hmm.count(ty);
@@ -753,7 +862,7 @@ impl HmmMirror {
         start: u64,
         end: u64,
         write: bool,
-        hmm_pfns: &mut KVec<kernel::ffi::c_ulong>,
+        bufs: &mut FaultBufs,
         counts: &mut FaultCounts,
     ) -> Result {
         for tries in 0..FAULT_RETRIES {
@@ -762,11 +871,11 @@ impl HmmMirror {
                 ALL_FAULT_RETRIES.add(1, Relaxed);
                 counts.retries += 1;
             }
-            let seq = match self.fault_in(watch, start, end, write, hmm_pfns) {
+            let seq = match self.fault_in(watch, start, end, write, &mut bufs.hmm_pfns) {
                 Err(EBUSY) => continue,
                 r => r?,
             };
-            if let Some(huge) = self.commit(watch, start, end, write, seq, hmm_pfns)? {
+            if let Some(huge) = self.commit(watch, start, end, write, seq, bufs)? {
                 counts.huge += u32::from(huge);
                 return Ok(());
             }
@@ -828,8 +937,9 @@ impl HmmMirror {
         end: u64,
         write: bool,
         seq: kernel::ffi::c_ulong,
-        hmm_pfns: &[kernel::ffi::c_ulong],
+        bufs: &mut FaultBufs,
     ) -> Result<Option<bool>> {
+        let (hmm_pfns, dma_buf) = (&bufs.hmm_pfns[..], &mut bufs.dma_buf);
         let flags = if write {
             PtFlags::WRITE | PtFlags::DIRTY
         } else {
@@ -858,10 +968,29 @@ impl HmmMirror {
             PtEntry::from_checked_pfn(pfn as u64, flags)
         };
         let mut res = self.pt.reserve(start, end, huge, GFP_KERNEL)?;
+        let mut dma_res = match &self.dma {
+            Some(dma) => Some(dma.reserve(start, end)?),
+            None => None,
+        };
         let mut table = self.pt.lock();
         // SAFETY: The watch is inserted while it exists (type invariant).
         if unsafe { shim::hmm_rs_interval_read_retry(watch.sub.get(), seq) } {
             return Ok(None);
+        }
+        // The device's mappings first: one that fails leaves the mirror as
+        // it was.
+        if let (Some(dma), Some(dma_res)) = (&self.dma, dma_res.as_mut()) {
+            let what = DmaCommit {
+                start,
+                end,
+                huge,
+                first,
+                write,
+            };
+            match self.commit_dma(dma, dma_res, &what, hmm_pfns, dma_buf) {
+                Err(EAGAIN) => return Ok(None),
+                r => r?,
+            }
         }
         let done = if huge {
             table.populate_huge(&mut res, start, entry(&hmm_pfns[0]), |d| self.dirty(d))
@@ -869,10 +998,62 @@ impl HmmMirror {
             let entries = hmm_pfns.iter().map(entry);
             table.populate_from(&mut res, start, entries, |d| self.dirty(d))
         };
+        if done.is_err() {
+            self.unmap_dma(start, end);
+        }
         match done {
             Err(EAGAIN) => Ok(None),
             r => r.map(|()| Some(huge)),
         }
+    }
+
+    /// The DMA half of [`Self::commit`], under the mirror's table lock:
+    /// maps the faulted-in pages for the device. Device-private pages are
+    /// the device's own: not mapped.
+    fn commit_dma(
+        &self,
+        dma: &DmaTable,
+        res: &mut Reserve,
+        c: &DmaCommit,
+        hmm_pfns: &[kernel::ffi::c_ulong],
+        buf: &mut KVec<PtEntry>,
+    ) -> Result {
+        // SAFETY: No preconditions.
+        let pfn_flags = unsafe { shim::hmm_rs_pfn_flags };
+        let dev = DevicePfns::now();
+        let sys = |p: &kernel::ffi::c_ulong| !is_device_private(dev, p & !pfn_flags);
+        let to_map = |p: &kernel::ffi::c_ulong| ToMap {
+            pfn: (p & !pfn_flags) as u64,
+            order: 0,
+        };
+        if c.huge {
+            let p = ToMap {
+                pfn: c.first,
+                order: HUGE_ORDER,
+            };
+            return dma.commit(res, c.start, core::iter::once(p), true, c.write, buf);
+        }
+        if hmm_pfns.iter().all(sys) {
+            return dma.commit(res, c.start, hmm_pfns.iter().map(to_map), false, c.write, buf);
+        }
+        // Mixed: the runs of system pages.
+        dma.remove(c.start, c.end);
+        let mut i = 0;
+        while i < hmm_pfns.len() {
+            let run = hmm_pfns[i..].iter().take_while(|p| sys(p)).count();
+            if run == 0 {
+                i += 1;
+                continue;
+            }
+            let a = c.start + i as u64 * PAGE_SIZE;
+            let pages = hmm_pfns[i..i + run].iter().map(to_map);
+            if let Err(e) = dma.commit(res, a, pages, false, c.write, buf) {
+                dma.remove(c.start, c.end);
+                return Err(e);
+            }
+            i += run;
+        }
+        Ok(())
     }
 
     /// The walk [`Self::fault`] (`fault`) or [`Self::snapshot`] (not)
@@ -948,7 +1129,11 @@ impl PinnedDrop for HmmMirror {
             // callbacks, so none is left when the mirror is freed.
             unsafe { bindings::mmu_interval_notifier_remove(self.interval.get()) };
         }
-        // ...and what the device may have written is dirtied.
+        // ...its device mappings go, and what the device may have written
+        // is dirtied.
+        if let Some(dma) = &self.dma {
+            dma.clear();
+        }
         self.pt.lock().clear(dirty_page);
         trace::mirror_register(self.id, 0);
     }
@@ -1196,18 +1381,21 @@ mod tests {
         let addr = kunit_mm::mmap(n * PAGE, PROT_READ | PROT_WRITE)?;
         let (_seen, m) = mirror()?;
         let (start, end) = (addr as u64, (addr + n * PAGE) as u64);
-        let mut pfns = KVec::new();
+        let mut bufs = FaultBufs {
+            hmm_pfns: KVec::new(),
+            dma_buf: KVec::new(),
+        };
         // The CPU mapping is replaced between the two halves of a fault: what
         // was faulted in is stale and must not be committed.
         let w = FaultWatch::new(&m, start, end)?;
-        let seq = m.fault_in(&w, start, end, true, &mut pfns)?;
+        let seq = m.fault_in(&w, start, end, true, &mut bufs.hmm_pfns)?;
         kunit_mm::remap(addr, n * PAGE)?;
-        assert!(m.commit(&w, start, end, true, seq, &pfns)?.is_none());
+        assert!(m.commit(&w, start, end, true, seq, &mut bufs)?.is_none());
         assert_eq!(m.table().stats().entries, 0);
         assert!(m.fault_races.load(Relaxed) >= 1);
         // With nothing in between, the same steps commit.
-        let seq = m.fault_in(&w, start, end, true, &mut pfns)?;
-        assert!(m.commit(&w, start, end, true, seq, &pfns)?.is_some());
+        let seq = m.fault_in(&w, start, end, true, &mut bufs.hmm_pfns)?;
+        assert!(m.commit(&w, start, end, true, seq, &mut bufs)?.is_some());
         assert_eq!(m.table().stats().entries, n as u64);
         assert_eq!(stale_entries(&m, addr, n), 0);
         Ok(())

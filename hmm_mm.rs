@@ -311,6 +311,9 @@ pub(crate) unsafe extern "C" fn hmm_invalidate_range_start(
         // A mirror's own migration to device memory: it maps what moves
         // itself, and what stays is unchanged (hmm_mirror/migrate.rs).
         if matches!(inv.event, NotifierEvent::Migrate) && m.is_migration_owner(r.owner) {
+            // Its DMA mappings go all the same: the pages that move are
+            // freed (its driver does not use a range it is migrating).
+            m.unmap_dma(event.start, event.end);
             continue;
         }
         // EAGAIN, non-blockable: the mirrors done already only lost entries

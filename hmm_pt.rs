@@ -49,12 +49,11 @@
 use core::{mem::ManuallyDrop, ops, ptr::NonNull};
 use kernel::{
     alloc::{flags, Flags},
-    new_spinlock,
     page::Page,
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        rcu, SpinLock, SpinLockGuard,
+        rcu, LockClassKey, SpinLock, SpinLockGuard,
     },
 };
 
@@ -473,6 +472,18 @@ impl<A: DirAlloc> HmmPt<A> {
     /// Creates an empty table translating `levels` worth of address bits; the
     /// root directory is allocated with `GFP_KERNEL`.
     pub(crate) fn new(levels: PtLevels, alloc: A) -> impl PinInit<Self, Error> {
+        Self::with_lock_class(levels, alloc, c"HmmPt::lock", kernel::static_lock_class!())
+    }
+
+    /// As [`Self::new`], with the writer lock in its own lockdep class: for
+    /// a table whose lock nests inside another table's (the DMA table of
+    /// `hmm_mirror::dma`, inside its mirror's table lock).
+    pub(crate) fn with_lock_class(
+        levels: PtLevels,
+        alloc: A,
+        name: &'static CStr,
+        key: Pin<&'static LockClassKey>,
+    ) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             root: alloc.alloc(GFP_KERNEL)?,
             levels: levels as u32,
@@ -481,7 +492,7 @@ impl<A: DirAlloc> HmmPt<A> {
             entries: Atomic::new(0),
             pages: Atomic::new(0),
             split_fallbacks: Atomic::new(0),
-            lock <- new_spinlock!(()),
+            lock <- SpinLock::new((), name, key),
         }? Error)
     }
 
@@ -525,6 +536,27 @@ impl<A: DirAlloc> HmmPt<A> {
             let _rcu = rcu::read_lock();
             self.missing(self.root.dir(), self.top(), 0, start, end, u32::from(huge))
         };
+        let mut dirs = KVec::with_capacity(need, gfp)?;
+        for _ in 0..need {
+            dirs.push(self.alloc.alloc(gfp)?, gfp)?;
+        }
+        Ok(Reserve { dirs })
+    }
+
+    /// As [`Self::reserve`], but enough for `[start, end)` whatever happens
+    /// to the table before the populate: every directory below the root
+    /// that the range spans. For a caller that removes the range's entries
+    /// first under the same lock ([`PtGuard::remove_whole`] frees the
+    /// directories it empties), then populates it.
+    pub(crate) fn reserve_fresh(
+        &self,
+        start: u64,
+        end: u64,
+        huge: bool,
+        gfp: Flags,
+    ) -> Result<Reserve> {
+        self.check_range(start, end)?;
+        let need = dirs_spanned(start, end, self.top() - 1, u32::from(huge));
         let mut dirs = KVec::with_capacity(need, gfp)?;
         for _ in 0..need {
             dirs.push(self.alloc.alloc(gfp)?, gfp)?;
@@ -969,6 +1001,19 @@ impl<A: DirAlloc> PtGuard<'_, A> {
             }
         };
         self.modify_range(start, end, true, &transform, &mut on_dirty)
+    }
+
+    /// Removes every entry overlapping `[start, end)`, a huge entry partly
+    /// in the range whole (never split: for tables whose huge entries
+    /// cannot be cut, as one DMA mapping cannot be unmapped in part).
+    /// Dirty entries are handed to `on_dirty`. Returns how many went.
+    pub(crate) fn remove_whole(
+        &mut self,
+        start: u64,
+        end: u64,
+        mut on_dirty: impl FnMut(PtDirty),
+    ) -> Result<usize> {
+        self.modify_range(start, end, false, &|_| PtEntry(0), &mut on_dirty)
     }
 
     /// Marks the writable entries in `[start, end)` `DIRTY`: the device wrote

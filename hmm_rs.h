@@ -18,6 +18,7 @@
 #include <linux/bits.h>
 #include <linux/types.h>
 
+struct device;
 struct mm_struct;
 struct page;
 
@@ -143,6 +144,41 @@ typedef int (*hmm_rs_walk_fn)(void *arg, unsigned long addr, u64 pfn,
 			      unsigned int order, u64 flags);
 int hmm_rs_mirror_walk(struct hmm_rs_mirror *mirror, unsigned long start,
 		       unsigned long end, hmm_rs_walk_fn fn, void *arg);
+
+/*
+ * DMA-mapped mirrors. A mirror registered with hmm_rs_mirror_register_dma()
+ * is bound to @dma_dev (a reference is held until it is unregistered): each
+ * page a fault commits is DMA-mapped for @dma_dev (dma_map_page(), through
+ * the IOMMU if it has one), a 2 MiB entry as one mapping of the whole huge
+ * page; bidirectional for a write fault, to-device for a read fault. An
+ * event that removes or write-protects entries unmaps their mappings after
+ * update() and before the mirror table changes (the next device read maps
+ * write-protected pages again, to-device); a 2 MiB mapping goes whole even
+ * if the event covers part of it. Device-private pages and exclusive
+ * entries are not mapped. A fault whose mapping fails returns -ENOMEM or
+ * -EIO with nothing of that 2 MiB chunk mapped.
+ *
+ * hmm_rs_mirror_walk_dma() is hmm_rs_mirror_walk() with the DMA address of
+ * each mapping's first page, or HMM_RS_DMA_NONE where the device has none
+ * (device-private or exclusive entries, or a mapping an event removed:
+ * fault the range again). A driver that keeps its device off the range from
+ * update() to update_end() (as it must anyway) never uses an address after
+ * it was unmapped.
+ *
+ * hmm_rs_mirror_unbind_dma(): @dma_dev is going away (its driver's remove):
+ * every mapping is unmapped, and faults fail with -ENODEV from then on.
+ * Returns 0, or -EINVAL for a mirror that is not DMA-mapped. Does not sleep.
+ */
+#define HMM_RS_DMA_NONE		(~0ULL)
+typedef int (*hmm_rs_dma_walk_fn)(void *arg, unsigned long addr, u64 pfn, u64 dma,
+				  unsigned int order, u64 flags);
+struct hmm_rs_mirror *hmm_rs_mirror_register_dma(struct hmm_rs_device *device,
+						 struct mm_struct *mm,
+						 struct device *dma_dev,
+						 void *mirror_priv);
+int hmm_rs_mirror_walk_dma(struct hmm_rs_mirror *mirror, unsigned long start,
+			   unsigned long end, hmm_rs_dma_walk_fn fn, void *arg);
+int hmm_rs_mirror_unbind_dma(struct hmm_rs_mirror *mirror);
 
 /*
  * What the CPU maps in [start, end) now, without faulting anything in: one

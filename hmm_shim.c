@@ -3,8 +3,11 @@
  * hmm-rs C shim: only what Rust cannot do from outside the kernel tree
  * (inline helpers, EXPORT_SYMBOL_GPL, tracepoints). Keep it thin.
  */
+#include <linux/debugfs.h>
 #include <linux/delay.h>
+#include <linux/dma-mapping.h>
 #include <linux/export.h>
+#include <linux/fault-inject.h>
 #include <linux/highmem.h>
 #include <linux/hmm.h>
 #include <linux/ioport.h>
@@ -673,6 +676,28 @@ struct hmm_rs_mirror *hmm_rs_mirror_register(struct hmm_rs_device *device,
 }
 EXPORT_SYMBOL_GPL(hmm_rs_mirror_register);
 
+struct hmm_rs_mirror *hmm_rs_mirror_register_dma(struct hmm_rs_device *device,
+						 struct mm_struct *mm,
+						 struct device *dma_dev,
+						 void *mirror_priv)
+{
+	return hmm_rs_rust_mirror_register_dma(device, mm, dma_dev, mirror_priv);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_mirror_register_dma);
+
+int hmm_rs_mirror_walk_dma(struct hmm_rs_mirror *mirror, unsigned long start,
+			   unsigned long end, hmm_rs_dma_walk_fn fn, void *arg)
+{
+	return hmm_rs_rust_mirror_walk_dma(mirror, start, end, fn, arg);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_mirror_walk_dma);
+
+int hmm_rs_mirror_unbind_dma(struct hmm_rs_mirror *mirror)
+{
+	return hmm_rs_rust_mirror_unbind_dma(mirror);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_mirror_unbind_dma);
+
 void hmm_rs_mirror_unregister(struct hmm_rs_mirror *mirror)
 {
 	hmm_rs_rust_mirror_unregister(mirror);
@@ -772,3 +797,67 @@ long hmm_rs_mirror_migrate_to_system(struct hmm_rs_mirror *mirror,
 	return hmm_rs_rust_mirror_migrate_to_system(mirror, start, end);
 }
 EXPORT_SYMBOL_GPL(hmm_rs_mirror_migrate_to_system);
+
+/*
+ * DMA mappings of mirrored pages (hmm_mirror/dma.rs): one mapping per
+ * mirror entry, 4 KiB or a whole 2 MiB folio. A device that may write gets
+ * a bidirectional mapping, a reader a to-device one.
+ *
+ * Mapping failures can be injected (CONFIG_FAULT_INJECTION_DEBUG_FS):
+ * /sys/kernel/debug/hmm_rs_fail_dma/ holds the usual probability,
+ * interval, times and task-filter knobs of the kernel's fault injection.
+ */
+#ifdef CONFIG_FAULT_INJECTION_DEBUG_FS
+static DECLARE_FAULT_ATTR(hmm_rs_fail_dma);
+static struct dentry *hmm_rs_fail_dma_dir;
+#endif
+
+static bool hmm_rs_dma_should_fail(size_t size)
+{
+#ifdef CONFIG_FAULT_INJECTION_DEBUG_FS
+	return should_fail(&hmm_rs_fail_dma, size);
+#else
+	return false;
+#endif
+}
+
+void hmm_rs_shim_init(void)
+{
+#ifdef CONFIG_FAULT_INJECTION_DEBUG_FS
+	/* Without the knobs, mappings simply never fail on purpose. */
+	hmm_rs_fail_dma_dir = fault_create_debugfs_attr("hmm_rs_fail_dma", NULL,
+							&hmm_rs_fail_dma);
+#endif
+}
+
+void hmm_rs_shim_exit(void)
+{
+#ifdef CONFIG_FAULT_INJECTION_DEBUG_FS
+	debugfs_remove_recursive(hmm_rs_fail_dma_dir);
+#endif
+}
+
+static enum dma_data_direction hmm_rs_dma_dir(bool write)
+{
+	return write ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE;
+}
+
+int hmm_rs_dma_map(struct device *dev, unsigned long pfn, unsigned int order, bool write,
+		   u64 *dma)
+{
+	size_t size = PAGE_SIZE << order;
+	dma_addr_t addr;
+
+	if (hmm_rs_dma_should_fail(size))
+		return -ENOMEM;
+	addr = dma_map_page_attrs(dev, pfn_to_page(pfn), 0, size, hmm_rs_dma_dir(write), 0);
+	if (dma_mapping_error(dev, addr))
+		return -EIO;
+	*dma = addr;
+	return 0;
+}
+
+void hmm_rs_dma_unmap(struct device *dev, u64 dma, unsigned int order, bool write)
+{
+	dma_unmap_page_attrs(dev, dma, PAGE_SIZE << order, hmm_rs_dma_dir(write), 0);
+}

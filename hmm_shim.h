@@ -57,6 +57,13 @@ void hmm_rs_rust_device_unregister(struct hmm_rs_device *device);
 struct hmm_rs_mirror *hmm_rs_rust_mirror_register(struct hmm_rs_device *device,
 						  struct mm_struct *mm,
 						  void *mirror_priv);
+struct hmm_rs_mirror *hmm_rs_rust_mirror_register_dma(struct hmm_rs_device *device,
+						      struct mm_struct *mm,
+						      struct device *dma_dev,
+						      void *mirror_priv);
+int hmm_rs_rust_mirror_walk_dma(struct hmm_rs_mirror *mirror, unsigned long start,
+				unsigned long end, hmm_rs_dma_walk_fn fn, void *arg);
+int hmm_rs_rust_mirror_unbind_dma(struct hmm_rs_mirror *mirror);
 void hmm_rs_rust_mirror_unregister(struct hmm_rs_mirror *mirror);
 int hmm_rs_rust_mirror_fault(struct hmm_rs_mirror *mirror, enum hmm_rs_event_type type,
 			     unsigned long start, unsigned long end);
@@ -122,5 +129,13 @@ void hmm_rs_mm_unlock(struct mmu_interval_notifier *sub);
 long hmm_rs_make_exclusive(struct mmu_interval_notifier *sub, unsigned long addr,
 			   void *owner, struct folio **foliop);
 void hmm_rs_exclusive_done(struct folio *folio);
+
+/* DMA mappings of mirrored pages (hmm_mirror/dma.rs). */
+struct device;
+void hmm_rs_shim_init(void);
+void hmm_rs_shim_exit(void);
+int hmm_rs_dma_map(struct device *dev, unsigned long pfn, unsigned int order, bool write,
+		   u64 *dma);
+void hmm_rs_dma_unmap(struct device *dev, u64 dma, unsigned int order, bool write);
 
 #endif /* HMM_SHIM_H */

@@ -193,4 +193,25 @@ extern "C" {
     /// `_COHERENT`, `_REMOTE` of hmm_rs.h.
     #[cfg(CONFIG_KUNIT)]
     pub(crate) static hmm_rs_c_snap_flags: [u32; 7];
+    /// Creates the DMA fault-injection knobs (module init).
+    pub(crate) fn hmm_rs_shim_init();
+    /// Removes them (module exit).
+    pub(crate) fn hmm_rs_shim_exit();
+    /// `dma_map_page()` of the `1 << order` pages at `pfn` for `dev`,
+    /// bidirectional if `write`, else to the device: 0 and the address in
+    /// `dma`, or -ENOMEM (injected) / -EIO (`dma_mapping_error()`).
+    pub(crate) fn hmm_rs_dma_map(
+        dev: *mut bindings::device,
+        pfn: kernel::ffi::c_ulong,
+        order: kernel::ffi::c_uint,
+        write: bool,
+        dma: *mut u64,
+    ) -> core::ffi::c_int;
+    /// `dma_unmap_page()` of a mapping `hmm_rs_dma_map` made.
+    pub(crate) fn hmm_rs_dma_unmap(
+        dev: *mut bindings::device,
+        dma: u64,
+        order: kernel::ffi::c_uint,
+        write: bool,
+    );
 }

@@ -1,0 +1,329 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! DMA-mapped mirrors: the DMA addresses of a mirror's pages for the
+//! device it is bound to.
+//!
+//! A real device reads memory through DMA addresses, usually behind an
+//! IOMMU, not through PFNs. A mirror registered with a `struct device`
+//! keeps, beside its page table, a [`DmaTable`]: a second [`HmmPt`] of the
+//! same shape whose leaves hold the DMA address (page aligned, where the
+//! mirror table has the PFN) of one mapping each:
+//!
+//! - a device fault maps each page it commits (`dma_map_page()`), a 2 MiB
+//!   huge entry as one mapping of the whole folio, bidirectional for a
+//!   write fault, to-device for a read fault (leaf `WRITE` says which);
+//!   the old mappings of the range are unmapped first. A mapping that fails
+//!   fails the fault (`ENOMEM`, `EIO`) with nothing of the chunk mapped or
+//!   mirrored;
+//! - an event that removes or write-protects mirror entries unmaps their
+//!   mappings after the driver's `update()`, before the mirror table changes
+//!   and dirty bits go to the pages: a mapping's direction cannot change in
+//!   place, so write protection unmaps too and the next device read maps
+//!   the page again, to-device. A huge mapping is unmapped whole even when
+//!   the event covers part of it (a DMA mapping cannot be cut);
+//! - device-private pages are never mapped (the device owns them), nor are
+//!   exclusive entries: the mirror table shows those by PFN.
+//!
+//! Every leaf is a live mapping, and every leaf carries `DIRTY`: the table
+//! hands back every dirty leaf it removes, which is exactly when the
+//! mapping must go. Mappings are made and unmapped under the table's lock
+//! (a spinlock: the DMA API maps and unmaps in atomic context), which also
+//! guards `bound`: once [`DmaTable::unbind`] (the device is going away) has
+//! emptied the table, nothing is mapped for the device again.
+
+use kernel::{
+    bindings,
+    device::Device,
+    prelude::*,
+    sync::{
+        aref::ARef,
+        atomic::{Atomic, Relaxed},
+    },
+};
+
+use crate::{
+    hmm_pt::{
+        HmmPt, PageDirs, PtDirty, PtEntry, PtFlags, PtLevels, PtMapping, Reserve, HUGE_ORDER,
+        PAGE_SIZE,
+    },
+    shim,
+};
+
+/// What every leaf of a DMA table carries (see the module documentation).
+const MAPPED: PtFlags = PtFlags::DIRTY;
+
+/// Over all DMA tables (debugfs): mappings made, unmapped, failed, and
+/// huge pages mapped page by page because their IOVA was not 2 MiB
+/// aligned.
+static MAPS: Atomic<u64> = Atomic::new(0);
+static UNMAPS: Atomic<u64> = Atomic::new(0);
+static MAP_ERRORS: Atomic<u64> = Atomic::new(0);
+static HUGE_SPLIT: Atomic<u64> = Atomic::new(0);
+
+/// Creates the fault-injection knobs of DMA mappings; module init.
+pub(crate) fn init() {
+    // SAFETY: No preconditions; called once.
+    unsafe { shim::hmm_rs_shim_init() };
+}
+
+/// Removes them; module exit.
+pub(crate) fn exit() {
+    // SAFETY: Paired with `init`.
+    unsafe { shim::hmm_rs_shim_exit() };
+}
+
+/// Writes the DMA counters (debugfs `hmm_rs/stats`).
+pub(crate) fn write_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
+    writeln!(
+        f,
+        "dma maps {} unmaps {} map_errors {} huge_split {}",
+        MAPS.load(Relaxed),
+        UNMAPS.load(Relaxed),
+        MAP_ERRORS.load(Relaxed),
+        HUGE_SPLIT.load(Relaxed)
+    )
+}
+
+/// One page (or huge page) a fault commits: its PFN and order.
+#[derive(Clone, Copy)]
+pub(crate) struct ToMap {
+    pub(crate) pfn: u64,
+    pub(crate) order: u32,
+}
+
+/// The DMA mappings of one mirror for its device.
+///
+/// # Invariants
+///
+/// - Every leaf of `pt` is a mapping for `dev` made by `hmm_rs_dma_map`,
+///   of the leaf's size, bidirectional if the leaf has `WRITE`, and carries
+///   [`MAPPED`].
+/// - Once `bound` is false (changed under `pt`'s lock), `pt` is empty and
+///   stays so.
+#[pin_data(PinnedDrop)]
+pub(crate) struct DmaTable {
+    #[pin]
+    pt: HmmPt<PageDirs>,
+    dev: ARef<Device>,
+    bound: Atomic<bool>,
+}
+
+impl DmaTable {
+    /// An empty table of mappings for `dev`.
+    pub(crate) fn new(levels: PtLevels, dev: ARef<Device>) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            pt <- HmmPt::with_lock_class(
+                levels,
+                PageDirs,
+                c"DmaTable::pt",
+                kernel::static_lock_class!()
+            ),
+            dev,
+            bound: Atomic::new(true),
+        }? Error)
+    }
+
+    /// Directories for a [`Self::commit`] of `[start, end)`, allocated with
+    /// `GFP_KERNEL` before any lock is taken (may sleep).
+    /// (Enough for 4 KiB entries, so for a huge one too.)
+    pub(crate) fn reserve(&self, start: u64, end: u64) -> Result<Reserve> {
+        self.pt.reserve_fresh(start, end, false, GFP_KERNEL)
+    }
+
+    /// The `struct device` (`Device::as_raw` is the kernel crate's own).
+    fn raw_dev(&self) -> *mut bindings::device {
+        // `Device` is a transparent wrapper of `struct device`.
+        core::ptr::from_ref::<Device>(&self.dev)
+            .cast_mut()
+            .cast()
+    }
+
+    fn map(&self, p: ToMap, write: bool) -> Result<PtEntry> {
+        let mut dma = 0u64;
+        // SAFETY: `dev` is a live device (we hold a reference); `p.pfn` is a
+        // page of `1 << p.order` pages the caller's fault found mapped.
+        let r = unsafe {
+            shim::hmm_rs_dma_map(self.raw_dev(), p.pfn as usize, p.order, write, &mut dma)
+        };
+        if r != 0 {
+            MAP_ERRORS.add(1, Relaxed);
+            return Err(Error::from_errno(r));
+        }
+        MAPS.add(1, Relaxed);
+        let w = if write { PtFlags::WRITE } else { PtFlags::NONE };
+        Ok(PtEntry::from_checked_pfn(dma / PAGE_SIZE, MAPPED | w))
+    }
+
+    /// Unmaps a leaf the table handed back.
+    fn unmap(&self, d: PtDirty) {
+        let write = d.entry.flags().contains(PtFlags::WRITE);
+        // SAFETY: By the type invariant, the leaf is a mapping for `dev` of
+        // this size and direction, and it has just left the table.
+        unsafe { shim::hmm_rs_dma_unmap(self.raw_dev(), d.entry.pfn() * PAGE_SIZE, d.order, write) };
+        UNMAPS.add(1, Relaxed);
+    }
+
+    /// Maps `pages` for the device and records them from `start`: one huge
+    /// page (`huge`, 2 MiB aligned), or 4 KiB pages one after another. The
+    /// range's old mappings are unmapped first. `buf` is scratch space with
+    /// room for one entry per 4 KiB page. Called with the mirror's table
+    /// lock held, before the mirror table is populated.
+    ///
+    /// Errors: `ENODEV` once unbound; `ENOMEM` or `EIO` if a mapping fails
+    /// (nothing of the range is mapped then); `EAGAIN` if `res` is short
+    /// (cannot happen with [`Self::reserve`]'s).
+    pub(crate) fn commit(
+        &self,
+        res: &mut Reserve,
+        start: u64,
+        pages: impl ExactSizeIterator<Item = ToMap>,
+        huge: bool,
+        write: bool,
+        buf: &mut KVec<PtEntry>,
+    ) -> Result {
+        let n = if huge { 1 << HUGE_ORDER } else { pages.len() };
+        let end = start + n as u64 * PAGE_SIZE;
+        let mut table = self.pt.lock();
+        if !self.bound.load(Relaxed) {
+            return Err(ENODEV);
+        }
+        table.remove_whole(start, end, |d| self.unmap(d))?;
+        buf.clear();
+        let unmap_all = |buf: &KVec<PtEntry>, order: u32| {
+            for &entry in buf.iter() {
+                let addr = 0;
+                self.unmap(PtDirty { addr, entry, order });
+            }
+        };
+        if huge {
+            // One pass: a huge entry is one page of order 9.
+            for p in pages {
+                let e = self.map(p, write)?;
+                // The IOVA allocator aligns a 2 MiB mapping to its size;
+                // should one not be, map the pages one by one instead.
+                if e.pfn() % (1 << HUGE_ORDER) == 0 {
+                    let r = table.populate_huge(res, start, e, |_| {});
+                    if r.is_err() {
+                        self.unmap(PtDirty {
+                            addr: start,
+                            entry: e,
+                            order: HUGE_ORDER,
+                        });
+                    }
+                    return r;
+                }
+                self.unmap(PtDirty {
+                    addr: start,
+                    entry: e,
+                    order: HUGE_ORDER,
+                });
+                HUGE_SPLIT.add(1, Relaxed);
+                for k in 0..1u64 << HUGE_ORDER {
+                    let one = ToMap {
+                        pfn: p.pfn + k,
+                        order: 0,
+                    };
+                    match self.map(one, write) {
+                        Ok(e) => buf.push_within_capacity(e).map_err(|_| ENOMEM)?,
+                        Err(e) => {
+                            unmap_all(buf, 0);
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        } else {
+            for p in pages {
+                match self.map(p, write) {
+                    Ok(e) => buf.push_within_capacity(e).map_err(|_| ENOMEM)?,
+                    Err(e) => {
+                        unmap_all(buf, 0);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let r = table.populate(res, start, buf, |_| {});
+        if r.is_err() {
+            unmap_all(buf, 0);
+        }
+        r
+    }
+
+    /// Unmaps the mappings overlapping `[start, end)` (huge ones whole).
+    /// Never sleeps. Returns how many went.
+    pub(crate) fn remove(&self, start: u64, end: u64) -> usize {
+        let end = end.min(self.pt.limit());
+        if start >= end {
+            return 0;
+        }
+        // Page aligned (events and faults are) and within the table.
+        self.pt
+            .lock()
+            .remove_whole(start, end, |d| self.unmap(d))
+            .unwrap_or(0)
+    }
+
+    /// Unmaps everything.
+    pub(crate) fn clear(&self) {
+        self.pt.lock().clear(|d| self.unmap(d));
+    }
+
+    /// The device is going away: unmaps everything, and nothing is mapped
+    /// for it again ([`Self::commit`] fails with `ENODEV`).
+    pub(crate) fn unbind(&self) {
+        let mut table = self.pt.lock();
+        table.clear(|d| self.unmap(d));
+        // INVARIANT: emptied under the lock; commit checks under it.
+        self.bound.store(false, Relaxed);
+    }
+
+    /// Whether the table still maps for its device.
+    pub(crate) fn is_bound(&self) -> bool {
+        self.bound.load(Relaxed)
+    }
+
+    /// The mapping of `addr`: its DMA address (of the first byte of the
+    /// mapping), order and whether the device may write through it.
+    pub(crate) fn lookup(&self, addr: u64) -> Option<DmaMapping> {
+        self.pt.lookup(addr).map(DmaMapping::from)
+    }
+
+    /// Pages mapped now (a huge mapping counts 512) and mappings.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        let s = self.pt.stats();
+        (s.pages, s.entries)
+    }
+}
+
+/// One DMA mapping of a mirror.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DmaMapping {
+    /// First virtual address mapped.
+    pub(crate) addr: u64,
+    /// DMA address of `addr`.
+    pub(crate) dma: u64,
+    /// 0 for 4 KiB, [`HUGE_ORDER`] for 2 MiB.
+    pub(crate) order: u32,
+    /// Bidirectional (the device may write), else to the device only.
+    pub(crate) write: bool,
+}
+
+impl From<PtMapping> for DmaMapping {
+    fn from(m: PtMapping) -> Self {
+        Self {
+            addr: m.addr,
+            dma: m.entry.pfn() * PAGE_SIZE,
+            order: m.order,
+            write: m.entry.flags().contains(PtFlags::WRITE),
+        }
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for DmaTable {
+    fn drop(self: Pin<&mut Self>) {
+        self.clear();
+    }
+}
+
