@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # /init of the hmm-rs test VM. The mode comes from the kernel command line
-# (hmmrs.mode=test|stock|stress|demo|trace|shell|bench|reference|dummy-reference). Kernel messages go to ttyS0; in
+# (hmmrs.mode=test|stock|stress|demo|trace|shell|bench|reference|dummy-reference|dma). Kernel messages go to ttyS0; in
 # test and reference modes the results go to ttyS1, framed by HMMRS lines
 # that scripts/vm.sh reads.
 /bin/busybox --install -s /bin
@@ -62,6 +62,7 @@ user_suites() {
 	done
 	run_as hmm-tests@hmm_dummy "$@"
 	echo "HMMRS-NOTE hmm_rs: $(head -n1 /sys/kernel/debug/hmm_rs/stats)"
+	echo "HMMRS-NOTE hmm_rs: $(grep '^dma ' /sys/kernel/debug/hmm_rs/stats)"
 	unload hmm_dummy
 }
 
@@ -325,6 +326,18 @@ dummy-reference)
 		load hmm_dummy "$SPM0" "$SPM1"
 		run_user /upstream/hmm-tests
 		unload hmm_dummy
+		unload hmm_rs
+	} > "$out"
+	;;
+dma)
+	# hmm_dummy on the edu devices behind the IOMMU: every suite and
+	# hmm-tests with READ/WRITE done by DMA at the addresses the core
+	# mapped; any IOMMU fault or DMA-API debug report fails (judge.py),
+	# but those tests/dma_iommu.c provokes on purpose between marks.
+	{
+		echo "HMMRS-NOTE $(grep -c . /sys/kernel/iommu_groups/*/type 2>/dev/null | wc -l) IOMMU groups; edu devices: $(grep -l 0x11e8 /sys/bus/pci/devices/*/device | wc -l)"
+		load hmm_rs
+		user_suites edu=1 "$SPM0" "$SPM1" -- /upstream/hmm-tests
 		unload hmm_rs
 	} > "$out"
 	;;

@@ -16,6 +16,9 @@
 #   bench-short  the end-to-end benchmark, small (make test)
 #   reference  run the upstream hmm-tests against the kernel's test_hmm.ko
 #   dummy-reference  the same against hmm_rs + hmm_dummy
+#   dma        q35 + Intel IOMMU + two QEMU edu devices: our suites and
+#              hmm-tests against hmm_dummy edu=1 (DMA-mapped mirrors)
+#   bench-dma  fault + DMA-map cost, 4 KiB and THP (HMMRS_IOMMU=0: no IOMMU)
 # Expects scripts/build.sh to have run. In test and reference modes, the
 # exit status says whether everything passed (see scripts/judge.py).
 set -euo pipefail
@@ -64,11 +67,29 @@ qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3G -no-reboot
 # with two, upstream hmm-tests' anon_write_child (exactly one device fault
 # expected) fails now and then against test_hmm.ko and hmm_dummy alike.
 case "$mode" in
-test | stress | reference | dummy-reference | demo | trace | shell) qemu[-1]+=" nr_cpus=1" ;;
+test | stress | reference | dummy-reference | demo | trace | shell | dma) qemu[-1]+=" nr_cpus=1" ;;
+esac
+
+# dma: a q35 machine with an Intel IOMMU (VT-d, what x86 machines with GPUs
+# have; its faults are logged by the guest's DMAR driver, which makes it the
+# oracle for stale DMA addresses) and two QEMU edu devices, whose DMA
+# engines hmm_dummy edu=1 drives. An edu transfer completes 100 ms of
+# QEMU's virtual clock after it starts: with -icount sleep=off that clock
+# jumps to the next timer whenever the guest idles (as it does waiting for
+# the transfer's interrupt), instead of the guest waiting 100 ms of real
+# time per 4 KiB. HMMRS_IOMMU=0: the same machine without the IOMMU (the
+# benchmark's other half). After the command line, which the cases above
+# append to.
+edu=(-device edu,dma_mask=0xffffffffffffffff -device edu,dma_mask=0xffffffffffffffff)
+case "$mode" in
+dma | bench-dma)
+	qemu+=(-machine q35 -icount shift=0,sleep=off "${edu[@]}")
+	[ "${HMMRS_IOMMU:-1}" = 0 ] || qemu+=(-device intel-iommu)
+	;;
 esac
 
 case "$mode" in
-test | stock | stress | reference | dummy-reference)
+test | stock | stress | reference | dummy-reference | dma)
 	timeout=${HMMRS_VM_TIMEOUT:-900}
 	[ "$mode" = stress ] && timeout=$((${STRESS_S:-600} * 2 + 900))
 	for attempt in 1 2 3; do
@@ -94,7 +115,7 @@ test | stock | stress | reference | dummy-reference)
 		exit $rc
 	done
 	;;
-bench | bench-short)
+bench | bench-short | bench-dma)
 	# Printed, not judged, but the benchmark checks the data it moves: a
 	# "FAIL:" line, a kernel report or an unfinished run fails.
 	log "booting the $FLAVOUR kernel ($mode), console in $run/console.log"
@@ -116,6 +137,6 @@ demo | trace | shell)
 	exec "${qemu[@]}" -nographic -serial mon:stdio -serial null
 	;;
 *)
-	die "unknown mode '$mode' (test, stock, stress, demo, trace, shell, bench, bench-short, reference, dummy-reference)"
+	die "unknown mode '$mode' (test, stock, stress, demo, trace, shell, bench, bench-short, bench-dma, reference, dummy-reference, dma)"
 	;;
 esac

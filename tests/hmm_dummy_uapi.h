@@ -60,4 +60,41 @@ struct hmm_dummy_latency {
 
 #define HMM_DUMMY_SET_LATENCY	_IOW('H', 0x41, struct hmm_dummy_latency)
 
+/*
+ * With edu=1 (the devices are QEMU edu PCI devices, their mirrors
+ * DMA-mapped by the core):
+ *
+ * HMM_DUMMY_DMA_INFO: in @ptr, one __u64 per page of [@addr, @addr +
+ * @npages pages): the DMA address the mirror has for that page ORed with
+ * the order of the mapping holding it (0 or 9), or HMM_DUMMY_DMA_NONE.
+ * -ENODEV on a device that is not DMA-mapped.
+ *
+ * HMM_DUMMY_DMA_PROBE: the device's DMA engine reads (@write 0) or writes
+ * (@write 1, zeros) the 4 KiB at DMA address @dma, whatever it maps: for
+ * tests that show that an address the core unmapped faults in the IOMMU.
+ *
+ * HMM_DUMMY_FAULT: faults [@addr, @addr + @npages pages) into the mirror
+ * (for writing if @write), mapping it for DMA on an edu device, without
+ * the device touching it: what a fault costs (the benchmark).
+ */
+#define HMM_DUMMY_DMA_NONE	(~0ULL)
+
+struct hmm_dummy_range {
+	__u64 addr;
+	__u64 npages;
+	__u64 ptr;
+	__u32 write;
+	__u32 pad;
+};
+
+struct hmm_dummy_dma_probe {
+	__u64 dma;
+	__u32 write;
+	__u32 pad;
+};
+
+#define HMM_DUMMY_DMA_INFO	_IOW('H', 0x42, struct hmm_dummy_range)
+#define HMM_DUMMY_DMA_PROBE	_IOW('H', 0x43, struct hmm_dummy_dma_probe)
+#define HMM_DUMMY_FAULT		_IOW('H', 0x44, struct hmm_dummy_range)
+
 #endif /* HMM_DUMMY_UAPI_H */

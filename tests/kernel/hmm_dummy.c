@@ -21,6 +21,18 @@
  * also /dev/hmm_dmirror2 and 3 with device-coherent memory there, whose
  * pages hold their own contents.
  *
+ * With edu=1, /dev/hmm_dmirror0 and 1 are QEMU edu PCI devices (1234:11e8;
+ * two of them if there are two): their mirrors are DMA-mapped by the core
+ * (hmm_rs_mirror_register_dma()), and READ and WRITE move each page with
+ * the edu's DMA engine at the DMA address the mirror has for it (memory to
+ * the edu's 4 KiB buffer, then to a coherent bounce page, or back), through
+ * the IOMMU if the machine has one; accesses larger than edu_max_pages are
+ * copied by the CPU at the IOMMU's translation of the same addresses (the
+ * engine takes 100 ms of QEMU's clock per page). Device-private pages and
+ * exclusive entries, which the core does not map, are copied by the CPU as
+ * without edu. Unbinding an edu device unmaps its mirrors (their accesses fail with
+ * -ENODEV); binding one again serves new opens.
+ *
  * The device touches mirrored pages only under dev_lock, and not while an
  * invalidation is between update() and update_end() (@stopped), so it never
  * touches a page the CPU is about to free. No lock is held from update() to
@@ -28,11 +40,18 @@
  * update() run before any update_end(). Nothing that may fault or allocate
  * runs under dev_lock, since reclaim can call update().
  */
+#include <linux/completion.h>
+#include <linux/dma-mapping.h>
 #include <linux/highmem.h>
 #include <linux/hrtimer.h>
+#include <linux/interrupt.h>
+#include <linux/io.h>
+#include <linux/iommu.h>
+#include <linux/list.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/pci.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
@@ -64,6 +83,50 @@ static bool two_pass;
 module_param(two_pass, bool, 0444);
 MODULE_PARM_DESC(two_pass, "Devices start their flush in update() and wait in update_finish()");
 
+static bool edu;
+module_param(edu, bool, 0444);
+MODULE_PARM_DESC(edu, "Devices 0 and 1 are QEMU edu PCI devices: DMA-mapped mirrors, READ/WRITE by their DMA engines");
+
+/*
+ * An edu transfer takes 100 ms of QEMU's clock (4 KiB each): an access of
+ * more pages than this is copied by the CPU instead, at the same DMA
+ * addresses translated by the IOMMU's page table (iommu_iova_to_phys()), so
+ * that an address the core did not map, or no longer maps, still fails.
+ */
+static unsigned int edu_max_pages = 16;
+module_param(edu_max_pages, uint, 0644);
+MODULE_PARM_DESC(edu_max_pages, "Larger edu accesses are copied by the CPU through the IOMMU's translation");
+
+/* The QEMU edu device (QEMU's docs/specs/edu.rst). */
+#define EDU_REG_IRQ_STATUS	0x24
+#define EDU_REG_IRQ_ACK		0x64
+#define EDU_REG_DMA_SRC		0x80
+#define EDU_REG_DMA_DST		0x88
+#define EDU_REG_DMA_COUNT	0x90
+#define EDU_REG_DMA_CMD		0x98
+#define EDU_DMA_RUN		BIT(0)
+#define EDU_DMA_TO_RAM		BIT(1)	/* from its buffer to RAM, else back */
+#define EDU_DMA_IRQ		BIT(2)
+#define EDU_IRQ_DMA		0x100
+#define EDU_BUFFER		0x40000	/* its 4 KiB buffer, in its own space */
+#define EDU_DMA_TIMEOUT		(10 * HZ)
+#define EDU_MAX			2
+
+/* One edu device: a DMA engine moving 4 KiB at a time. */
+struct dummy_edu {
+	struct pci_dev *pdev;
+	void __iomem *mmio;
+	struct mutex lock;		/* one transfer at a time */
+	struct completion done;		/* the transfer's interrupt */
+	void *bounce;			/* a coherent page the engine copies to/from */
+	dma_addr_t bounce_dma;
+	u64 transfers;
+};
+
+/* Probed edu devices, by slot (dummy device i uses slot i % found). */
+static DEFINE_MUTEX(edu_lock);
+static struct dummy_edu *dummy_edus[EDU_MAX];
+
 struct dummy_device {
 	struct miscdevice misc;
 	bool coherent;			/* memory the CPU addresses: no backing */
@@ -84,14 +147,18 @@ struct dummy_device {
 	/* HMM_DUMMY_SET_LATENCY */
 	unsigned int latency_us;
 	bool two_pass;
+	int edu_slot;			/* edu=1: its edu device's slot */
+	struct mutex files_lock;	/* files */
+	struct list_head files;		/* open dummy_files (unbind unmaps them) */
 };
 
 static struct dummy_device dummy_devices[DUMMY_NDEVICES];
-static int ndevices;
 
 struct dummy_file {
 	struct dummy_device *ddev;
 	struct hmm_rs_mirror *mirror;
+	struct list_head node;		/* in ddev->files */
+	struct dummy_edu *edu;		/* edu=1, until unbound; under dev_lock */
 	u64 flags;			/* HMM_DMIRROR_FLAGS */
 	struct mutex dev_lock;		/* the device touches pages; @stopped up */
 	/*
@@ -189,6 +256,196 @@ static const struct hmm_rs_device_ops dummy_ops = {
 	.update_end = dummy_update_end,
 	.update_finish = dummy_update_finish,
 };
+
+static irqreturn_t edu_irq(int irq, void *data)
+{
+	struct dummy_edu *e = data;
+	u32 status = readl(e->mmio + EDU_REG_IRQ_STATUS);
+
+	if (!(status & EDU_IRQ_DMA))
+		return IRQ_NONE;
+	writel(status, e->mmio + EDU_REG_IRQ_ACK);
+	complete(&e->done);
+	return IRQ_HANDLED;
+}
+
+/* One 4 KiB transfer between the edu's buffer and DMA address @dma. */
+static int edu_transfer(struct dummy_edu *e, u64 dma, bool to_ram)
+{
+	reinit_completion(&e->done);
+	writeq(to_ram ? EDU_BUFFER : dma, e->mmio + EDU_REG_DMA_SRC);
+	writeq(to_ram ? dma : EDU_BUFFER, e->mmio + EDU_REG_DMA_DST);
+	writeq(PAGE_SIZE, e->mmio + EDU_REG_DMA_COUNT);
+	writeq(EDU_DMA_RUN | EDU_DMA_IRQ | (to_ram ? EDU_DMA_TO_RAM : 0),
+	       e->mmio + EDU_REG_DMA_CMD);
+	if (!wait_for_completion_timeout(&e->done, EDU_DMA_TIMEOUT)) {
+		dev_err(&e->pdev->dev, "DMA at %#llx did not complete\n", dma);
+		return -EIO;
+	}
+	e->transfers++;
+	return 0;
+}
+
+/*
+ * The device reads the page at @dma into @buf (@write false) or writes
+ * @buf there: through its buffer and the bounce page, two transfers.
+ */
+static int edu_copy(struct dummy_edu *e, u64 dma, void *buf, bool write)
+{
+	int ret;
+
+	mutex_lock(&e->lock);
+	if (write) {
+		memcpy(e->bounce, buf, PAGE_SIZE);
+		ret = edu_transfer(e, e->bounce_dma, false);
+		if (!ret)
+			ret = edu_transfer(e, dma, true);
+	} else {
+		ret = edu_transfer(e, dma, false);
+		if (!ret)
+			ret = edu_transfer(e, e->bounce_dma, true);
+		if (!ret)
+			memcpy(buf, e->bounce, PAGE_SIZE);
+	}
+	mutex_unlock(&e->lock);
+	return ret;
+}
+
+/*
+ * The same copy by the CPU, at the page the IOMMU translates @dma to
+ * (without an IOMMU, x86 DMA addresses are physical addresses).
+ */
+static int edu_cpu_copy(struct dummy_edu *e, u64 dma, void *buf, bool write)
+{
+	struct iommu_domain *domain = iommu_get_domain_for_dev(&e->pdev->dev);
+	phys_addr_t phys = domain ? iommu_iova_to_phys(domain, dma) : dma;
+	struct page *page;
+
+	if (!phys || !pfn_valid(PHYS_PFN(phys))) {
+		dev_err(&e->pdev->dev, "DMA address %#llx is not mapped by the IOMMU\n", dma);
+		return -EIO;
+	}
+	page = pfn_to_page(PHYS_PFN(phys));
+	if (write)
+		memcpy_to_page(page, offset_in_page(phys), buf, PAGE_SIZE);
+	else
+		memcpy_from_page(buf, page, offset_in_page(phys), PAGE_SIZE);
+	return 0;
+}
+
+static int ndevices;
+
+static int edu_probe(struct pci_dev *pdev, const struct pci_device_id *id)
+{
+	struct dummy_edu *e;
+	int slot, i, ret;
+
+	e = devm_kzalloc(&pdev->dev, sizeof(*e), GFP_KERNEL);
+	if (!e)
+		return -ENOMEM;
+	e->pdev = pdev;
+	mutex_init(&e->lock);
+	init_completion(&e->done);
+	ret = pcim_enable_device(pdev);
+	if (ret)
+		return ret;
+	pci_set_master(pdev);
+	e->mmio = pcim_iomap_region(pdev, 0, "hmm_dummy_edu");
+	if (IS_ERR(e->mmio))
+		return PTR_ERR(e->mmio);
+	/* QEMU's edu takes 64-bit addresses with dma_mask=0xff..ff. */
+	ret = dma_set_mask_and_coherent(&pdev->dev, DMA_BIT_MASK(64));
+	if (ret)
+		return ret;
+	e->bounce = dmam_alloc_coherent(&pdev->dev, PAGE_SIZE, &e->bounce_dma, GFP_KERNEL);
+	if (!e->bounce)
+		return -ENOMEM;
+	ret = pci_alloc_irq_vectors(pdev, 1, 1, PCI_IRQ_MSI | PCI_IRQ_INTX);
+	if (ret < 0)
+		return ret;
+	ret = devm_request_irq(&pdev->dev, pci_irq_vector(pdev, 0), edu_irq, IRQF_SHARED,
+			       "hmm_dummy_edu", e);
+	if (ret)
+		return ret;
+	mutex_lock(&edu_lock);
+	for (slot = 0; slot < EDU_MAX && dummy_edus[slot]; slot++)
+		;
+	if (slot < EDU_MAX)
+		dummy_edus[slot] = e;
+	mutex_unlock(&edu_lock);
+	if (slot == EDU_MAX) {
+		dev_info(&pdev->dev, "hmm_dummy uses %d edu devices; not this one\n", EDU_MAX);
+		return -EBUSY;
+	}
+	pci_set_drvdata(pdev, e);
+	for (i = 0; i < ndevices; i++)
+		if (dummy_devices[i].edu_slot == slot)
+			dev_info(&pdev->dev, "serves /dev/%s\n", dummy_devices[i].misc.name);
+	return 0;
+}
+
+/*
+ * The edu device goes: every mirror mapped for it is unmapped (after any
+ * access in flight, under its dev_lock) and its accesses fail from now on.
+ */
+static void edu_remove(struct pci_dev *pdev)
+{
+	struct dummy_edu *e = pci_get_drvdata(pdev);
+	struct dummy_file *df;
+	int i, slot;
+
+	mutex_lock(&edu_lock);
+	for (slot = 0; slot < EDU_MAX && dummy_edus[slot] != e; slot++)
+		;
+	if (slot < EDU_MAX)
+		dummy_edus[slot] = NULL;
+	mutex_unlock(&edu_lock);
+	for (i = 0; i < ndevices; i++) {
+		struct dummy_device *ddev = &dummy_devices[i];
+
+		mutex_lock(&ddev->files_lock);
+		list_for_each_entry(df, &ddev->files, node) {
+			mutex_lock(&df->dev_lock);
+			if (df->edu == e) {
+				hmm_rs_mirror_unbind_dma(df->mirror);
+				df->edu = NULL;
+			}
+			mutex_unlock(&df->dev_lock);
+		}
+		mutex_unlock(&ddev->files_lock);
+	}
+	dev_info(&pdev->dev, "unbound after %llu transfers\n", e->transfers);
+	pci_free_irq_vectors(pdev);
+}
+
+static const struct pci_device_id edu_ids[] = {
+	{ PCI_DEVICE(0x1234, 0x11e8) },
+	{ }
+};
+MODULE_DEVICE_TABLE(pci, edu_ids);
+
+static struct pci_driver edu_driver = {
+	.name = "hmm_dummy_edu",
+	.id_table = edu_ids,
+	.probe = edu_probe,
+	.remove = edu_remove,
+};
+
+/* The edu device of @ddev now, or NULL (none bound in its slot). */
+static struct dummy_edu *dummy_edu_of(struct dummy_device *ddev)
+{
+	struct dummy_edu *e;
+	int found = 0, i;
+
+	mutex_lock(&edu_lock);
+	for (i = 0; i < EDU_MAX; i++)
+		found += !!dummy_edus[i];
+	/* One edu serves both devices; two, one each. */
+	e = dummy_edus[found == 1 && !dummy_edus[ddev->edu_slot] ? !ddev->edu_slot :
+		       ddev->edu_slot];
+	mutex_unlock(&edu_lock);
+	return e;
+}
 
 /* The system page standing in for device page @index, allocated on demand. */
 static struct page *dummy_backing(struct dummy_device *ddev, unsigned long index,
@@ -375,20 +632,110 @@ static char *dummy_bounce_alloc(unsigned long size)
 	return __vmalloc(size, GFP_KERNEL | __GFP_NOWARN);
 }
 
+/* What the edu path collects of one chunk of pages, under RCU. */
+#define EDU_CHUNK	512
+struct edu_chunk {
+	unsigned long start;
+	unsigned long n;
+	struct {
+		u64 pfn;
+		u64 dma;
+		u64 flags;
+		unsigned int order;	/* of the mirror entry */
+	} page[EDU_CHUNK];
+};
+
+static int edu_collect(void *arg, unsigned long addr, u64 pfn, u64 dma,
+		       unsigned int order, u64 flags)
+{
+	struct edu_chunk *c = arg;
+	unsigned long i, n = 1UL << order;
+
+	for (i = 0; i < n; i++) {
+		unsigned long va = addr + i * PAGE_SIZE;
+		unsigned long k = (va - c->start) >> PAGE_SHIFT;
+
+		if (va < c->start || k >= c->n)
+			continue;
+		c->page[k].pfn = pfn + i;
+		c->page[k].dma = dma == HMM_RS_DMA_NONE ? dma : dma + i * PAGE_SIZE;
+		c->page[k].flags = flags;
+		c->page[k].order = order;
+	}
+	return 0;
+}
+
+/*
+ * The edu path of dummy_access(), under dev_lock: per chunk, the mirror's
+ * entries and DMA addresses, then one DMA copy per page (by the CPU for
+ * device-private pages and exclusive entries, which have no DMA address).
+ */
+static int edu_access(struct dummy_file *df, struct dummy_access *a, struct edu_chunk *c)
+{
+	bool engine = (a->end - a->start) >> PAGE_SHIFT <= READ_ONCE(edu_max_pages);
+	unsigned long addr, k;
+	int ret;
+
+	for (addr = a->start; addr < a->end; addr += c->n << PAGE_SHIFT) {
+		c->start = addr;
+		c->n = min_t(unsigned long, EDU_CHUNK, (a->end - addr) >> PAGE_SHIFT);
+		for (k = 0; k < c->n; k++)
+			c->page[k].flags = 0;
+		ret = hmm_rs_mirror_walk_dma(df->mirror, addr, addr + (c->n << PAGE_SHIFT),
+					     edu_collect, c);
+		if (ret)
+			return ret;
+		for (k = 0; k < c->n; k++) {
+			u64 flags = c->page[k].flags;
+			char *buf = a->bounce + (addr - a->start) + k * PAGE_SIZE;
+			unsigned long va = addr + k * PAGE_SIZE;
+
+			if (!(flags & HMM_RS_PT_VALID) || (a->write && !(flags & HMM_RS_PT_WRITE)))
+				continue;
+			if (c->page[k].dma == HMM_RS_DMA_NONE) {
+				if (!(flags & (HMM_RS_PT_DEVICE | HMM_RS_PT_EXCLUSIVE)))
+					continue;	/* unmapped: fault again */
+				ret = dummy_copy_mapping(a, va, c->page[k].pfn, 0, flags);
+				if (ret)
+					return ret;
+				continue;
+			}
+			ret = engine ? edu_copy(df->edu, c->page[k].dma, buf, a->write) :
+				       edu_cpu_copy(df->edu, c->page[k].dma, buf, a->write);
+			if (ret)
+				return ret;
+			a->pages++;
+		}
+	}
+	return 0;
+}
+
 /* The device reads or writes [start, end); -ENOENT if not all is mirrored. */
 static int dummy_access(struct dummy_file *df, struct dummy_access *a)
 {
+	struct edu_chunk *c = NULL;
 	int ret;
 
 	a->pages = 0;
+	if (df->ddev->edu_slot >= 0) {
+		c = kmalloc_obj(*c, GFP_KERNEL);
+		if (!c)
+			return -ENOMEM;
+	}
 	mutex_lock(&df->dev_lock);
 	while (atomic_read(&df->stopped)) {
 		mutex_unlock(&df->dev_lock);
 		wait_event(df->resume, !atomic_read(&df->stopped));
 		mutex_lock(&df->dev_lock);
 	}
-	ret = hmm_rs_mirror_walk(df->mirror, a->start, a->end, dummy_copy_mapping, a);
+	if (!c)
+		ret = hmm_rs_mirror_walk(df->mirror, a->start, a->end, dummy_copy_mapping, a);
+	else if (!df->edu)
+		ret = -ENODEV;	/* its edu device was unbound */
+	else
+		ret = edu_access(df, a, c);
 	mutex_unlock(&df->dev_lock);
+	kfree(c);
 	if (ret)
 		return ret;
 	return a->pages == (a->end - a->start) >> PAGE_SHIFT ? 0 : -ENOENT;
@@ -596,6 +943,93 @@ static int dummy_events(struct dummy_file *df, void __user *uarg)
 	return ret;
 }
 
+/* Checks and converts an hmm_dummy_range: [*start, *end). */
+static int dummy_range(struct hmm_dummy_range *r, unsigned long *start, unsigned long *end)
+{
+	if (r->addr & ~PAGE_MASK || !r->npages || r->npages > (ULONG_MAX >> PAGE_SHIFT) ||
+	    check_add_overflow(r->addr, r->npages << PAGE_SHIFT, end) || *end > TASK_SIZE_MAX ||
+	    r->write > 1 || r->pad)
+		return -EINVAL;
+	*start = r->addr;
+	return 0;
+}
+
+static int dummy_dma_info(struct dummy_file *df, void __user *uarg)
+{
+	struct hmm_dummy_range r;
+	struct edu_chunk *c;
+	unsigned long start, end, addr, k;
+	u64 __user *out;
+	int ret;
+
+	if (copy_from_user(&r, uarg, sizeof(r)))
+		return -EFAULT;
+	ret = dummy_range(&r, &start, &end);
+	if (ret)
+		return ret;
+	if (df->ddev->edu_slot < 0)
+		return -ENODEV;
+	c = kmalloc_obj(*c, GFP_KERNEL);
+	if (!c)
+		return -ENOMEM;
+	out = u64_to_user_ptr(r.ptr);
+	for (addr = start; addr < end && !ret; addr += c->n << PAGE_SHIFT) {
+		c->start = addr;
+		c->n = min_t(unsigned long, EDU_CHUNK, (end - addr) >> PAGE_SHIFT);
+		for (k = 0; k < c->n; k++) {
+			c->page[k].dma = HMM_RS_DMA_NONE;
+			c->page[k].flags = 0;
+		}
+		ret = hmm_rs_mirror_walk_dma(df->mirror, addr, addr + (c->n << PAGE_SHIFT),
+					     edu_collect, c);
+		for (k = 0; k < c->n && !ret; k++) {
+			u64 v = c->page[k].dma;
+
+			if (v != HMM_RS_DMA_NONE)
+				v |= c->page[k].order;
+			if (put_user(v, out + ((addr - start) >> PAGE_SHIFT) + k))
+				ret = -EFAULT;
+		}
+	}
+	kfree(c);
+	return ret;
+}
+
+static int dummy_dma_probe(struct dummy_file *df, void __user *uarg)
+{
+	struct hmm_dummy_dma_probe p;
+	void *page;
+	int ret;
+
+	if (copy_from_user(&p, uarg, sizeof(p)))
+		return -EFAULT;
+	if (p.write > 1 || p.pad || p.dma & ~PAGE_MASK)
+		return -EINVAL;
+	page = (void *)get_zeroed_page(GFP_KERNEL);
+	if (!page)
+		return -ENOMEM;
+	mutex_lock(&df->dev_lock);
+	ret = df->edu ? edu_copy(df->edu, p.dma, page, p.write) : -ENODEV;
+	mutex_unlock(&df->dev_lock);
+	free_page((unsigned long)page);
+	return ret;
+}
+
+static int dummy_fault(struct dummy_file *df, void __user *uarg)
+{
+	struct hmm_dummy_range r;
+	unsigned long start, end;
+	int ret;
+
+	if (copy_from_user(&r, uarg, sizeof(r)))
+		return -EFAULT;
+	ret = dummy_range(&r, &start, &end);
+	if (ret)
+		return ret;
+	return hmm_rs_mirror_fault(df->mirror, r.write ? HMM_RS_DEVICE_WRITE_FAULT :
+				   HMM_RS_DEVICE_READ_FAULT, start, end);
+}
+
 static int dummy_set_latency(struct dummy_file *df, void __user *uarg)
 {
 	struct hmm_dummy_latency req;
@@ -636,6 +1070,12 @@ static long dummy_ioctl(struct file *file, unsigned int command, unsigned long a
 		return dummy_events(df, uarg);
 	case HMM_DUMMY_SET_LATENCY:
 		return dummy_set_latency(df, uarg);
+	case HMM_DUMMY_DMA_INFO:
+		return dummy_dma_info(df, uarg);
+	case HMM_DUMMY_DMA_PROBE:
+		return dummy_dma_probe(df, uarg);
+	case HMM_DUMMY_FAULT:
+		return dummy_fault(df, uarg);
 	default:
 		return -ENOTTY;
 	}
@@ -701,7 +1141,19 @@ static int dummy_open(struct inode *inode, struct file *file)
 	mutex_init(&df->dev_lock);
 	spin_lock_init(&df->log_lock);
 	init_waitqueue_head(&df->resume);
-	df->mirror = hmm_rs_mirror_register(df->ddev->dev, current->mm, df);
+	if (df->ddev->edu_slot < 0) {
+		df->mirror = hmm_rs_mirror_register(df->ddev->dev, current->mm, df);
+	} else {
+		/* Bound under files_lock, which edu_remove() takes to unbind. */
+		mutex_lock(&df->ddev->files_lock);
+		df->edu = dummy_edu_of(df->ddev);
+		df->mirror = df->edu ? hmm_rs_mirror_register_dma(df->ddev->dev, current->mm,
+								  &df->edu->pdev->dev, df) :
+				       ERR_PTR(-ENODEV);
+		if (!IS_ERR(df->mirror))
+			list_add(&df->node, &df->ddev->files);
+		mutex_unlock(&df->ddev->files_lock);
+	}
 	if (IS_ERR(df->mirror)) {
 		int ret = PTR_ERR(df->mirror);
 
@@ -716,6 +1168,11 @@ static int dummy_release(struct inode *inode, struct file *file)
 {
 	struct dummy_file *df = file->private_data;
 
+	if (df->ddev->edu_slot >= 0) {
+		mutex_lock(&df->ddev->files_lock);
+		list_del(&df->node);
+		mutex_unlock(&df->ddev->files_lock);
+	}
 	hmm_rs_mirror_unregister(df->mirror);
 	kfree(df);
 	return 0;
@@ -778,6 +1235,9 @@ static int dummy_device_init(struct dummy_device *ddev, const char *name, unsign
 	int ret;
 
 	ddev->coherent = spm;
+	ddev->edu_slot = edu && ddev - dummy_devices < 2 ? ddev - dummy_devices : -1;
+	mutex_init(&ddev->files_lock);
+	INIT_LIST_HEAD(&ddev->files);
 	ddev->latency_us = min_t(unsigned int, invalidate_latency_us, USEC_PER_SEC);
 	ddev->two_pass = two_pass;
 	ddev->npages = spm ? 0 : DUMMY_DEVMEM_PAGES;
@@ -833,6 +1293,16 @@ static int __init hmm_dummy_init(void)
 	BUILD_BUG_ON(HMM_DUMMY_WRITE_PROTECT - HMM_RS_WRITE_PROTECT);
 	BUILD_BUG_ON(HMM_DUMMY_KEEP_VALID - HMM_RS_PT_VALID);
 	BUILD_BUG_ON(HMM_DUMMY_KEEP_WRITE - HMM_RS_PT_WRITE);
+	if (edu) {
+		ret = pci_register_driver(&edu_driver);
+		if (ret)
+			return ret;
+		if (!dummy_edus[0]) {
+			pr_err("hmm_dummy: edu=1, but no QEMU edu device (PCI 1234:11e8) could be bound\n");
+			pci_unregister_driver(&edu_driver);
+			return -ENODEV;
+		}
+	}
 	for (i = 0; i < DUMMY_NDEVICES; i++) {
 		unsigned long spm = i == 2 ? spm_addr_dev0 : i == 3 ? spm_addr_dev1 : 0;
 
@@ -848,6 +1318,8 @@ static int __init hmm_dummy_init(void)
 fail:
 	while (--i >= 0)
 		dummy_device_remove(&dummy_devices[i]);
+	if (edu)
+		pci_unregister_driver(&edu_driver);
 	return ret;
 }
 
@@ -857,6 +1329,8 @@ static void __exit hmm_dummy_exit(void)
 
 	for (i = 0; i < ndevices; i++)
 		dummy_device_remove(&dummy_devices[i]);
+	if (edu)
+		pci_unregister_driver(&edu_driver);
 }
 
 module_init(hmm_dummy_init);
