@@ -12,7 +12,10 @@
 #   make shell      the same VM with an interactive shell
 #   make bench      the benchmarks on the performance kernel: hmm_pt vs
 #                   XArray, and hmm_dummy vs test_hmm.ko end to end
-#                   (HMMRS_PROFILE=1: with ftrace's function profile)
+#                   (HMMRS_PROFILE=1: with ftrace's function profile), and
+#                   what DMA-mapping mirrors costs, IOMMU on and off
+#   make dma        the DMA VM alone: q35, Intel IOMMU, QEMU edu devices,
+#                   our suites and hmm-tests on hmm_dummy edu=1
 #   make reference  the kernel's own hmm-tests against lib/test_hmm.ko
 #   make dummy-reference  the same hmm-tests against hmm_rs + hmm_dummy
 #   make modules    build the modules (KDIR=/your/rust/kernel/build to pick
@@ -25,7 +28,7 @@
 # Build products and the test kernel live in $(HMM_RS_CACHE), by default
 # ~/.cache/hmm-rs, never in the source tree.
 
-.PHONY: all modules provision test stock install demo trace stress shell bench reference dummy-reference clean
+.PHONY: all modules provision test stock install demo trace stress shell bench reference dummy-reference dma clean
 
 all: modules
 
@@ -47,12 +50,17 @@ install:
 demo trace shell reference dummy-reference: modules
 	scripts/vm.sh $@
 
+dma: modules
+	HMMRS_DMA_FULL=1 HMMRS_VM_TIMEOUT=2400 scripts/vm.sh dma
+
 stress: modules
 	STRESS_S=$(or $(STRESS_S),600) scripts/vm.sh stress
 
 bench: provision
 	HMMRS_KERNEL=perf scripts/build.sh
 	HMMRS_KERNEL=perf scripts/vm.sh bench
+	HMMRS_KERNEL=perf HMMRS_VM_NAME=bench-dma-iommu scripts/vm.sh bench-dma
+	HMMRS_KERNEL=perf HMMRS_VM_NAME=bench-dma-direct HMMRS_IOMMU=0 scripts/vm.sh bench-dma
 
 clean:
 	. scripts/common.sh && rm -rf "$$OUT" "$$OUT"-* "$$CACHE/vm" "$$CACHE/dkms"

@@ -65,6 +65,10 @@ vm_counts() {
 rm -f "$CACHE"/vm/*/counts
 "$here/vm.sh" test
 vm_counts test
+# DMA-mapped mirrors on QEMU edu devices behind an Intel IOMMU (the same
+# test kernel and modules, another machine).
+"$here/vm.sh" dma
+vm_counts dma
 
 # Debian's stock kernels, the newest 7.3 and the newest 7.2: prepare a tree
 # for each, build (also through DKMS), boot Debian's image and run the

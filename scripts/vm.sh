@@ -61,7 +61,7 @@ mkdir -p "$run"
 # (guest-init.sh passes its address).
 qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3G -no-reboot
       -kernel "$bzimage" -initrd "$run/initramfs.cpio"
-      -append "console=ttyS0 panic=-1 hugepages=32 memmap=512M\$0x40000000 hmmrs.mode=$mode${STRESS_S:+ hmmrs.stress_s=$STRESS_S}${HMMRS_PROFILE:+ hmmrs.profile=$HMMRS_PROFILE}${HMMRS_BENCH_ARGS:+ hmmrs.bench_args=$HMMRS_BENCH_ARGS}")
+      -append "console=ttyS0 panic=-1 hugepages=32 memmap=512M\$0x40000000 hmmrs.mode=$mode${STRESS_S:+ hmmrs.stress_s=$STRESS_S}${HMMRS_PROFILE:+ hmmrs.profile=$HMMRS_PROFILE}${HMMRS_BENCH_ARGS:+ hmmrs.bench_args=$HMMRS_BENCH_ARGS}${HMMRS_DMA_FULL:+ hmmrs.dma_full=1}")
 
 # The test kernel on one CPU, as before it read ACPI and found the second:
 # with two, upstream hmm-tests' anon_write_child (exactly one device fault
@@ -77,14 +77,18 @@ esac
 # QEMU's virtual clock after it starts: with -icount sleep=off that clock
 # jumps to the next timer whenever the guest idles (as it does waiting for
 # the transfer's interrupt), instead of the guest waiting 100 ms of real
-# time per 4 KiB. HMMRS_IOMMU=0: the same machine without the IOMMU (the
-# benchmark's other half). After the command line, which the cases above
+# time per 4 KiB (which also makes the guest's clock jump 100 ms per
+# transfer: hmm_dummy copies large accesses by the CPU, see edu_max_pages).
+# HMMRS_IOMMU=0: the same machine without the IOMMU (the benchmark's other
+# half). After the command line, which the cases above
 # append to.
-edu=(-device edu,dma_mask=0xffffffffffffffff -device edu,dma_mask=0xffffffffffffffff)
+edu=(-device "edu,dma_mask=0xffffffffffffffff" -device "edu,dma_mask=0xffffffffffffffff")
 case "$mode" in
 dma | bench-dma)
-	qemu+=(-machine q35 -icount shift=0,sleep=off "${edu[@]}")
+	qemu+=(-machine q35 "${edu[@]}")
 	[ "${HMMRS_IOMMU:-1}" = 0 ] || qemu+=(-device intel-iommu)
+	# The benchmark moves no data with the engines: real time, both vCPUs.
+	[ "$mode" = dma ] && qemu+=(-icount "shift=0,sleep=off")
 	;;
 esac
 
@@ -92,6 +96,7 @@ case "$mode" in
 test | stock | stress | reference | dummy-reference | dma)
 	timeout=${HMMRS_VM_TIMEOUT:-900}
 	[ "$mode" = stress ] && timeout=$((${STRESS_S:-600} * 2 + 900))
+	[ "$mode" = dma ] && timeout=${HMMRS_VM_TIMEOUT:-1500}
 	for attempt in 1 2 3; do
 		log "booting the VM ($mode), console in $run/console.log"
 		rc=0

@@ -414,8 +414,8 @@ static void edu_remove(struct pci_dev *pdev)
 		}
 		mutex_unlock(&ddev->files_lock);
 	}
+	/* The interrupt and its vectors go with the device's managed resources. */
 	dev_info(&pdev->dev, "unbound after %llu transfers\n", e->transfers);
-	pci_free_irq_vectors(pdev);
 }
 
 static const struct pci_device_id edu_ids[] = {

@@ -4,10 +4,12 @@
  * as a GPU driver would be. Its KUnit suite runs when it is loaded.
  */
 #include <kunit/test.h>
+#include <linux/dma-mapping.h>
 #include <linux/err.h>
 #include <linux/mm.h>
 #include <linux/mman.h>
 #include <linux/module.h>
+#include <linux/platform_device.h>
 #include <linux/sched.h>
 #include <linux/highmem.h>
 #include <linux/uaccess.h>
@@ -321,12 +323,102 @@ static void ctest_devmem_destroy_while_mapped(struct kunit *test)
 	hmm_rs_device_unregister(device);
 }
 
+/* What hmm_rs_mirror_walk_dma() saw: pages, with an address or not. */
+struct ctest_dma_seen {
+	unsigned long pages, mapped, direct;
+};
+
+static int ctest_count_dma(void *arg, unsigned long addr, u64 pfn, u64 dma,
+			   unsigned int order, u64 flags)
+{
+	struct ctest_dma_seen *seen = arg;
+
+	seen->pages += 1UL << order;
+	if (dma != HMM_RS_DMA_NONE) {
+		seen->mapped += 1UL << order;
+		/* A device without an IOMMU: DMA addresses are physical. */
+		seen->direct += dma == PFN_PHYS(pfn);
+	}
+	return 0;
+}
+
+static void ctest_platform_unregister(void *pdev)
+{
+	platform_device_unregister(pdev);
+}
+
+/*
+ * DMA-mapped mirrors without an IOMMU (a platform device, direct mapping):
+ * faulted pages get their physical address, munmap takes them away,
+ * unbinding leaves nothing mapped and faults fail with -ENODEV; and the bad
+ * arguments of the DMA calls.
+ */
+static void ctest_dma_mapped_mirror(struct kunit *test)
+{
+	unsigned long len = 4 * PAGE_SIZE, addr;
+	struct ctest_dma_seen dma = {};
+	struct platform_device *pdev;
+	struct hmm_rs_device *device;
+	struct hmm_rs_mirror *mirror, *plain;
+	struct ctest_seen *seen;
+
+	addr = kunit_vm_mmap(test, NULL, 0, len, PROT_READ | PROT_WRITE,
+			     MAP_ANONYMOUS | MAP_PRIVATE, 0);
+	KUNIT_ASSERT_NE(test, addr, 0);
+	plain = ctest_mirror(test, &seen);
+	KUNIT_EXPECT_EQ(test, -EINVAL, hmm_rs_mirror_unbind_dma(plain));
+	KUNIT_EXPECT_EQ(test, -EINVAL, hmm_rs_mirror_walk_dma(plain, addr, addr + len, NULL, NULL));
+	KUNIT_EXPECT_EQ(test, 0, hmm_rs_mirror_fault(plain, HMM_RS_DEVICE_READ_FAULT,
+						     addr, addr + len));
+	KUNIT_EXPECT_EQ(test, 0, hmm_rs_mirror_walk_dma(plain, addr, addr + len,
+							ctest_count_dma, &dma));
+	KUNIT_EXPECT_EQ(test, dma.pages, 4);
+	KUNIT_EXPECT_EQ(test, dma.mapped, 0);
+
+	pdev = platform_device_register_simple("hmm_rs_ctest_dma", PLATFORM_DEVID_AUTO, NULL, 0);
+	KUNIT_ASSERT_FALSE(test, IS_ERR(pdev));
+	KUNIT_ASSERT_EQ(test, 0, kunit_add_action_or_reset(test, ctest_platform_unregister, pdev));
+	pdev->dev.dma_mask = &pdev->dev.coherent_dma_mask;
+	KUNIT_ASSERT_EQ(test, 0, dma_set_mask_and_coherent(&pdev->dev, DMA_BIT_MASK(64)));
+	device = hmm_rs_device_register(&ctest_ops);
+	KUNIT_ASSERT_FALSE(test, IS_ERR(device));
+	KUNIT_ASSERT_EQ(test, 0, kunit_add_action_or_reset(test, ctest_device_unregister, device));
+	KUNIT_EXPECT_EQ(test, -EINVAL, PTR_ERR(hmm_rs_mirror_register_dma(device, current->mm,
+									  NULL, seen)));
+	mirror = hmm_rs_mirror_register_dma(device, current->mm, &pdev->dev, seen);
+	KUNIT_ASSERT_FALSE(test, IS_ERR(mirror));
+	KUNIT_ASSERT_EQ(test, 0, kunit_add_action_or_reset(test, ctest_mirror_unregister, mirror));
+
+	KUNIT_EXPECT_EQ(test, 0, hmm_rs_mirror_fault(mirror, HMM_RS_DEVICE_WRITE_FAULT,
+						     addr, addr + len));
+	dma = (struct ctest_dma_seen) {};
+	KUNIT_EXPECT_EQ(test, 0, hmm_rs_mirror_walk_dma(mirror, addr, addr + len,
+							ctest_count_dma, &dma));
+	KUNIT_EXPECT_EQ(test, dma.mapped, 4);
+	KUNIT_EXPECT_EQ(test, dma.direct, 4);
+	/* Half unmapped: half the mappings go. */
+	KUNIT_EXPECT_EQ(test, 0, vm_munmap(addr, len / 2));
+	dma = (struct ctest_dma_seen) {};
+	KUNIT_EXPECT_EQ(test, 0, hmm_rs_mirror_walk_dma(mirror, addr, addr + len,
+							ctest_count_dma, &dma));
+	KUNIT_EXPECT_EQ(test, dma.mapped, 2);
+	/* The device goes away. */
+	KUNIT_EXPECT_EQ(test, 0, hmm_rs_mirror_unbind_dma(mirror));
+	dma = (struct ctest_dma_seen) {};
+	KUNIT_EXPECT_EQ(test, 0, hmm_rs_mirror_walk_dma(mirror, addr, addr + len,
+							ctest_count_dma, &dma));
+	KUNIT_EXPECT_EQ(test, dma.mapped, 0);
+	KUNIT_EXPECT_EQ(test, -ENODEV, hmm_rs_mirror_fault(mirror, HMM_RS_DEVICE_READ_FAULT,
+							   addr + len / 2, addr + len));
+}
+
 static struct kunit_case hmm_rs_ctest_cases[] = {
 	KUNIT_CASE(ctest_fault_walk_munmap),
 	KUNIT_CASE(ctest_bad_arguments),
 	KUNIT_CASE(ctest_device_outlives_its_mirrors),
 	KUNIT_CASE(ctest_devmem_bad_arguments),
 	KUNIT_CASE(ctest_devmem_destroy_while_mapped),
+	KUNIT_CASE(ctest_dma_mapped_mirror),
 	{}
 };
 
