@@ -1034,7 +1034,14 @@ impl HmmMirror {
             return dma.commit(res, c.start, core::iter::once(p), true, c.write, buf);
         }
         if hmm_pfns.iter().all(sys) {
-            return dma.commit(res, c.start, hmm_pfns.iter().map(to_map), false, c.write, buf);
+            return dma.commit(
+                res,
+                c.start,
+                hmm_pfns.iter().map(to_map),
+                false,
+                c.write,
+                buf,
+            );
         }
         // Mixed: the runs of system pages.
         dma.remove(c.start, c.end);

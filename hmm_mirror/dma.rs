@@ -133,9 +133,7 @@ impl DmaTable {
     /// The `struct device` (`Device::as_raw` is the kernel crate's own).
     fn raw_dev(&self) -> *mut bindings::device {
         // `Device` is a transparent wrapper of `struct device`.
-        core::ptr::from_ref::<Device>(&self.dev)
-            .cast_mut()
-            .cast()
+        core::ptr::from_ref::<Device>(&self.dev).cast_mut().cast()
     }
 
     fn map(&self, p: ToMap, write: bool) -> Result<PtEntry> {
@@ -159,7 +157,9 @@ impl DmaTable {
         let write = d.entry.flags().contains(PtFlags::WRITE);
         // SAFETY: By the type invariant, the leaf is a mapping for `dev` of
         // this size and direction, and it has just left the table.
-        unsafe { shim::hmm_rs_dma_unmap(self.raw_dev(), d.entry.pfn() * PAGE_SIZE, d.order, write) };
+        unsafe {
+            shim::hmm_rs_dma_unmap(self.raw_dev(), d.entry.pfn() * PAGE_SIZE, d.order, write)
+        };
         UNMAPS.add(1, Relaxed);
     }
 
@@ -253,11 +253,14 @@ impl DmaTable {
     /// Unmaps the mappings overlapping `[start, end)` (huge ones whole).
     /// Never sleeps. Returns how many went.
     pub(crate) fn remove(&self, start: u64, end: u64) -> usize {
-        let end = end.min(self.pt.limit());
+        // Whole pages (events and faults are page aligned anyway): an
+        // unaligned range must not leave a mapping behind.
+        let start = start & !(PAGE_SIZE - 1);
+        let end = end.min(self.pt.limit()).next_multiple_of(PAGE_SIZE);
         if start >= end {
             return 0;
         }
-        // Page aligned (events and faults are) and within the table.
+        // Page aligned and within the table: cannot fail.
         self.pt
             .lock()
             .remove_whole(start, end, |d| self.unmap(d))
@@ -326,4 +329,3 @@ impl PinnedDrop for DmaTable {
         self.clear();
     }
 }
-
