@@ -969,7 +969,7 @@ impl HmmMirror {
         };
         let mut res = self.pt.reserve(start, end, huge, GFP_KERNEL)?;
         let mut dma_res = match &self.dma {
-            Some(dma) => Some(dma.reserve(start, end)?),
+            Some(dma) => Some(dma.reserve(start, end, huge)?),
             None => None,
         };
         let mut table = self.pt.lock();

@@ -543,27 +543,6 @@ impl<A: DirAlloc> HmmPt<A> {
         Ok(Reserve { dirs })
     }
 
-    /// As [`Self::reserve`], but enough for `[start, end)` whatever happens
-    /// to the table before the populate: every directory below the root
-    /// that the range spans. For a caller that removes the range's entries
-    /// first under the same lock ([`PtGuard::remove_whole`] frees the
-    /// directories it empties), then populates it.
-    pub(crate) fn reserve_fresh(
-        &self,
-        start: u64,
-        end: u64,
-        huge: bool,
-        gfp: Flags,
-    ) -> Result<Reserve> {
-        self.check_range(start, end)?;
-        let need = dirs_spanned(start, end, self.top() - 1, u32::from(huge));
-        let mut dirs = KVec::with_capacity(need, gfp)?;
-        for _ in 0..need {
-            dirs.push(self.alloc.alloc(gfp)?, gfp)?;
-        }
-        Ok(Reserve { dirs })
-    }
-
     /// Directories missing below `dir` (a level-`level` directory at `base`)
     /// for leaves of level `target` over `[start, end)`.
     fn missing(
@@ -847,6 +826,15 @@ impl<A: DirAlloc> PtGuard<'_, A> {
             self.account(order, true);
         }
         dir.store(i, new.0);
+    }
+
+    /// Whether `res` holds every directory a populate of `[start, end)`
+    /// needs now (with 4 KiB entries, or a huge one if `huge`): for a
+    /// caller with work to undo should the populate fail.
+    pub(crate) fn has_room(&self, res: &Reserve, start: u64, end: u64, huge: bool) -> bool {
+        let (root, top) = (self.pt.root.dir(), self.pt.top());
+        self.pt.check_range(start, end).is_ok()
+            && self.pt.missing(root, top, 0, start, end, u32::from(huge)) <= res.len()
     }
 
     /// Mirrors `entries.len()` consecutive 4 KiB pages from `start` (each entry

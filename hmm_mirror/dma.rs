@@ -54,7 +54,7 @@ const MAPPED: PtFlags = PtFlags::DIRTY;
 
 /// Over all DMA tables (debugfs): mappings made, unmapped, failed, and
 /// huge pages mapped page by page because their IOVA was not 2 MiB
-/// aligned.
+/// aligned (after one, reserves are made for 4 KiB entries).
 static MAPS: Atomic<u64> = Atomic::new(0);
 static UNMAPS: Atomic<u64> = Atomic::new(0);
 static MAP_ERRORS: Atomic<u64> = Atomic::new(0);
@@ -123,11 +123,14 @@ impl DmaTable {
         }? Error)
     }
 
-    /// Directories for a [`Self::commit`] of `[start, end)`, allocated with
-    /// `GFP_KERNEL` before any lock is taken (may sleep).
-    /// (Enough for 4 KiB entries, so for a huge one too.)
-    pub(crate) fn reserve(&self, start: u64, end: u64) -> Result<Reserve> {
-        self.pt.reserve_fresh(start, end, false, GFP_KERNEL)
+    /// Directories for a [`Self::commit`] of `[start, end)` (a huge entry
+    /// if `huge`), allocated with `GFP_KERNEL` before any lock is taken
+    /// (may sleep). If the table changes meanwhile, the commit fails with
+    /// `EAGAIN` before mapping anything: reserve again.
+    pub(crate) fn reserve(&self, start: u64, end: u64, huge: bool) -> Result<Reserve> {
+        // After a huge page had to be mapped page by page, as for 4 KiB.
+        let huge = huge && HUGE_SPLIT.load(Relaxed) == 0;
+        self.pt.reserve(start, end, huge, GFP_KERNEL)
     }
 
     /// The `struct device` (`Device::as_raw` is the kernel crate's own).
@@ -188,6 +191,10 @@ impl DmaTable {
             return Err(ENODEV);
         }
         table.remove_whole(start, end, |d| self.unmap(d))?;
+        // The removal may have freed directories the reserve did not count.
+        if !table.has_room(res, start, end, huge) {
+            return Err(EAGAIN);
+        }
         buf.clear();
         let unmap_all = |buf: &KVec<PtEntry>, order: u32| {
             for &entry in buf.iter() {
@@ -218,6 +225,10 @@ impl DmaTable {
                     order: HUGE_ORDER,
                 });
                 HUGE_SPLIT.add(1, Relaxed);
+                // Reserves count 4 KiB entries from now on.
+                if !table.has_room(res, start, end, false) {
+                    return Err(EAGAIN);
+                }
                 for k in 0..1u64 << HUGE_ORDER {
                     let one = ToMap {
                         pfn: p.pfn + k,

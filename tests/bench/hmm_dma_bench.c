@@ -164,8 +164,11 @@ static int compare(const char *plain, const char *dma)
 		double s = lookup(dma, rows[2 * i]) - lookup(plain, rows[2 * i]);
 		double h = lookup(dma, rows[2 * i + 1]) - lookup(plain, rows[2 * i + 1]);
 
-		printf("  %-7s %8.1f ns / %8.1f ns: a huge entry's one mapping saves %.1fx\n",
-		       i ? "unmap" : "map", s, h, h > 0 ? s / h : 0);
+		printf("  %-7s %8.1f ns / %8.1f ns: ", i ? "unmap" : "map", s, h);
+		if (h >= 1)
+			printf("a huge entry's one mapping is %.1fx cheaper\n", s / h);
+		else
+			printf("a huge entry's costs nothing measurable\n");
 	}
 	return 0;
 }
