@@ -435,7 +435,9 @@ impl HmmMirror {
     }
 
     /// Registers a mirror of `mm` for the device `owner`, driven by `ops`.
-    /// May sleep (takes `mmap_lock`, allocates with `GFP_KERNEL`).
+    /// May sleep (takes `mmap_lock`, allocates with `GFP_KERNEL`). (The C
+    /// API goes through [`Self::register_dma`].)
+    #[cfg_attr(not(any(CONFIG_KUNIT, hmm_rs_bench)), expect(dead_code))]
     pub(crate) fn register(
         mm: &MmWithUser,
         owner: Owner,

@@ -579,7 +579,6 @@ impl<A: DirAlloc> HmmPt<A> {
     }
 
     /// The mapping that translates `addr`, if any.
-    #[cfg_attr(not(any(CONFIG_KUNIT, hmm_rs_bench)), expect(dead_code))]
     pub(crate) fn lookup(&self, addr: u64) -> Option<PtMapping> {
         if addr >= self.limit() {
             return None;
