@@ -352,13 +352,12 @@ unsafe extern "C" fn hmm_rs_rust_mirror_walk(
     let Some(f) = f else {
         return EINVAL.to_errno();
     };
-    let mut ret = 0;
     // SAFETY: A registered mirror, by the caller's guarantee.
-    let walked = unsafe { &*mirror }
-        .table()
-        .walk_until(start as u64, end as u64, |m| {
+    let table = unsafe { &*mirror }.table();
+    walk_result(|ret| {
+        table.walk_until(start as u64, end as u64, |m| {
             // SAFETY: The driver's callback, with its own argument.
-            ret = unsafe {
+            *ret = unsafe {
                 f(
                     arg,
                     m.addr as usize,
@@ -367,9 +366,16 @@ unsafe extern "C" fn hmm_rs_rust_mirror_walk(
                     m.entry.flags().bits(),
                 )
             };
-            ret != 0
-        });
-    match walked {
+            *ret != 0
+        })
+    })
+}
+
+/// What a C walk returns: the last value of its callback (non-zero if it
+/// stopped the walk), or the walk's errno.
+fn walk_result(walk: impl FnOnce(&mut core::ffi::c_int) -> Result<bool>) -> core::ffi::c_int {
+    let mut ret = 0;
+    match walk(&mut ret) {
         Ok(_) => ret,
         Err(e) => e.to_errno(),
     }
@@ -402,26 +408,24 @@ unsafe extern "C" fn hmm_rs_rust_mirror_walk_dma(
     let Some(f) = f else {
         return EINVAL.to_errno();
     };
-    let mut ret = 0;
     // SAFETY: A registered mirror, by the caller's guarantee.
-    let walked = unsafe { &*mirror }.walk_dma(start as u64, end as u64, |m, dma| {
-        // SAFETY: The driver's callback, with its own argument.
-        ret = unsafe {
-            f(
-                arg,
-                m.addr as usize,
-                m.entry.pfn(),
-                dma.unwrap_or(DMA_NONE),
-                m.order,
-                m.entry.flags().bits(),
-            )
-        };
-        ret != 0
-    });
-    match walked {
-        Ok(_) => ret,
-        Err(e) => e.to_errno(),
-    }
+    let mirror = unsafe { &*mirror };
+    walk_result(|ret| {
+        mirror.walk_dma(start as u64, end as u64, |m, dma| {
+            // SAFETY: The driver's callback, with its own argument.
+            *ret = unsafe {
+                f(
+                    arg,
+                    m.addr as usize,
+                    m.entry.pfn(),
+                    dma.unwrap_or(DMA_NONE),
+                    m.order,
+                    m.entry.flags().bits(),
+                )
+            };
+            *ret != 0
+        })
+    })
 }
 
 /// # Safety

@@ -943,9 +943,12 @@ static int dummy_events(struct dummy_file *df, void __user *uarg)
 	return ret;
 }
 
-/* Checks and converts an hmm_dummy_range: [*start, *end). */
-static int dummy_range(struct hmm_dummy_range *r, unsigned long *start, unsigned long *end)
+/* Copies in and checks an hmm_dummy_range: [*start, *end). */
+static int dummy_range(struct hmm_dummy_range *r, void __user *uarg, unsigned long *start,
+		       unsigned long *end)
 {
+	if (copy_from_user(r, uarg, sizeof(*r)))
+		return -EFAULT;
 	if (r->addr & ~PAGE_MASK || !r->npages || r->npages > (ULONG_MAX >> PAGE_SHIFT) ||
 	    check_add_overflow(r->addr, r->npages << PAGE_SHIFT, end) || *end > TASK_SIZE_MAX ||
 	    r->write > 1 || r->pad)
@@ -962,9 +965,7 @@ static int dummy_dma_info(struct dummy_file *df, void __user *uarg)
 	u64 __user *out;
 	int ret;
 
-	if (copy_from_user(&r, uarg, sizeof(r)))
-		return -EFAULT;
-	ret = dummy_range(&r, &start, &end);
+	ret = dummy_range(&r, uarg, &start, &end);
 	if (ret)
 		return ret;
 	if (df->ddev->edu_slot < 0)
@@ -1021,9 +1022,7 @@ static int dummy_fault(struct dummy_file *df, void __user *uarg)
 	unsigned long start, end;
 	int ret;
 
-	if (copy_from_user(&r, uarg, sizeof(r)))
-		return -EFAULT;
-	ret = dummy_range(&r, &start, &end);
+	ret = dummy_range(&r, uarg, &start, &end);
 	if (ret)
 		return ret;
 	return hmm_rs_mirror_fault(df->mirror, r.write ? HMM_RS_DEVICE_WRITE_FAULT :
