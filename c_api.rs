@@ -158,7 +158,7 @@ impl Drop for CMirrorOps {
 }
 
 /// 0, or the negative errno of `r`, for the C API.
-fn errno(r: Result) -> core::ffi::c_int {
+pub(crate) fn errno(r: Result) -> core::ffi::c_int {
     r.map_or_else(|e| e.to_errno(), |()| 0)
 }
 
@@ -688,7 +688,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_migrate_to_system(
 }
 
 /// A count, or the negative errno, for the C API.
-fn count_or_errno(r: Result<usize>) -> core::ffi::c_long {
+pub(crate) fn count_or_errno(r: Result<usize>) -> core::ffi::c_long {
     r.map_or_else(
         |e| core::ffi::c_long::from(e.to_errno()),
         |n| n as core::ffi::c_long,

@@ -81,13 +81,14 @@ hmm_rs_tracepoints! {
     hmm_rs_devmem_evict(devmem: u64, npages: usize, in_use: usize, moved: isize);
 }
 
+/// A result as the events record it: 0 or -errno (the C API's form).
 fn errno(r: &Result) -> i32 {
-    r.as_ref().map_or_else(|e| e.to_errno(), |()| 0)
+    crate::c_api::errno(*r)
 }
 
+/// A count or -errno.
 fn count_or_errno(r: &Result<usize>) -> isize {
-    r.as_ref()
-        .map_or_else(|e| e.to_errno() as isize, |&n| n as isize)
+    crate::c_api::count_or_errno(*r) as isize
 }
 
 /// The core's notifier turned a CPU page-table change (notifier `code`)
