@@ -272,10 +272,10 @@ TEST(huge_page_is_one_mapping)
 	ASSERT_GE(fd, 0);
 	ASSERT_NE(info, NULL);
 	ASSERT_NE(data, NULL);
-	if (dma_info(fd, data, 1, info) == -ENODEV)
-		SKIP(return, "hmm_dummy is not on an edu device (edu=1)");
 	raw = mmap(NULL, 2 * HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	ASSERT_NE(raw, MAP_FAILED);
+	if (dma_info(fd, raw, 1, info) == -ENODEV)
+		SKIP(return, "hmm_dummy is not on an edu device (edu=1)");
 	buf = (char *)(((uintptr_t)raw + HUGE - 1) & ~(HUGE - 1));
 	ASSERT_EQ(madvise(buf, HUGE, MADV_HUGEPAGE), 0);
 	memset(buf, 3, HUGE);
