@@ -1131,19 +1131,22 @@ impl PinnedDrop for HmmMirror {
             let _ = listed.remove(i);
         }
         drop(listed);
-        // No new invalidation reaches the mirror after this...
+        // The device mappings go and what the device may have written is
+        // dirtied while the mirror still hears invalidations: until it
+        // leaves the mm's list, no page it names can be freed before an
+        // invalidation has removed it here, under the same table lock.
+        // (Nothing faults into a mirror being dropped: faults hold it.)
+        if let Some(dma) = &self.dma {
+            dma.clear();
+        }
+        self.pt.lock().clear(dirty_page);
+        // No invalidation reaches the mirror after this.
         self.hmm.remove_mirror(me);
         if self.inserted.load(Relaxed) {
             // SAFETY: Inserted (type invariant); this waits for running
             // callbacks, so none is left when the mirror is freed.
             unsafe { bindings::mmu_interval_notifier_remove(self.interval.get()) };
         }
-        // ...its device mappings go, and what the device may have written
-        // is dirtied.
-        if let Some(dma) = &self.dma {
-            dma.clear();
-        }
-        self.pt.lock().clear(dirty_page);
         trace::mirror_register(self.id, 0);
     }
 }

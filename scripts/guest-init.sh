@@ -363,6 +363,7 @@ dma)
 	{
 		echo "HMMRS-NOTE IOMMU: $(ls /sys/class/iommu); edu devices: $(grep -l 0x11e8 /sys/bus/pci/devices/*/device | tr '\n' ' ')"
 		load hmm_rs
+		echo "HMMRS-NOTE before: $(grep thp_collapse_alloc /proc/vmstat | tr '\n' ' ')"
 		# make test leaves out hmm-tests' two migration benchmarks
 		# (MIGRATE_TO_DEV/SYS of up to 256 MiB, 5 times, no READ or
 		# WRITE: no DMA), which take 11 of this VM's 18 minutes under
@@ -373,6 +374,7 @@ dma)
 			echo "HMMRS-NOTE hmm-tests: benchmark_thp_migration left out here (make dma runs it)"
 			user_suites edu=1 "$SPM0" "$SPM1" -- /upstream/hmm-tests -T benchmark_thp_migration
 		fi
+		echo "HMMRS-NOTE after: $(grep thp_collapse_alloc /proc/vmstat | tr '\n' ' ')"
 		unload hmm_rs
 	} > "$out"
 	;;
