@@ -61,7 +61,7 @@ mkdir -p "$run"
 # (guest-init.sh passes its address).
 qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3G -no-reboot
       -kernel "$bzimage" -initrd "$run/initramfs.cpio"
-      -append "console=ttyS0 panic=-1 hugepages=32 memmap=512M\$0x40000000 hmmrs.mode=$mode${STRESS_S:+ hmmrs.stress_s=$STRESS_S}${HMMRS_PROFILE:+ hmmrs.profile=$HMMRS_PROFILE}${HMMRS_BENCH_ARGS:+ hmmrs.bench_args=$HMMRS_BENCH_ARGS}${HMMRS_DMA_FULL:+ hmmrs.dma_full=1}")
+      -append "console=ttyS0 panic=-1 hugepages=32 memmap=512M\$0x40000000 hmmrs.mode=$mode${STRESS_S:+ hmmrs.stress_s=$STRESS_S}${HMMRS_PROFILE:+ hmmrs.profile=$HMMRS_PROFILE}${HMMRS_BENCH_ARGS:+ hmmrs.bench_args=$HMMRS_BENCH_ARGS}${HMMRS_DMA_FULL:+ hmmrs.dma_full=1}${HMMRS_DMA_ONLY:+ hmmrs.dma_only=1}")
 
 # The test kernel on one CPU, as before it read ACPI and found the second:
 # with two, upstream hmm-tests' anon_write_child (exactly one device fault
@@ -80,7 +80,7 @@ esac
 # time per 4 KiB (which also makes the guest's clock jump 100 ms per
 # transfer: hmm_dummy copies large accesses by the CPU, see edu_max_pages).
 # HMMRS_IOMMU=0: the same machine without the IOMMU (the benchmark's other
-# half). After the command line, which the cases above
+# half). HMMRS_DMA_ONLY=1: tests/dma_iommu.c alone (quick, while working). After the command line, which the cases above
 # append to.
 edu=(-device "edu,dma_mask=0xffffffffffffffff" -device "edu,dma_mask=0xffffffffffffffff")
 case "$mode" in

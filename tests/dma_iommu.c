@@ -297,6 +297,57 @@ TEST(huge_page_is_one_mapping)
 	free(data);
 }
 
+/*
+ * hmm-tests' anon_write_child on device-coherent memory, step by step: the
+ * parent's pages on device 2's coherent memory, then fork; the child's own
+ * mirror (device 0) write-faults the range: every page must be mapped.
+ */
+TEST(child_write_fault_after_coherent_migration)
+{
+	unsigned long n = 1024, i;
+	__u64 *info = calloc(n, sizeof(*info));
+	char *buf, *data = malloc(n * PAGE);
+	int fd2 = open("/dev/hmm_dmirror2", O_RDWR), status;
+	pid_t pid;
+
+	ASSERT_NE(info, NULL);
+	ASSERT_NE(data, NULL);
+	if (fd2 < 0)
+		SKIP(return, "no device-coherent device");
+	buf = mmap(NULL, n * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(buf, MAP_FAILED);
+	memset(buf, 1, n * PAGE);
+	ASSERT_EQ(dmirror(fd2, HMM_DMIRROR_MIGRATE_TO_DEV, buf, data, n), 0);
+	pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		struct hmm_dummy_range r = { .addr = (uintptr_t)buf, .npages = n, .write = 1 };
+		int fd0 = open("/dev/hmm_dmirror0", O_RDWR), bad = 0;
+
+		if (fd0 < 0 || dma_info(fd0, buf, 1, info) == -ENODEV)
+			_exit(0);
+		if (ioctl(fd0, HMM_DUMMY_FAULT, &r))
+			_exit(2);
+		if (dma_info(fd0, buf, n, info))
+			_exit(3);
+		for (i = 0; i < n; i++) {
+			if (info[i] == HMM_DUMMY_DMA_NONE) {
+				if (bad++ < 8)
+					fprintf(stderr, "page %lu not mapped after the fault\n", i);
+			}
+		}
+		fprintf(stderr, "%d of %lu pages not mapped\n", bad, n);
+		_exit(bad ? 1 : 0);
+	}
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status));
+	ASSERT_EQ(WEXITSTATUS(status), 0);
+	munmap(buf, n * PAGE);
+	close(fd2);
+	free(info);
+	free(data);
+}
+
 /* The edu devices' PCI addresses (bound to hmm_dummy), at most 4. */
 static int edu_devices(char bdf[][16])
 {
