@@ -80,8 +80,8 @@ esac
 # time per 4 KiB (which also makes the guest's clock jump 100 ms per
 # transfer: hmm_dummy copies large accesses by the CPU, see edu_max_pages).
 # HMMRS_IOMMU=0: the same machine without the IOMMU (the benchmark's other
-# half). HMMRS_DMA_ONLY=1: tests/dma_iommu.c alone (quick, while working). After the command line, which the cases above
-# append to.
+# half). HMMRS_DMA_ONLY=1: tests/dma_iommu.c alone (quick, while working).
+# After the command line, which the cases above append to.
 edu=(-device "edu,dma_mask=0xffffffffffffffff" -device "edu,dma_mask=0xffffffffffffffff")
 case "$mode" in
 dma | bench-dma)
