@@ -166,6 +166,41 @@ impl DmaTable {
         UNMAPS.add(1, Relaxed);
     }
 
+    /// Unmaps the 4 KiB mappings of `buf` (made by [`Self::map_into`]).
+    fn unmap_all(&self, buf: &[PtEntry]) {
+        for &entry in buf {
+            self.unmap(PtDirty {
+                addr: 0,
+                entry,
+                order: 0,
+            });
+        }
+    }
+
+    /// Maps 4 KiB `pages` into `buf`, or on any failure, nothing: what it
+    /// mapped is unmapped again.
+    fn map_into(
+        &self,
+        buf: &mut KVec<PtEntry>,
+        pages: impl Iterator<Item = ToMap>,
+        write: bool,
+    ) -> Result {
+        for p in pages {
+            let r = self.map(p, write).and_then(|e| {
+                buf.push_within_capacity(e).map_err(|e| {
+                    self.unmap_all(&[e.0]);
+                    ENOMEM
+                })
+            });
+            if let Err(e) = r {
+                self.unmap_all(buf);
+                buf.clear();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Maps `pages` for the device and records them from `start`: one huge
     /// page (`huge`, 2 MiB aligned), or 4 KiB pages one after another. The
     /// range's old mappings are unmapped first. `buf` is scratch space with
@@ -173,8 +208,9 @@ impl DmaTable {
     /// lock held, before the mirror table is populated.
     ///
     /// Errors: `ENODEV` once unbound; `ENOMEM` or `EIO` if a mapping fails
-    /// (nothing of the range is mapped then); `EAGAIN` if `res` is short
-    /// (cannot happen with [`Self::reserve`]'s).
+    /// (nothing of the range is mapped then); `EAGAIN`, before mapping
+    /// anything, if `res` is short (removing the old mappings freed
+    /// directories it counted on): reserve again.
     pub(crate) fn commit(
         &self,
         res: &mut Reserve,
@@ -196,67 +232,42 @@ impl DmaTable {
             return Err(EAGAIN);
         }
         buf.clear();
-        let unmap_all = |buf: &KVec<PtEntry>, order: u32| {
-            for &entry in buf.iter() {
-                let addr = 0;
-                self.unmap(PtDirty { addr, entry, order });
-            }
-        };
         if huge {
             // One pass: a huge entry is one page of order 9.
             for p in pages {
                 let e = self.map(p, write)?;
+                let huge_entry = PtDirty {
+                    addr: start,
+                    entry: e,
+                    order: HUGE_ORDER,
+                };
                 // The IOVA allocator aligns a 2 MiB mapping to its size;
                 // should one not be, map the pages one by one instead.
                 if e.pfn() % (1 << HUGE_ORDER) == 0 {
                     let r = table.populate_huge(res, start, e, |_| {});
                     if r.is_err() {
-                        self.unmap(PtDirty {
-                            addr: start,
-                            entry: e,
-                            order: HUGE_ORDER,
-                        });
+                        self.unmap(huge_entry);
                     }
                     return r;
                 }
-                self.unmap(PtDirty {
-                    addr: start,
-                    entry: e,
-                    order: HUGE_ORDER,
-                });
+                self.unmap(huge_entry);
                 HUGE_SPLIT.add(1, Relaxed);
                 // Reserves count 4 KiB entries from now on.
                 if !table.has_room(res, start, end, false) {
                     return Err(EAGAIN);
                 }
-                for k in 0..1u64 << HUGE_ORDER {
-                    let one = ToMap {
-                        pfn: p.pfn + k,
-                        order: 0,
-                    };
-                    match self.map(one, write) {
-                        Ok(e) => buf.push_within_capacity(e).map_err(|_| ENOMEM)?,
-                        Err(e) => {
-                            unmap_all(buf, 0);
-                            return Err(e);
-                        }
-                    }
-                }
+                let one = |k| ToMap {
+                    pfn: p.pfn + k,
+                    order: 0,
+                };
+                self.map_into(buf, (0..1u64 << HUGE_ORDER).map(one), write)?;
             }
         } else {
-            for p in pages {
-                match self.map(p, write) {
-                    Ok(e) => buf.push_within_capacity(e).map_err(|_| ENOMEM)?,
-                    Err(e) => {
-                        unmap_all(buf, 0);
-                        return Err(e);
-                    }
-                }
-            }
+            self.map_into(buf, pages, write)?;
         }
         let r = table.populate(res, start, buf, |_| {});
         if r.is_err() {
-            unmap_all(buf, 0);
+            self.unmap_all(buf);
         }
         r
     }
