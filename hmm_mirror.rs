@@ -710,6 +710,9 @@ impl HmmMirror {
         if self.released.load(Relaxed) {
             return Err(ESRCH);
         }
+        if self.dma.as_ref().is_some_and(|d| !d.is_bound()) {
+            return Err(ENODEV);
+        }
         let chunk_pages = HUGE_SIZE as usize / PAGE_SIZE as usize;
         let mut bufs = FaultBufs {
             hmm_pfns: KVec::with_capacity(chunk_pages, GFP_KERNEL)?,
@@ -718,9 +721,6 @@ impl HmmMirror {
                 GFP_KERNEL,
             )?,
         };
-        if self.dma.as_ref().is_some_and(|d| !d.is_bound()) {
-            return Err(ENODEV);
-        }
         let watch = FaultWatch::new(self, start, end)?;
         let mut chunk = start;
         while chunk < end {
@@ -1029,21 +1029,10 @@ impl HmmMirror {
             order: 0,
         };
         if c.huge {
-            let p = ToMap {
-                pfn: c.first,
-                order: HUGE_ORDER,
-            };
-            return dma.commit(res, c.start, core::iter::once(p), true, c.write, buf);
+            return dma.commit_huge(res, c.start, c.first, c.write, buf);
         }
         if hmm_pfns.iter().all(sys) {
-            return dma.commit(
-                res,
-                c.start,
-                hmm_pfns.iter().map(to_map),
-                false,
-                c.write,
-                buf,
-            );
+            return dma.commit_pages(res, c.start, hmm_pfns.iter().map(to_map), c.write, buf);
         }
         // Mixed: the runs of system pages.
         dma.remove(c.start, c.end);
@@ -1056,7 +1045,7 @@ impl HmmMirror {
             }
             let a = c.start + i as u64 * PAGE_SIZE;
             let pages = hmm_pfns[i..i + run].iter().map(to_map);
-            if let Err(e) = dma.commit(res, a, pages, false, c.write, buf) {
+            if let Err(e) = dma.commit_pages(res, a, pages, c.write, buf) {
                 dma.remove(c.start, c.end);
                 return Err(e);
             }

@@ -43,8 +43,8 @@ use kernel::{
 
 use crate::{
     hmm_pt::{
-        HmmPt, PageDirs, PtDirty, PtEntry, PtFlags, PtLevels, PtMapping, Reserve, HUGE_ORDER,
-        PAGE_SIZE,
+        HmmPt, PageDirs, PtDirty, PtEntry, PtFlags, PtGuard, PtLevels, PtMapping, Reserve,
+        HUGE_ORDER, PAGE_SIZE,
     },
     shim,
 };
@@ -123,7 +123,7 @@ impl DmaTable {
         }? Error)
     }
 
-    /// Directories for a [`Self::commit`] of `[start, end)` (a huge entry
+    /// Directories for a [`Self::commit_pages`] or [`Self::commit_huge`] of `[start, end)` (a huge entry
     /// if `huge`), allocated with `GFP_KERNEL` before any lock is taken
     /// (may sleep). If the table changes meanwhile, the commit fails with
     /// `EAGAIN` before mapping anything: reserve again.
@@ -201,70 +201,118 @@ impl DmaTable {
         Ok(())
     }
 
-    /// Maps `pages` for the device and records them from `start`: one huge
-    /// page (`huge`, 2 MiB aligned), or 4 KiB pages one after another. The
-    /// range's old mappings are unmapped first. `buf` is scratch space with
-    /// room for one entry per 4 KiB page. Called with the mirror's table
-    /// lock held, before the mirror table is populated.
+    /// Locks the table for a commit of `[start, end)` (a huge entry if
+    /// `huge`): unmaps the range's old mappings, then checks that `res`
+    /// still holds what populating it needs.
     ///
-    /// Errors: `ENODEV` once unbound; `ENOMEM` or `EIO` if a mapping fails
-    /// (nothing of the range is mapped then); `EAGAIN`, before mapping
-    /// anything, if `res` is short (removing the old mappings freed
-    /// directories it counted on): reserve again.
-    pub(crate) fn commit(
+    /// Errors: `ENODEV` once unbound; `EAGAIN`, before anything is mapped,
+    /// if `res` is short (removing the old mappings freed directories it
+    /// counted on): reserve again.
+    fn lock_for_commit(
         &self,
-        res: &mut Reserve,
+        res: &Reserve,
         start: u64,
-        pages: impl ExactSizeIterator<Item = ToMap>,
+        end: u64,
         huge: bool,
-        write: bool,
-        buf: &mut KVec<PtEntry>,
-    ) -> Result {
-        let n = if huge { 1 << HUGE_ORDER } else { pages.len() };
-        let end = start + n as u64 * PAGE_SIZE;
+    ) -> Result<PtGuard<'_, PageDirs>> {
         let mut table = self.pt.lock();
         if !self.bound.load(Relaxed) {
             return Err(ENODEV);
         }
         table.remove_whole(start, end, |d| self.unmap(d))?;
-        // The removal may have freed directories the reserve did not count.
         if !table.has_room(res, start, end, huge) {
             return Err(EAGAIN);
         }
-        buf.clear();
-        if huge {
-            // One pass: a huge entry is one page of order 9.
-            for p in pages {
-                let e = self.map(p, write)?;
-                let huge_entry = PtDirty {
-                    addr: start,
-                    entry: e,
-                    order: HUGE_ORDER,
-                };
-                // The IOVA allocator aligns a 2 MiB mapping to its size;
-                // should one not be, map the pages one by one instead.
-                if e.pfn() % (1 << HUGE_ORDER) == 0 {
-                    let r = table.populate_huge(res, start, e, |_| {});
-                    if r.is_err() {
-                        self.unmap(huge_entry);
-                    }
-                    return r;
-                }
-                self.unmap(huge_entry);
-                HUGE_SPLIT.add(1, Relaxed);
-                // Reserves count 4 KiB entries from now on.
-                if !table.has_room(res, start, end, false) {
-                    return Err(EAGAIN);
-                }
-                let one = |k| ToMap {
-                    pfn: p.pfn + k,
-                    order: 0,
-                };
-                self.map_into(buf, (0..1u64 << HUGE_ORDER).map(one), write)?;
+        Ok(table)
+    }
+
+    /// Maps the huge page at `pfn` (512-page aligned) for the device as one
+    /// mapping and records it at `start` (2 MiB aligned); or, should its
+    /// IOVA not be 2 MiB aligned, page by page (`buf`: room for 512).
+    /// Called with the mirror's table lock held, before the mirror table
+    /// is populated. Errors as [`Self::commit_pages`].
+    pub(crate) fn commit_huge(
+        &self,
+        res: &mut Reserve,
+        start: u64,
+        pfn: u64,
+        write: bool,
+        buf: &mut KVec<PtEntry>,
+    ) -> Result {
+        let end = start + (PAGE_SIZE << HUGE_ORDER);
+        let mut table = self.lock_for_commit(res, start, end, true)?;
+        let huge = ToMap {
+            pfn,
+            order: HUGE_ORDER,
+        };
+        let e = self.map(huge, write)?;
+        let mapping = PtDirty {
+            addr: start,
+            entry: e,
+            order: HUGE_ORDER,
+        };
+        // The IOVA allocator aligns a 2 MiB mapping to its size.
+        if e.pfn() % (1 << HUGE_ORDER) == 0 {
+            let r = table.populate_huge(res, start, e, |_| {});
+            if r.is_err() {
+                self.unmap(mapping);
             }
-        } else {
-            self.map_into(buf, pages, write)?;
+            return r;
         }
+        self.unmap(mapping);
+        HUGE_SPLIT.add(1, Relaxed);
+        // Reserves count 4 KiB entries from now on.
+        if !table.has_room(res, start, end, false) {
+            return Err(EAGAIN);
+        }
+        let one = |k| ToMap {
+            pfn: pfn + k,
+            order: 0,
+        };
+        self.populate_pages(
+            &mut table,
+            res,
+            start,
+            (0..1u64 << HUGE_ORDER).map(one),
+            write,
+            buf,
+        )
+    }
+
+    /// Maps 4 KiB `pages` for the device and records them from `start`,
+    /// one after another; `buf` is scratch space with room for them.
+    /// Called with the mirror's table lock held, before the mirror table
+    /// is populated. The range's old mappings are unmapped first.
+    ///
+    /// Errors: `ENODEV` once unbound; `ENOMEM` or `EIO` if a mapping fails
+    /// (nothing of the range is mapped then); `EAGAIN`, before mapping
+    /// anything, if `res` is short: reserve again.
+    pub(crate) fn commit_pages(
+        &self,
+        res: &mut Reserve,
+        start: u64,
+        pages: impl ExactSizeIterator<Item = ToMap>,
+        write: bool,
+        buf: &mut KVec<PtEntry>,
+    ) -> Result {
+        let end = start + pages.len() as u64 * PAGE_SIZE;
+        let mut table = self.lock_for_commit(res, start, end, false)?;
+        self.populate_pages(&mut table, res, start, pages, write, buf)
+    }
+
+    /// Maps `pages` into `buf` and populates the locked table with them;
+    /// unmaps them all if that fails.
+    fn populate_pages(
+        &self,
+        table: &mut PtGuard<'_, PageDirs>,
+        res: &mut Reserve,
+        start: u64,
+        pages: impl Iterator<Item = ToMap>,
+        write: bool,
+        buf: &mut KVec<PtEntry>,
+    ) -> Result {
+        buf.clear();
+        self.map_into(buf, pages, write)?;
         let r = table.populate(res, start, buf, |_| {});
         if r.is_err() {
             self.unmap_all(buf);
@@ -295,7 +343,7 @@ impl DmaTable {
     }
 
     /// The device is going away: unmaps everything, and nothing is mapped
-    /// for it again ([`Self::commit`] fails with `ENODEV`).
+    /// for it again (commits fail with `ENODEV`).
     pub(crate) fn unbind(&self) {
         let mut table = self.pt.lock();
         table.clear(|d| self.unmap(d));
