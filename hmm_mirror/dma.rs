@@ -123,9 +123,9 @@ impl DmaTable {
         }? Error)
     }
 
-    /// Directories for a [`Self::commit_pages`] or [`Self::commit_huge`] of `[start, end)` (a huge entry
-    /// if `huge`), allocated with `GFP_KERNEL` before any lock is taken
-    /// (may sleep). If the table changes meanwhile, the commit fails with
+    /// Directories for a commit of `[start, end)` ([`Self::commit_huge`]
+    /// if `huge`, else [`Self::commit_pages`]), allocated with `GFP_KERNEL`
+    /// before any lock is taken (may sleep). If the table changes meanwhile, the commit fails with
     /// `EAGAIN` before mapping anything: reserve again.
     pub(crate) fn reserve(&self, start: u64, end: u64, huge: bool) -> Result<Reserve> {
         // After a huge page had to be mapped page by page, as for 4 KiB.
