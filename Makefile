@@ -18,6 +18,10 @@
 #                   our suites and hmm-tests on hmm_dummy edu=1
 #   make reference  the kernel's own hmm-tests against lib/test_hmm.ko
 #   make dummy-reference  the same hmm-tests against hmm_rs + hmm_dummy
+#   make loop       one hmm-tests test N times on two CPUs, the invalidations
+#                   it got traced by task (TEST=hmm.hmm_device_private.
+#                   anon_write_child N=100 DRIVER=hmm_dummy|test_hmm;
+#                   STOCK=7.3|7.2: on Debian's kernel instead)
 #   make modules    build the modules (KDIR=/your/rust/kernel/build to pick
 #                   your own Rust-enabled kernel build tree)
 #   make stock      test on Debian's stock 7.3 kernel (RELEASE=..., default:
@@ -28,7 +32,7 @@
 # Build products and the test kernel live in $(HMM_RS_CACHE), by default
 # ~/.cache/hmm-rs, never in the source tree.
 
-.PHONY: all modules provision test stock install demo trace stress shell bench reference dummy-reference dma clean
+.PHONY: all modules provision test stock install demo trace stress shell bench reference dummy-reference dma loop clean
 
 all: modules
 
@@ -52,6 +56,10 @@ demo trace shell reference dummy-reference: modules
 
 dma: modules
 	HMMRS_DMA_FULL=1 HMMRS_VM_TIMEOUT=2400 scripts/vm.sh dma
+
+loop: modules
+	HMMRS_LOOP=$(or $(TEST),hmm.hmm_device_private.anon_write_child),$(or $(N),100),$(or $(DRIVER),hmm_dummy) \
+		scripts/vm.sh loop
 
 stress: modules
 	STRESS_S=$(or $(STRESS_S),600) scripts/vm.sh stress

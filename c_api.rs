@@ -298,6 +298,47 @@ unsafe extern "C" fn hmm_rs_rust_mirror_fault(
 
 /// # Safety
 ///
+/// `mirror` is registered; `f` is callable with `arg` without sleeping.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_rust_mirror_fault_walk(
+    mirror: *mut HmmMirror,
+    ty: u32,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+    f: Option<CWalkFn>,
+    arg: *mut core::ffi::c_void,
+) -> core::ffi::c_int {
+    let (Some(ty), Some(f)) = (HmmEventType::from_raw(ty), f) else {
+        return EINVAL.to_errno();
+    };
+    // SAFETY: A registered mirror, by the caller's guarantee.
+    let m = unsafe { &*mirror };
+    let table = m.table();
+    errno(m.fault_then(ty, start as u64, end as u64, &mut |s, e| {
+        let mut ret = 0;
+        table.walk_until(s, e, |entry| {
+            // SAFETY: The driver's callback, with its own argument; it does
+            // not sleep, by the caller's guarantee.
+            ret = unsafe {
+                f(
+                    arg,
+                    entry.addr as usize,
+                    entry.entry.pfn(),
+                    entry.order,
+                    entry.entry.flags().bits(),
+                )
+            };
+            ret != 0
+        })?;
+        match ret {
+            0 => Ok(()),
+            r => Err(Error::from_errno(r)),
+        }
+    }))
+}
+
+/// # Safety
+///
 /// `mirror` is registered; `out` has room for one value per page.
 #[no_mangle]
 unsafe extern "C" fn hmm_rs_rust_mirror_snapshot(

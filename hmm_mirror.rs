@@ -687,9 +687,27 @@ impl HmmMirror {
     /// got a fatal signal; `ENOMEM`; `EAGAIN` if invalidations kept racing
     /// with the fault.
     pub(crate) fn fault(&self, ty: HmmEventType, start: u64, end: u64) -> Result {
+        self.fault_then(ty, start, end, &mut |_, _| Ok(()))
+    }
+
+    /// [`Self::fault`], calling `then(chunk_start, chunk_end)` for each
+    /// chunk (at most 2 MiB) right after it is committed, under the
+    /// mirror's table lock: no invalidation can take the chunk's entries
+    /// away before `then` returns, so the device may use them there (the
+    /// way a driver programs its page table under its notifier lock). This
+    /// is what makes progress under a steady stream of invalidations: an
+    /// access done in `then` cannot be undone by one. `then` must not
+    /// sleep; an error it returns ends the fault with that error.
+    pub(crate) fn fault_then(
+        &self,
+        ty: HmmEventType,
+        start: u64,
+        end: u64,
+        then: &mut dyn FnMut(u64, u64) -> Result,
+    ) -> Result {
         trace::fault_begin(self.id, ty, start, end);
         let mut counts = FaultCounts::default();
-        let r = self.fault_counted(ty, start, end, &mut counts);
+        let r = self.fault_counted(ty, start, end, then, &mut counts);
         trace::fault_end(self.id, ty, start, end, &r, counts.retries, counts.huge);
         r
     }
@@ -699,6 +717,7 @@ impl HmmMirror {
         ty: HmmEventType,
         start: u64,
         end: u64,
+        then: &mut dyn FnMut(u64, u64) -> Result,
         counts: &mut FaultCounts,
     ) -> Result {
         let write = match ty {
@@ -725,7 +744,7 @@ impl HmmMirror {
         let mut chunk = start;
         while chunk < end {
             let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
-            self.fault_chunk(&watch, chunk, chunk_end, write, &mut bufs, counts)?;
+            self.fault_chunk(&watch, chunk, chunk_end, write, &mut bufs, then, counts)?;
             chunk = chunk_end;
         }
         self.hmm.count(ty);
@@ -821,6 +840,12 @@ impl HmmMirror {
         let mut result = Ok(());
         let mut addr = start;
         while addr < end && result.is_ok() {
+            // A page at a time over what may be a large VMA: a kill ends it.
+            // SAFETY: No preconditions.
+            if unsafe { shim::hmm_rs_fatal_signal_pending() } {
+                result = Err(EINTR);
+                break;
+            }
             let mut folio = core::ptr::null_mut();
             let owner = core::ptr::from_ref(self).cast_mut().cast();
             // SAFETY: We hold the mm's `mmap_lock` (`hmm_rs_mm_lock`).
@@ -858,6 +883,7 @@ impl HmmMirror {
 
     /// Faults one chunk (within one 2 MiB region) in and commits it,
     /// retrying while invalidations race with it.
+    #[expect(clippy::too_many_arguments)]
     fn fault_chunk(
         &self,
         watch: &FaultWatch,
@@ -865,6 +891,7 @@ impl HmmMirror {
         end: u64,
         write: bool,
         bufs: &mut FaultBufs,
+        then: &mut dyn FnMut(u64, u64) -> Result,
         counts: &mut FaultCounts,
     ) -> Result {
         for tries in 0..FAULT_RETRIES {
@@ -877,7 +904,7 @@ impl HmmMirror {
                 Err(EBUSY) => continue,
                 r => r?,
             };
-            if let Some(huge) = self.commit(watch, start, end, write, seq, bufs)? {
+            if let Some(huge) = self.commit(watch, start, end, write, seq, bufs, then)? {
                 counts.huge += u32::from(huge);
                 return Ok(());
             }
@@ -930,8 +957,10 @@ impl HmmMirror {
     }
 
     /// Second half of a fault: mirrors the faulted-in `hmm_pfns` of
-    /// `[start, end)` unless an invalidation started after `seq`. Returns
-    /// whether it made a huge entry if it did; `None`: fault in again.
+    /// `[start, end)` unless an invalidation started after `seq`, then calls
+    /// `then` under the table lock. Returns whether it made a huge entry if
+    /// it did; `None`: fault in again.
+    #[expect(clippy::too_many_arguments)]
     fn commit(
         &self,
         watch: &FaultWatch,
@@ -940,6 +969,7 @@ impl HmmMirror {
         write: bool,
         seq: kernel::ffi::c_ulong,
         bufs: &mut FaultBufs,
+        then: &mut dyn FnMut(u64, u64) -> Result,
     ) -> Result<Option<bool>> {
         let (hmm_pfns, dma_buf) = (&bufs.hmm_pfns[..], &mut bufs.dma_buf);
         let flags = if write {
@@ -1005,7 +1035,13 @@ impl HmmMirror {
         }
         match done {
             Err(EAGAIN) => Ok(None),
-            r => r.map(|()| Some(huge)),
+            r => {
+                r?;
+                // Still under the lock: the chunk is as committed.
+                then(start, end)?;
+                drop(table);
+                Ok(Some(huge))
+            }
         }
     }
 
@@ -1391,26 +1427,44 @@ mod tests {
         let w = FaultWatch::new(&m, start, end)?;
         let seq = m.fault_in(&w, start, end, true, &mut bufs.hmm_pfns)?;
         kunit_mm::remap(addr, n * PAGE)?;
-        assert!(m.commit(&w, start, end, true, seq, &mut bufs)?.is_none());
+        assert!(m
+            .commit(&w, start, end, true, seq, &mut bufs, &mut |_, _| Ok(()))?
+            .is_none());
         assert_eq!(m.table().stats().entries, 0);
         assert!(m.fault_races.load(Relaxed) >= 1);
         // With nothing in between, the same steps commit.
         let seq = m.fault_in(&w, start, end, true, &mut bufs.hmm_pfns)?;
-        assert!(m.commit(&w, start, end, true, seq, &mut bufs)?.is_some());
+        assert!(m
+            .commit(&w, start, end, true, seq, &mut bufs, &mut |_, _| Ok(()))?
+            .is_some());
         assert_eq!(m.table().stats().entries, n as u64);
         assert_eq!(stale_entries(&m, addr, n), 0);
         Ok(())
     }
 
-    /// The racer of [`faults_racing_invalidations_leave_no_stale_entry`].
+    /// The racer of [`faults_racing_invalidations_leave_no_stale_entry`],
+    /// and what it saw.
     struct Remapper {
         mm: *mut bindings::mm_struct,
         addr: usize,
         len: usize,
+        /// The mirror faulting the range: a remap that bumps its
+        /// `fault_races` invalidated one of its faults in flight.
+        mirror: Arc<HmmMirror>,
+        /// The racer runs.
+        started: Atomic<bool>,
         /// Round the test asked for; the racer remaps once per round.
         go: Atomic<u64>,
         /// Last round the racer finished.
         done: Atomic<u64>,
+        /// How long the test's last fault took, in ns: each round's remap
+        /// waits another fraction of it first, to land all over a fault.
+        fault_ns: Atomic<u64>,
+        /// Remaps done, and remaps that failed.
+        remaps: Atomic<u64>,
+        remap_errors: Atomic<u64>,
+        /// Remaps that invalidated a fault in flight.
+        overlapped: Atomic<u64>,
     }
 
     /// Lets the other thread run while spinning on a flag.
@@ -1425,19 +1479,39 @@ mod tests {
     ///
     /// `data` is a [`Remapper`] that outlives the thread.
     unsafe extern "C" fn remap_each_round(data: *mut core::ffi::c_void) -> kernel::ffi::c_int {
+        use kernel::sync::atomic::{Acquire, Release};
+        use kernel::time::{Delta, Instant, Monotonic};
         // SAFETY: By the function's safety requirement.
         let r = unsafe { &*data.cast::<Remapper>() };
         // SAFETY: `r.mm` is the test's mm, alive until the test ends, which
         // is after this thread stopped.
         unsafe { bindings::kthread_use_mm(r.mm) };
+        r.started.store(true, Release);
         while !crate::kunit_helpers::kunit_thread::should_stop() {
-            let round = r.go.load(Relaxed);
+            let round = r.go.load(Acquire);
             if round == r.done.load(Relaxed) {
                 pause();
                 continue;
             }
-            let _ = kunit_mm::remap(r.addr, r.len);
-            r.done.store(round, Relaxed);
+            // Round k waits (13 k mod 32) / 32 of the last fault's time,
+            // at most 10 ms: remaps land before, in and after the fault's
+            // every step.
+            let wait = (r.fault_ns.load(Relaxed) * (round * 13 % 32) / 32).min(10_000_000);
+            let t = Instant::<Monotonic>::now();
+            while t.elapsed() < Delta::from_nanos(wait as i64) {
+                kernel::processor::cpu_relax();
+            }
+            // The invalidation runs its callbacks in this thread: a change
+            // of `fault_races` across the remap is this remap's doing.
+            let races = r.mirror.fault_races.load(Relaxed);
+            match kunit_mm::remap(r.addr, r.len) {
+                Ok(()) => r.remaps.add(1, Relaxed),
+                Err(_) => r.remap_errors.add(1, Relaxed),
+            }
+            if r.mirror.fault_races.load(Relaxed) != races {
+                r.overlapped.add(1, Relaxed);
+            }
+            r.done.store(round, Release);
         }
         // SAFETY: Paired with the `kthread_use_mm` above.
         unsafe { bindings::kthread_unuse_mm(r.mm) };
@@ -1469,15 +1543,25 @@ mod tests {
         stale
     }
 
-    /// Real concurrency, one remap racing one fault per round. The window in
-    /// which a missing sequence check would commit a stale entry is tiny
+    /// Real concurrency, one remap racing one fault per round, the racer
+    /// bound to another CPU than the faulting test. The window in which a
+    /// missing sequence check would commit a stale entry is tiny
     /// (`hmm_range_fault` itself rechecks the sequence), so this is a smoke
     /// test; `invalidation_between_fault_in_and_commit_forces_a_retry`
-    /// checks the protocol deterministically.
+    /// checks the protocol deterministically. It checks that the two did
+    /// race: remaps invalidated faults in flight.
     #[test]
     fn faults_racing_invalidations_leave_no_stale_entry() -> Result {
+        use crate::kunit_helpers::kunit_thread::{self, Thread};
+        use kernel::sync::atomic::{Acquire, Release};
+        use kernel::time::{Instant, Monotonic};
         const ROUNDS: u64 = 300;
         let n = 16;
+        let cpus = kunit_thread::two_cpus("faults_racing_invalidations_leave_no_stale_entry");
+        assert!(cpus.is_some());
+        let Some((test_cpu, racer_cpu)) = cpus else {
+            return Err(ENODEV);
+        };
         let addr = kunit_mm::mmap(n * PAGE, PROT_READ | PROT_WRITE)?;
         let (_seen, m) = mirror()?;
         let task = current!();
@@ -1486,42 +1570,74 @@ mod tests {
                 mm: task.mm().ok_or(EINVAL)?.as_raw(),
                 addr,
                 len: n * PAGE,
+                mirror: m.clone(),
+                started: Atomic::new(false),
                 go: Atomic::new(0),
                 done: Atomic::new(0),
+                fault_ns: Atomic::new(0),
+                remaps: Atomic::new(0),
+                remap_errors: Atomic::new(0),
+                overlapped: Atomic::new(0),
             },
             GFP_KERNEL,
         )?;
+        let pinned = kunit_thread::pin_current(test_cpu)?;
         let data = core::ptr::from_ref::<Remapper>(&racer).cast_mut().cast();
         // SAFETY: The racer loops until stopped; `racer` outlives `thread`.
-        let thread = unsafe {
-            crate::kunit_helpers::kunit_thread::Thread::spawn(
-                remap_each_round,
-                data,
-                c"hmm_rs_remap",
-            )
-        }?;
+        let thread =
+            unsafe { Thread::spawn_on(racer_cpu, remap_each_round, data, c"hmm_rs_remap") }?;
+        // The rounds start once the racer runs, on its own CPU.
+        let started = kunit_thread::wait_until(5000, || racer.started.load(Acquire));
+        let (races0, retries0) = (m.fault_races.load(Relaxed), m.fault_retries.load(Relaxed));
         let (start, end) = (addr as u64, (addr + n * PAGE) as u64);
-        let (mut faulted, mut stale) = (0, 0);
-        let mut result = Ok(());
+        let (mut faulted, mut again, mut stale) = (0u64, 0u64, 0);
+        let mut result = if started { Ok(()) } else { Err(ETIMEDOUT) };
         for round in 1..=ROUNDS {
+            if result.is_err() {
+                break;
+            }
             // One remap races one fault; then, quiescent, the mirror must
             // hold only pages the CPU maps.
-            racer.go.store(round, Relaxed);
+            racer.go.store(round, Release);
+            let t = Instant::<Monotonic>::now();
             match m.fault(HmmEventType::DeviceWriteFault, start, end) {
                 Ok(()) => faulted += 1,
-                Err(EAGAIN) => {}
+                Err(EAGAIN) => again += 1,
                 Err(e) => result = Err(e),
             }
-            while racer.done.load(Relaxed) != round {
-                pause();
+            let took = u64::try_from(t.elapsed().as_nanos()).unwrap_or(0);
+            racer.fault_ns.store(took, Relaxed);
+            if !kunit_thread::wait_until(5000, || racer.done.load(Acquire) == round) {
+                result = Err(ETIMEDOUT);
+                break;
             }
             stale += stale_entries(&m, addr, n);
         }
+        // The racer must be gone before any assertion: a failed one ends
+        // this thread at once.
         drop(thread);
+        drop(pinned);
+        let races = m.fault_races.load(Relaxed) - races0;
+        let retries = m.fault_retries.load(Relaxed) - retries0;
+        let (remaps, remap_errors) = (racer.remaps.load(Relaxed), racer.remap_errors.load(Relaxed));
+        let overlapped = racer.overlapped.load(Relaxed);
+        let (tcpu, rcpu) = (test_cpu.as_u32(), racer_cpu.as_u32());
+        pr_info!(
+            "faults_racing_invalidations: test on CPU {tcpu}, racer on CPU {rcpu}: {faulted} of \
+             {ROUNDS} faults done, {again} EAGAIN; {remaps} remaps ({remap_errors} failed), \
+             {overlapped} of them during a fault; fault races {races}, retries {retries}; \
+             {stale} stale\n"
+        );
+        assert!(started);
         result?;
-        pr_info!("faults_racing_invalidations: {faulted} of {ROUNDS} faults done, {stale} stale\n");
+        // No fault left an entry of a page the CPU no longer maps.
         assert_eq!(stale, 0);
         assert!(faulted > 0);
+        // The racer remapped every round, and often enough while a fault
+        // was in flight, which the mirror heard as fault races.
+        assert_eq!(remaps, ROUNDS);
+        assert!(overlapped >= 10);
+        assert!(races >= overlapped);
         Ok(())
     }
 

@@ -1128,6 +1128,7 @@ impl<A: DirAlloc> PtGuard<'_, A> {
 #[kernel::prelude::kunit_tests(hmm_rs_pt)]
 mod tests {
     use super::*;
+    use kernel::sync::atomic::{Acquire, Release};
 
     const GIB: u64 = 1 << 30;
     const RW: PtFlags = PtFlags::WRITE;
@@ -1489,14 +1490,62 @@ mod tests {
         Ok(())
     }
 
-    /// A table shared by the test (the writer) and a reader thread.
+    /// A table shared by the test (the writer) and a reader thread bound to
+    /// another CPU, and what the reader saw.
     #[pin_data]
     struct Race {
         #[pin]
         pt: HmmPt<PageDirs>,
+        /// The reader runs.
+        started: Atomic<bool>,
+        /// Where the writer is: [`BEFORE`] its loop, `i + 1` in its
+        /// iteration `i`, [`AFTER`] it.
+        progress: Atomic<u64>,
+        /// What the reader saw, stored when it is stopped.
+        seen: RaceSeen,
+    }
+
+    /// [`Race::progress`] before the writer's loop.
+    const BEFORE: u64 = 0;
+    /// [`Race::progress`] after the writer's loop.
+    const AFTER: u64 = u64::MAX;
+
+    /// Counts of the reader's lookups; but for `reads` and `bad`, only of
+    /// lookups that started and ended while the writer was in its loop.
+    struct RaceSeen {
+        /// Lookups.
         reads: Atomic<u64>,
+        /// Lookups while the writer was in its loop.
+        during: Atomic<u64>,
+        /// Lookups that saw the writer in another iteration than the
+        /// lookup before: how often the two interleaved.
+        switches: Atomic<u64>,
+        /// Lookups that found no entry, and that found one.
+        empty: Atomic<u64>,
         found: Atomic<u64>,
+        /// Entries found writable, and write-protected.
+        writable: Atomic<u64>,
+        protected: Atomic<u64>,
+        /// Huge entries found.
+        huge: Atomic<u64>,
+        /// Torn entries, by lookups and by walks (see [`race_ok`]).
         bad: Atomic<u64>,
+    }
+
+    impl RaceSeen {
+        const fn new() -> Self {
+            Self {
+                reads: Atomic::new(0),
+                during: Atomic::new(0),
+                switches: Atomic::new(0),
+                empty: Atomic::new(0),
+                found: Atomic::new(0),
+                writable: Atomic::new(0),
+                protected: Atomic::new(0),
+                huge: Atomic::new(0),
+                bad: Atomic::new(0),
+            }
+        }
     }
 
     const RACE_START: u64 = GIB - HUGE_SIZE;
@@ -1508,77 +1557,132 @@ mod tests {
     }
 
     /// Whether `m` is something the race test's writer could have stored.
+    ///
+    /// A reader must see every slot as the writer last stored it, or as it
+    /// was before; anything else is a torn entry: a 64-bit slot read half
+    /// before and half after a store, a directory pointer taken for a leaf
+    /// (or a leaf followed as a directory), a slot of a directory freed
+    /// (and reused) under the reader, or a huge entry split into 4 KiB
+    /// entries with the wrong PFNs. The writer stores at each address only
+    /// [`race_pfn`] of it, as a 4 KiB or a 2 MiB entry, with `VALID | WRITE`
+    /// (populate) or `VALID` (after a write-protect: `DIRTY` is never set),
+    /// so a torn entry shows up as another PFN, other flags, another order,
+    /// a misaligned mapping or one outside the race's range.
     fn race_ok(m: &PtMapping) -> bool {
         let f = m.entry.flags();
-        m.entry.pfn() == race_pfn(m.addr)
-            && f.contains(PtFlags::VALID)
-            && (f & !(PtFlags::VALID | PtFlags::WRITE)) == PtFlags::NONE
+        (m.order == 0 || m.order == HUGE_ORDER)
+            && m.addr % (PAGE_SIZE << m.order) == 0
+            && m.addr >= RACE_START
+            && m.end() <= RACE_END
+            && m.entry.pfn() == race_pfn(m.addr)
+            && (f == (PtFlags::VALID | PtFlags::WRITE) || f == PtFlags::VALID)
     }
 
     /// The reader: random lookups, and a walk every fourth step, until told
-    /// to stop.
+    /// to stop; counts what it saw into `Race::seen` then.
     ///
     /// # Safety
     ///
     /// `data` is a `Race` kept alive by the thread's creator until it has
-    /// stopped the thread with `kthread_stop`.
+    /// stopped the thread.
     unsafe extern "C" fn race_reader(data: *mut core::ffi::c_void) -> core::ffi::c_int {
         // SAFETY: By the function's safety requirement.
         let race = unsafe { &*data.cast::<Race>() };
         let mut rng = Rng(7);
-        let (mut reads, mut found, mut bad) = (0u64, 0u64, 0u64);
-        // SAFETY: Called from a kthread.
-        while !unsafe { kernel::bindings::kthread_should_stop() } {
+        let (mut reads, mut during, mut switches) = (0u64, 0u64, 0u64);
+        let (mut empty, mut found, mut writable, mut protected, mut huge) = (0, 0, 0, 0, 0);
+        let mut bad = 0u64;
+        let mut last = BEFORE;
+        race.started.store(true, Release);
+        while !crate::kunit_helpers::kunit_thread::should_stop() {
             let a = RACE_START + (rng.next() & 1023) * PAGE_SIZE;
-            if let Some(m) = race.pt.lookup(a) {
-                found = found.wrapping_add(1);
-                bad = bad.wrapping_add(u64::from(!race_ok(&m) || a < m.addr || a >= m.end()));
+            let before = race.progress.load(Acquire);
+            let got = race.pt.lookup(a);
+            let after = race.progress.load(Acquire);
+            if let Some(m) = &got {
+                let torn = !race_ok(m) || a < m.addr || a >= m.end() || m.pfn_at(a) != race_pfn(a);
+                bad += u64::from(torn);
+            }
+            if before != BEFORE && after != AFTER {
+                during += 1;
+                switches += u64::from(after != last);
+                last = after;
+                match got {
+                    None => empty += 1,
+                    Some(m) => {
+                        found += 1;
+                        if m.entry.flags().contains(PtFlags::WRITE) {
+                            writable += 1;
+                        } else {
+                            protected += 1;
+                        }
+                        huge += u64::from(m.order == HUGE_ORDER);
+                    }
+                }
             }
             if reads & 3 == 0 {
                 let _ = race.pt.walk(RACE_START, RACE_END, |m| {
-                    bad = bad.wrapping_add(u64::from(!race_ok(m)))
+                    bad += u64::from(!race_ok(m));
                 });
             }
-            reads = reads.wrapping_add(1);
+            reads += 1;
         }
-        race.reads.store(reads, Relaxed);
-        race.found.store(found, Relaxed);
-        race.bad.store(bad, Relaxed);
+        let s = &race.seen;
+        s.reads.store(reads, Relaxed);
+        s.during.store(during, Relaxed);
+        s.switches.store(switches, Relaxed);
+        s.empty.store(empty, Relaxed);
+        s.found.store(found, Relaxed);
+        s.writable.store(writable, Relaxed);
+        s.protected.store(protected, Relaxed);
+        s.huge.store(huge, Relaxed);
+        s.bad.store(bad, Relaxed);
         0
     }
 
+    /// A reader on one CPU looks up and walks the table while the test, on
+    /// another, populates, write-protects and clears it, freeing and
+    /// allocating directories under the reader: no lookup may see a torn
+    /// entry, and the reader must have seen the writer's every kind of
+    /// entry while it wrote.
     #[test]
     fn readers_race_with_writer() -> Result {
-        use kernel::bindings;
+        use crate::kunit_helpers::kunit_thread::{self, Thread};
+        use kernel::time::{Delta, Instant, Monotonic};
+        // The writer runs at least `MIN_ITERS` iterations, and at least
+        // `WRITE_MS`: on an emulated CPU with KASAN, a second or so.
+        const MIN_ITERS: u64 = 300;
+        const MAX_ITERS: u64 = 100_000;
+        const WRITE_MS: i64 = 300;
+
+        let cpus = kunit_thread::two_cpus("readers_race_with_writer");
+        assert!(cpus.is_some());
+        let Some((writer_cpu, reader_cpu)) = cpus else {
+            return Err(ENODEV);
+        };
         let race = KBox::pin_init(
             try_pin_init!(Race {
                 pt <- HmmPt::new(PtLevels::Four, PageDirs),
-                reads: Atomic::new(0),
-                found: Atomic::new(0),
-                bad: Atomic::new(0),
+                started: Atomic::new(false),
+                progress: Atomic::new(BEFORE),
+                seen: RaceSeen::new(),
             }? Error),
             GFP_KERNEL,
         )?;
+        let pinned = kunit_thread::pin_current(writer_cpu)?;
         let data = core::ptr::from_ref::<Race>(&race).cast_mut().cast();
-        // SAFETY: `race_reader` matches the kthread signature; `race` outlives
-        // the thread, which is stopped below before `race` is dropped.
-        let task = unsafe {
-            bindings::kthread_create_on_node(
-                Some(race_reader),
-                data,
-                bindings::NUMA_NO_NODE,
-                c"hmm_rs_reader".as_char_ptr(),
-            )
-        };
-        if kernel::error::from_err_ptr(task).is_err() {
-            return Err(ENOMEM);
-        }
-        // SAFETY: `task` is a new kthread that has not been woken.
-        unsafe { bindings::wake_up_process(task) };
-        let writer = || -> Result {
+        // SAFETY: `race_reader` runs until stopped; `race` outlives `reader`,
+        // which is dropped (stopped) below before `race` is.
+        let reader = unsafe { Thread::spawn_on(reader_cpu, race_reader, data, c"hmm_rs_reader") }?;
+        // The writer starts only once the reader runs, on its own CPU.
+        let started = kunit_thread::wait_until(5000, || race.started.load(Acquire));
+        let writer = || -> Result<u64> {
             let pt = &race.pt;
             let mut rng = Rng(11);
-            for _ in 0..300 {
+            let t = Instant::<Monotonic>::now();
+            let mut i = 0;
+            while i < MIN_ITERS || (i < MAX_ITERS && t.elapsed() < Delta::from_millis(WRITE_MS)) {
+                race.progress.store(i + 1, Release);
                 // Populate a random run, sometimes a huge entry, write-protect
                 // part of the range, then clear part (freeing directories
                 // under the reader).
@@ -1586,8 +1690,8 @@ mod tests {
                 let n = 1 + rng.below(64);
                 let a = RACE_START + p * PAGE_SIZE;
                 let mut e = KVec::with_capacity(n as usize, GFP_KERNEL)?;
-                for i in 0..n {
-                    e.push(PtEntry::new(race_pfn(a + i * PAGE_SIZE), RW)?, GFP_KERNEL)?;
+                for k in 0..n {
+                    e.push(PtEntry::new(race_pfn(a + k * PAGE_SIZE), RW)?, GFP_KERNEL)?;
                 }
                 let mut res = pt.reserve(a, a + n * PAGE_SIZE, false, GFP_KERNEL)?;
                 pt.lock().populate(&mut res, a, &e, |_| {})?;
@@ -1603,23 +1707,48 @@ mod tests {
                 let q = RACE_START + rng.below(1024) * PAGE_SIZE;
                 pt.lock()
                     .update(q, (q + len).min(RACE_END), PtFlags::NONE, |_| {})?;
+                i += 1;
             }
+            race.progress.store(AFTER, Release);
             pt.lock().clear(|_| {});
-            Ok(())
+            Ok(i)
         };
-        let result = writer();
-        // Whatever happened, the reader must be gone before `race` is.
-        // SAFETY: `task` is our kthread; it runs until asked to stop.
-        unsafe { bindings::kthread_stop(task) };
-        result?;
-        assert_eq!(race.bad.load(Relaxed), 0);
-        assert!(race.reads.load(Relaxed) > 0);
-        assert_eq!(race.pt.stats().dirs, 0);
-        pr_info!(
-            "readers_race_with_writer: {} reads, {} found a mapping\n",
-            race.reads.load(Relaxed),
-            race.found.load(Relaxed)
+        let result = if started { writer() } else { Err(ETIMEDOUT) };
+        // Whatever happened, the reader must be gone before `race` is, and
+        // before any assertion (a failed one ends this thread at once).
+        drop(reader);
+        drop(pinned);
+        let s = &race.seen;
+        let (reads, during, switches) = (
+            s.reads.load(Relaxed),
+            s.during.load(Relaxed),
+            s.switches.load(Relaxed),
         );
+        let (empty, found) = (s.empty.load(Relaxed), s.found.load(Relaxed));
+        let (writable, protected) = (s.writable.load(Relaxed), s.protected.load(Relaxed));
+        let (huge, bad) = (s.huge.load(Relaxed), s.bad.load(Relaxed));
+        let (wcpu, rcpu) = (writer_cpu.as_u32(), reader_cpu.as_u32());
+        let iters = *result.as_ref().unwrap_or(&0);
+        pr_info!(
+            "readers_race_with_writer: writer on CPU {wcpu}, reader on CPU {rcpu}: {iters} \
+             iterations; {reads} reads, {during} while writing, {switches} writer switches \
+             seen, {empty} empty, {found} found ({writable} writable, {protected} \
+             write-protected, {huge} huge), {bad} torn\n"
+        );
+        assert!(started);
+        result?;
+        // No torn entry, by lookups or walks.
+        assert_eq!(bad, 0);
+        // The two overlapped: the reader read throughout the writer's run,
+        // and saw it move on between its lookups, again and again.
+        assert!(during >= 100);
+        assert!(switches >= 10);
+        // It saw the table in each state the writer makes.
+        assert!(empty > 0);
+        assert!(found > 0);
+        assert!(writable > 0);
+        assert!(protected > 0);
+        assert_eq!(race.pt.stats().dirs, 0);
         Ok(())
     }
 

@@ -146,6 +146,22 @@ int hmm_rs_mirror_walk(struct hmm_rs_mirror *mirror, unsigned long start,
 		       unsigned long end, hmm_rs_walk_fn fn, void *arg);
 
 /*
+ * hmm_rs_mirror_fault(), then @fn for each mapping of each chunk (at most
+ * 2 MiB) the fault committed, right after committing it and under the
+ * mirror's table lock: no invalidation can remove those mappings, or free
+ * their pages, until @fn returns, so the device may use them there, as a
+ * driver programs its page table under its notifier lock. This is how an
+ * access makes progress however fast invalidations come: what @fn did
+ * cannot be undone by one. @fn must not sleep; it returns 0, or a negative
+ * errno that ends the fault and is returned. A chunk already done when a
+ * later one fails stays done: the caller keeps track of what @fn saw.
+ */
+int hmm_rs_mirror_fault_walk(struct hmm_rs_mirror *mirror,
+			     enum hmm_rs_event_type type,
+			     unsigned long start, unsigned long end,
+			     hmm_rs_walk_fn fn, void *arg);
+
+/*
  * DMA-mapped mirrors. A mirror registered with hmm_rs_mirror_register_dma()
  * is bound to @dma_dev (a reference is held until it is unregistered): each
  * page a fault commits is DMA-mapped for @dma_dev (dma_map_page(), through

@@ -452,6 +452,7 @@ struct hmm_rs_migrate {
 	bool device_range;
 	unsigned long src[HMM_RS_MIGRATE_MAX];
 	unsigned long dst[HMM_RS_MIGRATE_MAX];
+	unsigned long hmm_pfns[HMM_RS_MIGRATE_MAX];	/* hmm_rs_migrate_dropped() */
 };
 
 struct hmm_rs_migrate *hmm_rs_migrate_alloc(void)
@@ -604,6 +605,51 @@ u64 hmm_rs_migrate_backoff(void)
 	return ktime_get_ns() - t0;
 }
 
+/**
+ * hmm_rs_migrate_dropped() - pages a step to device memory left out for now
+ * @m: a step set up by hmm_rs_migrate_setup(), not finalized
+ * @sub: the mirror's interval notifier (its mm's mmap_lock is held)
+ *
+ * migrate_vma_setup() leaves out (src 0) a page whose folio it cannot lock,
+ * isolate or account for all references of just now: on several CPUs, one
+ * that compaction or khugepaged holds at that moment, or that waits in
+ * another CPU's per-CPU LRU batch (a reference, and off the LRU), or a huge
+ * folio it could not split. Unlike page-cache, swapped-out or another
+ * device's pages, such a page, anonymous and mapped by the CPU, can move
+ * on another try.
+ *
+ * Return: how many of the step's pages are such.
+ */
+long hmm_rs_migrate_dropped(struct hmm_rs_migrate *m, struct mmu_interval_notifier *sub)
+{
+	struct hmm_range range = {
+		.notifier = sub,
+		.start = m->args.start,
+		.end = m->args.end,
+		.hmm_pfns = m->hmm_pfns,
+	};
+	unsigned long i;
+	long n = 0;
+
+	if (m->device_range)
+		return 0;
+	memset(m->hmm_pfns, 0, sizeof(m->hmm_pfns));
+	range.notifier_seq = mmu_interval_read_begin(sub);
+	/* No fault asked: it does not wait on the step's migration entries. */
+	if (hmm_range_fault(&range))
+		return 0;
+	for (i = 0; i < m->npages; i++) {
+		struct page *page;
+
+		if (m->src[i] || !(m->hmm_pfns[i] & HMM_PFN_VALID))
+			continue;
+		page = hmm_pfn_to_page(m->hmm_pfns[i]);
+		if (!is_zone_device_page(page) && folio_test_anon(page_folio(page)))
+			n++;
+	}
+	return n;
+}
+
 /* Ends the step: restores the CPU mappings, drops the old pages. */
 void hmm_rs_migrate_finalize(struct hmm_rs_migrate *m)
 {
@@ -710,6 +756,14 @@ int hmm_rs_mirror_fault(struct hmm_rs_mirror *mirror, enum hmm_rs_event_type typ
 	return hmm_rs_rust_mirror_fault(mirror, type, start, end);
 }
 EXPORT_SYMBOL_GPL(hmm_rs_mirror_fault);
+
+int hmm_rs_mirror_fault_walk(struct hmm_rs_mirror *mirror, enum hmm_rs_event_type type,
+			     unsigned long start, unsigned long end, hmm_rs_walk_fn fn,
+			     void *arg)
+{
+	return hmm_rs_rust_mirror_fault_walk(mirror, type, start, end, fn, arg);
+}
+EXPORT_SYMBOL_GPL(hmm_rs_mirror_fault_walk);
 
 int hmm_rs_mirror_walk(struct hmm_rs_mirror *mirror, unsigned long start,
 		       unsigned long end, hmm_rs_walk_fn fn, void *arg)

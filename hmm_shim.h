@@ -67,6 +67,9 @@ int hmm_rs_rust_mirror_unbind_dma(struct hmm_rs_mirror *mirror);
 void hmm_rs_rust_mirror_unregister(struct hmm_rs_mirror *mirror);
 int hmm_rs_rust_mirror_fault(struct hmm_rs_mirror *mirror, enum hmm_rs_event_type type,
 			     unsigned long start, unsigned long end);
+int hmm_rs_rust_mirror_fault_walk(struct hmm_rs_mirror *mirror, enum hmm_rs_event_type type,
+				  unsigned long start, unsigned long end, hmm_rs_walk_fn fn,
+				  void *arg);
 int hmm_rs_rust_mirror_walk(struct hmm_rs_mirror *mirror, unsigned long start,
 			    unsigned long end, hmm_rs_walk_fn fn, void *arg);
 int hmm_rs_rust_mirror_set_dirty(struct hmm_rs_mirror *mirror, unsigned long start,
@@ -118,6 +121,7 @@ extern const unsigned long hmm_rs_migrate_pfn_bits[5];
 unsigned long hmm_rs_migrate_alloc_system(struct hmm_rs_migrate *m, unsigned long i,
 					  unsigned int order);
 void hmm_rs_migrate_pages(struct hmm_rs_migrate *m);
+long hmm_rs_migrate_dropped(struct hmm_rs_migrate *m, struct mmu_interval_notifier *sub);
 u64 hmm_rs_migrate_backoff(void);
 void hmm_rs_migrate_finalize(struct hmm_rs_migrate *m);
 void hmm_rs_migrate_drop_page(unsigned long pfn);

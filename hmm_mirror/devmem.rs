@@ -40,12 +40,14 @@ pub(crate) fn write_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
     writeln!(
         f,
         "device pages in use {} huge folios filled {} pages not placed {} migration steps raced {} \
-         busy retries {} backoff us {} pages stayed busy {} huge folios back whole {} split {}",
+         busy retries {} pages left out {} backoff us {} pages stayed busy {} huge folios back \
+         whole {} split {}",
         PAGES_USED.load(Relaxed),
         HUGE_FILLED.load(Relaxed),
         NOT_PLACED.load(Relaxed),
         super::migrate::RACED.load(Relaxed),
         super::migrate::BUSY_RETRIES.load(Relaxed),
+        super::migrate::DROPPED.load(Relaxed),
         super::migrate::BACKOFF_NS.load(Relaxed) / 1000,
         super::migrate::STAYED.load(Relaxed),
         super::migrate::HUGE_BACK_WHOLE.load(Relaxed),

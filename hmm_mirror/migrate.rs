@@ -32,11 +32,13 @@ use crate::{
 };
 
 /// Migration steps to device memory that raced with an invalidation, steps
-/// tried again because pages were busy, the time slept before those tries,
-/// and pages that were there to move but stayed after the last try
-/// (debugfs).
+/// tried again because pages were busy, pages the kernel left out of a step
+/// although they could move (see [`Migration::dropped`]), the time slept
+/// before those tries, and pages that were there to move but stayed after
+/// the last try (debugfs).
 pub(crate) static RACED: Atomic<u64> = Atomic::new(0);
 pub(crate) static BUSY_RETRIES: Atomic<u64> = Atomic::new(0);
+pub(crate) static DROPPED: Atomic<u64> = Atomic::new(0);
 pub(crate) static BACKOFF_NS: Atomic<u64> = Atomic::new(0);
 pub(crate) static STAYED: Atomic<u64> = Atomic::new(0);
 /// Huge device folios brought back to system memory as one huge folio, and
@@ -390,6 +392,18 @@ impl Migration {
         i < self.npages && self.src()[i] & self.bits.valid != 0 && !self.moved(i)
     }
 
+    /// How many pages of a set-up step to device memory the kernel left out
+    /// (not selected at all) although they are anonymous pages the CPU
+    /// maps: a lock or reference held elsewhere just then (compaction,
+    /// khugepaged, another CPU's LRU batch), which another try may find
+    /// gone. [`Self::busy`] counts only pages that were selected.
+    fn dropped(&mut self, mm: &MmReadLock) -> usize {
+        // SAFETY: `m` is ours and set up; `mm` holds the notifier's mm and
+        // `mmap_lock`.
+        let n = unsafe { shim::hmm_rs_migrate_dropped(self.m.as_ptr(), mm.0) };
+        n.max(0) as usize
+    }
+
     /// Ends the step.
     pub(crate) fn finalize(&mut self) {
         // SAFETY: `m` is ours and set up.
@@ -619,7 +633,12 @@ impl HmmMirror {
             }
             moved += plan.iter().filter(|p| p.pfn != 0).count();
             counts.moved = moved;
-            let busy = (0..n).filter(|&i| m.busy(i)).count();
+            let mut busy = (0..n).filter(|&i| m.busy(i)).count();
+            if to.is_some() && tries < BUSY_TRIES {
+                let dropped = m.dropped(&mm);
+                DROPPED.add(dropped as u64, Relaxed);
+                busy += dropped;
+            }
             m.finalize();
             // Pages the kernel could not isolate or move just now (an
             // extra reference, the lock taken) get another chance; what

@@ -25,6 +25,19 @@ done
 out=/dev/ttyS1
 [ -c "$out" ] || out=/dev/console
 
+# Every vCPU QEMU was given (hmmrs.cpus, from vm.sh) must be online: the
+# races the tests name need CPUs running at once.
+cpus_check() {
+	want=$(sed -n 's/.*hmmrs.cpus=\([0-9]*\).*/\1/p' /proc/cmdline)
+	online=$(grep -c '^cpu[0-9]' /proc/stat)
+	echo "HMMRS-NOTE online CPUs: $online (QEMU gave ${want:-?})"
+	if [ -n "$want" ] && [ "$online" -ne "$want" ]; then
+		echo "HMMRS-CHECK-FAILED all_cpus_online"
+	else
+		echo "HMMRS-CHECK-PASSED all_cpus_online"
+	fi
+}
+
 # Runs one user-space test program; its TAP output goes to the results port.
 run_user() {
 	run_as "${1##*/}" "$@"
@@ -90,9 +103,25 @@ stress() {
 }
 
 # failslab and fail_page_alloc for tasks with make-it-fail only, for
-# allocations with module code (hmm_rs, hmm_dummy) on the stack, 2% of
-# them, silently (a stack dump per failure would read as kernel reports).
+# allocations with hmm_rs's code on the stack (its module's text: so every
+# failure injected is one the core must handle), of any order (page-table
+# directories and backing pages are order 0), 2% of them, silently (a
+# stack dump per failure would read as kernel reports). 'times' counts
+# down with each failure injected: that is how many hit hmm_rs.
+INJECT_TIMES=100000000
 inject_on() {
+	# /proc/modules: name size refs users state base.
+	base=$(awk '$1 == "hmm_rs" { print $6 }' /proc/modules)
+	size=$(awk '$1 == "hmm_rs" { print $2 }' /proc/modules)
+	[ -n "$base" ] || return 1
+	end=$((base + size))
+	# The size counts all of hmm_rs's sections: end where another
+	# module's text starts, if that is before.
+	# shellcheck disable=SC2013 # one word per line
+	for b in $(awk '$1 != "hmm_rs" { print $6 }' /proc/modules); do
+		[ $((b)) -gt $((base)) ] && [ $((b)) -lt $end ] && end=$((b))
+	done
+	end=$(printf '0x%x' $end)
 	for f in failslab fail_page_alloc; do
 		d=/sys/kernel/debug/$f
 		[ -d $d ] || return 1
@@ -100,19 +129,33 @@ inject_on() {
 		echo N > $d/ignore-gfp-wait
 		echo 2 > $d/probability
 		echo 1 > $d/interval
-		echo -1 > $d/times
+		echo $INJECT_TIMES > $d/times
 		echo 0 > $d/verbose
-		# x86-64's module area.
-		echo 0xffffffffa0000000 > $d/require-start
-		echo 0xffffffffff000000 > $d/require-end
+		echo "$base" > $d/require-start
+		echo "$end" > $d/require-end
 	done
 	echo N > /sys/kernel/debug/fail_page_alloc/ignore-gfp-highmem
-	echo "HMMRS-NOTE fault injection: failslab + fail_page_alloc, 2%, storm tasks only, module code on the stack"
+	echo 0 > /sys/kernel/debug/fail_page_alloc/min-order
+	echo "HMMRS-NOTE fault injection: failslab + fail_page_alloc (min-order 0), 2%, storm tasks only, hmm_rs's code ($base..$end) on the stack"
 }
+# Turns injection off; prints how many failures it injected and checks
+# that some did hit hmm_rs.
 inject_off() {
+	hits=0
 	for f in failslab fail_page_alloc; do
-		echo 0 > /sys/kernel/debug/$f/probability
+		d=/sys/kernel/debug/$f
+		echo 0 > $d/probability
+		n=$((INJECT_TIMES - $(cat $d/times)))
+		echo "HMMRS-NOTE injected failures ($f): $n"
+		hits=$((hits + n))
+		echo -1 > $d/times
 	done
+	echo "HMMRS-NOTE injected failures in hmm-rs code: $hits"
+	if [ "$hits" -gt 0 ]; then
+		echo "HMMRS-CHECK-PASSED injected_failures_hit_hmm_rs"
+	else
+		echo "HMMRS-CHECK-FAILED injected_failures_hit_hmm_rs"
+	fi
 }
 
 # kmemleak's report after two scans (an object must stay unreferenced a
@@ -187,15 +230,28 @@ profile_stop() {
 	fi
 }
 
+# Runs benchmark $2 (with the arguments after it) with its table kept in
+# $1 as well; its exit status.
+bench_to() {
+	f=$1
+	shift
+	"$@" > "$f"
+	rc=$?
+	cat "$f"
+	return $rc
+}
+
 case "$mode" in
 test)
 	{
+		cpus_check
 		load hmm_rs
 		# A C driver on the exported API; its KUnit suite runs at load.
 		# While it is loaded, hmm_rs must refuse to go.
 		if load hmm_rs_ctest; then
 			if rmmod hmm_rs 2>/dev/null; then
-				echo "HMMRS-CHECK-FAILED hmm_rs_unloaded_under_a_user"
+				echo "HMMRS-NOTE hmm_rs unloaded while hmm_rs_ctest used it"
+				echo "HMMRS-CHECK-FAILED hmm_rs_pinned_by_its_user"
 				load hmm_rs
 			else
 				echo "HMMRS-CHECK-PASSED hmm_rs_pinned_by_its_user"
@@ -203,28 +259,15 @@ test)
 			unload hmm_rs_ctest
 		fi
 		# The user-space suites drive mirrors through the dummy device,
-		# and so does the kernel's own hmm-tests; then the same hmm-tests
-		# judges the kernel's lib/test_hmm.ko, for comparison.
-		# hmm-tests' benchmark_thp_migration (256 MiB migrated 5 times
-		# each way under a 120-s timeout) is a timed assertion on this
-		# debug kernel: it ran out of time in the last two runs here (one
-		# with a compile beside it; it is 100-odd seconds long), against
-		# code its path had not changed. Left out of both runs
-		# in this VM (parity still compares the rest); make reference,
-		# make dummy-reference and make dma run it, make bench measures.
-		echo "HMMRS-NOTE hmm-tests: benchmark_thp_migration left out of both runs here (a 120-s timeout on the debug kernel)"
+		# and so does the kernel's own hmm-tests (its benchmark, a timed
+		# assertion, on the performance kernel: bench-short); the
+		# reference, test_hmm.ko, has a boot of its own (mode reference).
+		echo "HMMRS-NOTE hmm-tests: benchmark_thp_migration runs on the performance kernel (bench-short)"
 		user_suites "$SPM0" "$SPM1" -- /upstream/hmm-tests -T benchmark_thp_migration
 		# The short stress: ~20 s of storm each, plain and injected.
 		stress 20 1500
 		unload hmm_rs
 		kmemleak_check unloaded
-		# The kernel log marks test_hmm.ko's run: what it makes the
-		# kernel report is the reference's, not hmm-rs's (judge.py).
-		echo "HMMRS-REFERENCE-BEGIN" > /dev/kmsg
-		load test_hmm "$SPM0" "$SPM1"
-		run_as hmm-tests@test_hmm /upstream/hmm-tests -T benchmark_thp_migration
-		unload test_hmm
-		echo "HMMRS-REFERENCE-END" > /dev/kmsg
 	} > "$out"
 	;;
 stock)
@@ -233,12 +276,10 @@ stock)
 	# (so no reference, and device-coherent memory is left to the test
 	# kernel's run).
 	{
+		cpus_check
 		echo "HMMRS-NOTE kernel $(uname -r): no KUnit (CONFIG_KUNIT is not set) and no test_hmm.ko here"
 		load hmm_rs
-		# Left out here: its 256 MiB THP case intermittently finds pages
-		# not migrated on this kernel (not on the test kernel); see README.
-		echo "HMMRS-NOTE hmm-tests: benchmark_thp_migration left out on this kernel (flaky here)"
-		user_suites -- /upstream/hmm-tests -T benchmark_thp_migration
+		user_suites "$SPM0" "$SPM1" -- /upstream/hmm-tests
 		unload hmm_rs
 	} > "$out"
 	;;
@@ -277,6 +318,7 @@ bench | bench-short)
 	# on the same device node, in this boot; then the side-by-side table.
 	# bench-short (make test): small sizes, 3 runs, no page-table benchmark.
 	{
+		cpus_check
 		load hmm_rs
 		# hmmrs.bench_args=-o,read_cold (HMMRS_BENCH_ARGS): commas for spaces.
 		extra=$(sed -n 's/.*hmmrs.bench_args=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
@@ -289,25 +331,26 @@ bench | bench-short)
 		fi
 		echo "== the core's floor: fault and snapshot against bare hmm_range_fault()"
 		# shellcheck disable=SC2086 # the arguments are single words
-		/bench/hmm_bench $bargs -k
+		run_as hmm_bench-floor /bench/hmm_bench $bargs -k
 		# Device-coherent memory too: four devices for the two-pass figures.
 		load hmm_dummy "$SPM0" "$SPM1"
 		profile_start
 		# shellcheck disable=SC2086 # the arguments are single words
-		/bench/hmm_bench $bargs hmm_dummy > /tmp/ours
+		run_as hmm_bench@hmm_dummy bench_to /tmp/ours /bench/hmm_bench $bargs hmm_dummy
 		profile_stop
-		cat /tmp/ours
 		echo "== hmm_rs/stats after hmm_dummy's run"
 		cat /sys/kernel/debug/hmm_rs/stats
+		# hmm-tests' migration benchmark (both variants): a test with a
+		# timed assertion, so it runs here, on the performance kernel.
+		run_as hmm-tests-bench@hmm_dummy /upstream/hmm-tests -t benchmark_thp_migration
 		unload hmm_dummy
 		unload hmm_rs
-		load test_hmm
+		load test_hmm "$SPM0" "$SPM1"
 		# shellcheck disable=SC2086 # as above
-		/bench/hmm_bench $bargs test_hmm > /tmp/theirs
-		cat /tmp/theirs
+		run_as hmm_bench@test_hmm bench_to /tmp/theirs /bench/hmm_bench $bargs test_hmm
 		unload test_hmm
 		echo "== hmm_dummy against test_hmm.ko, this boot ($(uname -r)), ns per 4 KiB page"
-		/bench/hmm_bench -c /tmp/ours /tmp/theirs
+		run_as hmm_bench-compare /bench/hmm_bench -c /tmp/ours /tmp/theirs
 	} > "$out"
 	;;
 bench-dma)
@@ -315,6 +358,7 @@ bench-dma)
 	# hmm_dummy with plain mirrors, then on the edu devices (DMA-mapped),
 	# in this boot; with or without the IOMMU (HMMRS_IOMMU).
 	{
+		cpus_check
 		iommu=off
 		[ -n "$(ls /sys/class/iommu 2>/dev/null)" ] && iommu=on
 		size=""
@@ -322,24 +366,23 @@ bench-dma)
 		load hmm_rs
 		load hmm_dummy
 		# shellcheck disable=SC2086 # empty or one word
-		/bench/hmm_dma_bench $size plain > /tmp/plain
-		cat /tmp/plain
+		run_as hmm_dma_bench@plain bench_to /tmp/plain /bench/hmm_dma_bench $size plain
 		unload hmm_dummy
 		load hmm_dummy edu=1
 		# shellcheck disable=SC2086 # as above
-		/bench/hmm_dma_bench $size dma > /tmp/dma
-		cat /tmp/dma
+		run_as hmm_dma_bench@dma bench_to /tmp/dma /bench/hmm_dma_bench $size dma
 		echo "HMMRS-NOTE hmm_rs: $(grep '^dma ' /sys/kernel/debug/hmm_rs/stats)"
 		unload hmm_dummy
 		unload hmm_rs
 		echo "== DMA-mapped against plain mirrors, this boot ($(uname -r), IOMMU $iommu)"
-		/bench/hmm_dma_bench -c /tmp/plain /tmp/dma
+		run_as hmm_dma_bench-compare /bench/hmm_dma_bench -c /tmp/plain /tmp/dma
 	} > "$out"
 	;;
 stress)
 	# make stress: the storm for hmmrs.stress_s seconds (STRESS_S), the
 	# fuzzer, the injected storm, the leak scan.
 	{
+		cpus_check
 		secs=$(sed -n 's/.*hmmrs.stress_s=\([0-9]*\).*/\1/p' /proc/cmdline)
 		load hmm_rs
 		stress "${secs:-600}" 20000
@@ -348,14 +391,25 @@ stress)
 	} > "$out"
 	;;
 reference)
+	# The kernel's own lib/test_hmm.ko under the same hmm-tests, in a boot
+	# where hmm-rs is never loaded: make test compares (parity), and
+	# what the kernel reports here is the reference's.
 	{
+		cpus_check
 		load test_hmm "$SPM0" "$SPM1"
-		run_user /upstream/hmm-tests
+		# make test's (hmmrs.quick=1): without the migration benchmark,
+		# which hmm_dummy runs on the performance kernel.
+		if grep -q hmmrs.quick=1 /proc/cmdline; then
+			run_as hmm-tests@test_hmm /upstream/hmm-tests -T benchmark_thp_migration
+		else
+			run_as hmm-tests@test_hmm /upstream/hmm-tests
+		fi
 		unload test_hmm
 	} > "$out"
 	;;
 dummy-reference)
 	{
+		cpus_check
 		load hmm_rs
 		load hmm_dummy "$SPM0" "$SPM1"
 		run_user /upstream/hmm-tests
@@ -369,6 +423,7 @@ dma)
 	# mapped; any IOMMU fault or DMA-API debug report fails (judge.py),
 	# but those tests/dma_iommu.c provokes on purpose between marks.
 	{
+		cpus_check
 		echo "HMMRS-NOTE IOMMU: $(ls /sys/class/iommu); edu devices: $(grep -l 0x11e8 /sys/bus/pci/devices/*/device | tr '\n' ' ')"
 		load hmm_rs
 		# Under -icount sleep=off the guest's clock jumps 100 ms per edu
@@ -398,6 +453,49 @@ dma)
 			user_suites edu=1 "$SPM0" "$SPM1" -- /upstream/hmm-tests -T benchmark_thp_migration
 		fi
 		echo "HMMRS-NOTE after: $(vmstat)"
+		unload hmm_rs
+	} > "$out"
+	;;
+loop)
+	# make loop TEST=hmm.hmm_device_private.anon_write_child N=100: one
+	# hmm-tests test, N times, against hmm_dummy (DRIVER=hmm_dummy) or
+	# test_hmm.ko (DRIVER=test_hmm), with the hmm_rs_invalidate
+	# tracepoint on (hmm_rs is loaded either way, so it hears every
+	# invalidation of the test's mm through its mirrors; with test_hmm, a
+	# mirror is only made by hmm_dummy, so there the trace is empty):
+	# which tasks sent which invalidations, the vmstat counters of the
+	# kernel's background memory work, and the failed runs' output.
+	{
+		cpus_check
+		spec=$(sed -n 's/.*hmmrs.loop=\([^ ]*\).*/\1/p' /proc/cmdline)
+		t=${spec%%,*}
+		rest=${spec#*,}
+		n=${rest%%,*}
+		driver=${rest#*,}
+		load hmm_rs
+		load "$driver" "$SPM0" "$SPM1"
+		vmstat_bg() { grep -E '^(compact_(stall|daemon_wake|isolated|migrate_scanned)|thp_(collapse_alloc|split_pmd|deferred_split_page)|pgmigrate_success|pgactivate|pgdeactivate|pglazyfree) ' /proc/vmstat; }
+		vmstat_bg > /tmp/vm0
+		echo 1 > $tracing/events/hmm_rs/hmm_rs_invalidate/enable
+		fails=0
+		i=0
+		while [ $i -lt "$n" ]; do
+			if ! /upstream/hmm-tests -r "$t" > /tmp/one 2>&1; then
+				fails=$((fails + 1))
+				echo "== run $i failed"
+				grep -v '^ok\|^#  RUN\|^#      *OK' /tmp/one | tail -n 8
+			fi
+			i=$((i + 1))
+		done
+		echo 0 > $tracing/events/hmm_rs/hmm_rs_invalidate/enable
+		echo "HMMRS-NOTE $t against $driver: $fails of $n runs failed"
+		echo "== hmm_rs_invalidate by task, MMU_NOTIFY code and event type, all runs"
+		grep -v '^#' $tracing/trace | sed -n 's/^ *\(.*\)-[0-9]* *\[.*code=\([A-Z_]*\) type=\([A-Za-z]*\).*/\1 \2 \3/p' | sort | uniq -c
+		echo "== vmstat: before, after"
+		vmstat_bg | paste /tmp/vm0 -
+		echo "== hmm_rs/stats"
+		head -n 6 /sys/kernel/debug/hmm_rs/stats
+		unload "$driver"
 		unload hmm_rs
 	} > "$out"
 	;;

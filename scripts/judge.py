@@ -1,25 +1,58 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0
-"""Judge one run of the hmm-rs test VM.
+"""Judge one boot of the hmm-rs test VM.
 
 Reads the guest's kernel console and its results port (see guest-init.sh),
 prints what passed and failed, writes the counts as "passed failed skipped"
-to --counts, and exits non-zero on any failure. Counted as tests:
+to --counts, and exits non-zero on any failure.
+
+What must run is the mode's manifest, scripts/expected/MODE.txt (--manifest
+picks another), one expected item a line ('#' starts a comment):
+  program NAME   a user-space program (HMMRS-USER-BEGIN/END NAME) with
+                 kselftest-harness output: its "# Totals:" are its tests
+  bench NAME     a program judged by its exit status alone: 0 passes
+  programs GLOB  'program' for each repo file GLOB matches (tests/*.c),
+                 named by its basename without extension
+  kunit SUITE    a KUnit suite some module runs as it loads
+  check NAME     an HMMRS-CHECK-PASSED/FAILED NAME the guest reports
+  module NAME    a module loaded and unloaded (HMMRS-LOADED/UNLOADED NAME)
+  include FILE   the lines of FILE, next to the manifest
+  option reports-not-counted   kernel and user-space crash reports are
+                 printed, not counted (the test_hmm.ko reference's boot,
+                 where hmm-rs is never loaded)
+A guest line "HMMRS-EXPECT [KIND] NAME" (KIND defaults to program) adds an
+item. Each expected item that did not run is a failure naming it; a program,
+suite, check or module that ran but is in no manifest is one too (add it).
+
+Counted as tests:
 - every KUnit case, parsed from the console by the kernel's own
-  tools/testing/kunit/kunit.py parse, one top-level KTAP block at a time;
-- every kselftest-harness test of each user-space program (its "# Totals:");
-  a program that ends without totals, or with a non-zero status that its
-  totals do not explain, counts as one more failure;
-- the reference: hmm-tests run against the kernel's own lib/test_hmm.ko
-  ("hmm-tests@test_hmm"). Its passes count as passed; what test_hmm.ko
-  itself fails in this VM is listed and counted as skipped, since it is
-  not hmm-rs's failure; and one more check, parity: every test it passes
-  must pass against hmm_dummy ("hmm-tests@hmm_dummy") too;
-- each module load and unload, each HMMRS-CHECK the guest reports, and
-  the VM finishing by itself;
-- a console free of kernel bug reports (BUG, WARNING, Oops, KASAN, lockdep...),
-  except between the HMMRS-REFERENCE-BEGIN/END marks of the test_hmm.ko run
-  (hmm-rs is unloaded then; those reports are printed, not counted).
+  tools/testing/kunit/kunit.py parse, one top-level KTAP block (a module's
+  load) at a time; the blocks printed while booting are cut away;
+- every kselftest-harness test of each program (its "# Totals:"); a program
+  that ends without totals, or with a non-zero status that its totals do
+  not explain, or killed by a signal (status >= 128), counts as one more
+  failure. hmm-tests named without its driver is named after the one
+  loaded ("hmm-tests@hmm_dummy");
+- the reference, "hmm-tests@test_hmm": its passes count as passed; what
+  test_hmm.ko itself fails here is listed and counted as skipped (not
+  hmm-rs's failure); and parity: every test it passes must pass against
+  hmm_dummy ("hmm-tests@hmm_dummy") too, comparing this boot's results
+  with another boot's (--parity-with), or within this one if it ran both;
+  tests test_hmm.ko passes that hmm_dummy's run left out are listed;
+- each module load and unload, each HMMRS-CHECK, the VM finishing by itself
+  (HMMRS-DONE), and each expected item (above);
+- no user-space crash report (a "segfault at", "traps:" or "general
+  protection" line on the console or in the results);
+- a console free of kernel bug reports (BUG, WARNING, Oops, KASAN,
+  lockdep...), but for the allocation-failure warnings between
+  HMMRS-INJECT-BEGIN/END and the IOMMU faults between
+  HMMRS-IOMMU-PROBE-BEGIN/END, which are provoked on purpose.
+
+--bench (benchmark boots): the console is judged for bug and crash reports
+only (no KUnit); the results for the manifest, module loads, checks,
+HMMRS-DONE, the programs' statuses, kselftest totals where printed, and any
+"FAIL:" line outside a program. --reports-only: the console's bug and crash
+reports alone, no results.
 
 Exit status: 0 if all passed; 3 if the only failure is a bug report the
 kernel printed while booting, before user space started (no hmm-rs code
@@ -28,12 +61,16 @@ once; 1 otherwise.
 """
 
 import argparse
+import glob
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPECTED = os.path.join(REPO, 'scripts', 'expected')
 
 # Kernel reports that mean the kernel (or our module) is broken.
 BAD_CONSOLE = re.compile(
@@ -45,6 +82,12 @@ BAD_CONSOLE = re.compile(
     # driver's fault log), or DMA-API debugging a misuse of the DMA API.
     r'DMAR: \[DMA |DMAR: DRHD: handling fault|is not mapped by the IOMMU|'
     r'DMA-API: (?!preallocated \d+ debug entries|debugging enabled by kernel config))')
+# What the kernel prints when a user-space program dies of a fault or trap
+# ("hmm_storm[123]: segfault at 0 ip ...", "traps: hmm_fuzz[99] general
+# protection fault ip:..."); on the console, a kernel-mode "general
+# protection fault" is an Oops (BAD_CONSOLE), in the results it is a crash.
+USER_CRASH_CONSOLE = re.compile(r'segfault at |\btraps: ')
+USER_CRASH_RESULTS = re.compile(r'segfault at |\btraps: |general protection')
 # IOMMU faults provoked on purpose (tests/dma_iommu.c, between its marks).
 IOMMU_FAULT = re.compile(r'DMAR: (\[DMA |DRHD: handling fault)')
 TIMESTAMP = re.compile(r'^\[\s*\d+\.\d+\]\s?')
@@ -52,9 +95,12 @@ TIMESTAMP = re.compile(r'^\[\s*\d+\.\d+\]\s?')
 # stack dump: expected while failures are injected on purpose.
 ALLOC_FAILURE = re.compile(r'(page allocation failure|vmalloc error): ')
 TAP_RESULT = re.compile(r'^(ok|not ok) \d+ (\S+)(.*)$')
-REFERENCE, DUMMY = 'hmm-tests@test_hmm', 'hmm-tests@hmm_dummy'
 TOTALS = re.compile(r'^# Totals: pass:(\d+) fail:(\d+) xfail:(\d+) xpass:(\d+) '
                     r'skip:(\d+) error:(\d+)')
+REFERENCE, DUMMY = 'hmm-tests@test_hmm', 'hmm-tests@hmm_dummy'
+# Programs named after the device driver they run against, when loaded.
+DRIVERS = ('test_hmm', 'hmm_dummy')
+KINDS = ('program', 'bench', 'kunit', 'check', 'module')
 
 
 class Tally:
@@ -69,6 +115,129 @@ class Tally:
         else:
             self.failed += 1
             print(f'FAIL: {name}' + (f': {why}' if why else ''))
+
+
+class Manifest:
+    """The items a boot must run, by kind, in the order they are listed."""
+
+    def __init__(self, path):
+        self.path, self.options = path, set()
+        self.items = {kind: [] for kind in KINDS}
+
+    def add(self, kind, name):
+        if name not in self.items[kind]:
+            self.items[kind].append(name)
+
+    def expects(self, kind, name):
+        return name in self.items[kind]
+
+    def read(self, path):
+        with open(path) as f:
+            for number, raw in enumerate(f, 1):
+                words = raw.split('#', 1)[0].split()
+                if not words:
+                    continue
+                where = f'{path}:{number}'
+                if len(words) != 2:
+                    raise ValueError(f'{where}: expected "KIND NAME", got "{raw.strip()}"')
+                kind, name = words
+                if kind == 'include':
+                    self.read(os.path.join(os.path.dirname(path), name))
+                elif kind == 'programs':
+                    found = sorted(glob.glob(os.path.join(REPO, name)))
+                    if not found:
+                        raise ValueError(f'{where}: {name} matches no file in {REPO}')
+                    for p in found:
+                        self.add('program', os.path.splitext(os.path.basename(p))[0])
+                elif kind == 'option':
+                    self.options.add(name)
+                elif kind in KINDS:
+                    self.add(kind, name)
+                else:
+                    raise ValueError(f'{where}: unknown kind "{kind}"')
+
+
+def load_manifest(spec):
+    path = spec if os.sep in spec or spec.endswith('.txt') else os.path.join(EXPECTED, f'{spec}.txt')
+    manifest = Manifest(path)
+    manifest.read(path)
+    return manifest
+
+
+class Program:
+    """One HMMRS-USER-BEGIN ... HMMRS-USER-END block of the results."""
+
+    def __init__(self, name):
+        self.name, self.output, self.crashes = name, [], []
+        self.rc = self.totals = None
+        self.tests = {}  # kselftest test name -> PASS, FAIL or SKIP
+
+    def run_count(self):
+        return sum(self.totals)
+
+
+def parse_results(results):
+    """The results port as a list of events, in order: ('program', Program),
+    ('check', name, ok), ('load' or 'unload', module, ok), ('note', text),
+    ('expect', kind, name), ('crash', line), ('fail-line', line), ('done',)."""
+    events, prog, loaded = [], None, []
+    for raw in results:
+        line = raw.rstrip('\n')
+        if prog is not None and not line.startswith('HMMRS-'):
+            prog.output.append(line)
+            if USER_CRASH_RESULTS.search(line):
+                prog.crashes.append(line)
+            m = TAP_RESULT.match(line)
+            if m:
+                prog.tests[m.group(2)] = ('SKIP' if '# SKIP' in m.group(3) else
+                                          'PASS' if m.group(1) == 'ok' else 'FAIL')
+            m = TOTALS.match(line)
+            if m:
+                prog.totals = [int(x) for x in m.groups()]
+            continue
+        words = line.split()
+        if not words:
+            continue
+        tag, arg = words[0], words[1] if len(words) > 1 else ''
+        if tag in ('HMMRS-CHECK-PASSED', 'HMMRS-CHECK-FAILED'):
+            events.append(('check', arg, tag.endswith('PASSED')))
+        elif tag in ('HMMRS-LOADED', 'HMMRS-LOAD-FAILED'):
+            events.append(('load', arg, tag == 'HMMRS-LOADED'))
+            if tag == 'HMMRS-LOADED':
+                loaded.append(arg)
+        elif tag in ('HMMRS-UNLOADED', 'HMMRS-UNLOAD-FAILED'):
+            events.append(('unload', arg, tag == 'HMMRS-UNLOADED'))
+            if tag == 'HMMRS-UNLOADED' and arg in loaded:
+                loaded.remove(arg)
+        elif tag == 'HMMRS-NOTE':
+            events.append(('note', line[len(tag) + 1:]))
+        elif tag == 'HMMRS-EXPECT':
+            events.append(('expect', words[1] if len(words) > 2 else 'program', words[-1]))
+        elif tag == 'HMMRS-USER-BEGIN':
+            name = arg
+            drivers = [m for m in loaded if m in DRIVERS]
+            if name.startswith('hmm-tests') and '@' not in name and drivers:
+                name += '@' + drivers[-1]
+            prog = Program(name)
+            events.append(('program', prog))
+        elif tag == 'HMMRS-USER-END':
+            if prog is not None:
+                try:
+                    prog.rc = int(words[2])
+                except (IndexError, ValueError):
+                    prog.rc = -1
+            prog = None
+        elif tag == 'HMMRS-DONE':
+            events.append(('done',))
+        elif USER_CRASH_RESULTS.search(line):
+            events.append(('crash', line))
+        elif line.startswith('FAIL:'):
+            events.append(('fail-line', line))
+    return events
+
+
+def programs_by_name(events):
+    return {e[1].name: e[1] for e in events if e[0] == 'program'}
 
 
 def ktap_blocks(console):
@@ -90,19 +259,31 @@ def ktap_blocks(console):
     return blocks
 
 
+def kunit_status(status):
+    # kunit.py's JSON says PASS, SKIP, FAIL or ERROR (a crashed case).
+    return 'PASS' if status == 'PASS' else 'SKIP' if status in ('SKIP', 'SKIPPED') else 'FAIL'
+
+
 def count_cases(node, tally, prefix=''):
     name = prefix + node.get('name', '')
-    for case in node.get('test_cases', []):
+    for number, case in enumerate(node.get('test_cases', []), 1):
         status = case.get('status', 'FAIL')
-        tally.add(f"{name}.{case.get('name')}", 'PASS' if status == 'PASS'
-                  else 'SKIP' if status == 'SKIPPED' else 'FAIL', status)
+        # A case the suite never reported (it crashed) has no name.
+        case_name = case.get('name') or f'#{number} (never reported)'
+        tally.add(f'{name}.{case_name}', kunit_status(status), status)
     for sub in node.get('sub_groups', []):
         count_cases(sub, tally, name + '/')
 
 
 def judge_kunit(ksrc, console, tally):
-    kunit = os.path.join(ksrc, 'tools/testing/kunit/kunit.py')
-    for block in ktap_blocks(console):
+    """Counts the KUnit cases; returns the names of the suites that ran."""
+    suites = []
+    blocks = ktap_blocks(console)
+    kunit = os.path.join(ksrc or '', 'tools/testing/kunit/kunit.py')
+    if blocks and not os.path.exists(kunit):
+        tally.add('kunit.py parse', 'FAIL', f'no {kunit} (--ksrc) to parse {len(blocks)} KTAP block(s)')
+        return suites
+    for block in blocks:
         with tempfile.TemporaryDirectory() as tmp:
             src, out = os.path.join(tmp, 'ktap'), os.path.join(tmp, 'json')
             with open(src, 'w') as f:
@@ -117,125 +298,166 @@ def judge_kunit(ksrc, console, tally):
                 result = json.load(f)
             before = tally.failed
             for suite in result.get('sub_groups', []):
+                suites.append(suite.get('name'))
                 count_cases(suite, tally)
+            # A suite with no cases (skipped whole, or crashed before its
+            # first) is a case of the top level: count it as one.
+            for suite in result.get('test_cases', []):
+                suites.append(suite.get('name'))
+                status = suite.get('status', 'FAIL')
+                tally.add(f"{suite.get('name')} (whole suite)", kunit_status(status), status)
             # kunit.py also fails on malformed KTAP or a crashed suite.
             if proc.returncode != 0 and tally.failed == before:
                 tally.add('kunit.py parse', 'FAIL', 'KTAP did not parse cleanly')
+    return suites
 
 
-def judge_results(results, tally):
-    """Module load/unload markers and user-space programs' TAP output."""
-    done = False
-    prog, totals, seen = None, None, []
-    by_test = {}
-    for raw in results:
-        line = raw.rstrip('\n')
-        words = line.split()
-        if prog is not None and not line.startswith('HMMRS-'):
+def judge_program(prog, tally, bench_kind, excused, echo):
+    """One program's tests, status and crash reports; its output is
+    printed if echo (vm.sh prints a benchmark's results itself)."""
+    print(f'{prog.name}:')
+    for line in prog.output:
+        if echo or line.startswith('FAIL:'):
             print(f'  {line}')
-            if line.startswith('not ok '):
-                print(('reference fails' if prog == REFERENCE else 'FAIL') + f': {prog}: {line}')
-            m = TAP_RESULT.match(line)
-            if m:
-                status = 'SKIP' if '# SKIP' in m.group(3) else 'PASS' if m.group(1) == 'ok' else 'FAIL'
-                by_test.setdefault(prog, {})[m.group(2)] = status
-            m = TOTALS.match(line)
-            if m:
-                totals = [int(x) for x in m.groups()]
-            continue
-        if not words:
-            continue
-        tag = words[0]
-        if tag == 'HMMRS-CHECK-PASSED':
-            tally.add(words[1], 'PASS')
-        elif tag == 'HMMRS-CHECK-FAILED':
-            tally.add(words[1], 'FAIL')
-        elif tag in ('HMMRS-LOADED', 'HMMRS-UNLOADED'):
-            tally.add(f'{tag.lower()[6:]} {words[1]}', 'PASS')
-        elif tag in ('HMMRS-LOAD-FAILED', 'HMMRS-UNLOAD-FAILED'):
-            tally.add(f'{tag.lower()[6:]} {words[1]}', 'FAIL')
-        elif tag == 'HMMRS-NOTE':
-            print(line[len(tag) + 1:])
-        elif tag == 'HMMRS-USER-BEGIN':
-            prog, totals = words[1], None
-            print(f'{prog}:')
-        elif tag == 'HMMRS-USER-END':
-            rc = int(words[2])
-            seen.append(prog)
-            if totals is None:
-                tally.add(prog, 'FAIL', f'ended with status {rc} and no "# Totals:" line')
-            elif prog == REFERENCE:
-                p, f, xf, xp, s, e = totals
-                tally.passed += p + xf
-                tally.skipped += s + f + xp + e
-                print(f'{prog}: pass {p + xf}, fail {f + xp + e}, skip {s} (its failures are '
-                      'test_hmm.ko\'s in this VM: counted as skipped, not as hmm-rs failures)')
+        if line.startswith('not ok '):
+            print(('reference fails' if prog.name == REFERENCE else 'FAIL') + f': {prog.name}: {line}')
+    for line in prog.crashes:
+        if excused:
+            print(f'user-space crash report (not counted here): {prog.name}: {line}')
+        else:
+            tally.add(f'{prog.name} crashed', 'FAIL', line)
+    rc = prog.rc
+    if rc is None:
+        tally.add(prog.name, 'FAIL', 'did not finish (no HMMRS-USER-END)')
+        return
+    signal = f'killed by signal {rc - 128} (status {rc})' if rc >= 128 else ''
+    if prog.totals is None:
+        if bench_kind:
+            tally.add(prog.name, 'FAIL' if rc else 'PASS', signal or f'exit status {rc}')
+            if not rc:
+                print(f'{prog.name}: exit status 0')
+        else:
+            tally.add(prog.name, 'FAIL', f'ended with status {rc} and no "# Totals:" line')
+        return
+    p, f, xf, xp, s, e = prog.totals
+    ran = f'{prog.run_count()} run'
+    if prog.name == REFERENCE:
+        tally.passed += p + xf
+        tally.skipped += s + f + xp + e
+        print(f'{prog.name}: pass {p + xf}, fail {f + xp + e}, skip {s} ({ran}; its failures '
+              'are test_hmm.ko\'s in this VM: counted as skipped, not as hmm-rs failures)')
+        return
+    tally.passed += p + xf
+    tally.skipped += s
+    tally.failed += f + xp + e
+    print(f'{prog.name}: pass {p + xf}, fail {f + xp + e}, skip {s} ({ran})')
+    if signal:
+        tally.add(prog.name, 'FAIL', signal)
+    elif rc != 0 and f + xp + e == 0:
+        tally.add(prog.name, 'FAIL', f'exit status {rc} with no failed test')
+
+
+def judge_results(events, tally, manifest, ran, echo=True):
+    """Module loads, checks and programs, in the order the guest reported
+    them; what ran is recorded in ran[kind] for the manifest."""
+    excused = 'reports-not-counted' in manifest.options
+    done = False
+    for event in events:
+        kind = event[0]
+        if kind == 'program':
+            prog = event[1]
+            ran['program'].append(prog.name)
+            judge_program(prog, tally, manifest.expects('bench', prog.name), excused, echo)
+        elif kind == 'check':
+            ran['check'].append(event[1])
+            tally.add(event[1], 'PASS' if event[2] else 'FAIL')
+        elif kind in ('load', 'unload'):
+            ran['module'].append(event[1])
+            if event[2] or kind == 'unload':
+                ran[kind].append(event[1])
+            tally.add(f'{kind}ed {event[1]}', 'PASS' if event[2] else 'FAIL')
+        elif kind == 'note':
+            print(event[1])
+        elif kind == 'expect':
+            if event[1] not in KINDS:
+                tally.add(f'HMMRS-EXPECT {event[1]} {event[2]}', 'FAIL', f'unknown kind {event[1]}')
             else:
-                p, f, xf, xp, s, e = totals
-                tally.passed += p + xf
-                tally.skipped += s
-                tally.failed += f + xp + e
-                print(f'{prog}: pass {p + xf}, fail {f + xp + e}, skip {s}')
-                if rc != 0 and f + xp + e == 0:
-                    tally.add(prog, 'FAIL', f'exit status {rc} with no failed test')
-            prog = None
-        elif tag == 'HMMRS-DONE':
+                manifest.add(event[1], event[2])
+        elif kind == 'crash':
+            if excused:
+                print(f'user-space crash report (not counted here): {event[1]}')
+            else:
+                tally.add('user-space crash report', 'FAIL', event[1])
+        elif kind == 'fail-line':
+            tally.add('results', 'FAIL', event[1])
+        elif kind == 'done':
             done = True
-    if prog is not None:
-        tally.add(prog, 'FAIL', 'did not finish')
-    if REFERENCE in by_test:
-        ref, ours = by_test[REFERENCE], by_test.get(DUMMY, {})
-        missing = [t for t, s in ref.items() if s == 'PASS' and ours.get(t) != 'PASS']
-        extra = [t for t, s in ref.items() if s != 'PASS' and ours.get(t) == 'PASS']
-        print(f'parity: hmm_dummy passes {sum(s == "PASS" for s in ref.values()) - len(missing)} of '
-              f'the {sum(s == "PASS" for s in ref.values())} tests test_hmm.ko passes'
-              + (f', and {len(extra)} it does not: {" ".join(extra)}' if extra else ''))
-        tally.add('hmm-tests parity (hmm_dummy passes all test_hmm.ko passes)',
-                  'FAIL' if missing else 'PASS', ' '.join(missing))
     tally.add('VM ran to completion', 'PASS' if done else 'FAIL',
               'no HMMRS-DONE: the guest hung or crashed')
-    return seen
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument('--ksrc')
-    ap.add_argument('--mode', default='test')
-    ap.add_argument('--console', required=True)
-    ap.add_argument('--results')
-    ap.add_argument('--counts')
-    ap.add_argument('--reports-only', action='store_true',
-                    help='only look for kernel bug reports on the console (benchmarks)')
-    args = ap.parse_args()
-    if not args.reports_only and not (args.ksrc and args.results):
-        ap.error('--ksrc and --results are needed unless --reports-only')
+def judge_manifest(manifest, ran, tally, kunit_judged):
+    """Every expected item ran; everything that ran was expected."""
+    where = os.path.relpath(manifest.path, REPO)
+    missing = []
+    for kind in KINDS:
+        have = ran['program'] if kind == 'bench' else ran[kind]
+        if kind == 'kunit' and not kunit_judged:
+            continue
+        for name in manifest.items[kind]:
+            if name not in have:
+                missing.append(name)
+                tally.add(f'{kind} {name}', 'FAIL', f'expected ({where}) but never ran'
+                          if kind != 'module' else f'expected ({where}) but never loaded')
+    # A module loaded must go again: the guest unloads what it loads.
+    for name in manifest.items['module']:
+        if name in ran['load'] and name not in ran['unload']:
+            tally.add(f'module {name}', 'FAIL', 'loaded but never unloaded')
+    unexpected = []
+    for kind, names in (('program', ran['program']), ('kunit', ran['kunit']),
+                        ('check', ran['check']), ('module', ran['module'])):
+        for name in dict.fromkeys(names):
+            if not (manifest.expects(kind, name) or kind == 'program' and manifest.expects('bench', name)):
+                unexpected.append(f'{kind} {name}')
+    for item in unexpected:
+        tally.add(item, 'FAIL', f'ran but is not in {where}: list it there')
+    expected = sum(len(v) for k, v in manifest.items.items() if k != 'kunit' or kunit_judged)
+    print(f'manifest {where}: {expected - len(missing)} of {expected} expected items ran'
+          + (f'; missing: {", ".join(missing)}' if missing else ''))
 
-    def lines(path):
-        try:
-            with open(path, errors='backslashreplace') as f:
-                return f.readlines()
-        except FileNotFoundError:
-            return []
 
-    console = lines(args.console)
-    if args.reports_only:
-        bad = [TIMESTAMP.sub('', line.rstrip()) for line in console if BAD_CONSOLE.search(line)]
-        for line in bad[:10]:
-            print(f'kernel report: {line}')
-        sys.exit(1 if bad else 0)
-    results = lines(args.results)
-    tally = Tally()
-    if args.mode in ('test', 'stock'):
-        judge_kunit(args.ksrc, console, tally)
-    judge_results(results, tally)
-    bad, boot_bad, ref_bad, user_space, in_ref = [], [], [], False, False
+def judge_parity(ours, ref, tally, source):
+    """Every test test_hmm.ko passes passes against hmm_dummy too."""
+    name = 'hmm-tests parity (hmm_dummy passes all test_hmm.ko passes)'
+    if ref is None or ref.totals is None:
+        tally.add(name, 'FAIL', f'no complete {REFERENCE} run in {source}')
+        return
+    if ours is None:
+        tally.add(name, 'FAIL', f'no {DUMMY} run to compare')
+        return
+    passes = [t for t, s in ref.tests.items() if s == 'PASS']
+    left_out = [t for t in passes if t not in ours.tests]
+    if ours.totals is None:
+        left_out = []  # it stopped short: what it did not reach fails
+    missing = [t for t in passes if t not in left_out and ours.tests.get(t) != 'PASS']
+    extra = [t for t, s in ref.tests.items() if s != 'PASS' and ours.tests.get(t) == 'PASS']
+    compared = len(passes) - len(left_out)
+    print(f'parity (reference: {source}): hmm_dummy passes {compared - len(missing)} of the '
+          f'{compared} tests test_hmm.ko passes that both ran'
+          + (f', and {len(extra)} it does not: {" ".join(extra)}' if extra else '')
+          + (f'; not run against hmm_dummy here (left out): {" ".join(left_out)}' if left_out else ''))
+    tally.add(name, 'FAIL' if missing else 'PASS', ' '.join(missing))
+
+
+def judge_console(console, tally, excused):
+    """Kernel bug reports and user-space crash reports on the console.
+    Returns whether the only reports came while booting."""
+    bad, boot_bad, crashes, user_space = [], [], [], False
     in_inject, alloc_dump, injected_failures = False, False, 0
     in_probe, provoked = False, 0
     for raw in console:
         line = TIMESTAMP.sub('', raw.rstrip())
         user_space = user_space or line.startswith('Run /init as init process')
-        if 'HMMRS-REFERENCE-BEGIN' in line or 'HMMRS-REFERENCE-END' in line:
-            in_ref = 'BEGIN' in line
         # Between these marks (guest-init's fault-injected storm), the
         # stack dump of a failed allocation's warning is what injection
         # does, not a bug: counted and shown, not failed. Anything else,
@@ -256,21 +478,106 @@ def main():
                 alloc_dump = False
             if line.startswith('Call Trace:'):
                 continue
-        if BAD_CONSOLE.search(line):
-            (ref_bad if in_ref else bad if user_space else boot_bad).append(line)
+        if USER_CRASH_CONSOLE.search(line):
+            crashes.append(line)
+        elif BAD_CONSOLE.search(line):
+            (bad if user_space else boot_bad).append(line)
     if injected_failures:
         print(f'allocation-failure warnings while failures were injected: {injected_failures} '
               '(expected there; not counted)')
     if provoked:
         print(f'IOMMU fault reports the DMA tests provoked on purpose: {provoked} '
               '(expected there; not counted)')
-    if ref_bad:
-        print('kernel reports during the test_hmm.ko reference run (hmm_rs and hmm_dummy '
-              'unloaded; not counted): ' + '; '.join(ref_bad[:3]))
-    failed_before = tally.failed
+    if excused:
+        for line in (boot_bad + bad + crashes)[:20]:
+            print(f'kernel report (the reference\'s, hmm-rs not loaded; not counted): {line}')
+        return False
+    for line in crashes:
+        tally.add('user-space crash report', 'FAIL', line)
+    if not crashes:
+        tally.add('console free of user-space crash reports', 'PASS')
     tally.add('kernel console free of bug reports', 'FAIL' if bad or boot_bad else 'PASS',
               '; '.join((boot_bad + bad)[:5]))
-    boot_only = boot_bad and not bad and failed_before == 0
+    return bool(boot_bad and not bad and not crashes)
+
+
+def read_lines(path):
+    try:
+        with open(path, errors='backslashreplace') as f:
+            return f.readlines()
+    except FileNotFoundError:
+        return []
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--ksrc', help='the kernel source tree, for its KUnit parser')
+    ap.add_argument('--mode', default='test')
+    ap.add_argument('--manifest', help='the manifest: a name in scripts/expected/ or a '
+                    'path (default: the mode)')
+    ap.add_argument('--console')
+    ap.add_argument('--results')
+    ap.add_argument('--counts')
+    ap.add_argument('--parity-with', metavar='RESULTS',
+                    help='the results log of the test_hmm.ko reference boot: compare')
+    ap.add_argument('--bench', action='store_true',
+                    help='a benchmark boot: console reports, then the results (see above)')
+    ap.add_argument('--reports-only', action='store_true',
+                    help='only look for kernel bug reports on the console')
+    ap.add_argument('--show-manifest', action='store_true',
+                    help='print the manifest, expanded, and exit')
+    args = ap.parse_args()
+    spec = args.manifest or args.mode
+
+    if args.show_manifest:
+        manifest = load_manifest(spec)
+        for kind in KINDS:
+            for name in manifest.items[kind]:
+                print(f'{kind} {name}')
+        for option in sorted(manifest.options):
+            print(f'option {option}')
+        return
+    if not args.console:
+        ap.error('--console is needed')
+    console = read_lines(args.console)
+    if args.reports_only and not args.bench:
+        bad = [TIMESTAMP.sub('', line.rstrip()) for line in console
+               if BAD_CONSOLE.search(line) or USER_CRASH_CONSOLE.search(line)]
+        for line in bad[:10]:
+            print(f'kernel report: {line}')
+        sys.exit(1 if bad else 0)
+    if not args.results:
+        ap.error('--results is needed unless --reports-only')
+
+    tally = Tally()
+    try:
+        manifest = load_manifest(spec)
+    except (OSError, ValueError) as e:
+        tally.add('manifest', 'FAIL', str(e))
+        manifest = Manifest(os.path.join(EXPECTED, f'{spec}.txt'))
+    excused = 'reports-not-counted' in manifest.options
+    ran = {kind: [] for kind in KINDS + ('load', 'unload')}
+    if not args.bench:
+        ran['kunit'] = judge_kunit(args.ksrc, console, tally)
+    events = parse_results(read_lines(args.results))
+    judge_results(events, tally, manifest, ran, echo=not args.bench)
+
+    ours = programs_by_name(events)
+    if args.parity_with:
+        if not os.path.exists(args.parity_with):
+            tally.add('hmm-tests parity', 'FAIL', f'no {args.parity_with}')
+        else:
+            other, source = programs_by_name(parse_results(read_lines(args.parity_with))), args.parity_with
+            if REFERENCE in ours and DUMMY not in ours:
+                ours, other, source = other, ours, args.results  # this is the reference's boot
+            judge_parity(ours.get(DUMMY), other.get(REFERENCE), tally, source)
+    elif REFERENCE in ours and DUMMY in ours:
+        judge_parity(ours[DUMMY], ours[REFERENCE], tally, 'this boot')
+
+    judge_manifest(manifest, ran, tally, not args.bench)
+    failed_before = tally.failed
+    boot_only = judge_console(console, tally, excused) and failed_before == 0
     if tally.failed:
         print(f'--- last 40 console lines ({args.console}) ---')
         print(''.join(console[-40:]), end='')

@@ -63,7 +63,12 @@ vm_counts() {
 }
 
 rm -f "$CACHE"/vm/*/counts
-"$here/vm.sh" test
+# The kernel's lib/test_hmm.ko under hmm-tests, in a boot of its own (what
+# it makes the kernel report is its own); the test boot's judge compares
+# (parity: hmm_dummy passes every test it passes).
+HMMRS_QUICK=1 "$here/vm.sh" reference
+vm_counts reference
+HMMRS_PARITY_WITH=$CACHE/vm/reference/results.log "$here/vm.sh" test
 vm_counts test
 # DMA-mapped mirrors on QEMU edu devices behind an Intel IOMMU (the same
 # test kernel and modules, another machine).
@@ -79,10 +84,15 @@ vm_counts stock-7.3
 if "$here/stock.sh" latest-7.2; then :; fi
 vm_counts stock-7.2
 # The short end-to-end benchmark on the performance kernel: its table goes
-# into the log; the data it moves is checked, its numbers are not.
-# shellcheck disable=SC2317 # called through check
-bench_short() { HMMRS_KERNEL=perf "$here/build.sh" && HMMRS_KERNEL=perf "$here/vm.sh" bench-short; }
-check "benchmark (short, performance kernel): data verified, table printed" bench_short
+# into the log; the data it moves is checked, its numbers are not; and
+# hmm-tests' migration benchmark, a test with a timed assertion.
+if HMMRS_KERNEL=perf "$here/build.sh"; then
+	HMMRS_KERNEL=perf "$here/vm.sh" bench-short || true
+	vm_counts bench-short
+else
+	failed=$((failed + 1))
+	echo "FAIL: build for the performance kernel"
+fi
 stage=$CACHE/install-stage
 rm -rf "$stage"
 check "make install (staged) for the Debian kernel" env INSTALL_MOD_PATH="$stage" "$here/install.sh" latest

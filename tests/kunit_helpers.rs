@@ -77,11 +77,97 @@ pub(crate) mod kunit_mm {
     }
 }
 
-/// Kernel threads for KUnit tests that need a second CPU.
+/// Kernel threads for KUnit tests that need a second CPU, and the CPUs to
+/// run them on.
 #[cfg(CONFIG_KUNIT)]
 pub(crate) mod kunit_thread {
     use core::ffi::c_void;
-    use kernel::{bindings, ffi::c_int, prelude::*};
+    use kernel::{
+        bindings,
+        cpu::CpuId,
+        cpumask::{Cpumask, CpumaskVar},
+        ffi::c_int,
+        prelude::*,
+        task::Task,
+        time::{Delta, Instant, Monotonic},
+    };
+
+    /// The mask of online CPUs (`cpu_online_mask`).
+    fn online_mask() -> &'static Cpumask {
+        // SAFETY: `__cpu_online_mask` is a kernel global, valid for ever. CPU
+        // hotplug changes its bits with atomic bit operations, and
+        // `Cpumask` is `Opaque`: reading it while that happens is allowed.
+        unsafe { Cpumask::from_raw(&raw const bindings::__cpu_online_mask) }
+    }
+
+    /// How many CPUs are online (`num_online_cpus()`).
+    pub(crate) fn online_cpus() -> u32 {
+        online_mask().weight()
+    }
+
+    /// Two different online CPUs, the current one first (for the test
+    /// thread; the other for a thread racing with it). `None`, after
+    /// logging why, if fewer than two CPUs are online: the test VMs always
+    /// have two or more, and a race test cannot race on one.
+    pub(crate) fn two_cpus(test: &str) -> Option<(CpuId, CpuId)> {
+        let here = CpuId::current();
+        let online = online_mask();
+        let other = (0..kernel::cpu::nr_cpu_ids())
+            .filter_map(CpuId::from_u32)
+            .find(|&c| c != here && online.test(c));
+        if other.is_none() {
+            pr_err!(
+                "{test}: needs 2 online CPUs to race, {} online: run the VM with -smp 2 or more\n",
+                online_cpus()
+            );
+        }
+        other.map(|other| (here, other))
+    }
+
+    /// The current thread's CPU affinity before [`pin_current`]; dropping it
+    /// restores that affinity.
+    pub(crate) struct Pinned(CpumaskVar);
+
+    /// Moves the current thread to `cpu` and keeps it there until the
+    /// returned [`Pinned`] is dropped. For a KUnit case, whose thread is
+    /// its own kthread that ends with the case: a failed assertion, which
+    /// skips the drop, leaves no other thread pinned.
+    pub(crate) fn pin_current(cpu: CpuId) -> Result<Pinned> {
+        let task = Task::current_raw();
+        // SAFETY: `task` is the current task, alive while it runs. Its
+        // `cpus_ptr` points to its affinity mask (outside migrate_disable()
+        // sections, which a KUnit case is not in), changed only by
+        // sched_setaffinity(), which nothing calls on a KUnit case's thread.
+        let old = CpumaskVar::try_clone(unsafe { Cpumask::from_raw((*task).cpus_ptr) })?;
+        let mut mask = CpumaskVar::new_zero(GFP_KERNEL)?;
+        mask.set(cpu);
+        // SAFETY: `task` is the current task; `mask` is a valid cpumask,
+        // which set_cpus_allowed_ptr() copies.
+        kernel::error::to_result(unsafe { bindings::set_cpus_allowed_ptr(task, mask.as_raw()) })?;
+        Ok(Pinned(old))
+    }
+
+    impl Drop for Pinned {
+        fn drop(&mut self) {
+            // SAFETY: The current task and a valid cpumask, copied by the
+            // call. Failing leaves the thread on its CPU, which is harmless.
+            let _ = unsafe { bindings::set_cpus_allowed_ptr(Task::current_raw(), self.0.as_raw()) };
+        }
+    }
+
+    /// Spins (yielding) until `cond()` holds or `timeout_ms` have passed;
+    /// returns whether `cond()` held.
+    pub(crate) fn wait_until(timeout_ms: i64, cond: impl Fn() -> bool) -> bool {
+        let start = Instant::<Monotonic>::now();
+        while !cond() {
+            if start.elapsed() > Delta::from_millis(timeout_ms) {
+                return cond();
+            }
+            // SAFETY: Always safe in process context.
+            unsafe { bindings::yield_() };
+        }
+        true
+    }
 
     /// A kernel thread, stopped and waited for when dropped, so no code of
     /// the test runs after its test.
@@ -99,7 +185,40 @@ pub(crate) mod kunit_thread {
             data: *mut c_void,
             name: &CStr,
         ) -> Result<Self> {
-            // SAFETY: `f` has the kthread signature; `name` is a C string.
+            // SAFETY: By the caller's guarantees.
+            unsafe { Self::spawn_bound(None, f, data, name) }
+        }
+
+        /// As [`Self::spawn`], the thread bound to `cpu` (`kthread_bind`)
+        /// from its start: it never runs elsewhere.
+        ///
+        /// # Safety
+        ///
+        /// As for [`Self::spawn`].
+        pub(crate) unsafe fn spawn_on(
+            cpu: CpuId,
+            f: unsafe extern "C" fn(*mut c_void) -> c_int,
+            data: *mut c_void,
+            name: &CStr,
+        ) -> Result<Self> {
+            // SAFETY: By the caller's guarantees.
+            unsafe { Self::spawn_bound(Some(cpu), f, data, name) }
+        }
+
+        /// # Safety
+        ///
+        /// As for [`Self::spawn`].
+        unsafe fn spawn_bound(
+            cpu: Option<CpuId>,
+            f: unsafe extern "C" fn(*mut c_void) -> c_int,
+            data: *mut c_void,
+            name: &CStr,
+        ) -> Result<Self> {
+            if cpu.is_some_and(|c| !online_mask().test(c)) {
+                return Err(EINVAL);
+            }
+            // SAFETY: `f` has the kthread signature; `name` is a C string
+            // without format directives.
             let task = unsafe {
                 bindings::kthread_create_on_node(
                     Some(f),
@@ -109,6 +228,11 @@ pub(crate) mod kunit_thread {
                 )
             };
             kernel::error::from_err_ptr(task)?;
+            if let Some(cpu) = cpu {
+                // SAFETY: `task` is a new kthread, not yet woken, as
+                // kthread_bind() requires; `cpu` is a valid CPU id.
+                unsafe { bindings::kthread_bind(task, cpu.as_u32()) };
+            }
             // SAFETY: A new kthread, not yet woken.
             unsafe { bindings::wake_up_process(task) };
             Ok(Self(task))

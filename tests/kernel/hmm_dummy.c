@@ -157,6 +157,7 @@ static struct dummy_device dummy_devices[DUMMY_NDEVICES];
 struct dummy_file {
 	struct dummy_device *ddev;
 	struct hmm_rs_mirror *mirror;
+	struct mm_struct *mm;		/* the mirrored mm (mmgrab()ed) */
 	struct list_head node;		/* in ddev->files */
 	struct dummy_edu *edu;		/* edu=1, until unbound; under dev_lock */
 	u64 flags;			/* HMM_DMIRROR_FLAGS */
@@ -575,7 +576,11 @@ static const struct hmm_rs_devmem_ops dummy_devmem_ops = {
 	.copy_folio_from_device = dummy_copy_folio_from_device,
 };
 
-/* One device access: copy between the bounce buffer and mirrored pages. */
+/*
+ * One device access: copy between the bounce buffer and mirrored pages.
+ * @done (if not NULL) has a bit per page copied, kept across rounds, so
+ * that a round copies only what earlier ones could not; @pages counts them.
+ */
 struct dummy_access {
 	struct dummy_device *ddev;
 	unsigned long start;
@@ -583,7 +588,21 @@ struct dummy_access {
 	char *bounce;
 	bool write;
 	unsigned long pages;
+	unsigned long *done;
 };
+
+/* Whether page @va of @a is to be copied now: claims it if so. */
+static bool dummy_claim(struct dummy_access *a, unsigned long va)
+{
+	unsigned long k = (va - a->start) >> PAGE_SHIFT;
+
+	if (va < a->start || va >= a->end)
+		return false;
+	if (a->done && __test_and_set_bit(k, a->done))
+		return false;
+	a->pages++;
+	return true;
+}
 
 static int dummy_copy_mapping(void *arg, unsigned long addr, u64 pfn,
 			      unsigned int order, u64 flags)
@@ -597,7 +616,7 @@ static int dummy_copy_mapping(void *arg, unsigned long addr, u64 pfn,
 		unsigned long va = addr + i * PAGE_SIZE;
 		struct page *page = pfn_to_page(pfn + i);
 
-		if (va < a->start || va >= a->end)
+		if (!dummy_claim(a, va))
 			continue;
 		/* A page in the device's memory: use what holds it. */
 		if (flags & HMM_RS_PT_DEVICE) {
@@ -611,7 +630,6 @@ static int dummy_copy_mapping(void *arg, unsigned long addr, u64 pfn,
 			memcpy_to_page(page, 0, a->bounce + (va - a->start), PAGE_SIZE);
 		else
 			memcpy_from_page(a->bounce + (va - a->start), page, 0, PAGE_SIZE);
-		a->pages++;
 	}
 	return 0;
 }
@@ -700,23 +718,26 @@ static int edu_access(struct dummy_file *df, struct dummy_access *a, struct edu_
 					return ret;
 				continue;
 			}
+			if (!dummy_claim(a, va))
+				continue;
 			ret = engine ? edu_copy(df->edu, c->page[k].dma, buf, a->write) :
 				       edu_cpu_copy(df->edu, c->page[k].dma, buf, a->write);
 			if (ret)
 				return ret;
-			a->pages++;
 		}
 	}
 	return 0;
 }
 
-/* The device reads or writes [start, end); -ENOENT if not all is mirrored. */
+/*
+ * The device reads or writes what is mirrored of [start, end) and not done
+ * yet; -ENOENT if some of it is not mirrored.
+ */
 static int dummy_access(struct dummy_file *df, struct dummy_access *a)
 {
 	struct edu_chunk *c = NULL;
 	int ret;
 
-	a->pages = 0;
 	if (df->ddev->edu_slot >= 0) {
 		c = kmalloc_obj(*c, GFP_KERNEL);
 		if (!c)
@@ -756,6 +777,37 @@ static int dummy_check_exclusive(struct dummy_file *df, struct hmm_dmirror_cmd *
 	return hmm_rs_mirror_walk(df->mirror, cmd->addr, end, dummy_find_exclusive, NULL);
 }
 
+/*
+ * One round of a device access that found pages not mirrored: faults in
+ * what is not done yet, from the first such page on, and copies it. On the
+ * CPU's path the copy is done by hmm_rs_mirror_fault_walk()'s callback,
+ * under the mirror's lock, where no invalidation can take a committed
+ * chunk away first; the edu engine sleeps, so there the fault comes first
+ * and the copy after, of what is still mirrored then.
+ */
+static int dummy_fault_round(struct dummy_file *df, struct dummy_access *a,
+			     enum hmm_rs_event_type fault)
+{
+	unsigned long first = find_first_zero_bit(a->done, (a->end - a->start) >> PAGE_SHIFT);
+	unsigned long start = a->start + (first << PAGE_SHIFT);
+	int ret;
+
+	if (df->ddev->edu_slot >= 0) {
+		ret = hmm_rs_mirror_fault(df->mirror, fault, start, a->end);
+		return ret ? ret : dummy_access(df, a);
+	}
+	ret = hmm_rs_mirror_fault_walk(df->mirror, fault, start, a->end, dummy_copy_mapping, a);
+	if (ret)
+		return ret;
+	return a->pages == (a->end - a->start) >> PAGE_SHIFT ? 0 : -ENOENT;
+}
+
+/*
+ * READ, WRITE and EXCLUSIVE's read. Makes progress under any rate of
+ * invalidations: pages copied stay copied across rounds (@done), each
+ * round faults only the rest, and a fatal signal ends it. -EAGAIN from a
+ * fault (invalidations kept racing with one chunk) is one more round.
+ */
 static int dummy_read_write(struct dummy_file *df, struct hmm_dmirror_cmd *cmd,
 			    unsigned long end, bool write, bool exclusive)
 {
@@ -772,8 +824,11 @@ static int dummy_read_write(struct dummy_file *df, struct hmm_dmirror_cmd *cmd,
 		return -EINVAL;
 	size = a.end - a.start;
 	a.bounce = dummy_bounce_alloc(size);
-	if (!a.bounce)
-		return -ENOMEM;
+	a.done = bitmap_zalloc(size >> PAGE_SHIFT, GFP_KERNEL | __GFP_NOWARN);
+	if (!a.bounce || !a.done) {
+		ret = -ENOMEM;
+		goto out;
+	}
 	if (write && copy_from_user(a.bounce, uptr, size)) {
 		ret = -EFAULT;
 		goto out;
@@ -784,20 +839,23 @@ static int dummy_read_write(struct dummy_file *df, struct hmm_dmirror_cmd *cmd,
 		if (ret)
 			goto out;
 	}
-	for (;;) {
-		ret = dummy_access(df, &a);
-		if (ret != -ENOENT)
+	ret = dummy_access(df, &a);
+	while (ret == -ENOENT || ret == -EAGAIN) {
+		if (fatal_signal_pending(current)) {
+			ret = -EINTR;
 			break;
-		ret = hmm_rs_mirror_fault(df->mirror, fault, a.start, a.end);
-		if (ret)
-			break;
-		cmd->faults++;
+		}
+		cond_resched();
+		ret = dummy_fault_round(df, &a, fault);
+		if (ret != -EAGAIN)
+			cmd->faults++;
 	}
 	if (!ret && !write && copy_to_user(uptr, a.bounce, size))
 		ret = -EFAULT;
 	if (!ret)
 		cmd->cpages = cmd->npages;
 out:
+	bitmap_free(a.done);
 	vfree(a.bounce);
 	return ret;
 }
@@ -837,12 +895,40 @@ struct dummy_snap {
 	u8 perm[DUMMY_SNAP_CHUNK];
 };
 
+/*
+ * Where the first VMA at or above @addr starts (@addr if it is in one), or
+ * @end if none starts below @end; a negative errno for a kill.
+ */
+static long dummy_next_vma(struct dummy_file *df, unsigned long addr, unsigned long end)
+{
+	struct vm_area_struct *vma;
+	unsigned long next = end;
+
+	if (!mmget_not_zero(df->mm))
+		return -ESRCH;
+	if (mmap_read_lock_killable(df->mm)) {
+		mmput(df->mm);
+		return -EINTR;
+	}
+	vma = find_vma(df->mm, addr);
+	if (vma && vma->vm_start < end)
+		next = max(vma->vm_start, addr);
+	mmap_read_unlock(df->mm);
+	mmput(df->mm);
+	return next;
+}
+
+/*
+ * SNAPSHOT costs what its result buffer can hold, not what @npages says:
+ * a hole between VMAs is no walk, only its bytes (errors) written, and the
+ * first byte the buffer cannot take ends it (-EFAULT).
+ */
 static int dummy_snapshot(struct dummy_file *df, struct hmm_dmirror_cmd *cmd,
 			  unsigned long end)
 {
 	char __user *uptr = u64_to_user_ptr(cmd->ptr);
 	struct dummy_snap *s;
-	unsigned long addr, next, i, n;
+	unsigned long addr, next, i, n, vma = 0;
 	int ret = 0;
 
 	s = kmalloc_obj(*s, GFP_KERNEL);
@@ -857,11 +943,24 @@ static int dummy_snapshot(struct dummy_file *df, struct hmm_dmirror_cmd *cmd,
 		cond_resched();
 		next = min(addr + (DUMMY_SNAP_CHUNK << PAGE_SHIFT), end);
 		n = (next - addr) >> PAGE_SHIFT;
-		ret = hmm_rs_mirror_snapshot(df->mirror, addr, next, s->snap);
-		if (ret)
-			break;
-		for (i = 0; i < n; i++)
-			s->perm[i] = dummy_perm(s->snap[i]);
+		if (vma <= addr) {
+			long v = dummy_next_vma(df, addr, end);
+
+			if (v < 0) {
+				ret = v;
+				break;
+			}
+			vma = v;
+		}
+		if (vma >= next) {
+			memset(s->perm, HMM_DMIRROR_PROT_ERROR, n);
+		} else {
+			ret = hmm_rs_mirror_snapshot(df->mirror, addr, next, s->snap);
+			if (ret)
+				break;
+			for (i = 0; i < n; i++)
+				s->perm[i] = dummy_perm(s->snap[i]);
+		}
 		if (copy_to_user(uptr, s->perm, n)) {
 			ret = -EFAULT;
 			break;
@@ -1159,6 +1258,8 @@ static int dummy_open(struct inode *inode, struct file *file)
 		kfree(df);
 		return ret;
 	}
+	df->mm = current->mm;
+	mmgrab(df->mm);
 	file->private_data = df;
 	return 0;
 }
@@ -1173,6 +1274,7 @@ static int dummy_release(struct inode *inode, struct file *file)
 		mutex_unlock(&df->ddev->files_lock);
 	}
 	hmm_rs_mirror_unregister(df->mirror);
+	mmdrop(df->mm);
 	kfree(df);
 	return 0;
 }
