@@ -9,31 +9,60 @@
  * threads pick a region and an operation at random (seeded: -s reproduces
  * a run's choices, not its timing): CPU writes, device reads and writes
  * through any mirror, munmap, mmap fresh, MADV_DONTNEED, mprotect
- * (read-only, none, read-write), mremap, fork with the child writing its
- * copy, migration to the device and back (through another mirror than the
- * one that migrated), snapshots, exclusive access; one more thread forks
- * children that work on their own mirrors and kills them mid-ioctl.
+ * (read-only, none, read-write), mremap, fork (the child writes its copy
+ * first, or the parent writes its own by CPU or device while the child
+ * holds the old one), migration to the device and back (through another
+ * mirror than the one that migrated), snapshots, exclusive access; one
+ * more thread forks children that work on their own mirrors and kills them
+ * mid-ioctl, with pauses between children.
  *
  * The oracle cannot false-alarm: an operation on a region runs under that
  * region's lock, so when it completes the region's state (mapping,
- * protection, generation of its bytes) is known exactly. A device read
- * must then return exactly the current generation's bytes, or the errno
- * the state demands (EFAULT unmapped or PROT_NONE, EPERM for a write to
- * read-only memory); a device write must be what the CPU reads next; a
- * forked child's writes must not reach the parent. What the other regions'
- * operations do to the mm meanwhile is what races.
+ * protection, generation of its bytes) is known exactly. Every write
+ * (CPU, device, fork child) gets a new generation of its region, never
+ * reused (not after munmap, mmap or MADV_DONTNEED, which leave zeros), and
+ * each 64-bit word names its region, generation, page and place: a stale
+ * page of any earlier generation or of another region reads as wrong.
+ *
+ * A device read (also the one behind exclusive access and the read-back
+ * of a migration) must return exactly the current generation's bytes, or
+ * the errno the state demands (EFAULT unmapped or PROT_NONE, EPERM for a
+ * write to read-only memory); a device write must be what the CPU reads
+ * next; a fork child must see the bytes of the fork and exit cleanly, and
+ * neither side's later writes may reach the other. A snapshot must match
+ * the state: all HMM_DMIRROR_PROT_ERROR if unmapped or PROT_NONE; else no
+ * error, never writable if read-only, the zero page only if nothing was
+ * written since the region was last zeroed, device pages only if it was
+ * migrated since the CPU last touched all of it, and every page writable
+ * if the CPU wrote it last and the region was left alone since.
+ *
+ * Some answers are only right if a competitor explains them: a fork of
+ * this mm (a worker's or the killer's, from fork() until its child is
+ * reaped), which shares and write-protects every page; the kernel moving
+ * pages itself (compaction, THP, reclaim: their /proc/vmstat counters); or
+ * earlier device pages or exclusive entries that another mirror holds.
+ * Without one, a migration to the device must move the whole region (no
+ * ENOENT, and a snapshot after it shows only device pages) and exclusive
+ * access must not answer EBUSY. Explained ones are counted.
  *
  * -i: allocation failures are being injected (scripts/guest-init.sh sets
  * up failslab and fail_page_alloc for this task): an operation may then
- * also fail cleanly with ENOMEM, EAGAIN, EBUSY or EFAULT (hmm_range_fault()
- * reports a fault handler's VM_FAULT_OOM as EFAULT); data must still never
- * be wrong, and a failed device write leaves its region's bytes unknown
- * until the CPU writes it again.
+ * also fail cleanly with ENOMEM or EAGAIN, a migration with ENOENT and
+ * exclusive access with EBUSY; data must still never be wrong, and a
+ * failed device write leaves its region's bytes unknown until the CPU
+ * writes it again. EFAULT only where a CPU fault can fail that way: 7.3's
+ * hmm_range_fault() reports VM_FAULT_OOM as ENOMEM (vm_fault_to_errno()),
+ * but SIGBUS as EFAULT, and hmm_rs's migrate_to_ram answers SIGBUS for any
+ * failure but ENOMEM; so EFAULT is explained where pages may be in device
+ * memory (or, for a write refused on read-only memory, where the read
+ * fault hmm_rs then tries may have had to allocate). Counted too.
  *
  * Output: TAP, one line per kind of failure (stale reads, lost device
- * writes, COW violations, unexpected errnos, hangs), the operation counts
- * and the seed. A watchdog reports an operation in flight for longer than
- * HANG_S seconds, with its name and region, and ends the run.
+ * writes, COW violations, unexpected errnos, hangs, partial migrations,
+ * refused exclusive access, failed fork children, wrong snapshots), the
+ * operation and explanation counts and the seed. A watchdog reports an
+ * operation in flight for longer than HANG_S seconds, with its name and
+ * region, and ends the run.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -56,21 +85,42 @@
 #define PAGE		4096UL
 #define NPAGES		16UL
 #define RSIZE		(NPAGES * PAGE)
+#define WORDS		(PAGE / 8)	/* 64-bit words per page */
 #define REGIONS		12
 #define MIRRORS		4
 #define MAX_THREADS	8
 #define HANG_S		60
+#define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
+/* How long a page move the kernel started may take to show in /proc/vmstat. */
+#define GRACE_MS	200
+/* A fork child's exit codes: it never got the go; it saw page N wrong. */
+#define CHILD_NO_GO	2
+#define CHILD_SAW	16
 
 enum state { RW, RO, NONE, UNMAPPED };
 static const char *const state_name[] = { "rw", "ro", "none", "unmapped" };
+
+/* A window of time: whether a fork or the kernel may have moved pages in it. */
+struct quiet {
+	unsigned long forks;		/* forks_begun at its start */
+	unsigned long long moves;	/* vm_moves() at its start */
+	int ok;				/* no fork's child alive at its start */
+};
 
 struct region {
 	pthread_mutex_t lock;
 	char *slot[2];		/* the two places in the arena it may be */
 	int at;			/* which slot it is mapped at */
+	unsigned int idx;	/* its index, in its bytes */
 	enum state state;
-	unsigned int gen;	/* 0: zeros; else gen_byte(gen, page) */
+	unsigned int gen;	/* 0: zeros; else pattern(idx, gen, ...) */
+	unsigned int last;	/* the last generation handed out: never again */
 	int unknown;		/* bytes unknown until the CPU writes again */
+	int present;		/* the CPU maps every page (or ondev) */
+	int ondev;		/* pages may be in device memory */
+	int excl;		/* pages may be exclusive to a device */
+	int wrote;		/* the CPU wrote it last, in window @wq */
+	struct quiet wq;
 };
 
 enum op {
@@ -81,14 +131,20 @@ enum op {
 
 static const char *const op_name[NOPS] = {
 	"cpu_write", "device_read", "device_write", "munmap", "mmap_fresh", "dontneed",
-	"mprotect_ro", "mprotect_none", "mprotect_rw", "mremap", "fork_child_writes",
+	"mprotect_ro", "mprotect_none", "mprotect_rw", "mremap", "fork_cow",
 	"migrate_there_and_back", "snapshot", "exclusive",
 };
 
-enum failure { STALE_READ, LOST_WRITE, COW_VIOLATION, BAD_ERRNO, HANG, NFAIL };
+enum failure {
+	STALE_READ, LOST_WRITE, COW_VIOLATION, BAD_ERRNO, HANG, PARTIAL_MIGRATION,
+	EXCL_BUSY, CHILD_FAILED, BAD_SNAPSHOT, NFAIL
+};
+
 static const char *const fail_name[NFAIL] = {
 	"no stale device reads", "no lost device writes", "no COW violations",
-	"no unexpected errnos", "no hangs",
+	"no unexpected errnos", "no hangs", "idle regions migrate whole",
+	"idle regions get exclusive access", "fork children see their copy and exit cleanly",
+	"snapshots match the regions' states",
 };
 
 static struct region regions[REGIONS];
@@ -97,13 +153,28 @@ static int inject;
 /* Shared flags and the watchdog's view: read and written with __atomic_*. */
 #define LOAD(x)		__atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define STORE(x, v)	__atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#define ADD(x, v)	__atomic_fetch_add(&(x), (v), __ATOMIC_RELAXED)
 static int stop;
 static unsigned long ops_done[NOPS];
 static unsigned long failures[NFAIL];
 static unsigned long clean_errors;
 static unsigned long kills;
-static unsigned long stayed;
+/* Answers a competitor explained (see the header), and idle checks made. */
+static unsigned long enoent_explained;
+static unsigned long ebusy_explained;
+static unsigned long efault_explained;
+static unsigned long whole_checked;
+static unsigned long fresh_checked;
 static pthread_mutex_t count_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/*
+ * Forks of this mm begun, and those whose child may still be alive (until
+ * it is reaped: its exit drops its references to the pages it shared).
+ * Sequentially consistent: see quiet_begin().
+ */
+static unsigned long forks_begun;
+static int forks_live;
+static unsigned long vmstat_unread;
 
 /* What each worker is doing, for the watchdog. */
 struct inflight {
@@ -133,55 +204,174 @@ static void fail(enum failure f, const char *fmt, ...)
 	pthread_mutex_unlock(&count_lock);
 }
 
-static unsigned char gen_byte(unsigned int gen, unsigned long page)
+static void fork_begin(void)
 {
-	return gen ? (unsigned char)(gen * 31 + page * 7) | 1 : 0;
+	__atomic_fetch_add(&forks_live, 1, __ATOMIC_SEQ_CST);
+	__atomic_fetch_add(&forks_begun, 1, __ATOMIC_SEQ_CST);
 }
 
-static void fill(char *p, unsigned int gen)
+/* After the child was reaped. */
+static void fork_end(void)
 {
+	__atomic_fetch_sub(&forks_live, 1, __ATOMIC_SEQ_CST);
+}
+
+/*
+ * The sum of the kernel's counters of pages it isolated, migrated, split,
+ * collapsed or scanned for reclaim on its own: such a page can be busy or
+ * unmapped for a moment. If /proc/vmstat cannot be read, a value never
+ * seen before (so that nothing counts as quiet).
+ */
+static unsigned long long vm_moves(void)
+{
+	static const char *const counted[] = {
+		"pgmigrate_", "compact_", "kcompactd_", "thp_", "numa_", "ksm_", "pgscan",
+		"pgsteal", "pgrefill", "pgdemote", "pgpromote", "pswp",
+	};
+	unsigned long long sum = 0, v;
+	char name[64];
+	FILE *f = fopen("/proc/vmstat", "r");
+
+	if (!f)
+		return 1ULL << 63 | ADD(vmstat_unread, 1);
+	while (fscanf(f, "%63s %llu", name, &v) == 2)
+		for (size_t i = 0; i < ARRAY_SIZE(counted); i++)
+			if (!strncmp(name, counted[i], strlen(counted[i])))
+				sum += v;
+	fclose(f);
+	return sum;
+}
+
+/*
+ * A fork that begins after the first load changes forks_begun; one begun
+ * before it is still counted live (fork_begin() raises that first) unless
+ * its child was already reaped.
+ */
+static void quiet_begin(struct quiet *q)
+{
+	q->forks = __atomic_load_n(&forks_begun, __ATOMIC_SEQ_CST);
+	q->ok = !__atomic_load_n(&forks_live, __ATOMIC_SEQ_CST);
+	q->moves = vm_moves();
+}
+
+/* Whether no fork of this mm and no page move of the kernel's overlapped @q so far. */
+static int quiet(const struct quiet *q)
+{
+	return q->ok && __atomic_load_n(&forks_begun, __ATOMIC_SEQ_CST) == q->forks &&
+	       vm_moves() == q->moves;
+}
+
+/*
+ * Whether a competitor explains an anomaly seen in window @q: looked at
+ * again after GRACE_MS, since the kernel counts a page it isolated or
+ * migrated only once it is done with it.
+ */
+static int disturbed(const struct quiet *q)
+{
+	if (!quiet(q))
+		return 1;
+	usleep(GRACE_MS * 1000);
+	return !quiet(q);
+}
+
+/*
+ * Word @k of page @page of generation @gen of region @ri: a tag, the
+ * region, the page, the word and the generation, so that bytes of another
+ * generation, region or place never pass. Generation 0 is zeros.
+ */
+static unsigned long long pattern(unsigned int ri, unsigned int gen, unsigned long page,
+				  unsigned long k)
+{
+	if (!gen)
+		return 0;
+	return 0xa5ULL << 56 | (unsigned long long)ri << 48 |
+	       (unsigned long long)page << 41 | (unsigned long long)k << 32 | gen;
+}
+
+static void fill(char *p, unsigned int ri, unsigned int gen)
+{
+	unsigned long long *w = (unsigned long long *)p;
+
 	for (unsigned long i = 0; i < NPAGES; i++)
-		memset(p + i * PAGE, gen_byte(gen, i), PAGE);
+		for (unsigned long k = 0; k < WORDS; k++)
+			w[i * WORDS + k] = pattern(ri, gen, i, k);
 }
 
-/* The first page of @p (16 pages) that is not generation @gen, or -1. */
-static long mismatch(const char *p, unsigned int gen)
+/* The first word of @p (16 pages) that is not generation @gen of @ri, or -1. */
+static long mismatch(const char *p, unsigned int ri, unsigned int gen)
 {
-	for (unsigned long i = 0; i < NPAGES; i++) {
-		unsigned char want = gen_byte(gen, i);
+	const unsigned long long *w = (const unsigned long long *)p;
 
-		for (unsigned long k = 0; k < PAGE; k++)
-			if ((unsigned char)p[i * PAGE + k] != want)
-				return i;
-	}
+	for (unsigned long i = 0; i < NPAGES; i++)
+		for (unsigned long k = 0; k < WORDS; k++)
+			if (w[i * WORDS + k] != pattern(ri, gen, i, k))
+				return i * WORDS + k;
 	return -1;
 }
 
+/* What word @w is, for a report. */
+static void describe(char *s, size_t n, unsigned long long w)
+{
+	if (!w)
+		snprintf(s, n, "zeros");
+	else if (w >> 56 == 0xa5)
+		snprintf(s, n, "region %u gen %u (page %u word %u)", (unsigned int)(w >> 48) & 0xff,
+			 (unsigned int)w, (unsigned int)(w >> 41) & 0xf,
+			 (unsigned int)(w >> 32) & 0x1ff);
+	else
+		snprintf(s, n, "0x%016llx", w);
+}
+
+/* Reports word @bad of @p, which is not generation @gen of region @r. */
+static void bad_bytes(enum failure f, const char *what, const char *p, struct region *r,
+		      unsigned int gen, long bad)
+{
+	char got[80], want[80];
+
+	describe(got, sizeof(got), ((const unsigned long long *)p)[bad]);
+	describe(want, sizeof(want), pattern(r->idx, gen, bad / WORDS, bad % WORDS));
+	fail(f, "%s page %ld word %ld of region %u (%s): %s, expected %s", what, bad / WORDS,
+	     bad % WORDS, r->idx, state_name[r->state], got, want);
+}
+
+/*
+ * A worker's command, in its buffer (see main()): the driver writes it back
+ * where no fork write-protected it, since that copy-on-write fault would
+ * allocate, and an allocation failure there is an EFAULT of its own.
+ */
+static __thread struct hmm_dmirror_cmd *cmd_area;
+
 static int dmirror(int fd, unsigned long req, void *addr, void *ptr, unsigned long npages)
 {
-	struct hmm_dmirror_cmd cmd = {
+	struct hmm_dmirror_cmd local, *cmd = cmd_area ? cmd_area : &local;
+
+	*cmd = (struct hmm_dmirror_cmd) {
 		.addr = (uintptr_t)addr,
 		.ptr = (uintptr_t)ptr,
 		.npages = npages,
 	};
-
-	return ioctl(fd, req, &cmd) ? errno : 0;
+	return ioctl(fd, req, cmd) ? errno : 0;
 }
 
 /*
  * Whether @err is what @want allows; under injection, clean allocation
- * failures too (counted).
+ * failures too, and EFAULT if @efault_ok (see the header); counted.
  */
-static int expect(int err, int want, const char *what, struct region *r)
+static int expect(int err, int want, const char *what, struct region *r, int efault_ok)
 {
 	if (err == want)
 		return 1;
-	if (inject && (err == ENOMEM || err == EAGAIN || err == EBUSY || err == EFAULT)) {
-		__atomic_fetch_add(&clean_errors, 1, __ATOMIC_RELAXED);
+	if (inject && (err == ENOMEM || err == EAGAIN)) {
+		ADD(clean_errors, 1);
 		return 0;
 	}
-	fail(BAD_ERRNO, "%s on a %s region: %s, expected %s", what, state_name[r->state],
-	     err ? strerror(err) : "success", want ? strerror(want) : "success");
+	if (inject && err == EFAULT && efault_ok) {
+		ADD(efault_explained, 1);
+		return 0;
+	}
+	fail(BAD_ERRNO, "%s on region %u (%s): %s, expected %s", what, r->idx,
+	     state_name[r->state], err ? strerror(err) : "success",
+	     want ? strerror(want) : "success");
 	return 0;
 }
 
@@ -193,6 +383,19 @@ static int read_errno(enum state s)
 static int write_errno(enum state s)
 {
 	return s == RW ? 0 : s == RO ? EPERM : EFAULT;
+}
+
+/*
+ * Under injection, whether a device access's EFAULT is explained: a page
+ * in device memory that a CPU fault failed to bring back (SIGBUS); for a
+ * write refused on read-only memory, also the read fault hmm_rs then makes
+ * to tell EPERM from EFAULT, if it had pages to fault in.
+ */
+static int efault_ok(struct region *r, int write)
+{
+	if (write && r->state == RO)
+		return !r->present || r->ondev || r->excl;
+	return r->ondev;
 }
 
 /* Per-thread random numbers (xorshift), seeded from the run's seed. */
@@ -209,58 +412,383 @@ static int prot_of(enum state s)
 	return s == RW ? PROT_READ | PROT_WRITE : s == RO ? PROT_READ : PROT_NONE;
 }
 
-/* The region's bytes, read by the CPU (it must be readable: made so). */
-static void cpu_check(struct region *r, const char *after)
+/* Its pages are gone: zeros (if mapped) from now on. */
+static void forget(struct region *r)
 {
-	char *p = r->slot[r->at];
+	r->gen = 0;
+	r->unknown = 0;
+	r->present = 0;
+	r->ondev = 0;
+	r->excl = 0;
+	r->wrote = 0;
+}
+
+/*
+ * The region's bytes, read by the CPU, if it is read-write and known.
+ * Reading every page brings them all back to it: returns whether it did.
+ */
+static int cpu_check(struct region *r, const char *after, enum failure f)
+{
+	char what[80];
 	long bad;
 
-	if (r->state != RW && r->state != RO)
-		return;
-	if (r->state == RO || r->unknown)
-		return;
-	bad = mismatch(p, r->gen);
+	if (r->state != RW || r->unknown)
+		return 0;
+	bad = mismatch(r->slot[r->at], r->idx, r->gen);
+	if (bad >= 0) {
+		snprintf(what, sizeof(what), "after %s, the CPU reads", after);
+		bad_bytes(f, what, r->slot[r->at], r, r->gen, bad);
+		return 0;
+	}
+	r->present = 1;
+	r->ondev = 0;
+	r->excl = 0;
+	return 1;
+}
+
+/*
+ * A fork child: only async-signal-safe work here (the parent has threads).
+ * With a pipe (@go >= 0) it waits for the parent to write its own copy
+ * first. Its copy must be what the parent had at fork (@ri's generation
+ * @seen); then it writes generation @mine, which must not reach the parent.
+ */
+static void fork_child(char *p, unsigned int ri, unsigned int seen, unsigned int mine, int go)
+{
+	char c;
+	long bad;
+
+	if (go >= 0 && read(go, &c, 1) != 1)
+		_exit(CHILD_NO_GO);
+	bad = mismatch(p, ri, seen);
 	if (bad >= 0)
-		fail(LOST_WRITE, "after %s, CPU sees page %ld as 0x%02x, expected 0x%02x", after,
-		     bad, (unsigned char)p[bad * PAGE], gen_byte(r->gen, bad));
+		_exit(CHILD_SAW + bad / WORDS);
+	fill(p, ri, mine);
+	_exit(0);
+}
+
+/* Whether the fork child's @status is a clean exit; reports it if not. */
+static int child_ok(struct region *r, int status, int parent_first, unsigned int seen,
+		    int ondev)
+{
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+
+	if (code == 0)
+		return 1;
+	if (code >= CHILD_SAW && code < CHILD_SAW + (int)NPAGES) {
+		fail(COW_VIOLATION,
+		     "fork child of region %u saw page %d of its copy not as gen %u%s", r->idx,
+		     code - CHILD_SAW, seen,
+		     parent_first ? ", after the parent wrote its own" : ", before it wrote");
+		return 0;
+	}
+	/* A CPU fault on a device page failing under injection: SIGBUS. */
+	if (inject && ondev && WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS) {
+		ADD(clean_errors, 1);
+		return 0;
+	}
+	if (WIFSIGNALED(status))
+		fail(CHILD_FAILED, "fork child of region %u killed by signal %d (%s)", r->idx,
+		     WTERMSIG(status), strsignal(WTERMSIG(status)));
+	else
+		fail(CHILD_FAILED, "fork child of region %u exited with %d%s", r->idx, code,
+		     code == CHILD_NO_GO ? " (no go from the parent)" : "");
+	return 0;
+}
+
+/*
+ * Fork, in either COW order: the child writes its copy first, or the
+ * parent writes its own (by CPU or through a device) while the child
+ * waits, then the child checks and writes. Either way the parent must then
+ * read its own bytes, through the device and the CPU.
+ */
+static void do_fork(struct region *r, unsigned long long *rs, int fd, char *buf)
+{
+	char *p = r->slot[r->at];
+	unsigned int seen = r->gen, mine = ++r->last;
+	int parent_first = rnd(rs) & 1, by_device = rnd(rs) & 1, ondev = r->ondev;
+	int go[2] = { -1, -1 }, status, err;
+	pid_t pid;
+	long bad;
+
+	if (parent_first && pipe(go)) {
+		fail(BAD_ERRNO, "pipe: %s", strerror(errno));
+		return;
+	}
+	fork_begin();
+	pid = fork();
+	if (pid == 0)
+		fork_child(p, r->idx, seen, mine, go[0]);
+	if (pid < 0) {
+		fail(BAD_ERRNO, "fork: %s", strerror(errno));
+	} else if (parent_first) {
+		unsigned int g = ++r->last;
+
+		if (by_device) {
+			fill(buf, r->idx, g);
+			err = dmirror(fd, HMM_DMIRROR_WRITE, p, buf, NPAGES);
+			if (!err) {
+				r->gen = g;
+			} else {
+				/* Some pages may have been written. */
+				r->unknown = 1;
+				expect(err, 0, "device write after fork", r, efault_ok(r, 1));
+			}
+		} else {
+			fill(p, r->idx, g);
+			r->gen = g;
+			r->present = 1;
+			r->ondev = 0;
+			r->excl = 0;
+		}
+		if (write(go[1], "g", 1) != 1)
+			fail(BAD_ERRNO, "pipe write: %s", strerror(errno));
+	}
+	if (go[0] >= 0) {
+		close(go[0]);
+		close(go[1]);
+	}
+	if (pid < 0) {
+		fork_end();
+		return;
+	}
+	if (waitpid(pid, &status, 0) != pid) {
+		fail(CHILD_FAILED, "waitpid: %s", strerror(errno));
+		fork_end();
+		return;
+	}
+	fork_end();
+	child_ok(r, status, parent_first, seen, ondev);
+	if (r->unknown)
+		return;
+	err = dmirror(fd, HMM_DMIRROR_READ, p, buf, NPAGES);
+	if (!expect(err, 0, "device read after fork", r, efault_ok(r, 0)))
+		return;
+	bad = mismatch(buf, r->idx, r->gen);
+	if (bad >= 0)
+		bad_bytes(COW_VIOLATION, parent_first ?
+			  "after fork (the parent wrote first), the device reads" :
+			  "after fork (the child wrote), the device reads", buf, r, r->gen, bad);
+	cpu_check(r, "a fork", COW_VIOLATION);
+}
+
+/*
+ * The snapshot @snap (through a mirror of device 0 if @dev0) against the
+ * region's state. Only what a correct kernel guarantees: see the header.
+ */
+static void snapshot_check(struct region *r, const unsigned char *snap, int dev0)
+{
+	const char *why = NULL;
+	unsigned long i;
+	unsigned char v = 0;
+
+	for (i = 0; i < NPAGES && !why; i++) {
+		unsigned char kind;
+
+		v = snap[i];
+		kind = v & 0xf0;
+		if (r->state == NONE || r->state == UNMAPPED) {
+			/* No VMA, or one hmm_range_fault() may not read. */
+			if (v != HMM_DMIRROR_PROT_ERROR)
+				why = "not an error";
+		} else if (v == HMM_DMIRROR_PROT_ERROR) {
+			why = "an error in readable memory";
+		} else if (r->state == RO && (v & HMM_DMIRROR_PROT_WRITE)) {
+			why = "writable in read-only memory";
+		} else if (kind == HMM_DMIRROR_PROT_ZERO && r->gen) {
+			why = "the zero page where the region was written";
+		} else if (kind == HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL && !(dev0 && r->ondev)) {
+			why = "a device page where none can be";
+		} else if (kind && kind != HMM_DMIRROR_PROT_ZERO &&
+			   kind != HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL) {
+			why = "a kind of page this mm cannot have";
+		}
+	}
+	if (why) {
+		fail(BAD_SNAPSHOT, "page %lu of region %u (%s, gen %u%s%s): 0x%02x, %s", i - 1,
+		     r->idx, state_name[r->state], r->gen, r->ondev ? ", maybe on the device" : "",
+		     dev0 ? "" : ", through device 1", v, why);
+		return;
+	}
+	/*
+	 * The CPU wrote every page last and nothing since could have shared,
+	 * moved or write-protected one: all mapped writable.
+	 */
+	if (r->state != RW || !r->wrote)
+		return;
+	for (i = 0; i < NPAGES; i++)
+		if ((snap[i] & ~(HMM_DMIRROR_PROT_PMD | HMM_DMIRROR_PROT_PUD)) !=
+		    HMM_DMIRROR_PROT_WRITE)
+			break;
+	if (i == NPAGES) {
+		if (quiet(&r->wq))
+			ADD(fresh_checked, 1);
+		return;
+	}
+	if (!disturbed(&r->wq))
+		fail(BAD_SNAPSHOT,
+		     "page %lu of region %u, written by the CPU and left alone: 0x%02x, not writable",
+		     i, r->idx, snap[i]);
+}
+
+/*
+ * Migration to the device and back. A region no competitor touched
+ * moves whole: no ENOENT, and a snapshot after it shows device pages only.
+ */
+static void do_migrate(struct region *r, int fd2, char *buf)
+{
+	char *p = r->slot[r->at];
+	int readable = r->state == RW || r->state == RO;
+	int away = r->ondev || r->excl, err;
+	unsigned char *snap = (unsigned char *)buf;
+	struct quiet q;
+	unsigned long i;
+	long bad;
+
+	quiet_begin(&q);
+	/* Like test_hmm, it reads the pages back into @buf. */
+	err = dmirror(fd2, HMM_DMIRROR_MIGRATE_TO_DEV, p, buf, NPAGES);
+	if (readable) {
+		r->ondev = 1;
+		if (err == ENOENT) {
+			/*
+			 * A page neither moved nor mirrored (hmm_dummy then
+			 * copies nothing back): it was busy (a fork shares
+			 * it, the kernel was moving it), an allocation failed,
+			 * or it was already away (device memory or exclusive
+			 * entries of another mirror).
+			 */
+			if (inject || away || disturbed(&q))
+				ADD(enoent_explained, 1);
+			else
+				fail(PARTIAL_MIGRATION,
+				     "region %u (%s): migration to the device answered ENOENT, nothing else touching it",
+				     r->idx, state_name[r->state]);
+		} else {
+			if (!expect(err, 0, "migration to the device", r, 0))
+				return;
+			/* What the device read there is the data. */
+			bad = r->unknown ? -1 : mismatch(buf, r->idx, r->gen);
+			if (bad >= 0)
+				bad_bytes(STALE_READ, "migrated, the device reads", buf, r, r->gen,
+					  bad);
+			/*
+			 * Exclusive entries stay; pages already there show as
+			 * device pages. The snapshot goes where the data was.
+			 */
+			if (!inject && !r->excl &&
+			    !dmirror(fd2, HMM_DMIRROR_SNAPSHOT, p, snap, NPAGES)) {
+				for (i = 0; i < NPAGES; i++)
+					if ((snap[i] & 0xf0) != HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL)
+						break;
+				if (i == NPAGES) {
+					if (quiet(&q))
+						ADD(whole_checked, 1);
+				} else if (!disturbed(&q)) {
+					fail(PARTIAL_MIGRATION,
+					     "region %u (%s): page %lu is 0x%02x after a migration to the device, nothing else touching it",
+					     r->idx, state_name[r->state], i, snap[i]);
+				}
+			}
+		}
+	} else if (err != EINVAL && err != EFAULT) {
+		expect(err, EINVAL, "migration to the device", r, 0);
+		return;
+	}
+	/*
+	 * Back through another mirror of the same device (a CPU look now
+	 * would fault the pages back itself).
+	 */
+	err = dmirror(mirror_fd[(fd2 == mirror_fd[0]) ? 1 : 0], HMM_DMIRROR_MIGRATE_TO_SYS, p,
+		      NULL, NPAGES);
+	if (readable) {
+		if (!expect(err, 0, "migration back", r, 0))
+			return;
+	} else if (err != EINVAL && err != EFAULT) {
+		expect(err, EINVAL, "migration back", r, 0);
+		return;
+	}
+	cpu_check(r, "a migration back", LOST_WRITE);
+}
+
+/* Exclusive access for the device, then what it reads there: the data. */
+static void do_exclusive(struct region *r, int fd2, char *buf)
+{
+	struct quiet q;
+	int err;
+	long bad;
+
+	quiet_begin(&q);
+	r->excl = 1;
+	err = dmirror(fd2, HMM_DMIRROR_EXCLUSIVE, r->slot[r->at], buf, NPAGES);
+	if (err == EBUSY) {
+		/* Pages a fork or the kernel holds, or an allocation failed. */
+		if (inject || disturbed(&q))
+			ADD(ebusy_explained, 1);
+		else
+			fail(EXCL_BUSY,
+			     "region %u: exclusive access answered EBUSY, nothing else touching it",
+			     r->idx);
+		return;
+	}
+	if (!expect(err, 0, "exclusive access", r, efault_ok(r, 0)))
+		return;
+	bad = mismatch(buf, r->idx, r->gen);
+	if (bad >= 0)
+		bad_bytes(STALE_READ, "with exclusive access, the device reads", buf, r, r->gen,
+			  bad);
+	/* The CPU takes the access back, with the bytes unchanged. */
+	cpu_check(r, "exclusive access", LOST_WRITE);
 }
 
 static void do_op(enum op op, struct region *r, unsigned long long *rs, char *buf)
 {
-	int fd = mirror_fd[rnd(rs) % MIRRORS], fd2 = mirror_fd[rnd(rs) % 3];
+	int fi = rnd(rs) % MIRRORS, fd = mirror_fd[fi], fd2 = mirror_fd[rnd(rs) % 3];
 	char *p = r->slot[r->at];
+	unsigned int g;
 	int err;
 	long bad;
 
+	/* What leaves the CPU's last write alone: reads. */
+	if (op != OP_DEV_READ && op != OP_SNAPSHOT)
+		r->wrote = 0;
 	switch (op) {
 	case OP_CPU_WRITE:
 		if (r->state != RW)
 			return;
-		r->gen++;
-		fill(p, r->gen);
+		quiet_begin(&r->wq);
+		r->gen = ++r->last;
+		fill(p, r->idx, r->gen);
 		r->unknown = 0;
+		r->present = 1;
+		r->ondev = 0;
+		r->excl = 0;
+		r->wrote = 1;
 		break;
 	case OP_DEV_READ:
 		err = dmirror(fd, HMM_DMIRROR_READ, p, buf, NPAGES);
-		if (!expect(err, read_errno(r->state), "device read", r) || err || r->unknown)
+		if (!expect(err, read_errno(r->state), "device read", r, efault_ok(r, 0)) || err)
 			break;
-		bad = mismatch(buf, r->gen);
+		r->present = 1;
+		if (r->unknown)
+			break;
+		bad = mismatch(buf, r->idx, r->gen);
 		if (bad >= 0)
-			fail(STALE_READ, "device read page %ld as 0x%02x, expected 0x%02x (gen %u)",
-			     bad, (unsigned char)buf[bad * PAGE], gen_byte(r->gen, bad), r->gen);
+			bad_bytes(STALE_READ, "the device reads", buf, r, r->gen, bad);
 		break;
 	case OP_DEV_WRITE:
-		fill(buf, r->gen + 1);
+		g = ++r->last;
+		fill(buf, r->idx, g);
 		err = dmirror(fd, HMM_DMIRROR_WRITE, p, buf, NPAGES);
 		if (r->state == RW && err) {
 			/* Some pages may have been written. */
 			r->unknown = 1;
 		}
-		if (!expect(err, write_errno(r->state), "device write", r) || err)
+		if (!expect(err, write_errno(r->state), "device write", r, efault_ok(r, 1)) || err)
 			break;
-		r->gen++;
+		r->gen = g;
 		r->unknown = 0;
-		cpu_check(r, "a device write");
+		r->present = 1;
+		cpu_check(r, "a device write", LOST_WRITE);
 		break;
 	case OP_MUNMAP:
 		if (r->state == UNMAPPED)
@@ -268,6 +796,7 @@ static void do_op(enum op op, struct region *r, unsigned long long *rs, char *bu
 		if (munmap(p, RSIZE))
 			fail(BAD_ERRNO, "munmap: %s", strerror(errno));
 		r->state = UNMAPPED;
+		forget(r);
 		break;
 	case OP_MMAP:
 		if (mmap(p, RSIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
@@ -276,16 +805,14 @@ static void do_op(enum op op, struct region *r, unsigned long long *rs, char *bu
 			return;
 		}
 		r->state = RW;
-		r->gen = 0;
-		r->unknown = 0;
+		forget(r);
 		break;
 	case OP_DONTNEED:
 		if (r->state == UNMAPPED)
 			return;
 		if (madvise(p, RSIZE, MADV_DONTNEED))
 			fail(BAD_ERRNO, "madvise: %s", strerror(errno));
-		r->gen = 0;
-		r->unknown = 0;
+		forget(r);
 		break;
 	case OP_PROT_RO:
 	case OP_PROT_NONE:
@@ -311,89 +838,23 @@ static void do_op(enum op op, struct region *r, unsigned long long *rs, char *bu
 		r->at = !r->at;
 		break;
 	}
-	case OP_FORK: {
-		pid_t pid;
-		int status;
-
+	case OP_FORK:
 		if (r->state != RW || r->unknown)
 			return;
-		pid = fork();
-		if (pid == 0) {
-			/* Only async-signal-safe work here: a threaded parent. */
-			for (unsigned long i = 0; i < NPAGES; i++)
-				p[i * PAGE] = (char)0xee;
-			_exit(0);
-		}
-		if (pid < 0) {
-			fail(BAD_ERRNO, "fork: %s", strerror(errno));
-			return;
-		}
-		waitpid(pid, &status, 0);
-		err = dmirror(fd, HMM_DMIRROR_READ, p, buf, NPAGES);
-		if (!expect(err, 0, "device read after fork", r) || err)
-			break;
-		bad = mismatch(buf, r->gen);
-		if (bad >= 0)
-			fail(COW_VIOLATION,
-			     "the child wrote, the device reads page %ld: 0x%02x, not 0x%02x", bad,
-			     (unsigned char)buf[bad * PAGE], gen_byte(r->gen, bad));
+		do_fork(r, rs, fd, buf);
 		break;
-	}
 	case OP_MIGRATE:
-		/* Like test_hmm, it reads the pages back into @buf. */
-		err = dmirror(fd2, HMM_DMIRROR_MIGRATE_TO_DEV, p, buf, NPAGES);
-		if (r->state == RW || r->state == RO) {
-			/*
-			 * ENOENT, as test_hmm: a page could neither move nor
-			 * is it mirrored (busy: another thread's fork holds
-			 * it a moment). Counted, not an error; the rest moved.
-			 */
-			if (err == ENOENT) {
-				__atomic_fetch_add(&stayed, 1, __ATOMIC_RELAXED);
-			} else {
-				if (!expect(err, 0, "migration to the device", r))
-					break;
-				/* What the device read there is the data. */
-				bad = r->unknown ? -1 : mismatch(buf, r->gen);
-				if (bad >= 0)
-					fail(STALE_READ,
-					     "migrated, device reads page %ld: 0x%02x not 0x%02x",
-					     bad, (unsigned char)buf[bad * PAGE],
-					     gen_byte(r->gen, bad));
-			}
-		} else if (err != EINVAL && err != EFAULT) {
-			expect(err, EINVAL, "migration to the device", r);
-			break;
-		}
-		/*
-		 * Back through another mirror of the same device (a CPU look
-		 * now would fault the pages back itself).
-		 */
-		err = dmirror(mirror_fd[(fd2 == mirror_fd[0]) ? 1 : 0],
-			      HMM_DMIRROR_MIGRATE_TO_SYS, p, NULL, NPAGES);
-		if (r->state == RW || r->state == RO) {
-			if (!expect(err, 0, "migration back", r))
-				break;
-		} else if (err != EINVAL && err != EFAULT) {
-			expect(err, EINVAL, "migration back", r);
-			break;
-		}
-		cpu_check(r, "a migration back");
+		do_migrate(r, fd2, buf);
 		break;
 	case OP_SNAPSHOT:
 		err = dmirror(fd, HMM_DMIRROR_SNAPSHOT, p, buf, NPAGES);
-		expect(err, 0, "snapshot", r);
+		if (expect(err, 0, "snapshot", r, 0))
+			snapshot_check(r, (unsigned char *)buf, fi < 3);
 		break;
 	case OP_EXCLUSIVE:
 		if (r->state != RW || r->unknown)
 			return;
-		err = dmirror(fd2, HMM_DMIRROR_EXCLUSIVE, p, buf, NPAGES);
-		if (err == EBUSY)
-			break;	/* pages that cannot be made exclusive now */
-		if (!expect(err, 0, "exclusive access", r))
-			break;
-		/* The CPU takes the access back, with the bytes unchanged. */
-		cpu_check(r, "exclusive access");
+		do_exclusive(r, fd2, buf);
 		break;
 	case NOPS:
 		break;
@@ -412,6 +873,7 @@ static time_t now(void)
 struct worker {
 	int id;
 	unsigned long long seed;
+	char *buf;		/* RSIZE of data, then its command */
 };
 
 static void *worker(void *arg)
@@ -419,11 +881,10 @@ static void *worker(void *arg)
 	struct worker *w = arg;
 	unsigned long long rs = w->seed;
 	struct inflight *me = &inflight[w->id];
-	char *buf = aligned_alloc(PAGE, RSIZE);
+	char *buf = w->buf;
 
 	STORE(me->tid, gettid());
-	if (!buf)
-		return NULL;
+	cmd_area = (struct hmm_dmirror_cmd *)(buf + RSIZE);
 	while (!LOAD(stop)) {
 		int ri = rnd(&rs) % REGIONS;
 		enum op op = rnd(&rs) % NOPS;
@@ -437,7 +898,6 @@ static void *worker(void *arg)
 		STORE(me->op, -1);
 		pthread_mutex_unlock(&r->lock);
 	}
-	free(buf);
 	__atomic_fetch_add(&finished, 1, __ATOMIC_RELAXED);
 	return NULL;
 }
@@ -451,7 +911,11 @@ static void *killer(void *arg)
 
 	STORE(me->tid, gettid());
 	while (!LOAD(stop)) {
-		pid_t pid = fork();
+		pid_t pid;
+
+		/* The child shares all of this mm's pages until it is reaped. */
+		fork_begin();
+		pid = fork();
 
 		if (pid == 0) {
 			int fd = open("/dev/hmm_dmirror0", O_RDWR);
@@ -468,16 +932,21 @@ static void *killer(void *arg)
 				dmirror(fd, HMM_DMIRROR_WRITE, p, b, 512);
 			}
 		}
-		if (pid < 0)
+		if (pid < 0) {
+			fork_end();
 			break;
+		}
 		usleep(1000 * (1 + rnd(&rs) % 50));
 		STORE(me->since, now());
 		STORE(me->child, pid);
 		STORE(me->op, NOPS);	/* "killing a child" */
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
+		fork_end();
 		STORE(me->op, -1);
 		__atomic_fetch_add(&kills, 1, __ATOMIC_RELAXED);
+		/* A pause without a child: the other threads' idle checks need one. */
+		usleep(1000 * (rnd(&rs) % 20));
 	}
 	__atomic_fetch_add(&finished, 1, __ATOMIC_RELAXED);
 	return NULL;
@@ -534,7 +1003,7 @@ int main(int argc, char **argv)
 	pthread_t th[MAX_THREADS + 1];
 	struct worker w[MAX_THREADS + 1];
 	unsigned long total = 0;
-	char *arena;
+	char *arena, *bufs;
 	time_t end;
 
 	while ((opt = getopt(argc, argv, "t:s:j:i")) != -1) {
@@ -583,6 +1052,17 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	/*
+	 * The workers' buffers, before the arena (so never in its holes):
+	 * everything the driver writes back goes there, mapped (touched) and
+	 * kept out of forks, so that no fork write-protects it and no
+	 * copy-on-write fault (an allocation) can fail a driver's copy.
+	 */
+	bufs = mmap(NULL, MAX_THREADS * (RSIZE + PAGE), PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (bufs == MAP_FAILED || madvise(bufs, MAX_THREADS * (RSIZE + PAGE), MADV_DONTFORK))
+		return 1;
+	memset(bufs, 0, MAX_THREADS * (RSIZE + PAGE));
 	/* All regions' slots in one arena: nothing else maps there. */
 	arena = mmap(NULL, 2 * REGIONS * RSIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (arena == MAP_FAILED)
@@ -591,6 +1071,7 @@ int main(int argc, char **argv)
 		struct region *r = &regions[i];
 
 		pthread_mutex_init(&r->lock, NULL);
+		r->idx = i;
 		r->slot[0] = arena + 2 * i * RSIZE;
 		r->slot[1] = arena + (2 * i + 1) * RSIZE;
 		munmap(r->slot[1], RSIZE);
@@ -598,11 +1079,14 @@ int main(int argc, char **argv)
 		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 		r->state = RW;
 		r->gen = 1;
-		fill(r->slot[0], 1);
+		r->last = 1;
+		r->present = 1;
+		fill(r->slot[0], i, 1);
 	}
 	for (int i = 0; i <= nthreads; i++) {
 		w[i].id = i;
 		w[i].seed = seed * 0x9e3779b97f4a7c15ULL + i + 1;
+		w[i].buf = bufs + i * (RSIZE + PAGE);
 		STORE(inflight[i].op, -1);
 		pthread_create(&th[i], NULL, i < nthreads ? worker : killer, &w[i]);
 	}
@@ -636,7 +1120,11 @@ int main(int argc, char **argv)
 	}
 	printf("# operations %lu, children killed mid-ioctl %lu, clean allocation errors %lu\n",
 	       total, kills, clean_errors);
-	printf("# migrations with pages that stayed (ENOENT) %lu\n", stayed);
+	printf("# migrations to the device answering ENOENT, explained %lu\n", enoent_explained);
+	printf("# exclusive access answering EBUSY, explained %lu\n", ebusy_explained);
+	printf("# EFAULT under injection, explained by device pages %lu\n", efault_explained);
+	printf("# idle checks made: migrations seen whole %lu, fresh writes snapshotted %lu\n",
+	       whole_checked, fresh_checked);
 	printf("1..%d\n", NFAIL + 1);
 	for (int f = 0; f < NFAIL; f++)
 		printf("%sok %d %s%s\n", failures[f] ? "not " : "", ++tests, fail_name[f],
