@@ -57,9 +57,14 @@ demo trace shell reference dummy-reference: modules
 dma: modules
 	HMMRS_DMA_FULL=1 HMMRS_VM_TIMEOUT=2400 scripts/vm.sh dma
 
-loop: modules
-	HMMRS_LOOP=$(or $(TEST),hmm.hmm_device_private.anon_write_child),$(or $(N),100),$(or $(DRIVER),hmm_dummy) \
-		scripts/vm.sh loop
+LOOP = HMMRS_LOOP=$(or $(TEST),hmm.hmm_device_private.anon_write_child),$(or $(N),100),$(or $(DRIVER),hmm_dummy)
+loop: provision
+ifeq ($(STOCK),)
+	scripts/build.sh
+	$(LOOP) scripts/vm.sh loop
+else
+	$(LOOP) HMMRS_STOCK_MODE=loop scripts/stock.sh latest$(if $(filter 7.2,$(STOCK)),-7.2)
+endif
 
 stress: modules
 	STRESS_S=$(or $(STRESS_S),600) scripts/vm.sh stress

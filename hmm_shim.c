@@ -606,27 +606,31 @@ u64 hmm_rs_migrate_backoff(void)
 }
 
 /**
- * hmm_rs_migrate_dropped() - pages a step to device memory left out for now
+ * hmm_rs_migrate_dropped() - pages a step left out for now
  * @m: a step set up by hmm_rs_migrate_setup(), not finalized
  * @sub: the mirror's interval notifier (its mm's mmap_lock is held)
+ * @owner: the device memory's owner (a step back to system memory)
+ * @to_device: a step to device memory, else back
  *
  * migrate_vma_setup() leaves out (src 0) a page whose folio it cannot lock,
  * isolate or account for all references of just now: on several CPUs, one
  * that compaction or khugepaged holds at that moment, or that waits in
- * another CPU's per-CPU LRU batch (a reference, and off the LRU), or a huge
- * folio it could not split. Unlike page-cache, swapped-out or another
- * device's pages, such a page, anonymous and mapped by the CPU, can move
- * on another try.
+ * another CPU's per-CPU LRU batch, or a huge folio it could not lock or
+ * split. Unlike page-cache, swapped-out or another device's pages, such a
+ * page (to the device: an anonymous system page the CPU maps; back: a
+ * page of @owner's device memory) can move on another try.
  *
  * Return: how many of the step's pages are such.
  */
-long hmm_rs_migrate_dropped(struct hmm_rs_migrate *m, struct mmu_interval_notifier *sub)
+long hmm_rs_migrate_dropped(struct hmm_rs_migrate *m, struct mmu_interval_notifier *sub,
+			    void *owner, bool to_device)
 {
 	struct hmm_range range = {
 		.notifier = sub,
 		.start = m->args.start,
 		.end = m->args.end,
 		.hmm_pfns = m->hmm_pfns,
+		.dev_private_owner = to_device ? NULL : owner,
 	};
 	unsigned long i;
 	long n = 0;
@@ -644,7 +648,9 @@ long hmm_rs_migrate_dropped(struct hmm_rs_migrate *m, struct mmu_interval_notifi
 		if (m->src[i] || !(m->hmm_pfns[i] & HMM_PFN_VALID))
 			continue;
 		page = hmm_pfn_to_page(m->hmm_pfns[i]);
-		if (!is_zone_device_page(page) && folio_test_anon(page_folio(page)))
+		if (to_device ? !is_zone_device_page(page) && folio_test_anon(page_folio(page)) :
+				(is_device_private_page(page) || is_device_coherent_page(page)) &&
+				page_pgmap(page)->owner == owner)
 			n++;
 	}
 	return n;

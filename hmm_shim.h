@@ -121,7 +121,8 @@ extern const unsigned long hmm_rs_migrate_pfn_bits[5];
 unsigned long hmm_rs_migrate_alloc_system(struct hmm_rs_migrate *m, unsigned long i,
 					  unsigned int order);
 void hmm_rs_migrate_pages(struct hmm_rs_migrate *m);
-long hmm_rs_migrate_dropped(struct hmm_rs_migrate *m, struct mmu_interval_notifier *sub);
+long hmm_rs_migrate_dropped(struct hmm_rs_migrate *m, struct mmu_interval_notifier *sub,
+			    void *owner, bool to_device);
 u64 hmm_rs_migrate_backoff(void);
 void hmm_rs_migrate_finalize(struct hmm_rs_migrate *m);
 void hmm_rs_migrate_drop_page(unsigned long pfn);

@@ -180,12 +180,14 @@ extern "C" {
     ) -> kernel::ffi::c_ulong;
     /// `migrate_vma_pages()` / `migrate_device_pages()`.
     pub(crate) fn hmm_rs_migrate_pages(m: *mut Migrate);
-    /// How many pages of a set-up step to device memory the kernel left
-    /// out although they are anonymous pages the CPU maps (a transient
-    /// reference or lock): worth another try. `mmap_lock` held.
+    /// How many pages of a set-up step the kernel left out although they
+    /// could move (a transient reference or lock): worth another try.
+    /// `mmap_lock` held.
     pub(crate) fn hmm_rs_migrate_dropped(
         m: *mut Migrate,
         sub: *mut bindings::mmu_interval_notifier,
+        owner: *mut core::ffi::c_void,
+        to_device: bool,
     ) -> kernel::ffi::c_long;
     /// Sleeps a millisecond or two before busy pages are tried again;
     /// returns the nanoseconds it slept.

@@ -392,15 +392,21 @@ impl Migration {
         i < self.npages && self.src()[i] & self.bits.valid != 0 && !self.moved(i)
     }
 
-    /// How many pages of a set-up step to device memory the kernel left out
-    /// (not selected at all) although they are anonymous pages the CPU
-    /// maps: a lock or reference held elsewhere just then (compaction,
-    /// khugepaged, another CPU's LRU batch), which another try may find
-    /// gone. [`Self::busy`] counts only pages that were selected.
-    fn dropped(&mut self, mm: &MmReadLock) -> usize {
+    /// How many pages of a set-up step the kernel left out (not selected at
+    /// all) although they could move (to the device: anonymous pages the
+    /// CPU maps; back: pages of `owner`'s device memory): a lock or
+    /// reference held elsewhere just then (compaction, khugepaged, another
+    /// CPU's LRU batch), which another try may find gone. [`Self::busy`]
+    /// counts only pages that were selected.
+    fn dropped(
+        &mut self,
+        mm: &MmReadLock,
+        owner: *mut core::ffi::c_void,
+        to_device: bool,
+    ) -> usize {
         // SAFETY: `m` is ours and set up; `mm` holds the notifier's mm and
-        // `mmap_lock`.
-        let n = unsafe { shim::hmm_rs_migrate_dropped(self.m.as_ptr(), mm.0) };
+        // `mmap_lock`; `owner` is only compared.
+        let n = unsafe { shim::hmm_rs_migrate_dropped(self.m.as_ptr(), mm.0, owner, to_device) };
         n.max(0) as usize
     }
 
@@ -634,8 +640,8 @@ impl HmmMirror {
             moved += plan.iter().filter(|p| p.pfn != 0).count();
             counts.moved = moved;
             let mut busy = (0..n).filter(|&i| m.busy(i)).count();
-            if to.is_some() && tries < BUSY_TRIES {
-                let dropped = m.dropped(&mm);
+            if tries < BUSY_TRIES {
+                let dropped = m.dropped(&mm, self.owner.as_ptr(), to.is_some());
                 DROPPED.add(dropped as u64, Relaxed);
                 busy += dropped;
             }

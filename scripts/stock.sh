@@ -32,7 +32,7 @@ image=$("$here/debian-kernel.sh" image "$rel")
 log "testing on Debian's kernel $rel ($image)"
 # Built as users install it: no benchmark files.
 export KDIR=$tree HMM_RS_OUT=$CACHE/out-$rel HMMRS_KERNEL_IMAGE=$image HMM_RS_BENCH=0
-export HMMRS_VM_NAME=stock-${rel%.*+*}
+export HMMRS_VM_NAME=${HMMRS_STOCK_MODE:+$HMMRS_STOCK_MODE-}stock-${rel%.*+*}
 OUT=$HMM_RS_OUT
 "$here/build.sh"
 
@@ -51,4 +51,5 @@ if command -v dkms > /dev/null; then
 else
 	log "dkms is not installed: the DKMS build is not tested"
 fi
-exec "$here/vm.sh" stock
+# HMMRS_STOCK_MODE=loop (make loop STOCK=...): an investigation instead.
+exec "$here/vm.sh" "${HMMRS_STOCK_MODE:-stock}"

@@ -977,6 +977,25 @@ static int dummy_snapshot(struct dummy_file *df, struct hmm_dmirror_cmd *cmd,
  * could not move are read from where they are mirrored; -ENOENT if some
  * are not mirrored at all), as test_hmm does.
  */
+/*
+ * Says in the log which page a migration left neither moved nor mirrored,
+ * and what the CPU maps there now: what a driver needs to know of a
+ * partial migration.
+ */
+static void dummy_report_left(struct dummy_file *df, struct dummy_access *a, long moved)
+{
+	unsigned long k = find_first_zero_bit(a->done, (a->end - a->start) >> PAGE_SHIFT);
+	unsigned long va = a->start + (k << PAGE_SHIFT);
+	u32 snap = 0;
+	int ret;
+
+	ret = hmm_rs_mirror_snapshot(df->mirror, va, va + PAGE_SIZE, &snap);
+	pr_warn_ratelimited("hmm_dummy: %s: migration of [0x%lx, 0x%lx) to the device moved %ld of %lu pages and left 0x%lx neither moved nor mirrored (%lu of them); the CPU maps it: %d, snapshot 0x%x\n",
+			    df->ddev->misc.name, a->start, a->end, moved,
+			    (a->end - a->start) >> PAGE_SHIFT, va,
+			    ((a->end - a->start) >> PAGE_SHIFT) - a->pages, ret, snap);
+}
+
 static int dummy_migrate_to_device(struct dummy_file *df, struct hmm_dmirror_cmd *cmd,
 				   unsigned long end)
 {
@@ -990,12 +1009,19 @@ static int dummy_migrate_to_device(struct dummy_file *df, struct hmm_dmirror_cmd
 	if (moved < 0)
 		return moved;
 	a.bounce = dummy_bounce_alloc(a.end - a.start);
-	if (!a.bounce)
-		return -ENOMEM;
+	a.done = bitmap_zalloc((a.end - a.start) >> PAGE_SHIFT, GFP_KERNEL | __GFP_NOWARN);
+	if (!a.bounce || !a.done) {
+		ret = -ENOMEM;
+		goto out;
+	}
 	ret = dummy_access(df, &a);
+	if (ret == -ENOENT)
+		dummy_report_left(df, &a, moved);
 	if (!ret && copy_to_user(u64_to_user_ptr(cmd->ptr), a.bounce, a.end - a.start))
 		ret = -EFAULT;
 	cmd->cpages = a.pages;
+out:
+	bitmap_free(a.done);
 	vfree(a.bounce);
 	return ret;
 }

@@ -119,6 +119,13 @@ struct region {
 	int present;		/* the CPU maps every page (or ondev) */
 	int ondev;		/* pages may be in device memory */
 	int excl;		/* pages may be exclusive to a device */
+	/*
+	 * Pages GUP touched (exclusive access): a second touch activates a
+	 * folio, which then waits in that CPU's LRU batch with a reference
+	 * that a migration on another CPU cannot drain (7.3 drains all CPUs
+	 * only for folios off the LRU): it stays behind.
+	 */
+	int gupped;
 	int wrote;		/* the CPU wrote it last, in window @wq */
 	struct quiet wq;
 };
@@ -218,15 +225,18 @@ static void fork_end(void)
 
 /*
  * The sum of the kernel's counters of pages it isolated, migrated, split,
- * collapsed or scanned for reclaim on its own: such a page can be busy or
+ * collapsed or scanned for reclaim on its own (not numa_hit and the like,
+ * which count every allocation): such a page can be busy or
  * unmapped for a moment. If /proc/vmstat cannot be read, a value never
  * seen before (so that nothing counts as quiet).
  */
 static unsigned long long vm_moves(void)
 {
 	static const char *const counted[] = {
-		"pgmigrate_", "compact_", "kcompactd_", "thp_", "numa_", "ksm_", "pgscan",
-		"pgsteal", "pgrefill", "pgdemote", "pgpromote", "pswp",
+		"pgmigrate_", "compact_", "kcompactd_", "thp_split", "thp_collapse",
+		"thp_migration", "numa_pte_updates",
+		"numa_hint_faults", "numa_pages_migrated", "ksm_", "pgscan", "pgsteal",
+		"pgrefill", "pgdemote", "pgpromote", "pswp",
 	};
 	unsigned long long sum = 0, v;
 	char name[64];
@@ -262,16 +272,20 @@ static int quiet(const struct quiet *q)
 }
 
 /*
- * Whether a competitor explains an anomaly seen in window @q: looked at
- * again after GRACE_MS, since the kernel counts a page it isolated or
- * migrated only once it is done with it.
+ * Whether a competitor explains an anomaly seen in window @q: a fork that
+ * overlapped it (judged now: one begun after the anomaly was seen cannot
+ * have caused it), or a page move of the kernel's, whose counters are
+ * looked at again after GRACE_MS, since the kernel counts a page it
+ * isolated or migrated only once it is done with it.
  */
 static int disturbed(const struct quiet *q)
 {
-	if (!quiet(q))
+	if (!q->ok || __atomic_load_n(&forks_begun, __ATOMIC_SEQ_CST) != q->forks)
+		return 1;
+	if (vm_moves() != q->moves)
 		return 1;
 	usleep(GRACE_MS * 1000);
-	return !quiet(q);
+	return vm_moves() != q->moves;
 }
 
 /*
@@ -420,6 +434,7 @@ static void forget(struct region *r)
 	r->present = 0;
 	r->ondev = 0;
 	r->excl = 0;
+	r->gupped = 0;
 	r->wrote = 0;
 }
 
@@ -638,7 +653,7 @@ static void do_migrate(struct region *r, int fd2, char *buf)
 {
 	char *p = r->slot[r->at];
 	int readable = r->state == RW || r->state == RO;
-	int away = r->ondev || r->excl, err;
+	int away = r->ondev || r->excl || r->gupped, err;
 	unsigned char *snap = (unsigned char *)buf;
 	struct quiet q;
 	unsigned long i;
@@ -675,7 +690,7 @@ static void do_migrate(struct region *r, int fd2, char *buf)
 			 * Exclusive entries stay; pages already there show as
 			 * device pages. The snapshot goes where the data was.
 			 */
-			if (!inject && !r->excl &&
+			if (!inject && !r->excl && !r->gupped &&
 			    !dmirror(fd2, HMM_DMIRROR_SNAPSHOT, p, snap, NPAGES)) {
 				for (i = 0; i < NPAGES; i++)
 					if ((snap[i] & 0xf0) != HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL)
@@ -719,6 +734,7 @@ static void do_exclusive(struct region *r, int fd2, char *buf)
 
 	quiet_begin(&q);
 	r->excl = 1;
+	r->gupped = 1;
 	err = dmirror(fd2, HMM_DMIRROR_EXCLUSIVE, r->slot[r->at], buf, NPAGES);
 	if (err == EBUSY) {
 		/* Pages a fork or the kernel holds, or an allocation failed. */
@@ -923,6 +939,8 @@ static void *killer(void *arg)
 				       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 			static char b[512 * PAGE];
 
+			/* No THP: its allocations would move the THP counters. */
+			madvise(p, 512 * PAGE, MADV_NOHUGEPAGE);
 			if (fd < 0 || p == MAP_FAILED)
 				_exit(1);
 			for (;;) {
@@ -945,8 +963,11 @@ static void *killer(void *arg)
 		fork_end();
 		STORE(me->op, -1);
 		__atomic_fetch_add(&kills, 1, __ATOMIC_RELAXED);
-		/* A pause without a child: the other threads' idle checks need one. */
-		usleep(1000 * (rnd(&rs) % 20));
+		/*
+		 * A pause without a child: the other threads' idle checks
+		 * need one, now and then one long enough for a migration.
+		 */
+		usleep(1000 * (rnd(&rs) % 20) + (rnd(&rs) % 4 ? 0 : 100000));
 	}
 	__atomic_fetch_add(&finished, 1, __ATOMIC_RELAXED);
 	return NULL;
