@@ -21,7 +21,8 @@
 #   make loop       one hmm-tests test N times on two CPUs, the invalidations
 #                   it got traced by task (TEST=hmm.hmm_device_private.
 #                   anon_write_child N=100 DRIVER=hmm_dummy|test_hmm;
-#                   STOCK=7.3|7.2: on Debian's kernel instead)
+#                   STOCK=7.3|7.2: on Debian's kernel instead; NOTRACE=1, or
+#                   COMM=khugepaged: only the events that task sent)
 #   make modules    build the modules (KDIR=/your/rust/kernel/build to pick
 #                   your own Rust-enabled kernel build tree)
 #   make stock      test on Debian's stock 7.3 kernel (RELEASE=..., default:
@@ -57,7 +58,8 @@ demo trace shell reference dummy-reference: modules
 dma: modules
 	HMMRS_DMA_FULL=1 HMMRS_VM_TIMEOUT=2400 scripts/vm.sh dma
 
-LOOP = HMMRS_LOOP=$(or $(TEST),hmm.hmm_device_private.anon_write_child),$(or $(N),100),$(or $(DRIVER),hmm_dummy)
+LOOP = HMMRS_LOOP=$(or $(TEST),hmm.hmm_device_private.anon_write_child),$(or $(N),100),$(or $(DRIVER),hmm_dummy)$(if $(NOTRACE),$(comma)notrace)$(if $(COMM),$(comma)comm=$(COMM))
+comma := ,
 loop: provision
 ifeq ($(STOCK),)
 	scripts/build.sh

@@ -468,7 +468,7 @@ dma)
 	;;
 loop)
 	# make loop TEST=hmm.hmm_device_private.anon_write_child N=100: one
-	# hmm-tests test, N times, against hmm_dummy (DRIVER=hmm_dummy) or
+	# hmm-tests test (TEST=all: all of them), N times, against hmm_dummy (DRIVER=hmm_dummy) or
 	# test_hmm.ko (DRIVER=test_hmm), with the hmm_rs_invalidate
 	# tracepoint on (hmm_rs is loaded either way, so it hears every
 	# invalidation of the test's mm through its mirrors; with test_hmm, a
@@ -481,21 +481,37 @@ loop)
 		t=${spec%%,*}
 		rest=${spec#*,}
 		n=${rest%%,*}
-		driver=${rest#*,}
+		rest=${rest#*,}
+		driver=${rest%%,*}
+		# A fourth field, notrace: no tracing (migrations of hundreds of
+		# MiB send millions of events).
+		# Or comm=TASK: only the events TASK sent (little overhead).
+		trace=1
+		filter=0
+		case "${rest#*,}" in
+		notrace) trace=0 ;;
+		comm=*) filter="comm == \"${rest#*,comm=}\"" ;;
+		esac
 		load hmm_rs
 		load "$driver" "$SPM0" "$SPM1"
 		vmstat_bg() { grep -E '^(compact_(stall|daemon_wake|isolated|migrate_scanned)|thp_(collapse_alloc|split_pmd|deferred_split_page)|pgmigrate_success|pgactivate|pgdeactivate|pglazyfree) ' /proc/vmstat; }
 		vmstat_bg > /tmp/vm0
 		# Room for every event of the runs (migrations send thousands).
 		echo 65536 > $tracing/buffer_size_kb
-		echo 1 > $tracing/events/hmm_rs/hmm_rs_invalidate/enable
+		echo "$filter" > $tracing/events/hmm_rs/hmm_rs_invalidate/filter
+		echo $trace > $tracing/events/hmm_rs/hmm_rs_invalidate/enable
 		fails=0
 		i=0
 		while [ $i -lt "$n" ]; do
-			if ! /upstream/hmm-tests -r "$t" > /tmp/one 2>&1; then
+			sel="-r $t"
+			[ "$t" = all ] && sel=""
+			# shellcheck disable=SC2086 # empty or two words
+			if ! /upstream/hmm-tests $sel > /tmp/one 2>&1; then
 				fails=$((fails + 1))
 				echo "== run $i failed"
-				grep -v '^ok\|^#  RUN\|^#      *OK' /tmp/one | tail -n 8
+				grep '^not ok\|hmm-tests.c:' /tmp/one | head -n 8
+				echo "== the kernel log's hmm_ lines"
+				dmesg | grep 'hmm_' | tail -n 5
 			fi
 			i=$((i + 1))
 		done
@@ -505,6 +521,16 @@ loop)
 		grep -v '^#' $tracing/trace | sed -n 's/^ *\(.*\)-[0-9][0-9]* *\[.*code=\([a-z_]*\) type=\([a-z_]*\).*/\1 \2 \3/p' | sort | uniq -c
 		echo "== the first 20 from tasks other than hmm-tests"
 		grep -v '^#' $tracing/trace | grep -v '^ *hmm-tests-' | head -n 20
+		# A migration hmm_dummy reported as leaving pages behind: the
+		# events over the first page it named.
+		for a in $(dmesg | sed -n 's/.* left \(0x[0-9a-f]*\) neither moved.*/\1/p' | sort -u | head -n 6); do
+			echo "== the kernel log's line, and the last events starting at $a"
+			dmesg | grep "left $a neither" | tail -n 1
+			grep -v '^#' $tracing/trace | grep "start=$a " | tail -n 12
+			echo "== the last 3 before it, from any address"
+			t=$(dmesg | grep "left $a neither" | tail -n 1 | sed -n 's/^\[ *\([0-9.]*\)\].*/\1/p')
+			grep -v '^#' $tracing/trace | awk -v t="$t" '{ for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\.[0-9]+:$/) { s = $i; sub(":", "", s); if (s + 0 <= t + 0) print } }' | tail -n 3
+		done
 		echo "== vmstat: before, after"
 		vmstat_bg | paste /tmp/vm0 -
 		echo "== hmm_rs/stats"

@@ -996,6 +996,40 @@ static void dummy_report_left(struct dummy_file *df, struct dummy_access *a, lon
 			    ((a->end - a->start) >> PAGE_SHIFT) - a->pages, ret, snap);
 }
 
+/*
+ * After a migration, the pages of the range that are in this device's
+ * memory but no longer mirrored: an invalidation took their entries after
+ * the migration made them (on Debian's kernels, khugepaged trying to
+ * collapse the 2 MiB range: it invalidates the range before it finds
+ * device pages there and gives up). They are the device's own, so it
+ * faults them in (which moves nothing) and reads them. Pages that did not
+ * move stay unread: -ENOENT, as test_hmm.
+ */
+static int dummy_refault_own(struct dummy_file *df, struct dummy_access *a)
+{
+	unsigned long n = (a->end - a->start) >> PAGE_SHIFT, k;
+	const u32 own = HMM_RS_SNAP_VALID | HMM_RS_SNAP_DEVICE;
+	int ret;
+
+	for_each_clear_bit(k, a->done, n) {
+		unsigned long va = a->start + (k << PAGE_SHIFT);
+		u32 snap;
+
+		if (fatal_signal_pending(current))
+			return -EINTR;
+		ret = hmm_rs_mirror_snapshot(df->mirror, va, va + PAGE_SIZE, &snap);
+		if (ret)
+			return ret;
+		if ((snap & (own | HMM_RS_SNAP_REMOTE)) != own)
+			continue;
+		ret = hmm_rs_mirror_fault_walk(df->mirror, HMM_RS_DEVICE_READ_FAULT, va,
+					       va + PAGE_SIZE, dummy_copy_mapping, a);
+		if (ret && ret != -EAGAIN && ret != -EFAULT)
+			return ret;
+	}
+	return a->pages == n ? 0 : -ENOENT;
+}
+
 static int dummy_migrate_to_device(struct dummy_file *df, struct hmm_dmirror_cmd *cmd,
 				   unsigned long end)
 {
@@ -1015,6 +1049,8 @@ static int dummy_migrate_to_device(struct dummy_file *df, struct hmm_dmirror_cmd
 		goto out;
 	}
 	ret = dummy_access(df, &a);
+	if (ret == -ENOENT)
+		ret = dummy_refault_own(df, &a);
 	if (ret == -ENOENT)
 		dummy_report_left(df, &a, moved);
 	if (!ret && copy_to_user(u64_to_user_ptr(cmd->ptr), a.bounce, a.end - a.start))
