@@ -510,8 +510,6 @@ loop)
 				fails=$((fails + 1))
 				echo "== run $i failed"
 				grep '^not ok\|hmm-tests.c:' /tmp/one | head -n 8
-				echo "== the kernel log's hmm_ lines"
-				dmesg | grep 'hmm_' | tail -n 5
 			fi
 			i=$((i + 1))
 		done
