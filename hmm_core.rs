@@ -13,7 +13,7 @@
 //! Built on: [`include/linux/mmu_notifier.h`](srctree/include/linux/mmu_notifier.h)
 //! and [`include/linux/hmm.h`](srctree/include/linux/hmm.h).
 
-use kernel::{bindings, prelude::*};
+use kernel::{bindings, prelude::*, time::Delta};
 
 // The core.
 mod hmm_event;
@@ -67,12 +67,14 @@ impl Drop for HmmCore {
     fn drop(&mut self) {
         // Notifiers and page-table directories are freed by callbacks in this
         // module after a grace period: wait for them before it goes away.
+        // Every mirror is gone (they hold the module), so every notifier has
+        // been put and its callback comes soon; say so if it does not.
+        while !hmm_mm::wait_for_freed_notifiers(0, Delta::from_secs(10)) {
+            pr_warn!("unloading: still waiting for mm notifiers to be freed\n");
+        }
         // SAFETY: Always safe from process context. (`bindings`, not
         // `kernel::sync::rcu::rcu_barrier`, which Linux 7.2 lacks.)
-        unsafe {
-            bindings::mmu_notifier_synchronize();
-            bindings::rcu_barrier();
-        }
+        unsafe { bindings::rcu_barrier() };
         hmm_mirror::exit();
         pr_info!("HMM core unloaded\n");
     }

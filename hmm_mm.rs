@@ -12,10 +12,10 @@ use kernel::{
     mm::MmWithUser,
     prelude::*,
     sync::{
-        atomic::{Atomic, Relaxed},
+        atomic::{Acquire, Atomic, Relaxed, Release},
         new_mutex, Mutex,
     },
-    time::{Instant, Monotonic},
+    time::{Delta, Instant, Monotonic},
     types::Opaque,
 };
 
@@ -256,7 +256,32 @@ unsafe extern "C" fn hmm_free_notifier(notifier: *mut bindings::mmu_notifier) {
     // `hmm_alloc_notifier` leaked from a `KBox`. (This runs from an SRCU
     // callback with bottom halves off: it must not sleep.)
     drop(unsafe { KBox::from_raw(notifier.cast::<HmmMm>()) });
-    LIVE_MMS.fetch_sub(1, Relaxed);
+    LIVE_MMS.fetch_sub(1, Release);
+}
+
+/// Waits until at most `target` [`HmmMm`]s are left, for at most `limit`;
+/// returns whether that happened.
+///
+/// `mmu_notifier_synchronize()` is only `synchronize_srcu()`: it ends a
+/// grace period, but the `free_notifier` callbacks it made ready may still
+/// be queued or running on another CPU when it returns. So count them.
+pub(crate) fn wait_for_freed_notifiers(target: u64, limit: Delta) -> bool {
+    let start = Instant::<Monotonic>::now();
+    loop {
+        // SAFETY: Process context (callers sleep).
+        unsafe { bindings::mmu_notifier_synchronize() };
+        if LIVE_MMS.load(Acquire) <= target {
+            // The last callback may still be returning into our text, with
+            // bottom halves off: a normal RCU grace period waits that out.
+            // SAFETY: Process context.
+            unsafe { bindings::synchronize_rcu() };
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        kernel::time::delay::fsleep(Delta::from_millis(1));
+    }
 }
 
 /// `invalidate_range_start`: the CPU page table of the range is changing.
@@ -391,7 +416,10 @@ mod tests {
         kunit_mm::attach()?;
         let task = current!();
         let mm = task.mm().ok_or(EINVAL)?;
-        let before = LIVE_MMS.load(Relaxed);
+        // Nothing else uses hmm-rs while it loads: the earlier tests' mms
+        // must all go, once their callbacks ran.
+        assert!(wait_for_freed_notifiers(0, Delta::from_secs(10)));
+        let before = LIVE_MMS.load(Acquire);
         for _ in 0..1000 {
             let a = HmmMmRef::get(mm)?;
             let b = HmmMmRef::get(mm)?;
@@ -401,9 +429,7 @@ mod tests {
             drop(a);
             drop(b);
         }
-        // SAFETY: Process context.
-        unsafe { bindings::mmu_notifier_synchronize() };
-        assert_eq!(LIVE_MMS.load(Relaxed), before);
+        assert!(wait_for_freed_notifiers(before, Delta::from_secs(10)));
         Ok(())
     }
 
