@@ -41,7 +41,8 @@ passed=$((passed + 1))
 echo "ok: build (kernel, modules with clippy, test programs)"
 
 # Host-side checks with the kernel's own rustfmt settings and checkpatch.
-check "rustfmt" rustfmt --check --edition 2021 --config-path "$(ksrc)/.rustfmt.toml" "$repo"/*.rs "$repo"/hmm_mirror/*.rs "$repo"/tests/*.rs
+mapfile -t rsrc < <(cd "$repo" && git ls-files --cached --others --exclude-standard '*.rs' | sed "s|^|$repo/|")
+check "rustfmt" rustfmt --check --edition 2021 --config-path "$(ksrc)/.rustfmt.toml" "${rsrc[@]}"
 check "shellcheck" shellcheck -x -P "$here" "$here"/*.sh "$repo"/.ci/run
 csrc=("$repo"/*.c "$repo"/tests/*.c "$repo"/tests/kernel/*.c "$repo"/tests/demo/*.c "$repo"/tests/bench/*.c)
 csrc+=("$repo"/hmm_rs.h "$repo"/hmm_shim.h)
