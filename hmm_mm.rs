@@ -70,14 +70,14 @@ pub(crate) struct HmmMm {
     nonblocking: Atomic<u64>,
     /// Invalidations in which some device was waited for in a second pass,
     /// and the time spent waiting.
-    pub(crate) two_pass: Atomic<u64>,
+    two_pass: Atomic<u64>,
     wait_ns: Atomic<u64>,
     /// Number for debugfs.
     id: u64,
     /// The mirrors of the mm, each alive while listed (see [`HmmMirror`]).
     /// Nothing allocates while holding the lock, so reclaim never waits on it.
     #[pin]
-    pub(crate) mirrors: Mutex<KVec<NonNull<HmmMirror>>>,
+    mirrors: Mutex<KVec<NonNull<HmmMirror>>>,
 }
 
 impl HmmMm {
@@ -289,7 +289,7 @@ pub(crate) fn wait_for_freed_notifiers(target: u64, limit: Delta) -> bool {
 /// # Safety
 ///
 /// Called by mm with a live notifier of ours and a valid `range`.
-pub(crate) unsafe extern "C" fn hmm_invalidate_range_start(
+unsafe extern "C" fn hmm_invalidate_range_start(
     notifier: *mut bindings::mmu_notifier,
     range: *const bindings::mmu_notifier_range,
 ) -> core::ffi::c_int {
@@ -405,43 +405,5 @@ unsafe extern "C" fn hmm_release(
     }
 }
 
-#[kernel::prelude::kunit_tests(hmm_rs_core)]
-mod tests {
-    use super::*;
-    use crate::kunit_helpers::kunit_mm;
-    use kernel::current;
-
-    #[test]
-    fn one_notifier_per_mm_and_none_left_after_1000_cycles() -> Result {
-        kunit_mm::attach()?;
-        let task = current!();
-        let mm = task.mm().ok_or(EINVAL)?;
-        // Nothing else uses hmm-rs while it loads: the earlier tests' mms
-        // must all go, once their callbacks ran.
-        assert!(wait_for_freed_notifiers(0, Delta::from_secs(10)));
-        let before = LIVE_MMS.load(Acquire);
-        for _ in 0..1000 {
-            let a = HmmMmRef::get(mm)?;
-            let b = HmmMmRef::get(mm)?;
-            // One notifier per mm. (Dropped ones are freed only after an SRCU
-            // grace period, so more than one may exist until then.)
-            assert!(core::ptr::eq(&*a, &*b));
-            drop(a);
-            drop(b);
-        }
-        assert!(wait_for_freed_notifiers(before, Delta::from_secs(10)));
-        Ok(())
-    }
-
-    #[test]
-    fn munmap_is_seen_as_munmap() -> Result {
-        let len = 16 * 4096;
-        let addr = kunit_mm::mmap(len, kunit_mm::PROT_READ | kunit_mm::PROT_WRITE)?;
-        let task = current!();
-        let hmm = HmmMmRef::get(task.mm().ok_or(EINVAL)?)?;
-        let before = hmm.events(HmmEventType::Munmap);
-        kunit_mm::munmap(addr, len)?;
-        assert!(hmm.events(HmmEventType::Munmap) > before);
-        Ok(())
-    }
-}
+#[cfg(CONFIG_KUNIT = "y")]
+mod tests;

@@ -252,3 +252,75 @@ pub(crate) mod kunit_thread {
         unsafe { bindings::kthread_should_stop() }
     }
 }
+
+/// A device for tests that records what it is told, and a mirror of the
+/// test's mm with one.
+pub(crate) mod kunit_mirror {
+    use crate::{
+        hmm_event::{HmmEvent, HmmEventType},
+        hmm_mirror::{devmem::Owner, HmmMirror, MirrorOps, Update},
+    };
+    use kernel::{
+        current, new_mutex,
+        prelude::*,
+        sync::{
+            atomic::{Atomic, Relaxed},
+            Arc, Mutex,
+        },
+    };
+
+    /// What a test device saw.
+    #[pin_data]
+    pub(crate) struct Seen {
+        /// (type, start, end, whether the table still held the start).
+        #[pin]
+        pub(crate) events: Mutex<KVec<(HmmEventType, u64, u64, bool)>>,
+        pub(crate) releases: Atomic<u64>,
+        /// `update_end` calls for munmaps that found the range gone.
+        pub(crate) munmap_ends: Atomic<u64>,
+    }
+
+    /// A device that records what it is told.
+    pub(crate) struct Recorder(Arc<Seen>);
+
+    impl MirrorOps for Recorder {
+        fn update(&self, mirror: &HmmMirror, event: &HmmEvent, _blockable: bool) -> Result<Update> {
+            let held = mirror.table().lookup(event.start).is_some();
+            self.0
+                .events
+                .lock()
+                .push((event.ty, event.start, event.end, held), GFP_ATOMIC)?;
+            Ok(Update::Done)
+        }
+
+        fn update_end(&self, mirror: &HmmMirror, event: &HmmEvent) {
+            if event.ty == HmmEventType::Munmap && mirror.table().lookup(event.start).is_none() {
+                self.0.munmap_ends.add(1, Relaxed);
+            }
+        }
+
+        fn release(&self, _mirror: &HmmMirror) {
+            self.0.releases.add(1, Relaxed);
+        }
+    }
+
+    pub(crate) fn recorder() -> Result<(Arc<Seen>, KBox<dyn MirrorOps>)> {
+        let seen = Arc::pin_init(
+            pin_init!(Seen {
+                events <- new_mutex!(KVec::new()),
+                releases: Atomic::new(0),
+                munmap_ends: Atomic::new(0),
+            }),
+            GFP_KERNEL,
+        )?;
+        let ops: KBox<dyn MirrorOps> = KBox::new(Recorder(seen.clone()), GFP_KERNEL)?;
+        Ok((seen, ops))
+    }
+
+    pub(crate) fn mirror() -> Result<(Arc<Seen>, Arc<HmmMirror>)> {
+        let (seen, ops) = recorder()?;
+        let task = current!();
+        let mirror = HmmMirror::register(task.mm().ok_or(EINVAL)?, Owner::NONE, ops)?;
+        Ok((seen, mirror))
+    }
+}
