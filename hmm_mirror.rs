@@ -28,11 +28,17 @@
 
 pub(crate) mod devmem;
 pub(crate) mod dma;
+mod fault;
+mod interval;
 mod migrate;
+mod snapshot;
+
+pub(crate) use snapshot::snap;
 
 use core::ptr::NonNull;
-use devmem::{DevicePfns, Owner};
-use dma::{DmaMapping, DmaTable, ToMap};
+use devmem::Owner;
+use dma::{DmaMapping, DmaTable};
+use interval::{Interval, Watches};
 use kernel::{
     bindings,
     device::Device,
@@ -43,50 +49,16 @@ use kernel::{
         atomic::{Atomic, Relaxed},
         Arc,
     },
-    types::Opaque,
 };
 
 use crate::{
     hmm_event::{HmmEvent, HmmEventType},
     hmm_mm::HmmMmRef,
     hmm_pt::{
-        HmmPt, PageDirs, PtDirty, PtEntry, PtFlags, PtLevels, PtMapping, Reserve, HUGE_ORDER,
-        HUGE_SIZE, PAGE_SIZE,
+        HmmPt, PageDirs, PtDirty, PtFlags, PtLevels, PtMapping, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE,
     },
     shim, trace,
 };
-
-/// Retries of one fault chunk that keeps racing with invalidations before
-/// the fault gives up with `EAGAIN`.
-const FAULT_RETRIES: u32 = 1000;
-
-/// `hmm_rs_range_fault()` modes (hmm_shim.h).
-const FAULT_NONE: u32 = 0;
-const FAULT_READ: u32 = 1 << 0;
-const FAULT_WRITE: u32 = 1 << 1;
-
-/// What the CPU maps at a page, for [`HmmMirror::snapshot`] (hmm_rs.h's
-/// `HMM_RS_SNAP_*`, which the shim's `hmm_rs_snap_decode()` writes): for
-/// Rust callers, which today are the KUnit tests only.
-#[cfg_attr(not(CONFIG_KUNIT), expect(dead_code))]
-pub(crate) mod snap {
-    /// The CPU maps the page.
-    pub(crate) const VALID: u32 = 1 << 0;
-    /// ... writable.
-    pub(crate) const WRITE: u32 = 1 << 1;
-    /// No VMA there, or one the CPU may not read.
-    pub(crate) const ERROR: u32 = 1 << 2;
-    /// The shared zero page.
-    pub(crate) const ZERO: u32 = 1 << 3;
-    /// A device page: device-private, or device-coherent with `COHERENT`.
-    pub(crate) const DEVICE: u32 = 1 << 4;
-    /// ... device-coherent (the CPU addresses it).
-    pub(crate) const COHERENT: u32 = 1 << 5;
-    /// ... of another device than the mirror's.
-    pub(crate) const REMOTE: u32 = 1 << 6;
-    /// The CPU maps it with a page of `1 << (v >> ORDER_SHIFT)` pages.
-    pub(crate) const ORDER_SHIFT: u32 = 8;
-}
 
 /// What a driver's [`MirrorOps::update`] did.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -149,14 +121,14 @@ pub(crate) trait MirrorOps: Send + Sync {
 ///
 /// # Invariants
 ///
-/// - While `inserted` is true, `interval` is inserted in the mm of `hmm`
-///   with [`MIRROR_INTERVAL_OPS`].
+/// - Once [`HmmMirror::register_dma`] returns it, `interval` is inserted
+///   over all of user space in the mm of `hmm`, for this mirror.
 /// - While the mirror is on `hmm`'s mirror list, it is pinned in an [`Arc`]
 ///   and alive; it leaves the list in its destructor, first thing.
 #[pin_data(PinnedDrop)]
 pub(crate) struct HmmMirror {
     #[pin]
-    interval: Opaque<bindings::mmu_interval_notifier>,
+    interval: Interval,
     #[pin]
     pt: HmmPt<PageDirs>,
     hmm: HmmMmRef,
@@ -166,7 +138,6 @@ pub(crate) struct HmmMirror {
     /// The DMA mappings of the mirrored pages, for a mirror bound to a
     /// `struct device` ([`dma`]).
     dma: Option<Pin<KBox<DmaTable>>>,
-    inserted: Atomic<bool>,
     /// The mm released this mirror: it holds nothing and cannot fault.
     released: Atomic<bool>,
     /// Number for debugfs and traces.
@@ -181,33 +152,6 @@ pub(crate) struct HmmMirror {
     invalidations: Atomic<u64>,
     /// Pages dirtied because the device may have written them.
     dirtied: Atomic<u64>,
-}
-
-/// What one device fault did, for its trace.
-#[derive(Default)]
-struct FaultCounts {
-    /// Chunks faulted in again because an invalidation raced.
-    retries: u32,
-    /// 2 MiB entries made.
-    huge: u32,
-}
-
-/// A fault's buffers, one 2 MiB chunk's worth: `hmm_range_fault()`'s
-/// output and the DMA entries being made.
-struct FaultBufs {
-    hmm_pfns: KVec<kernel::ffi::c_ulong>,
-    dma_buf: KVec<PtEntry>,
-}
-
-/// One fault chunk's DMA commit ([`HmmMirror::commit_dma`]).
-struct DmaCommit {
-    start: u64,
-    end: u64,
-    /// One 2 MiB mapping of the huge page at `first`.
-    huge: bool,
-    first: u64,
-    /// Bidirectional mappings.
-    write: bool,
 }
 
 /// Numbers mirrors for debugfs.
@@ -276,141 +220,6 @@ unsafe impl Sync for HmmMirror {}
 // SAFETY: As above; a mirror can be dropped from any process context.
 unsafe impl Send for HmmMirror {}
 
-/// The interval notifier callbacks of every mirror.
-static MIRROR_INTERVAL_OPS: bindings::mmu_interval_notifier_ops =
-    bindings::mmu_interval_notifier_ops {
-        invalidate: Some(mirror_interval_invalidate),
-        // SAFETY: The other members are optional callbacks; null is "none".
-        ..unsafe { core::mem::zeroed() }
-    };
-
-/// An invalidation is starting: bump the mirror's sequence under its table
-/// lock, so that a fault committing under that lock sees it.
-///
-/// # Safety
-///
-/// Called by mm for an inserted interval notifier of a live mirror.
-unsafe extern "C" fn mirror_interval_invalidate(
-    sub: *mut bindings::mmu_interval_notifier,
-    _range: *const bindings::mmu_notifier_range,
-    cur_seq: kernel::ffi::c_ulong,
-) -> bool {
-    // SAFETY: `sub` is the `interval` field of a live `HmmMirror`:
-    // `mmu_interval_notifier_remove` waits for this callback before the
-    // mirror is freed.
-    let mirror = unsafe {
-        &*kernel::container_of!(
-            sub.cast::<Opaque<bindings::mmu_interval_notifier>>(),
-            HmmMirror,
-            interval
-        )
-    };
-    // SAFETY: `sub` is the mirror's own, inserted.
-    unsafe { mirror.bump_seq(sub, cur_seq) };
-    true
-}
-
-/// The interval notifier callbacks of each fault's [`FaultWatch`].
-static FAULT_WATCH_OPS: bindings::mmu_interval_notifier_ops = bindings::mmu_interval_notifier_ops {
-    invalidate: Some(fault_watch_invalidate),
-    // SAFETY: The other members are optional callbacks; null is "none".
-    ..unsafe { core::mem::zeroed() }
-};
-
-/// An `mmu_interval_notifier` over the range of one device fault, whose
-/// sequence the fault commits under: only invalidations that overlap the
-/// range make it retry. One over all of user space (as `lib/test_hmm.c`
-/// has) would make every fault retry whenever unrelated memory is unmapped.
-///
-/// # Invariants
-///
-/// While `inserted` is true, `sub` is inserted over the fault's range in the
-/// mm of `mirror` with [`FAULT_WATCH_OPS`]; `mirror` outlives the watch.
-#[pin_data(PinnedDrop)]
-pub(crate) struct FaultWatch {
-    #[pin]
-    sub: Opaque<bindings::mmu_interval_notifier>,
-    mirror: NonNull<HmmMirror>,
-    inserted: Atomic<bool>,
-}
-
-impl FaultWatch {
-    /// Watches `[start, end)` of `mirror`'s mm, which must be a checked
-    /// range; the watch must be dropped before `mirror`. May sleep.
-    fn new(mirror: &HmmMirror, start: u64, end: u64) -> Result<Pin<KBox<Self>>> {
-        let w = KBox::pin_init(
-            pin_init!(Self {
-                sub: Opaque::uninit(),
-                mirror: NonNull::from(mirror),
-                inserted: Atomic::new(false),
-            }),
-            GFP_KERNEL,
-        )?;
-        // SAFETY: `sub` is pinned and not inserted; the ops are static; the
-        // mirror's own interval is inserted (type invariant of `HmmMirror`)
-        // and names the mm.
-        kernel::error::to_result(unsafe {
-            shim::hmm_rs_interval_insert_range(
-                w.sub.get(),
-                mirror.interval.get(),
-                start as usize,
-                end as usize,
-                &FAULT_WATCH_OPS,
-            )
-        })?;
-        // INVARIANT: inserted just above.
-        w.inserted.store(true, Relaxed);
-        Ok(w)
-    }
-}
-
-#[pinned_drop]
-impl PinnedDrop for FaultWatch {
-    fn drop(self: Pin<&mut Self>) {
-        if self.inserted.load(Relaxed) {
-            // SAFETY: Inserted (type invariant); waits for callbacks.
-            unsafe { bindings::mmu_interval_notifier_remove(self.sub.get()) };
-        }
-    }
-}
-
-/// An invalidation overlaps a fault in flight: bump the fault's sequence
-/// under the mirror's table lock, which the fault commits under.
-///
-/// # Safety
-///
-/// Called by mm for the inserted interval notifier of a live [`FaultWatch`].
-unsafe extern "C" fn fault_watch_invalidate(
-    sub: *mut bindings::mmu_interval_notifier,
-    _range: *const bindings::mmu_notifier_range,
-    cur_seq: kernel::ffi::c_ulong,
-) -> bool {
-    // SAFETY: `sub` is the `sub` field of a live `FaultWatch`:
-    // `mmu_interval_notifier_remove` waits for this callback before the
-    // watch is freed.
-    let watch = unsafe {
-        &*kernel::container_of!(
-            sub.cast::<Opaque<bindings::mmu_interval_notifier>>(),
-            FaultWatch,
-            sub
-        )
-    };
-    // SAFETY: The mirror outlives its watches (type invariant).
-    let mirror = unsafe { watch.mirror.as_ref() };
-    mirror.fault_races.add(1, Relaxed);
-    ALL_FAULT_RACES.add(1, Relaxed);
-    // SAFETY: `sub` is inserted, a watch of this mirror.
-    unsafe { mirror.bump_seq(sub, cur_seq) };
-    true
-}
-
-/// Whether `pfn` is a device-private page; the `struct page` is looked at
-/// only if `pfn` is within `dev`.
-fn is_device_private(dev: DevicePfns, pfn: kernel::ffi::c_ulong) -> bool {
-    // SAFETY: No preconditions.
-    dev.may_be_device(pfn as u64) && unsafe { shim::hmm_rs_pfn_is_device_private(pfn) }
-}
-
 /// Marks the page of a dirty entry dirty: the device may have written it.
 /// Pages in device memory have no CPU page to dirty.
 fn dirty_page(d: PtDirty) {
@@ -421,19 +230,6 @@ fn dirty_page(d: PtDirty) {
 }
 
 impl HmmMirror {
-    /// An invalidation starts: sets `sub`'s sequence to `cur_seq` under the
-    /// table lock, which faults and migrations commit under.
-    ///
-    /// # Safety
-    ///
-    /// `sub` is an inserted interval notifier of this mirror (its own or a
-    /// fault's watch), in its invalidate callback.
-    unsafe fn bump_seq(&self, sub: *mut bindings::mmu_interval_notifier, cur_seq: usize) {
-        let _table = self.pt.lock();
-        // SAFETY: By the caller's guarantee; we hold the lock.
-        unsafe { shim::hmm_rs_interval_set_seq(sub, cur_seq) };
-    }
-
     /// Registers a mirror of `mm` for the device `owner`, driven by `ops`.
     /// May sleep (takes `mmap_lock`, allocates with `GFP_KERNEL`). (The C
     /// API goes through [`Self::register_dma`].)
@@ -466,13 +262,12 @@ impl HmmMirror {
         };
         let mirror = Arc::pin_init(
             try_pin_init!(Self {
-                interval: Opaque::uninit(),
+                interval <- Interval::new(Watches::Mirror),
                 pt <- HmmPt::new(levels, PageDirs),
                 hmm,
                 ops,
                 owner,
                 dma,
-                inserted: Atomic::new(false),
                 released: Atomic::new(false),
                 id: NEXT_MIRROR_ID.fetch_add(1, Relaxed),
                 faults: Atomic::new(0),
@@ -483,13 +278,7 @@ impl HmmMirror {
             }? Error),
             GFP_KERNEL,
         )?;
-        // SAFETY: `interval` is pinned in the mirror and not inserted yet; the
-        // ops are static; `mm` has users.
-        kernel::error::to_result(unsafe {
-            shim::hmm_rs_interval_insert(mirror.interval.get(), mm.as_raw(), &MIRROR_INTERVAL_OPS)
-        })?;
-        // INVARIANT: inserted with `MIRROR_INTERVAL_OPS` just above.
-        mirror.inserted.store(true, Relaxed);
+        mirror.interval.insert_all(&mirror, mm)?;
         MIRRORS
             .lock()
             .push(Listed(NonNull::from(&*mirror)), GFP_KERNEL)?;
@@ -674,476 +463,6 @@ impl HmmMirror {
             f(m, dma)
         })
     }
-
-    /// A device fault: mirrors `[start, end)` of the mm for reading
-    /// (`DeviceReadFault`) or writing (`DeviceWriteFault`, entries are made
-    /// `WRITE` and `DIRTY`, as the device is about to write), faulting CPU
-    /// pages in as needed. May sleep.
-    ///
-    /// Errors: `EINVAL` for another event type or an empty, unaligned or
-    /// wrapping range, or one beyond user space; `EFAULT` for unmapped or
-    /// inaccessible memory; `EPERM` for a write to memory the CPU may only
-    /// read; `ESRCH` once the mm is exiting; `EINTR` if the faulting task
-    /// got a fatal signal; `ENOMEM`; `EAGAIN` if invalidations kept racing
-    /// with the fault.
-    pub(crate) fn fault(&self, ty: HmmEventType, start: u64, end: u64) -> Result {
-        self.fault_then(ty, start, end, &mut |_, _| Ok(()))
-    }
-
-    /// [`Self::fault`], calling `then(chunk_start, chunk_end)` for each
-    /// chunk (at most 2 MiB) right after it is committed, under the
-    /// mirror's table lock: no invalidation can take the chunk's entries
-    /// away before `then` returns, so the device may use them there (the
-    /// way a driver programs its page table under its notifier lock). This
-    /// is what makes progress under a steady stream of invalidations: an
-    /// access done in `then` cannot be undone by one. `then` must not
-    /// sleep; an error it returns ends the fault with that error.
-    pub(crate) fn fault_then(
-        &self,
-        ty: HmmEventType,
-        start: u64,
-        end: u64,
-        then: &mut dyn FnMut(u64, u64) -> Result,
-    ) -> Result {
-        trace::fault_begin(self.id, ty, start, end);
-        let mut counts = FaultCounts::default();
-        let r = self.fault_counted(ty, start, end, then, &mut counts);
-        trace::fault_end(self.id, ty, start, end, &r, counts.retries, counts.huge);
-        r
-    }
-
-    fn fault_counted(
-        &self,
-        ty: HmmEventType,
-        start: u64,
-        end: u64,
-        then: &mut dyn FnMut(u64, u64) -> Result,
-        counts: &mut FaultCounts,
-    ) -> Result {
-        let write = match ty {
-            HmmEventType::DeviceReadFault => false,
-            HmmEventType::DeviceWriteFault => true,
-            _ => return Err(EINVAL),
-        };
-        self.pt.check_range(start, end)?;
-        if self.released.load(Relaxed) {
-            return Err(ESRCH);
-        }
-        if self.dma.as_ref().is_some_and(|d| !d.is_bound()) {
-            return Err(ENODEV);
-        }
-        let chunk_pages = HUGE_SIZE as usize / PAGE_SIZE as usize;
-        let mut bufs = FaultBufs {
-            hmm_pfns: KVec::with_capacity(chunk_pages, GFP_KERNEL)?,
-            dma_buf: KVec::with_capacity(
-                if self.dma.is_some() { chunk_pages } else { 0 },
-                GFP_KERNEL,
-            )?,
-        };
-        let watch = FaultWatch::new(self, start, end)?;
-        let mut chunk = start;
-        while chunk < end {
-            let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
-            self.fault_chunk(&watch, chunk, chunk_end, write, &mut bufs, then, counts)?;
-            chunk = chunk_end;
-        }
-        self.hmm.count(ty);
-        self.faults.add(1, Relaxed);
-        ALL_FAULTS.add(1, Relaxed);
-        Ok(())
-    }
-
-    /// What the CPU maps in `[start, end)` now, without faulting anything
-    /// in: one [`snap`] value per page into `out`, which must have room for
-    /// exactly that many. Does not change the mirror. May sleep.
-    ///
-    /// Errors: `EINVAL` for a bad range or `out` of the wrong length;
-    /// `ESRCH` once the mm is exiting; `ENOMEM`; `EAGAIN` if invalidations
-    /// kept racing with it.
-    pub(crate) fn snapshot(&self, start: u64, end: u64, out: &mut [u32]) -> Result {
-        let r = self.snapshot_into(start, end, out);
-        trace::snapshot(self.id, start, end, &r);
-        r
-    }
-
-    fn snapshot_into(&self, start: u64, end: u64, out: &mut [u32]) -> Result {
-        self.pt.check_range(start, end)?;
-        if out.len() as u64 != (end - start) / PAGE_SIZE {
-            return Err(EINVAL);
-        }
-        if self.released.load(Relaxed) {
-            return Err(ESRCH);
-        }
-        let mut hmm_pfns =
-            KVec::with_capacity(HUGE_SIZE as usize / PAGE_SIZE as usize, GFP_KERNEL)?;
-        let dev = DevicePfns::now();
-        let mut chunk = start;
-        let mut done = 0;
-        while chunk < end {
-            let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
-            let mut tries = 0;
-            loop {
-                match self.range_fault(
-                    None,
-                    chunk,
-                    chunk_end,
-                    &mut hmm_pfns,
-                    FAULT_NONE,
-                    self.owner,
-                ) {
-                    Err(EBUSY) if tries < FAULT_RETRIES => tries += 1,
-                    Err(EBUSY) => return Err(EAGAIN),
-                    r => break r.map(|_| ())?,
-                }
-            }
-            let dst = &mut out[done..done + hmm_pfns.len()];
-            // SAFETY: `dst` has room for one value per hmm pfn.
-            unsafe {
-                shim::hmm_rs_snap_decode(
-                    hmm_pfns.as_ptr(),
-                    dst.as_mut_ptr(),
-                    dst.len(),
-                    self.owner.as_ptr(),
-                    dev.lo as usize,
-                    dev.hi as usize,
-                )
-            };
-            done += dst.len();
-            chunk = chunk_end;
-        }
-        Ok(())
-    }
-
-    /// Gives the device exclusive access to `[start, end)` (private anonymous
-    /// writable memory): the CPU must fault to touch those pages again,
-    /// which takes the access back with an `EXCLUSIVE` invalidation that
-    /// removes the entries. Entries get `EXCLUSIVE`, `WRITE` and `DIRTY`
-    /// (device-exclusive pages look clean to the CPU). May sleep.
-    ///
-    /// Errors: `EINVAL` for a bad range; what `make_device_exclusive`
-    /// returns (`EFAULT`, `EBUSY`...) for memory that cannot be made
-    /// exclusive; `ESRCH` once the mm is exiting; `ENOMEM`.
-    pub(crate) fn make_exclusive(&self, start: u64, end: u64) -> Result {
-        let r = self.make_exclusive_locked(start, end);
-        trace::exclusive(self.id, start, end, &r);
-        r
-    }
-
-    fn make_exclusive_locked(&self, start: u64, end: u64) -> Result {
-        self.pt.check_range(start, end)?;
-        if self.released.load(Relaxed) {
-            return Err(ESRCH);
-        }
-        let sub = self.interval.get();
-        // SAFETY: `interval` is inserted (type invariant).
-        kernel::error::to_result(unsafe { shim::hmm_rs_mm_lock(sub) })?;
-        let mut result = Ok(());
-        let mut addr = start;
-        while addr < end && result.is_ok() {
-            // A page at a time over what may be a large VMA: a kill ends it.
-            // SAFETY: No preconditions.
-            if unsafe { shim::hmm_rs_fatal_signal_pending() } {
-                result = Err(EINTR);
-                break;
-            }
-            let mut folio = core::ptr::null_mut();
-            let owner = core::ptr::from_ref(self).cast_mut().cast();
-            // SAFETY: We hold the mm's `mmap_lock` (`hmm_rs_mm_lock`).
-            let pfn = unsafe { shim::hmm_rs_make_exclusive(sub, addr as usize, owner, &mut folio) };
-            if pfn < 0 {
-                result = Err(Error::from_errno(pfn as i32));
-                break;
-            }
-            // The folio is locked: the CPU cannot take the access back
-            // before the entry is in the table.
-            result = self.map_exclusive(addr, pfn as u64);
-            // SAFETY: The folio `hmm_rs_make_exclusive` locked and returned.
-            unsafe { shim::hmm_rs_exclusive_done(folio) };
-            addr += PAGE_SIZE;
-        }
-        // SAFETY: Paired with `hmm_rs_mm_lock` above.
-        unsafe { shim::hmm_rs_mm_unlock(sub) };
-        result
-    }
-
-    fn map_exclusive(&self, addr: u64, pfn: u64) -> Result {
-        let entry = PtEntry::new(pfn, PtFlags::EXCLUSIVE | PtFlags::WRITE | PtFlags::DIRTY)?;
-        loop {
-            let mut res = self.pt.reserve(addr, addr + PAGE_SIZE, false, GFP_KERNEL)?;
-            match self
-                .pt
-                .lock()
-                .populate(&mut res, addr, &[entry], |d| self.dirty(d))
-            {
-                Err(EAGAIN) => continue,
-                r => return r,
-            }
-        }
-    }
-
-    /// Faults one chunk (within one 2 MiB region) in and commits it,
-    /// retrying while invalidations race with it.
-    #[expect(clippy::too_many_arguments)]
-    fn fault_chunk(
-        &self,
-        watch: &FaultWatch,
-        start: u64,
-        end: u64,
-        write: bool,
-        bufs: &mut FaultBufs,
-        then: &mut dyn FnMut(u64, u64) -> Result,
-        counts: &mut FaultCounts,
-    ) -> Result {
-        for tries in 0..FAULT_RETRIES {
-            if tries > 0 {
-                self.fault_retries.add(1, Relaxed);
-                ALL_FAULT_RETRIES.add(1, Relaxed);
-                counts.retries += 1;
-            }
-            let seq = match self.fault_in(watch, start, end, write, &mut bufs.hmm_pfns) {
-                Err(EBUSY) => continue,
-                r => r?,
-            };
-            if let Some(huge) = self.commit(watch, start, end, write, seq, bufs, then)? {
-                counts.huge += u32::from(huge);
-                return Ok(());
-            }
-        }
-        Err(EAGAIN)
-    }
-
-    /// First half of a fault: the CPU pages of `[start, end)`, faulted in,
-    /// as hmm pfns, and the sequence they are valid for. `EBUSY`: an
-    /// invalidation raced, fault in again.
-    fn fault_in(
-        &self,
-        watch: &FaultWatch,
-        start: u64,
-        end: u64,
-        write: bool,
-        hmm_pfns: &mut KVec<kernel::ffi::c_ulong>,
-    ) -> Result<kernel::ffi::c_ulong> {
-        let how = if write {
-            FAULT_READ | FAULT_WRITE
-        } else {
-            FAULT_READ
-        };
-        let sub = Some(watch);
-        let seq = match self.range_fault(sub, start, end, hmm_pfns, how, self.owner) {
-            // 7.3 reports a write to read-only memory as EFAULT too.
-            Err(EFAULT)
-                if write
-                    && self
-                        .range_fault(sub, start, end, hmm_pfns, FAULT_READ, self.owner)
-                        .is_ok() =>
-            {
-                return Err(EPERM)
-            }
-            r => r?,
-        };
-        // SAFETY: No preconditions.
-        let (pfn_flags, writable) = unsafe { (shim::hmm_rs_pfn_flags, shim::hmm_rs_pfn_write) };
-        let dev = DevicePfns::now();
-        // Device pages of ours come as they are, read-only after a fork:
-        // writing needs them back in system memory, where COW breaks.
-        if write
-            && hmm_pfns
-                .iter()
-                .any(|p| p & writable == 0 && is_device_private(dev, p & !pfn_flags))
-        {
-            return self.range_fault(sub, start, end, hmm_pfns, how, Owner::NONE);
-        }
-        Ok(seq)
-    }
-
-    /// Second half of a fault: mirrors the faulted-in `hmm_pfns` of
-    /// `[start, end)` unless an invalidation started after `seq`, then calls
-    /// `then` under the table lock. Returns whether it made a huge entry if
-    /// it did; `None`: fault in again.
-    #[expect(clippy::too_many_arguments)]
-    fn commit(
-        &self,
-        watch: &FaultWatch,
-        start: u64,
-        end: u64,
-        write: bool,
-        seq: kernel::ffi::c_ulong,
-        bufs: &mut FaultBufs,
-        then: &mut dyn FnMut(u64, u64) -> Result,
-    ) -> Result<Option<bool>> {
-        let (hmm_pfns, dma_buf) = (&bufs.hmm_pfns[..], &mut bufs.dma_buf);
-        let flags = if write {
-            PtFlags::WRITE | PtFlags::DIRTY
-        } else {
-            PtFlags::NONE
-        };
-        // SAFETY: No preconditions.
-        let (pfn_flags, error) = unsafe { (shim::hmm_rs_pfn_flags, shim::hmm_rs_pfn_error) };
-        if hmm_pfns.iter().any(|p| p & error != 0) {
-            return Err(EFAULT);
-        }
-        // SAFETY: No preconditions.
-        let order = unsafe { shim::hmm_rs_pfn_order(hmm_pfns[0]) };
-        let first = (hmm_pfns[0] & !pfn_flags) as u64;
-        let huge = hmm_pfns.len() == 1 << HUGE_ORDER
-            && order >= HUGE_ORDER
-            && first % (1 << HUGE_ORDER) == 0;
-        let dev = DevicePfns::now();
-        // hmm pfns have fewer bits than entries: every PFN fits.
-        let entry = |p: &kernel::ffi::c_ulong| {
-            let pfn = p & !pfn_flags;
-            let flags = if is_device_private(dev, pfn) {
-                flags | PtFlags::DEVICE
-            } else {
-                flags
-            };
-            PtEntry::from_checked_pfn(pfn as u64, flags)
-        };
-        let mut res = self.pt.reserve(start, end, huge, GFP_KERNEL)?;
-        let mut dma_res = match &self.dma {
-            Some(dma) => Some(dma.reserve(start, end, huge)?),
-            None => None,
-        };
-        let mut table = self.pt.lock();
-        // SAFETY: The watch is inserted while it exists (type invariant).
-        if unsafe { shim::hmm_rs_interval_read_retry(watch.sub.get(), seq) } {
-            return Ok(None);
-        }
-        // The device's mappings first: one that fails leaves the mirror as
-        // it was.
-        if let (Some(dma), Some(dma_res)) = (&self.dma, dma_res.as_mut()) {
-            let what = DmaCommit {
-                start,
-                end,
-                huge,
-                first,
-                write,
-            };
-            match self.commit_dma(dma, dma_res, &what, hmm_pfns, dma_buf) {
-                Err(EAGAIN) => return Ok(None),
-                r => r?,
-            }
-        }
-        let done = if huge {
-            table.populate_huge(&mut res, start, entry(&hmm_pfns[0]), |d| self.dirty(d))
-        } else {
-            let entries = hmm_pfns.iter().map(entry);
-            table.populate_from(&mut res, start, entries, |d| self.dirty(d))
-        };
-        if done.is_err() {
-            self.unmap_dma(start, end);
-        }
-        match done {
-            Err(EAGAIN) => Ok(None),
-            r => {
-                r?;
-                // Still under the lock: the chunk is as committed.
-                then(start, end)?;
-                drop(table);
-                Ok(Some(huge))
-            }
-        }
-    }
-
-    /// The DMA half of [`Self::commit`], under the mirror's table lock:
-    /// maps the faulted-in pages for the device. Device-private pages are
-    /// the device's own: not mapped.
-    fn commit_dma(
-        &self,
-        dma: &DmaTable,
-        res: &mut Reserve,
-        c: &DmaCommit,
-        hmm_pfns: &[kernel::ffi::c_ulong],
-        buf: &mut KVec<PtEntry>,
-    ) -> Result {
-        // SAFETY: No preconditions.
-        let pfn_flags = unsafe { shim::hmm_rs_pfn_flags };
-        let dev = DevicePfns::now();
-        let sys = |p: &kernel::ffi::c_ulong| !is_device_private(dev, p & !pfn_flags);
-        let to_map = |p: &kernel::ffi::c_ulong| ToMap {
-            pfn: (p & !pfn_flags) as u64,
-            order: 0,
-        };
-        if c.huge {
-            return dma.commit_huge(res, c.start, c.first, c.write, buf);
-        }
-        if hmm_pfns.iter().all(sys) {
-            return dma.commit_pages(res, c.start, hmm_pfns.iter().map(to_map), c.write, buf);
-        }
-        // Mixed: the runs of system pages.
-        dma.remove(c.start, c.end);
-        let mut i = 0;
-        while i < hmm_pfns.len() {
-            let run = hmm_pfns[i..].iter().take_while(|p| sys(p)).count();
-            if run == 0 {
-                i += 1;
-                continue;
-            }
-            let a = c.start + i as u64 * PAGE_SIZE;
-            let pages = hmm_pfns[i..i + run].iter().map(to_map);
-            if let Err(e) = dma.commit_pages(res, a, pages, c.write, buf) {
-                dma.remove(c.start, c.end);
-                return Err(e);
-            }
-            i += run;
-        }
-        Ok(())
-    }
-
-    /// The walk [`Self::fault`] (`fault`) or [`Self::snapshot`] (not)
-    /// builds on and nothing else: `hmm_range_fault()` of `[start, end)` in
-    /// the same 2 MiB chunks, keeping nothing. The floor that the core's
-    /// benchmark (`tests/core_bench.rs`) measures the core against.
-    #[cfg(hmm_rs_bench)]
-    pub(crate) fn bare_walk(&self, start: u64, end: u64, fault: bool) -> Result {
-        self.pt.check_range(start, end)?;
-        let mut hmm_pfns =
-            KVec::with_capacity(HUGE_SIZE as usize / PAGE_SIZE as usize, GFP_KERNEL)?;
-        let how = if fault { FAULT_READ } else { FAULT_NONE };
-        let mut chunk = start;
-        while chunk < end {
-            let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
-            match self.range_fault(None, chunk, chunk_end, &mut hmm_pfns, how, self.owner) {
-                Err(EBUSY) => continue,
-                r => r?,
-            };
-            chunk = chunk_end;
-        }
-        Ok(())
-    }
-
-    /// `hmm_range_fault()` of `[start, end)` into `hmm_pfns`, which it sizes
-    /// to one zeroed slot per page, under the sequence of `watch` (else of
-    /// the mirror's interval notifier); returns the sequence to commit under.
-    fn range_fault(
-        &self,
-        watch: Option<&FaultWatch>,
-        start: u64,
-        end: u64,
-        hmm_pfns: &mut KVec<kernel::ffi::c_ulong>,
-        how: u32,
-        owner: Owner,
-    ) -> Result<kernel::ffi::c_ulong> {
-        hmm_pfns.clear();
-        hmm_pfns.resize(((end - start) / PAGE_SIZE) as usize, 0, GFP_KERNEL)?;
-        let mut seq = 0;
-        let sub = watch.map_or(self.interval.get(), |w| w.sub.get());
-        // SAFETY: `sub` is inserted (type invariants of `HmmMirror` and
-        // `FaultWatch`); `hmm_pfns` holds one initialised slot per page of
-        // the range.
-        kernel::error::to_result(unsafe {
-            shim::hmm_rs_range_fault(
-                sub,
-                start as usize,
-                end as usize,
-                hmm_pfns.as_mut_ptr(),
-                how,
-                owner.as_ptr(),
-                &mut seq,
-            )
-        })?;
-        Ok(seq)
-    }
 }
 
 #[pinned_drop]
@@ -1165,13 +484,9 @@ impl PinnedDrop for HmmMirror {
             dma.clear();
         }
         self.pt.lock().clear(dirty_page);
-        // No invalidation reaches the mirror after this.
+        // No invalidation reaches the mirror after this. (Its interval
+        // notifier, the first field, is removed first when the fields drop.)
         self.hmm.remove_mirror(me);
-        if self.inserted.load(Relaxed) {
-            // SAFETY: Inserted (type invariant); this waits for running
-            // callbacks, so none is left when the mirror is freed.
-            unsafe { bindings::mmu_interval_notifier_remove(self.interval.get()) };
-        }
         trace::mirror_register(self.id, 0);
     }
 }

@@ -17,13 +17,12 @@
 
 use core::ptr::NonNull;
 use kernel::{
-    bindings,
     prelude::*,
     sync::atomic::{Atomic, Relaxed},
 };
 
 use super::devmem::{DevMem, SysPage};
-use super::HmmMirror;
+use super::{interval::MmReadLock, HmmMirror};
 use crate::{
     hmm_event::HmmEventType,
     hmm_pt::{PtEntry, PtFlags, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE},
@@ -187,7 +186,7 @@ impl Migration {
     /// readable VMA at `addr`.
     fn setup_vma(
         &mut self,
-        mm: &MmReadLock,
+        mm: &MmReadLock<'_>,
         addr: u64,
         end: u64,
         owner: *mut core::ffi::c_void,
@@ -197,7 +196,7 @@ impl Migration {
         let n = unsafe {
             shim::hmm_rs_migrate_setup(
                 self.m.as_ptr(),
-                mm.0,
+                mm.sub(),
                 addr as usize,
                 end as usize,
                 owner,
@@ -400,13 +399,14 @@ impl Migration {
     /// counts only pages that were selected.
     fn dropped(
         &mut self,
-        mm: &MmReadLock,
+        mm: &MmReadLock<'_>,
         owner: *mut core::ffi::c_void,
         to_device: bool,
     ) -> usize {
         // SAFETY: `m` is ours and set up; `mm` holds the notifier's mm and
         // `mmap_lock`; `owner` is only compared.
-        let n = unsafe { shim::hmm_rs_migrate_dropped(self.m.as_ptr(), mm.0, owner, to_device) };
+        let n =
+            unsafe { shim::hmm_rs_migrate_dropped(self.m.as_ptr(), mm.sub(), owner, to_device) };
         n.max(0) as usize
     }
 
@@ -445,24 +445,6 @@ impl Drop for Migration {
         }
         // SAFETY: Allocated by `hmm_rs_migrate_alloc` (type invariant).
         unsafe { shim::hmm_rs_migrate_free(self.m.as_ptr()) };
-    }
-}
-
-/// The mirrored mm with its `mmap_lock` held for reading.
-struct MmReadLock(*mut bindings::mmu_interval_notifier);
-
-impl MmReadLock {
-    fn new(sub: *mut bindings::mmu_interval_notifier) -> Result<Self> {
-        // SAFETY: The caller passes its mirror's inserted notifier.
-        kernel::error::to_result(unsafe { shim::hmm_rs_mm_lock(sub) })?;
-        Ok(Self(sub))
-    }
-}
-
-impl Drop for MmReadLock {
-    fn drop(&mut self) {
-        // SAFETY: Paired with `hmm_rs_mm_lock` in `new`.
-        unsafe { shim::hmm_rs_mm_unlock(self.0) };
     }
 }
 
@@ -513,14 +495,13 @@ impl HmmMirror {
         if self.released.load(Relaxed) {
             return Err(ESRCH);
         }
-        let sub = self.interval.get();
         let mut plan = KVec::with_capacity(MIGRATE_MAX, GFP_KERNEL)?;
         let mut filled = KVec::with_capacity(HUGE_PAGES, GFP_KERNEL)?;
         let mut moved = 0;
         let mut refault = KVec::<(u64, u64)>::new();
         // Before `m`, so dropped after it: a step an error leaves set up
         // is ended (`Migration`'s drop) with `mmap_lock` still held.
-        let mm = MmReadLock::new(sub)?;
+        let mm = self.interval.lock_mm()?;
         let mut m = Migration::new()?;
         let mut addr = start;
         let mut tries = 0;
@@ -677,16 +658,13 @@ impl HmmMirror {
     /// that moved and returns `true`: the caller faults them in afresh.
     /// `private`: the pages are device-private (entries get `DEVICE`).
     fn map_moved(&self, moved: &[Planned], start: u64, private: bool) -> Result<bool> {
-        let sub = self.interval.get();
-        // SAFETY: `interval` is inserted (type invariant of `HmmMirror`).
-        let seq = unsafe { shim::hmm_rs_interval_read_begin(sub) };
+        let seq = self.interval.read_begin();
         let end = start + moved.len() as u64 * PAGE_SIZE;
         let mut entries = KVec::with_capacity(moved.len(), GFP_KERNEL)?;
         loop {
             let mut res = self.pt.reserve(start, end, false, GFP_KERNEL)?;
             let mut table = self.pt.lock();
-            // SAFETY: As above.
-            let raced = unsafe { shim::hmm_rs_interval_read_retry(sub, seq) };
+            let raced = self.interval.read_retry(seq);
             let mut done = Ok(());
             // Runs of pages that moved, each changed in the table at once.
             let mut i = 0;

@@ -4,6 +4,7 @@
 
 #[kernel::prelude::kunit_tests(hmm_rs_mirror)]
 mod kunit {
+    use super::super::fault::{FaultBufs, FaultWatch};
     use super::super::*;
     use crate::kunit_helpers::kunit_mirror::mirror;
     use crate::kunit_helpers::kunit_mm::{self, PROT_NONE, PROT_READ, PROT_WRITE};
