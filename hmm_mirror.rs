@@ -60,6 +60,25 @@ use crate::{
     shim, trace,
 };
 
+/// Whether a device finished with an event's range: its table changes
+/// only then ([`HmmMirror::invalidate_apply`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Finished {
+    /// The device no longer uses the range.
+    Yes,
+    /// It could not finish without sleeping: the table keeps its entries.
+    No,
+}
+
+/// How many passes an invalidation took a mirror through, for its trace.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Passes {
+    /// `update()` was done at once.
+    One,
+    /// `update()` was pending and `update_finish()` waited for the device.
+    Two,
+}
+
 /// What a driver's [`MirrorOps::update`] did.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Update {
@@ -332,11 +351,16 @@ impl HmmMirror {
     /// entries that lose write access. Fails with `EAGAIN` if the driver
     /// asked for a retry of a non-blockable invalidation.
     pub(crate) fn invalidate(&self, event: &HmmEvent, blockable: bool) -> Result {
-        let (finished, two_pass) = match self.invalidate_start(event, blockable)? {
-            Update::Done => (Ok(()), false),
-            Update::Pending => (self.invalidate_finish(event, blockable), true),
+        let (finished, passes) = match self.invalidate_start(event, blockable)? {
+            Update::Done => (Ok(()), Passes::One),
+            Update::Pending => (self.invalidate_finish(event, blockable), Passes::Two),
         };
-        self.invalidate_apply(event, finished.is_ok(), two_pass);
+        let done = if finished.is_ok() {
+            Finished::Yes
+        } else {
+            Finished::No
+        };
+        self.invalidate_apply(event, done, passes);
         finished
     }
 
@@ -378,10 +402,10 @@ impl HmmMirror {
     }
 
     /// Last pass, for a mirror whose `update()` succeeded: the table
-    /// changes (if `change`: its device is done), then `update_end()`.
-    /// `two_pass`: the device was waited for in a second pass.
-    pub(crate) fn invalidate_apply(&self, event: &HmmEvent, change: bool, two_pass: bool) {
-        if !change {
+    /// changes if its device is done, then `update_end()`.
+    pub(crate) fn invalidate_apply(&self, event: &HmmEvent, done: Finished, passes: Passes) {
+        let two_pass = passes == Passes::Two;
+        if done == Finished::No {
             self.ops.update_end(self, event);
             trace::mirror_update(self.id, event, 0, 0, two_pass, false);
             return;

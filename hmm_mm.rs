@@ -9,24 +9,24 @@
 use core::ptr::NonNull;
 use kernel::{
     bindings,
-    mm::MmWithUser,
     prelude::*,
     sync::{
-        atomic::{Acquire, Atomic, Relaxed, Release},
+        atomic::{Atomic, Relaxed},
         new_mutex, Mutex,
     },
-    time::{Delta, Instant, Monotonic},
+    time::{Instant, Monotonic},
     types::Opaque,
 };
 
-use crate::{
-    hmm_event::{HmmEvent, HmmEventType, Invalidation, NotifierEvent},
-    hmm_mirror::{HmmMirror, Update},
-    shim, trace,
-};
+mod notifier;
 
-/// How many [`HmmMm`] exist: each holds one registered `mmu_notifier`.
-static LIVE_MMS: Atomic<u64> = Atomic::new(0);
+pub(crate) use notifier::{wait_for_freed_notifiers, HmmMmRef};
+
+use crate::{
+    hmm_event::{HmmEvent, HmmEventType, NotifierEvent},
+    hmm_mirror::{Finished, HmmMirror, Passes, Update},
+    trace,
+};
 
 /// Numbers [`HmmMm`]s for debugfs.
 static NEXT_MM_ID: Atomic<u64> = Atomic::new(1);
@@ -74,10 +74,10 @@ pub(crate) struct HmmMm {
     wait_ns: Atomic<u64>,
     /// Number for debugfs.
     id: u64,
-    /// The mirrors of the mm, each alive while listed (see [`HmmMirror`]).
-    /// Nothing allocates while holding the lock, so reclaim never waits on it.
+    /// The mirrors of the mm. Nothing allocates while holding the lock, so
+    /// reclaim never waits on it.
     #[pin]
-    mirrors: Mutex<KVec<NonNull<HmmMirror>>>,
+    mirrors: Mutex<KVec<Listed>>,
 }
 
 impl HmmMm {
@@ -91,15 +91,6 @@ impl HmmMm {
             id: NEXT_MM_ID.fetch_add(1, Relaxed),
             mirrors <- new_mutex!(KVec::new()),
         })
-    }
-
-    /// # Safety
-    ///
-    /// `notifier` must be the `notifier` field of a live [`HmmMm`].
-    unsafe fn from_notifier<'a>(notifier: *mut bindings::mmu_notifier) -> &'a Self {
-        // SAFETY: `notifier` is the first field of a `#[repr(C)]` `HmmMm`
-        // that is live, by the caller's guarantee; `Opaque` is transparent.
-        unsafe { &*notifier.cast::<Self>() }
     }
 
     /// The mm's number in debugfs and traces.
@@ -134,11 +125,13 @@ impl HmmMm {
         writeln!(f)
     }
 
-    /// Lists a mirror, growing the list outside the lock. May sleep.
+    /// Lists a mirror, growing the list outside the lock. May sleep. The
+    /// mirror must call [`Self::remove_mirror`] before it is freed.
     pub(crate) fn add_mirror(&self, mirror: NonNull<HmmMirror>) -> Result {
         loop {
             let mut list = self.mirrors.lock();
-            if list.push_within_capacity(mirror).is_ok() {
+            // INVARIANT: the mirror unlists itself before it is freed.
+            if list.push_within_capacity(Listed(mirror)).is_ok() {
                 return Ok(());
             }
             let want = list.capacity() * 2 + 4;
@@ -146,9 +139,9 @@ impl HmmMm {
             let mut bigger = KVec::with_capacity(want, GFP_KERNEL)?;
             let mut list = self.mirrors.lock();
             if bigger.capacity() > list.len() {
-                for m in list.iter() {
+                for m in list.drain_all() {
                     // Cannot fail: `bigger` has room for all of them.
-                    let _ = bigger.push_within_capacity(*m);
+                    let _ = bigger.push_within_capacity(m);
                 }
                 *list = bigger;
             }
@@ -158,7 +151,7 @@ impl HmmMm {
     /// Unlists a mirror; it gets no invalidation after this returns.
     pub(crate) fn remove_mirror(&self, mirror: NonNull<HmmMirror>) {
         let mut list = self.mirrors.lock();
-        if let Some(i) = list.iter().position(|m| *m == mirror) {
+        if let Some(i) = list.iter().position(|m| m.0 == mirror) {
             // In bounds: `i` was just found.
             let _ = list.remove(i);
         }
@@ -168,242 +161,125 @@ impl HmmMm {
     pub(crate) fn mirror_count(&self) -> usize {
         self.mirrors.lock().len()
     }
+
+    /// Takes every mirror of the mm through `event` (the kernel's `code`,
+    /// decoded into `kind`), in three passes (see `MirrorOps`). `owner` is
+    /// the invalidation's (a mirror migrating its own pages). Only a
+    /// non-blockable invalidation may fail, and only with `EAGAIN`.
+    fn invalidate(
+        &self,
+        code: u32,
+        event_kind: NotifierEvent,
+        event: &HmmEvent,
+        blockable: bool,
+        owner: *mut core::ffi::c_void,
+    ) -> Result {
+        self.count(event.ty);
+        let mirrors = if blockable {
+            Some(self.mirrors.lock())
+        } else {
+            self.nonblocking.add(1, Relaxed);
+            self.mirrors.try_lock()
+        };
+        // Only a non-blockable invalidation may fail, and only with EAGAIN.
+        let Some(mirrors) = mirrors else {
+            trace::invalidate(self.id, code, event, blockable, 0);
+            return Err(EAGAIN);
+        };
+        trace::invalidate(self.id, code, event, blockable, mirrors.len());
+        // Three passes (see `MirrorOps`): every device starts (those done at
+        // once are applied at once), the pending ones are waited for, then
+        // their tables change. Which mirror is where is kept in bitmaps on the
+        // stack, so that nothing is allocated in what reclaim may call: mirrors
+        // past the first `PASS_MIRRORS` of the list get all three at once in
+        // the first pass.
+        let mut ret = Ok(());
+        let mut pending = 0u64;
+        for (i, m) in mirrors.iter().enumerate() {
+            let m = m.get();
+            // A mirror's own migration to device memory: it maps what moves
+            // itself, and what stays is unchanged (hmm_mirror/migrate.rs).
+            if matches!(event_kind, NotifierEvent::Migrate) && m.is_migration_owner(owner) {
+                // Its DMA mappings go all the same: the pages that move are
+                // freed (its driver does not use a range it is migrating).
+                m.unmap_dma(event.start, event.end);
+                continue;
+            }
+            // EAGAIN, non-blockable: the mirrors done already only lost entries
+            // early, which is safe; mm retries the whole range.
+            if i >= PASS_MIRRORS {
+                if let Err(e) = m.invalidate(event, blockable) {
+                    ret = Err(e);
+                }
+                continue;
+            }
+            match m.invalidate_start(event, blockable) {
+                // Done at once: its table changes now, so that a driver that
+                // never answers pending sees update() and update_end() in a
+                // row, as it always did (one that holds a device lock from
+                // one to the other and mirrors the mm twice must).
+                Ok(Update::Done) => m.invalidate_apply(event, Finished::Yes, Passes::One),
+                Ok(Update::Pending) => pending |= 1 << i,
+                Err(e) => ret = Err(e),
+            }
+        }
+        let mut finished = 0;
+        if pending != 0 {
+            self.two_pass.add(1, Relaxed);
+            let t = Instant::<Monotonic>::now();
+            for (i, m) in mirrors.iter().enumerate().take(PASS_MIRRORS) {
+                if pending & 1 << i != 0 {
+                    match m.get().invalidate_finish(event, blockable) {
+                        Ok(()) => finished |= 1 << i,
+                        Err(e) => ret = Err(e),
+                    }
+                }
+            }
+            self.wait_ns.add(t.elapsed().as_nanos() as u64, Relaxed);
+        }
+        for (i, m) in mirrors.iter().enumerate().take(PASS_MIRRORS) {
+            if pending & 1 << i != 0 {
+                let done = if finished & 1 << i != 0 {
+                    Finished::Yes
+                } else {
+                    Finished::No
+                };
+                m.get().invalidate_apply(event, done, Passes::Two);
+            }
+        }
+        ret
+    }
+
+    /// The mm is going away (its last user exited): every mirror is told.
+    fn release(&self) {
+        self.count(HmmEventType::Munmap);
+        for m in self.mirrors.lock().iter() {
+            m.get().release();
+        }
+    }
 }
 
-/// A counted reference to the [`HmmMm`] of an mm.
+/// A listed mirror.
 ///
 /// # Invariants
 ///
-/// `self.0` holds one `mmu_notifier_get` reference on the notifier of a live
-/// [`HmmMm`].
-pub(crate) struct HmmMmRef(NonNull<HmmMm>);
+/// The mirror is alive while it is on its [`HmmMm`]'s list: it unlists
+/// itself ([`HmmMm::remove_mirror`]), under the list lock, before it is
+/// freed.
+struct Listed(NonNull<HmmMirror>);
 
-// SAFETY: The reference can be dropped (`mmu_notifier_put`) from any task.
-unsafe impl Send for HmmMmRef {}
-// SAFETY: `HmmMm` has atomics, a mutex, and the notifier, which mm syncs.
-unsafe impl Sync for HmmMmRef {}
-
-impl HmmMmRef {
-    /// The [`HmmMm`] of `mm`, created if it has none. Takes `mmap_lock` for
-    /// writing and allocates with `GFP_KERNEL`: may sleep.
-    pub(crate) fn get(mm: &MmWithUser) -> Result<Self> {
-        // SAFETY: `HMM_OPS` is static; `mm` has users (`MmWithUser`), which
-        // `mmu_notifier_get` requires.
-        let notifier = unsafe { shim::hmm_rs_mmu_notifier_get(&HMM_OPS, mm.as_raw()) };
-        kernel::error::from_err_ptr(notifier)?;
-        // INVARIANT: `mmu_notifier_get` returned a counted reference to a
-        // notifier with `HMM_OPS`, which only `hmm_alloc_notifier` creates.
-        Ok(Self(NonNull::new(notifier.cast()).ok_or(ENOMEM)?))
-    }
-}
-
-impl core::ops::Deref for HmmMmRef {
-    type Target = HmmMm;
-
-    fn deref(&self) -> &HmmMm {
-        // SAFETY: By the type invariant, the `HmmMm` lives while we hold the
-        // reference.
+impl Listed {
+    /// The mirror, for as long as the list (and so its lock) is borrowed.
+    fn get(&self) -> &HmmMirror {
+        // SAFETY: Alive while listed (type invariant); `&self` borrows the
+        // list under its lock.
         unsafe { self.0.as_ref() }
     }
-}
-
-impl Drop for HmmMmRef {
-    fn drop(&mut self) {
-        // SAFETY: By the type invariant we hold one reference, given up here.
-        unsafe { bindings::mmu_notifier_put(self.0.as_ptr().cast()) };
-    }
-}
-
-/// The notifier operations of every [`HmmMm`]; `mmu_notifier_get` finds an
-/// mm's notifier by this address.
-static HMM_OPS: bindings::mmu_notifier_ops = bindings::mmu_notifier_ops {
-    release: Some(hmm_release),
-    invalidate_range_start: Some(hmm_invalidate_range_start),
-    alloc_notifier: Some(hmm_alloc_notifier),
-    free_notifier: Some(hmm_free_notifier),
-    // SAFETY: The remaining members are optional callbacks; null is "none".
-    ..unsafe { core::mem::zeroed() }
-};
-
-/// `alloc_notifier`: a new [`HmmMm`] for an mm that has none.
-///
-/// # Safety
-///
-/// Called by `mmu_notifier_get_locked` only.
-unsafe extern "C" fn hmm_alloc_notifier(
-    _mm: *mut bindings::mm_struct,
-) -> *mut bindings::mmu_notifier {
-    match KBox::pin_init(HmmMm::new(), GFP_KERNEL) {
-        Ok(hmm) => {
-            LIVE_MMS.add(1, Relaxed);
-            // SAFETY: The box is given up to the notifier list; it is never
-            // moved, and `hmm_free_notifier` turns it back into a box.
-            let hmm = KBox::into_raw(unsafe { Pin::into_inner_unchecked(hmm) });
-            // SAFETY: `hmm` is valid; the notifier is its first field.
-            unsafe { (*hmm).notifier.get() }
-        }
-        Err(e) => e.to_ptr(),
-    }
-}
-
-/// `free_notifier`: the last reference is gone and SRCU readers are done.
-///
-/// # Safety
-///
-/// `notifier` came from [`hmm_alloc_notifier`]; called once, by mm.
-unsafe extern "C" fn hmm_free_notifier(notifier: *mut bindings::mmu_notifier) {
-    // SAFETY: `notifier` is the first field of the `HmmMm` that
-    // `hmm_alloc_notifier` leaked from a `KBox`. (This runs from an SRCU
-    // callback with bottom halves off: it must not sleep.)
-    drop(unsafe { KBox::from_raw(notifier.cast::<HmmMm>()) });
-    LIVE_MMS.fetch_sub(1, Release);
-}
-
-/// Waits until at most `target` [`HmmMm`]s are left, for at most `limit`;
-/// returns whether that happened.
-///
-/// `mmu_notifier_synchronize()` is only `synchronize_srcu()`: it ends a
-/// grace period, but the `free_notifier` callbacks it made ready may still
-/// be queued or running on another CPU when it returns. So count them.
-pub(crate) fn wait_for_freed_notifiers(target: u64, limit: Delta) -> bool {
-    let start = Instant::<Monotonic>::now();
-    loop {
-        // SAFETY: Process context (callers sleep).
-        unsafe { bindings::mmu_notifier_synchronize() };
-        if LIVE_MMS.load(Acquire) <= target {
-            // The last callback may still be returning into our text, with
-            // bottom halves off: a normal RCU grace period waits that out.
-            // SAFETY: Process context.
-            unsafe { bindings::synchronize_rcu() };
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        kernel::time::delay::fsleep(Delta::from_millis(1));
-    }
-}
-
-/// `invalidate_range_start`: the CPU page table of the range is changing.
-///
-/// # Safety
-///
-/// Called by mm with a live notifier of ours and a valid `range`.
-unsafe extern "C" fn hmm_invalidate_range_start(
-    notifier: *mut bindings::mmu_notifier,
-    range: *const bindings::mmu_notifier_range,
-) -> core::ffi::c_int {
-    // SAFETY: mm calls us with our live notifier and a valid range.
-    let (hmm, r) = unsafe { (HmmMm::from_notifier(notifier), &*range) };
-    // SAFETY: `range` is valid.
-    let (blockable, forking, stays_readable) = unsafe {
-        (
-            shim::hmm_rs_range_blockable(range),
-            shim::hmm_rs_range_in_fork(range),
-            shim::hmm_rs_range_stays_readable(range),
-        )
-    };
-    let inv = Invalidation {
-        event: NotifierEvent::from_raw(r.event),
-        forking,
-        stays_readable,
-    };
-    let event = HmmEvent::from_invalidation(&inv, r.start as u64, r.end as u64);
-    hmm.count(event.ty);
-    let mirrors = if blockable {
-        Some(hmm.mirrors.lock())
-    } else {
-        hmm.nonblocking.add(1, Relaxed);
-        hmm.mirrors.try_lock()
-    };
-    // Only a non-blockable invalidation may fail, and only with EAGAIN.
-    let Some(mirrors) = mirrors else {
-        trace::invalidate(hmm.id, r.event, &event, blockable, 0);
-        return EAGAIN.to_errno();
-    };
-    trace::invalidate(hmm.id, r.event, &event, blockable, mirrors.len());
-    // Three passes (see `MirrorOps`): every device starts (those done at
-    // once are applied at once), the pending ones are waited for, then
-    // their tables change. Which mirror is where is kept in bitmaps on the
-    // stack, so that nothing is allocated in what reclaim may call: mirrors
-    // past the first `PASS_MIRRORS` of the list get all three at once in
-    // the first pass.
-    let mut ret = 0;
-    let mut pending = 0u64;
-    for (i, m) in mirrors.iter().enumerate() {
-        // SAFETY: A listed mirror is alive while we hold the list lock.
-        let m = unsafe { m.as_ref() };
-        // A mirror's own migration to device memory: it maps what moves
-        // itself, and what stays is unchanged (hmm_mirror/migrate.rs).
-        if matches!(inv.event, NotifierEvent::Migrate) && m.is_migration_owner(r.owner) {
-            // Its DMA mappings go all the same: the pages that move are
-            // freed (its driver does not use a range it is migrating).
-            m.unmap_dma(event.start, event.end);
-            continue;
-        }
-        // EAGAIN, non-blockable: the mirrors done already only lost entries
-        // early, which is safe; mm retries the whole range.
-        if i >= PASS_MIRRORS {
-            if let Err(e) = m.invalidate(&event, blockable) {
-                ret = e.to_errno();
-            }
-            continue;
-        }
-        match m.invalidate_start(&event, blockable) {
-            // Done at once: its table changes now, so that a driver that
-            // never answers pending sees update() and update_end() in a
-            // row, as it always did (one that holds a device lock from
-            // one to the other and mirrors the mm twice must).
-            Ok(Update::Done) => m.invalidate_apply(&event, true, false),
-            Ok(Update::Pending) => pending |= 1 << i,
-            Err(e) => ret = e.to_errno(),
-        }
-    }
-    let mut finished = 0;
-    if pending != 0 {
-        hmm.two_pass.add(1, Relaxed);
-        let t = Instant::<Monotonic>::now();
-        for (i, m) in mirrors.iter().enumerate().take(PASS_MIRRORS) {
-            if pending & 1 << i != 0 {
-                // SAFETY: As above.
-                match unsafe { m.as_ref() }.invalidate_finish(&event, blockable) {
-                    Ok(()) => finished |= 1 << i,
-                    Err(e) => ret = e.to_errno(),
-                }
-            }
-        }
-        hmm.wait_ns.add(t.elapsed().as_nanos() as u64, Relaxed);
-    }
-    for (i, m) in mirrors.iter().enumerate().take(PASS_MIRRORS) {
-        if pending & 1 << i != 0 {
-            // SAFETY: As above.
-            unsafe { m.as_ref() }.invalidate_apply(&event, finished & 1 << i != 0, true);
-        }
-    }
-    ret
 }
 
 /// Mirrors of an mm that an invalidation takes through its three passes
 /// (bits of a `u64`); more get all three at once, in the first.
 const PASS_MIRRORS: usize = 64;
-
-/// `release`: the mm is going away (its last user exited).
-///
-/// # Safety
-///
-/// Called by mm with a live notifier of ours.
-unsafe extern "C" fn hmm_release(
-    notifier: *mut bindings::mmu_notifier,
-    _mm: *mut bindings::mm_struct,
-) {
-    // SAFETY: mm calls us with our live notifier.
-    let hmm = unsafe { HmmMm::from_notifier(notifier) };
-    hmm.count(HmmEventType::Munmap);
-    for m in hmm.mirrors.lock().iter() {
-        // SAFETY: A listed mirror is alive while we hold the list lock.
-        unsafe { m.as_ref() }.release();
-    }
-}
 
 #[cfg(CONFIG_KUNIT = "y")]
 mod tests;

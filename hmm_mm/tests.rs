@@ -4,6 +4,7 @@
 
 #[kernel::prelude::kunit_tests(hmm_rs_core)]
 mod kunit {
+    use super::super::notifier::{hmm_invalidate_range_start, LIVE_MMS};
     use super::super::*;
     use crate::{
         hmm_event::HmmEventType,
@@ -14,6 +15,8 @@ mod kunit {
             kunit_mm::{self, PROT_READ, PROT_WRITE},
         },
     };
+    use kernel::sync::atomic::Acquire;
+    use kernel::time::Delta;
     use kernel::{
         current, new_spinlock,
         sync::{Arc, SpinLock},
