@@ -25,6 +25,7 @@ mod hmm_pt;
 mod c_api;
 mod debugfs;
 mod shim;
+mod stats;
 mod trace;
 
 // Built for tests and benchmarks only.

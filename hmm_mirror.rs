@@ -176,12 +176,6 @@ pub(crate) struct HmmMirror {
 /// Numbers mirrors for debugfs.
 static NEXT_MIRROR_ID: Atomic<u64> = Atomic::new(1);
 
-/// Over all mirrors so far (debugfs): device faults, invalidations that
-/// overlapped a fault in flight, and fault chunks faulted in again.
-static ALL_FAULTS: Atomic<u64> = Atomic::new(0);
-static ALL_FAULT_RACES: Atomic<u64> = Atomic::new(0);
-static ALL_FAULT_RETRIES: Atomic<u64> = Atomic::new(0);
-
 /// A listed mirror: alive while on [`MIRRORS`] (it unlists itself first
 /// thing in its destructor).
 struct Listed(NonNull<HmmMirror>);
@@ -212,16 +206,7 @@ pub(crate) fn exit() {
 /// Writes the statistics of every mirror and its mm (debugfs `hmm_rs/stats`).
 /// Takes mutexes: may sleep.
 pub(crate) fn write_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
-    devmem::write_stats(f)?;
-    dma::write_stats(f)?;
-    crate::hmm_mm::write_event_stats(f)?;
-    writeln!(
-        f,
-        "faults {} fault races {} fault retries {}",
-        ALL_FAULTS.load(Relaxed),
-        ALL_FAULT_RACES.load(Relaxed),
-        ALL_FAULT_RETRIES.load(Relaxed)
-    )?;
+    crate::stats::write(f)?;
     let mirrors = MIRRORS.lock();
     writeln!(f, "mirrors {}", mirrors.len())?;
     for m in mirrors.iter() {

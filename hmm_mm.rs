@@ -25,29 +25,11 @@ pub(crate) use notifier::{wait_for_freed_notifiers, HmmMmRef};
 use crate::{
     hmm_event::{HmmEvent, HmmEventType, NotifierEvent},
     hmm_mirror::{Finished, HmmMirror, Passes, Update},
-    trace,
+    stats, trace,
 };
 
 /// Numbers [`HmmMm`]s for debugfs.
 static NEXT_MM_ID: Atomic<u64> = Atomic::new(1);
-
-/// Over all mms so far, by [`HmmEventType`] value (debugfs).
-static ALL_EVENTS: [Atomic<u64>; HmmEventType::ALL.len() + 1] =
-    [const { Atomic::new(0) }; HmmEventType::ALL.len() + 1];
-
-/// The debugfs line of [`ALL_EVENTS`].
-pub(crate) fn write_event_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
-    write!(f, "events")?;
-    for ty in HmmEventType::ALL {
-        write!(
-            f,
-            " {} {}",
-            ty.name(),
-            ALL_EVENTS[ty as usize].load(Relaxed)
-        )?;
-    }
-    writeln!(f)
-}
 
 /// The HMM state of one mm: its one `mmu_notifier`, shared by every mirror of
 /// the mm, created with the first [`HmmMmRef`] and freed after the last is
@@ -105,7 +87,7 @@ impl HmmMm {
 
     pub(crate) fn count(&self, ty: HmmEventType) {
         self.events[ty as usize].add(1, Relaxed);
-        ALL_EVENTS[ty as usize].add(1, Relaxed);
+        stats::EVENTS[ty as usize].add(1);
     }
 
     /// The mm's debugfs line.

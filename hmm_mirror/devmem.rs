@@ -26,34 +26,7 @@ use kernel::{
 };
 
 use super::migrate::{Migration, HUGE_PAGES};
-use crate::{hmm_pt::HUGE_ORDER, shim, trace};
-
-/// Over all device memory (debugfs): pages in use, huge folios handed out
-/// so far, and pages a migration to device memory could not place (full,
-/// or a copy failed).
-static PAGES_USED: Atomic<u64> = Atomic::new(0);
-static HUGE_FILLED: Atomic<u64> = Atomic::new(0);
-pub(crate) static NOT_PLACED: Atomic<u64> = Atomic::new(0);
-
-/// The device memory line of debugfs `hmm_rs/stats`.
-pub(crate) fn write_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
-    writeln!(
-        f,
-        "device pages in use {} huge folios filled {} pages not placed {} migration steps raced {} \
-         busy retries {} pages left out {} backoff us {} pages stayed busy {} huge folios back \
-         whole {} split {}",
-        PAGES_USED.load(Relaxed),
-        HUGE_FILLED.load(Relaxed),
-        NOT_PLACED.load(Relaxed),
-        super::migrate::RACED.load(Relaxed),
-        super::migrate::BUSY_RETRIES.load(Relaxed),
-        super::migrate::DROPPED.load(Relaxed),
-        super::migrate::BACKOFF_NS.load(Relaxed) / 1000,
-        super::migrate::STAYED.load(Relaxed),
-        super::migrate::HUGE_BACK_WHOLE.load(Relaxed),
-        super::migrate::HUGE_BACK_SPLIT.load(Relaxed),
-    )
-}
+use crate::{hmm_pt::HUGE_ORDER, shim, stats, trace};
 
 /// The lowest PFN and the end of the highest of all device memory created
 /// so far (never narrowed): a PFN outside cannot be a device page, which
@@ -440,7 +413,7 @@ impl DevMem {
             return None;
         }
         let pfn = self.pfn(index);
-        PAGES_USED.add(1, Relaxed);
+        stats::DEVICE_PAGES_USED.add(1);
         self.in_use.mark(index, 1, true);
         // SAFETY: The page was free (type invariant) and is ours now.
         unsafe { shim::hmm_rs_devpage_init(self.pm.as_ptr(), pfn as usize, 0) };
@@ -476,9 +449,9 @@ impl DevMem {
             return None;
         }
         let pfn = self.pfn(index);
-        PAGES_USED.add(HUGE_PAGES as u64, Relaxed);
+        stats::DEVICE_PAGES_USED.add(HUGE_PAGES as u64);
         self.in_use.mark(index, HUGE_PAGES, true);
-        HUGE_FILLED.add(1, Relaxed);
+        stats::HUGE_FILLED.add(1);
         // SAFETY: The block was free (type invariant) and is ours now.
         unsafe { shim::hmm_rs_devpage_init(self.pm.as_ptr(), pfn as usize, HUGE_ORDER) };
         Some(pfn)
@@ -593,7 +566,7 @@ unsafe extern "C" fn hmm_rs_rust_devmem_free(
     for k in 0..n {
         mem.ops.free(index + k);
     }
-    PAGES_USED.fetch_sub(n as u64, Relaxed);
+    stats::DEVICE_PAGES_USED.sub(n as u64);
     mem.in_use.mark(index, n, false);
     if n == HUGE_PAGES {
         mem.put_free_huge(index);

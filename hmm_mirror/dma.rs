@@ -46,19 +46,11 @@ use crate::{
         HmmPt, PageDirs, PtDirty, PtEntry, PtFlags, PtGuard, PtLevels, PtMapping, Reserve,
         HUGE_ORDER, PAGE_SIZE,
     },
-    shim,
+    shim, stats,
 };
 
 /// What every leaf of a DMA table carries (see the module documentation).
 const MAPPED: PtFlags = PtFlags::DIRTY;
-
-/// Over all DMA tables (debugfs): mappings made, unmapped, failed, and
-/// huge pages mapped page by page because their IOVA was not 2 MiB
-/// aligned (after one, reserves are made for 4 KiB entries).
-static MAPS: Atomic<u64> = Atomic::new(0);
-static UNMAPS: Atomic<u64> = Atomic::new(0);
-static MAP_ERRORS: Atomic<u64> = Atomic::new(0);
-static HUGE_SPLIT: Atomic<u64> = Atomic::new(0);
 
 /// Creates the fault-injection knobs of DMA mappings; module init.
 pub(crate) fn init() {
@@ -70,18 +62,6 @@ pub(crate) fn init() {
 pub(crate) fn exit() {
     // SAFETY: Paired with `init`.
     unsafe { shim::hmm_rs_shim_exit() };
-}
-
-/// Writes the DMA counters (debugfs `hmm_rs/stats`).
-pub(crate) fn write_stats(f: &mut impl core::fmt::Write) -> core::fmt::Result {
-    writeln!(
-        f,
-        "dma maps {} unmaps {} map_errors {} huge_split {}",
-        MAPS.load(Relaxed),
-        UNMAPS.load(Relaxed),
-        MAP_ERRORS.load(Relaxed),
-        HUGE_SPLIT.load(Relaxed)
-    )
 }
 
 /// One page (or huge page) a fault commits: its PFN and order.
@@ -129,7 +109,7 @@ impl DmaTable {
     /// `EAGAIN` before mapping anything: reserve again.
     pub(crate) fn reserve(&self, start: u64, end: u64, huge: bool) -> Result<Reserve> {
         // After a huge page had to be mapped page by page, as for 4 KiB.
-        let huge = huge && HUGE_SPLIT.load(Relaxed) == 0;
+        let huge = huge && stats::DMA_HUGE_SPLIT.get() == 0;
         self.pt.reserve(start, end, huge, GFP_KERNEL)
     }
 
@@ -147,10 +127,10 @@ impl DmaTable {
             shim::hmm_rs_dma_map(self.raw_dev(), p.pfn as usize, p.order, write, &mut dma)
         };
         if r != 0 {
-            MAP_ERRORS.add(1, Relaxed);
+            stats::DMA_MAP_ERRORS.add(1);
             return Err(Error::from_errno(r));
         }
-        MAPS.add(1, Relaxed);
+        stats::DMA_MAPS.add(1);
         let w = if write { PtFlags::WRITE } else { PtFlags::NONE };
         Ok(PtEntry::from_checked_pfn(dma / PAGE_SIZE, MAPPED | w))
     }
@@ -163,7 +143,7 @@ impl DmaTable {
         unsafe {
             shim::hmm_rs_dma_unmap(self.raw_dev(), d.entry.pfn() * PAGE_SIZE, d.order, write)
         };
-        UNMAPS.add(1, Relaxed);
+        stats::DMA_UNMAPS.add(1);
     }
 
     /// Unmaps the 4 KiB mappings of `buf` (made by [`Self::map_into`]).
@@ -260,7 +240,7 @@ impl DmaTable {
             return r;
         }
         self.unmap(mapping);
-        HUGE_SPLIT.add(1, Relaxed);
+        stats::DMA_HUGE_SPLIT.add(1);
         // Reserves count 4 KiB entries from now on.
         if !table.has_room(res, start, end, false) {
             return Err(EAGAIN);

@@ -12,12 +12,12 @@ use super::{
     devmem::{DevicePfns, Owner},
     dma::{DmaTable, ToMap},
     interval::{pfn_is_device_private, pfn_order, Interval, PfnBits, Seq, Want, Watches},
-    HmmMirror, ALL_FAULTS, ALL_FAULT_RETRIES,
+    HmmMirror,
 };
 use crate::{
     hmm_event::HmmEventType,
     hmm_pt::{PtEntry, PtFlags, Reserve, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE},
-    trace,
+    stats, trace,
 };
 
 /// Retries of one fault chunk that keeps racing with invalidations before
@@ -157,7 +157,7 @@ impl HmmMirror {
         }
         self.hmm.count(ty);
         self.faults.add(1, Relaxed);
-        ALL_FAULTS.add(1, Relaxed);
+        stats::FAULTS.add(1);
         Ok(())
     }
 
@@ -177,7 +177,7 @@ impl HmmMirror {
         for tries in 0..FAULT_RETRIES {
             if tries > 0 {
                 self.fault_retries.add(1, Relaxed);
-                ALL_FAULT_RETRIES.add(1, Relaxed);
+                stats::FAULT_RETRIES.add(1);
                 counts.retries += 1;
             }
             let seq = match self.fault_in(watch, start, end, write, &mut bufs.hmm_pfns) {

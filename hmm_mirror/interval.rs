@@ -14,8 +14,8 @@ use core::{
 };
 use kernel::{bindings, error::to_result, ffi::c_ulong, mm::MmWithUser, prelude::*, types::Opaque};
 
-use super::{devmem::Owner, HmmMirror, ALL_FAULT_RACES};
-use crate::{hmm_pt::PAGE_SIZE, shim};
+use super::{devmem::Owner, HmmMirror};
+use crate::{hmm_pt::PAGE_SIZE, shim, stats};
 use kernel::sync::atomic::Relaxed;
 
 /// An interval notifier's sequence, as read before a walk.
@@ -96,7 +96,7 @@ unsafe extern "C" fn interval_invalidate(
     let mirror = unsafe { &*interval.mirror.load(Ordering::Acquire) };
     if interval.watches == Watches::Fault {
         mirror.fault_races.add(1, Relaxed);
-        ALL_FAULT_RACES.add(1, Relaxed);
+        stats::FAULT_RACES.add(1);
     }
     let _table = mirror.pt.lock();
     // SAFETY: We are its invalidate callback, under the lock commits take.

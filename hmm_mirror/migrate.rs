@@ -15,10 +15,7 @@
 //! entries with the device pages, or, if an invalidation raced, removes
 //! them and faults the device pages in afresh once the step is done.
 
-use kernel::{
-    prelude::*,
-    sync::atomic::{Atomic, Relaxed},
-};
+use kernel::{prelude::*, sync::atomic::Relaxed};
 
 mod step;
 
@@ -29,24 +26,9 @@ use super::{interval::fatal_signal_pending, HmmMirror};
 use crate::{
     hmm_event::HmmEventType,
     hmm_pt::{PtEntry, PtFlags, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE},
-    shim,
+    shim, stats,
     trace::{self, MigrateCounts},
 };
-
-/// Migration steps to device memory that raced with an invalidation, steps
-/// tried again because pages were busy, pages the kernel left out of a step
-/// although they could move (see [`Migration::dropped`]), the time slept
-/// before those tries, and pages that were there to move but stayed after
-/// the last try (debugfs).
-pub(crate) static RACED: Atomic<u64> = Atomic::new(0);
-pub(crate) static BUSY_RETRIES: Atomic<u64> = Atomic::new(0);
-pub(crate) static DROPPED: Atomic<u64> = Atomic::new(0);
-pub(crate) static BACKOFF_NS: Atomic<u64> = Atomic::new(0);
-pub(crate) static STAYED: Atomic<u64> = Atomic::new(0);
-/// Huge device folios brought back to system memory as one huge folio, and
-/// as 512 pages because no huge folio could be had (debugfs).
-pub(crate) static HUGE_BACK_WHOLE: Atomic<u64> = Atomic::new(0);
-pub(crate) static HUGE_BACK_SPLIT: Atomic<u64> = Atomic::new(0);
 
 /// Extra tries, a millisecond apart, of a step in which pages were busy.
 const BUSY_TRIES: u32 = 10;
@@ -174,7 +156,7 @@ impl HmmMirror {
                                 if let Some(dst) = dst {
                                     m.set_destination(i + k, dst, write, false);
                                 } else {
-                                    super::devmem::NOT_PLACED.add(1, Relaxed);
+                                    stats::NOT_PLACED.add(1);
                                     counts.not_placed += 1;
                                 }
                                 filled.push(dst.unwrap_or(0), GFP_KERNEL)?;
@@ -206,7 +188,7 @@ impl HmmMirror {
                 match self.map_moved(&plan, addr, private) {
                     Ok(false) => {}
                     Ok(true) => {
-                        RACED.add(1, Relaxed);
+                        stats::MIGRATE_RACED.add(1);
                         for (i, p) in plan.iter().enumerate() {
                             if p.pfn != 0 {
                                 let a = addr + i as u64 * PAGE_SIZE;
@@ -239,7 +221,7 @@ impl HmmMirror {
             let mut busy = (0..n).filter(|&i| m.busy(i)).count();
             if tries < BUSY_TRIES {
                 let dropped = m.dropped(&mm, self.owner.as_ptr(), to.is_some());
-                DROPPED.add(dropped as u64, Relaxed);
+                stats::MIGRATE_DROPPED.add(dropped as u64);
                 busy += dropped;
             }
             m.finalize();
@@ -248,12 +230,12 @@ impl HmmMirror {
             // moved is not selected again.
             if busy != 0 && tries < BUSY_TRIES {
                 tries += 1;
-                BUSY_RETRIES.add(1, Relaxed);
+                stats::MIGRATE_BUSY_RETRIES.add(1);
                 // SAFETY: No preconditions.
-                BACKOFF_NS.add(unsafe { shim::hmm_rs_migrate_backoff() }, Relaxed);
+                stats::MIGRATE_BACKOFF_NS.add(unsafe { shim::hmm_rs_migrate_backoff() });
                 continue;
             }
-            STAYED.add(busy as u64, Relaxed);
+            stats::MIGRATE_STAYED.add(busy as u64);
             counts.stayed += busy;
             tries = 0;
             addr += n as u64 * PAGE_SIZE;

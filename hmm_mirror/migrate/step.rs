@@ -7,16 +7,16 @@
 //! C header: [`include/linux/migrate.h`](srctree/include/linux/migrate.h).
 
 use core::ptr::NonNull;
-use kernel::{prelude::*, sync::atomic::Relaxed};
+use kernel::prelude::*;
 
-use super::{HUGE_BACK_SPLIT, HUGE_BACK_WHOLE, HUGE_PAGES, MIGRATE_MAX};
+use super::{HUGE_PAGES, MIGRATE_MAX};
 use crate::{
     hmm_mirror::{
         devmem::{DevMem, SysPage},
         interval::MmReadLock,
     },
     hmm_pt::HUGE_ORDER,
-    shim,
+    shim, stats,
 };
 
 /// The `MIGRATE_PFN_*` encoding of the kernel's src and dst arrays
@@ -276,11 +276,11 @@ impl Migration {
         if huge && span == HUGE_PAGES {
             let dst = self.alloc_system(i, HUGE_ORDER);
             let counter = if dst != 0 {
-                &HUGE_BACK_WHOLE
+                &stats::HUGE_BACK_WHOLE
             } else {
-                &HUGE_BACK_SPLIT
+                &stats::HUGE_BACK_SPLIT
             };
-            counter.add(1, Relaxed);
+            counter.add(1);
             if dst != 0 {
                 if let Err(e) = mem.copy_out_huge(pfn, SysPage(dst)) {
                     // SAFETY: The folio allocated just above, unused.
