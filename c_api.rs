@@ -19,6 +19,7 @@ use kernel::{
 };
 
 use crate::{
+    error::{count_or_errno, errno},
     hmm_event::{HmmEvent, HmmEventType},
     hmm_mirror::{
         devmem::{copy_pages_from_device, copy_pages_to_device, DevMem, DevMemOps, Owner, SysPage},
@@ -155,11 +156,6 @@ impl Drop for CMirrorOps {
             .mirrors
             .fetch_sub(1, Relaxed);
     }
-}
-
-/// 0, or the negative errno of `r`, for the C API.
-pub(crate) fn errno(r: Result) -> core::ffi::c_int {
-    r.map_or_else(|e| e.to_errno(), |()| 0)
 }
 
 /// # Safety
@@ -726,14 +722,6 @@ unsafe extern "C" fn hmm_rs_rust_mirror_migrate_to_system(
 ) -> core::ffi::c_long {
     // SAFETY: Registered, by the caller's guarantee.
     count_or_errno(unsafe { &*mirror }.migrate_to_system(start as u64, end as u64))
-}
-
-/// A count, or the negative errno, for the C API.
-pub(crate) fn count_or_errno(r: Result<usize>) -> core::ffi::c_long {
-    r.map_or_else(
-        |e| core::ffi::c_long::from(e.to_errno()),
-        |n| n as core::ffi::c_long,
-    )
 }
 
 #[kernel::prelude::kunit_tests(hmm_rs_c_header)]
