@@ -1,9 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The C API: the Rust side of what `hmm_rs.h` declares for C drivers.
-//! `hmm_shim.c` exports the `hmm_rs_*` symbols and calls these
-//! `hmm_rs_rust_*` entry points, which turn C callbacks into
+//! The C API: the functions `hmm_rs.h` declares for C drivers, defined
+//! here under their C names (`#[no_mangle]`) and exported by the
+//! `EXPORT_SYMBOL_GPL` list of `hmm_rs_api.c`. They turn C callbacks into
 //! [`MirrorOps`]/[`DevMemOps`] and C pointers into the core's types.
+//!
+//! `hmm_rs.h` is the one source of truth: each function here has its
+//! prototype, in Rust types (`unsigned long` is `c_ulong`, an enum `u32`,
+//! a struct pointer the core's type behind it). modpost refuses an export
+//! this file does not define; the `hmm_rs_c_header` KUnit suite checks the
+//! constants and the `#[repr(C)]` layouts against what the C compiler makes
+//! of the header.
 
 use core::ptr::NonNull;
 use kernel::{
@@ -162,7 +169,7 @@ impl Drop for CMirrorOps {
 ///
 /// `ops` must be null or valid until the device is unregistered.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_device_register(ops: *const CDeviceOps) -> *mut CDevice {
+unsafe extern "C" fn hmm_rs_device_register(ops: *const CDeviceOps) -> *mut CDevice {
     if ops.is_null() {
         return EINVAL.to_ptr();
     }
@@ -181,9 +188,9 @@ unsafe extern "C" fn hmm_rs_rust_device_register(ops: *const CDeviceOps) -> *mut
 
 /// # Safety
 ///
-/// `device` came from `hmm_rs_rust_device_register` and is unregistered once.
+/// `device` came from `hmm_rs_device_register` and is unregistered once.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_device_unregister(device: *mut CDevice) {
+unsafe extern "C" fn hmm_rs_device_unregister(device: *mut CDevice) {
     // SAFETY: A registered device, by the caller's guarantee.
     let (mirrors, devmems) = unsafe {
         (
@@ -198,7 +205,7 @@ unsafe extern "C" fn hmm_rs_rust_device_unregister(device: *mut CDevice) {
         );
         return;
     }
-    // SAFETY: From `KBox::into_raw` in `hmm_rs_rust_device_register`.
+    // SAFETY: From `KBox::into_raw` in `hmm_rs_device_register`.
     drop(unsafe { KBox::from_raw(device) });
 }
 
@@ -206,7 +213,7 @@ unsafe extern "C" fn hmm_rs_rust_device_unregister(device: *mut CDevice) {
 ///
 /// `device` is registered; `mm` has users for the duration of the call.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_register(
+unsafe extern "C" fn hmm_rs_mirror_register(
     device: *mut CDevice,
     mm: *mut bindings::mm_struct,
     private: *mut core::ffi::c_void,
@@ -217,9 +224,9 @@ unsafe extern "C" fn hmm_rs_rust_mirror_register(
 
 /// # Safety
 ///
-/// As [`hmm_rs_rust_mirror_register`]; `dma_dev` is a live `struct device`.
+/// As [`hmm_rs_mirror_register`]; `dma_dev` is a live `struct device`.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_register_dma(
+unsafe extern "C" fn hmm_rs_mirror_register_dma(
     device: *mut CDevice,
     mm: *mut bindings::mm_struct,
     dma_dev: *mut bindings::device,
@@ -237,7 +244,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_register_dma(
 
 /// # Safety
 ///
-/// As [`hmm_rs_rust_mirror_register`].
+/// As [`hmm_rs_mirror_register`].
 unsafe fn mirror_register(
     device: *mut CDevice,
     mm: *mut bindings::mm_struct,
@@ -268,10 +275,10 @@ unsafe fn mirror_register(
 
 /// # Safety
 ///
-/// `mirror` came from `hmm_rs_rust_mirror_register` and is unregistered once.
+/// `mirror` came from `hmm_rs_mirror_register` and is unregistered once.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_unregister(mirror: *mut HmmMirror) {
-    // SAFETY: From `Arc::into_raw` in `hmm_rs_rust_mirror_register`.
+unsafe extern "C" fn hmm_rs_mirror_unregister(mirror: *mut HmmMirror) {
+    // SAFETY: From `Arc::into_raw` in `hmm_rs_mirror_register`.
     drop(unsafe { Arc::from_raw(mirror) });
 }
 
@@ -279,7 +286,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_unregister(mirror: *mut HmmMirror) {
 ///
 /// `mirror` is registered.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_fault(
+unsafe extern "C" fn hmm_rs_mirror_fault(
     mirror: *mut HmmMirror,
     ty: u32,
     start: kernel::ffi::c_ulong,
@@ -296,7 +303,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_fault(
 ///
 /// `mirror` is registered; `f` is callable with `arg` without sleeping.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_fault_walk(
+unsafe extern "C" fn hmm_rs_mirror_fault_walk(
     mirror: *mut HmmMirror,
     ty: u32,
     start: kernel::ffi::c_ulong,
@@ -337,7 +344,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_fault_walk(
 ///
 /// `mirror` is registered; `out` has room for one value per page.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_snapshot(
+unsafe extern "C" fn hmm_rs_mirror_snapshot(
     mirror: *mut HmmMirror,
     start: kernel::ffi::c_ulong,
     end: kernel::ffi::c_ulong,
@@ -357,7 +364,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_snapshot(
 ///
 /// `mirror` is registered.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_make_exclusive(
+unsafe extern "C" fn hmm_rs_mirror_make_exclusive(
     mirror: *mut HmmMirror,
     start: kernel::ffi::c_ulong,
     end: kernel::ffi::c_ulong,
@@ -379,7 +386,7 @@ type CWalkFn = unsafe extern "C" fn(
 ///
 /// `mirror` is registered; `f` is callable with `arg` under RCU.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_walk(
+unsafe extern "C" fn hmm_rs_mirror_walk(
     mirror: *mut HmmMirror,
     start: kernel::ffi::c_ulong,
     end: kernel::ffi::c_ulong,
@@ -435,7 +442,7 @@ const DMA_NONE: u64 = u64::MAX;
 ///
 /// `mirror` is registered; `f` is callable with `arg` under RCU.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_walk_dma(
+unsafe extern "C" fn hmm_rs_mirror_walk_dma(
     mirror: *mut HmmMirror,
     start: kernel::ffi::c_ulong,
     end: kernel::ffi::c_ulong,
@@ -469,7 +476,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_walk_dma(
 ///
 /// `mirror` is registered.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_unbind_dma(mirror: *mut HmmMirror) -> core::ffi::c_int {
+unsafe extern "C" fn hmm_rs_mirror_unbind_dma(mirror: *mut HmmMirror) -> core::ffi::c_int {
     // SAFETY: A registered mirror, by the caller's guarantee.
     errno(unsafe { &*mirror }.unbind_dma())
 }
@@ -478,7 +485,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_unbind_dma(mirror: *mut HmmMirror) -> co
 ///
 /// `mirror` is registered.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_set_dirty(
+unsafe extern "C" fn hmm_rs_mirror_set_dirty(
     mirror: *mut HmmMirror,
     start: kernel::ffi::c_ulong,
     end: kernel::ffi::c_ulong,
@@ -607,9 +614,43 @@ impl Drop for CDevMem {
 /// `device` is registered; `ops` is null or valid until the memory is
 /// destroyed.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_devmem_create(
+unsafe extern "C" fn hmm_rs_devmem_create(
     device: *mut CDevice,
-    phys: u64,
+    npages: kernel::ffi::c_ulong,
+    ops: *const CDevMemOps,
+    private: *mut core::ffi::c_void,
+) -> *const DevMem {
+    // SAFETY: By the caller's guarantees.
+    unsafe { devmem_create(device, None, npages, ops, private) }
+}
+
+/// # Safety
+///
+/// As [`hmm_rs_devmem_create`].
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_devmem_create_coherent(
+    device: *mut CDevice,
+    start: bindings::phys_addr_t,
+    npages: kernel::ffi::c_ulong,
+    ops: *const CDevMemOps,
+    private: *mut core::ffi::c_void,
+) -> *const DevMem {
+    if start == 0 {
+        return EINVAL.to_ptr();
+    }
+    // SAFETY: By the caller's guarantees.
+    unsafe { devmem_create(device, Some(start), npages, ops, private) }
+}
+
+/// Device memory of `device`: device-private, or device-coherent at
+/// physical address `coherent`.
+///
+/// # Safety
+///
+/// As [`hmm_rs_devmem_create`].
+unsafe fn devmem_create(
+    device: *mut CDevice,
+    coherent: Option<u64>,
     npages: kernel::ffi::c_ulong,
     ops: *const CDevMemOps,
     private: *mut core::ffi::c_void,
@@ -636,7 +677,6 @@ unsafe extern "C" fn hmm_rs_rust_devmem_create(
         Ok(ops) => ops,
         Err(_) => return ENOMEM.to_ptr(),
     };
-    let coherent = (phys != 0).then_some(phys);
     match DevMem::new(Owner::of(device), npages, coherent, ops) {
         Ok(mem) => Arc::into_raw(mem),
         Err(e) => e.to_ptr(),
@@ -645,10 +685,10 @@ unsafe extern "C" fn hmm_rs_rust_devmem_create(
 
 /// # Safety
 ///
-/// `mem` came from `hmm_rs_rust_devmem_create` and is destroyed once.
+/// `mem` came from `hmm_rs_devmem_create` and is destroyed once.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_devmem_destroy(mem: *const DevMem) {
-    // SAFETY: From `Arc::into_raw` in `hmm_rs_rust_devmem_create`.
+unsafe extern "C" fn hmm_rs_devmem_destroy(mem: *const DevMem) {
+    // SAFETY: From `Arc::into_raw` in `hmm_rs_devmem_create`.
     drop(unsafe { Arc::from_raw(mem) });
 }
 
@@ -656,7 +696,7 @@ unsafe extern "C" fn hmm_rs_rust_devmem_destroy(mem: *const DevMem) {
 ///
 /// `mem` is live.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_devmem_evict(mem: *const DevMem) -> core::ffi::c_long {
+unsafe extern "C" fn hmm_rs_devmem_evict(mem: *const DevMem) -> core::ffi::c_long {
     // SAFETY: Live, by the caller's guarantee.
     count_or_errno(unsafe { &*mem }.evict())
 }
@@ -665,10 +705,7 @@ unsafe extern "C" fn hmm_rs_rust_devmem_evict(mem: *const DevMem) -> core::ffi::
 ///
 /// `mem` is live.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_devmem_pfn(
-    mem: *const DevMem,
-    index: kernel::ffi::c_ulong,
-) -> u64 {
+unsafe extern "C" fn hmm_rs_devmem_pfn(mem: *const DevMem, index: kernel::ffi::c_ulong) -> u64 {
     // SAFETY: Live, by the caller's guarantee.
     let mem = unsafe { &*mem };
     if index < mem.size() {
@@ -682,7 +719,7 @@ unsafe extern "C" fn hmm_rs_rust_devmem_pfn(
 ///
 /// `mem` is live.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_devmem_index(mem: *const DevMem, pfn: u64) -> core::ffi::c_long {
+unsafe extern "C" fn hmm_rs_devmem_index(mem: *const DevMem, pfn: u64) -> core::ffi::c_long {
     // SAFETY: Live, by the caller's guarantee.
     match unsafe { &*mem }.index(pfn) {
         Some(i) => i as core::ffi::c_long,
@@ -694,7 +731,7 @@ unsafe extern "C" fn hmm_rs_rust_devmem_index(mem: *const DevMem, pfn: u64) -> c
 ///
 /// `mirror` is registered; `mem` is live.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_migrate_to_device(
+unsafe extern "C" fn hmm_rs_mirror_migrate_to_device(
     mirror: *mut HmmMirror,
     mem: *const DevMem,
     start: kernel::ffi::c_ulong,
@@ -715,7 +752,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_migrate_to_device(
 ///
 /// `mirror` is registered.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_migrate_to_system(
+unsafe extern "C" fn hmm_rs_mirror_migrate_to_system(
     mirror: *mut HmmMirror,
     start: kernel::ffi::c_ulong,
     end: kernel::ffi::c_ulong,

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * hmm-rs C shim: only what Rust cannot do from outside the kernel tree
- * (inline helpers, EXPORT_SYMBOL_GPL, tracepoints). Keep it thin.
+ * (inline helpers and macros). The C API's exports are in hmm_rs_api.c,
+ * the tracepoints in hmm_rs_events.c. Keep it thin.
  */
 #include <linux/debugfs.h>
 #include <linux/delay.h>
 #include <linux/dma-mapping.h>
-#include <linux/export.h>
 #include <linux/fault-inject.h>
 #include <linux/highmem.h>
 #include <linux/hmm.h>
@@ -706,157 +706,6 @@ const u32 hmm_rs_c_snap_flags[7] = {
 	HMM_RS_SNAP_VALID, HMM_RS_SNAP_WRITE, HMM_RS_SNAP_ERROR, HMM_RS_SNAP_ZERO,
 	HMM_RS_SNAP_DEVICE, HMM_RS_SNAP_COHERENT, HMM_RS_SNAP_REMOTE,
 };
-
-/* The exported C API: see hmm_rs.h. */
-struct hmm_rs_device *hmm_rs_device_register(const struct hmm_rs_device_ops *ops)
-{
-	return hmm_rs_rust_device_register(ops);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_device_register);
-
-void hmm_rs_device_unregister(struct hmm_rs_device *device)
-{
-	hmm_rs_rust_device_unregister(device);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_device_unregister);
-
-struct hmm_rs_mirror *hmm_rs_mirror_register(struct hmm_rs_device *device,
-					     struct mm_struct *mm,
-					     void *mirror_priv)
-{
-	return hmm_rs_rust_mirror_register(device, mm, mirror_priv);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_register);
-
-struct hmm_rs_mirror *hmm_rs_mirror_register_dma(struct hmm_rs_device *device,
-						 struct mm_struct *mm,
-						 struct device *dma_dev,
-						 void *mirror_priv)
-{
-	return hmm_rs_rust_mirror_register_dma(device, mm, dma_dev, mirror_priv);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_register_dma);
-
-int hmm_rs_mirror_walk_dma(struct hmm_rs_mirror *mirror, unsigned long start,
-			   unsigned long end, hmm_rs_dma_walk_fn fn, void *arg)
-{
-	return hmm_rs_rust_mirror_walk_dma(mirror, start, end, fn, arg);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_walk_dma);
-
-int hmm_rs_mirror_unbind_dma(struct hmm_rs_mirror *mirror)
-{
-	return hmm_rs_rust_mirror_unbind_dma(mirror);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_unbind_dma);
-
-void hmm_rs_mirror_unregister(struct hmm_rs_mirror *mirror)
-{
-	hmm_rs_rust_mirror_unregister(mirror);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_unregister);
-
-int hmm_rs_mirror_fault(struct hmm_rs_mirror *mirror, enum hmm_rs_event_type type,
-			unsigned long start, unsigned long end)
-{
-	return hmm_rs_rust_mirror_fault(mirror, type, start, end);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_fault);
-
-int hmm_rs_mirror_fault_walk(struct hmm_rs_mirror *mirror, enum hmm_rs_event_type type,
-			     unsigned long start, unsigned long end, hmm_rs_walk_fn fn,
-			     void *arg)
-{
-	return hmm_rs_rust_mirror_fault_walk(mirror, type, start, end, fn, arg);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_fault_walk);
-
-int hmm_rs_mirror_walk(struct hmm_rs_mirror *mirror, unsigned long start,
-		       unsigned long end, hmm_rs_walk_fn fn, void *arg)
-{
-	return hmm_rs_rust_mirror_walk(mirror, start, end, fn, arg);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_walk);
-
-int hmm_rs_mirror_set_dirty(struct hmm_rs_mirror *mirror, unsigned long start,
-			    unsigned long end)
-{
-	return hmm_rs_rust_mirror_set_dirty(mirror, start, end);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_set_dirty);
-
-int hmm_rs_mirror_snapshot(struct hmm_rs_mirror *mirror, unsigned long start,
-			   unsigned long end, u32 *out)
-{
-	return hmm_rs_rust_mirror_snapshot(mirror, start, end, out);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_snapshot);
-
-int hmm_rs_mirror_make_exclusive(struct hmm_rs_mirror *mirror, unsigned long start,
-				 unsigned long end)
-{
-	return hmm_rs_rust_mirror_make_exclusive(mirror, start, end);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_make_exclusive);
-
-struct hmm_rs_devmem *hmm_rs_devmem_create(struct hmm_rs_device *device,
-					   unsigned long npages,
-					   const struct hmm_rs_devmem_ops *ops,
-					   void *priv)
-{
-	return hmm_rs_rust_devmem_create(device, 0, npages, ops, priv);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_devmem_create);
-
-struct hmm_rs_devmem *hmm_rs_devmem_create_coherent(struct hmm_rs_device *device,
-						    phys_addr_t start, unsigned long npages,
-						    const struct hmm_rs_devmem_ops *ops,
-						    void *priv)
-{
-	if (!start)
-		return ERR_PTR(-EINVAL);
-	return hmm_rs_rust_devmem_create(device, start, npages, ops, priv);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_devmem_create_coherent);
-
-u64 hmm_rs_devmem_pfn(struct hmm_rs_devmem *mem, unsigned long index)
-{
-	return hmm_rs_rust_devmem_pfn(mem, index);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_devmem_pfn);
-
-void hmm_rs_devmem_destroy(struct hmm_rs_devmem *mem)
-{
-	hmm_rs_rust_devmem_destroy(mem);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_devmem_destroy);
-
-long hmm_rs_devmem_evict(struct hmm_rs_devmem *mem)
-{
-	return hmm_rs_rust_devmem_evict(mem);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_devmem_evict);
-
-long hmm_rs_devmem_index(struct hmm_rs_devmem *mem, u64 pfn)
-{
-	return hmm_rs_rust_devmem_index(mem, pfn);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_devmem_index);
-
-long hmm_rs_mirror_migrate_to_device(struct hmm_rs_mirror *mirror,
-				     struct hmm_rs_devmem *mem,
-				     unsigned long start, unsigned long end)
-{
-	return hmm_rs_rust_mirror_migrate_to_device(mirror, mem, start, end);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_migrate_to_device);
-
-long hmm_rs_mirror_migrate_to_system(struct hmm_rs_mirror *mirror,
-				     unsigned long start, unsigned long end)
-{
-	return hmm_rs_rust_mirror_migrate_to_system(mirror, start, end);
-}
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_migrate_to_system);
 
 /*
  * DMA mappings of mirrored pages (hmm_mirror/dma.rs): one mapping per
