@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * hmm-rs C shim: the functions of hmm_shim.c that the Rust crate calls
- * (shim.rs declares them again for Rust), and the Rust functions they
- * call. Not for device drivers: they include hmm_rs.h.
+ * hmm-rs C shim: the functions of hmm_shim.c and hmm_shim_devmem.c that
+ * the Rust crate calls (shim.rs declares them again for Rust), and the
+ * Rust functions they call. Not for device drivers: they include hmm_rs.h.
  */
 #ifndef HMM_SHIM_H
 #define HMM_SHIM_H
@@ -32,7 +32,6 @@ void hmm_rs_mark_pfn_dirty(unsigned long pfn);
 struct page *hmm_rs_pfn_to_page(unsigned long pfn);
 bool hmm_rs_page_dirty(struct page *page);
 
-extern const unsigned long hmm_rs_pfn_valid;
 extern const unsigned long hmm_rs_pfn_write;
 extern const unsigned long hmm_rs_pfn_error;
 extern const unsigned long hmm_rs_pfn_flags;
