@@ -764,12 +764,60 @@ unsafe extern "C" fn hmm_rs_mirror_migrate_to_system(
 #[kernel::prelude::kunit_tests(hmm_rs_c_header)]
 mod tests {
     use super::*;
+    use crate::{hmm_mirror::snap, hmm_pt::PtFlags};
+    use core::mem::{align_of, offset_of, size_of};
+
+    /// hmm_rs.h as the C compiler sees it (hmm_rs_api.c).
+    mod c {
+        extern "C" {
+            pub(super) static hmm_rs_c_pt_flags: [u64; 5];
+            pub(super) static hmm_rs_c_snap_flags: [u32; 7];
+            pub(super) static hmm_rs_c_consts: [u64; 10];
+            pub(super) static hmm_rs_c_layout: [kernel::ffi::c_ulong; super::LAYOUT.len()];
+            pub(super) static hmm_rs_c_layout_len: kernel::ffi::c_ulong;
+        }
+    }
+
+    /// The size of the field of `T` that `field` projects to.
+    const fn field_size<T, F>(_field: fn(&T) -> &F) -> usize {
+        size_of::<F>()
+    }
+
+    /// For each `#[repr(C)]` copy of a struct of hmm_rs.h, in the order of
+    /// `hmm_rs_c_layout`: its size and alignment, then each field's offset
+    /// and size, in declaration order (the C struct's).
+    macro_rules! layouts {
+        ($($ty:ident { $($field:ident),* $(,)? })*) => {
+            [$(
+                (concat!(stringify!($ty), " size"), size_of::<$ty>()),
+                (concat!(stringify!($ty), " align"), align_of::<$ty>()),
+                $(
+                    (concat!(stringify!($ty), ".", stringify!($field)), offset_of!($ty, $field)),
+                    (
+                        concat!(stringify!($ty), ".", stringify!($field), " size"),
+                        field_size(|s: &$ty| &s.$field),
+                    ),
+                )*
+            )*]
+        };
+    }
+
+    const LAYOUT: [(&str, usize); 32] = layouts! {
+        CEvent { ty, start, end, keep }
+        CDeviceOps { update, release, update_end, update_finish }
+        CDevMemOps {
+            copy_to_device,
+            copy_from_device,
+            free,
+            copy_folio_to_device,
+            copy_folio_from_device,
+        }
+    };
 
     #[test]
     fn c_header_flags_match_the_table() {
-        use crate::hmm_pt::PtFlags;
-        // SAFETY: A constant array of the shim.
-        let c = unsafe { shim::hmm_rs_c_pt_flags };
+        // SAFETY: A constant array of hmm_rs_api.c.
+        let c = unsafe { c::hmm_rs_c_pt_flags };
         let rust = [
             PtFlags::VALID,
             PtFlags::WRITE,
@@ -780,9 +828,8 @@ mod tests {
         for (c, r) in c.iter().zip(rust) {
             assert_eq!(*c, r.bits());
         }
-        use crate::hmm_mirror::snap;
-        // SAFETY: A constant array of the shim.
-        let c = unsafe { shim::hmm_rs_c_snap_flags };
+        // SAFETY: A constant array of hmm_rs_api.c.
+        let c = unsafe { c::hmm_rs_c_snap_flags };
         assert_eq!(
             c,
             [
@@ -795,5 +842,38 @@ mod tests {
                 snap::REMOTE
             ]
         );
+    }
+
+    #[test]
+    fn c_header_constants_match() {
+        // SAFETY: A constant array of hmm_rs_api.c.
+        let c = unsafe { c::hmm_rs_c_consts };
+        let mut rust = [0; 10];
+        for (r, t) in rust.iter_mut().zip(HmmEventType::ALL) {
+            *r = t as u64;
+        }
+        rust[6] = C_UPDATE_PENDING as u64;
+        rust[7] = DMA_NONE;
+        rust[8] = u64::from(PtFlags::DRIVER.bits().trailing_zeros());
+        rust[9] = u64::from(u32::MAX >> snap::ORDER_SHIFT);
+        assert_eq!(c, rust);
+    }
+
+    #[test]
+    fn c_header_layouts_match() {
+        // SAFETY: A constant of hmm_rs_api.c.
+        let len = unsafe { c::hmm_rs_c_layout_len };
+        assert_eq!(len, LAYOUT.len());
+        // SAFETY: A constant array of hmm_rs_api.c, of `LAYOUT.len()`
+        // entries (checked just above).
+        let c = unsafe { &c::hmm_rs_c_layout };
+        let mut same = true;
+        for (&c, &(what, rust)) in c.iter().zip(LAYOUT.iter()) {
+            if c != rust {
+                pr_err!("hmm_rs.h and c_api.rs differ: {what}: C {c}, Rust {rust}\n");
+                same = false;
+            }
+        }
+        assert!(same);
     }
 }

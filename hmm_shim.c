@@ -324,18 +324,6 @@ unsigned int hmm_rs_user_address_bits(void)
 	return ilog2(TASK_SIZE_MAX - 1) + 1;
 }
 
-/* hmm_rs.h's entry flags, for a KUnit check against the Rust ones. */
-const u64 hmm_rs_c_pt_flags[5] = {
-	HMM_RS_PT_VALID, HMM_RS_PT_WRITE, HMM_RS_PT_DIRTY, HMM_RS_PT_DEVICE,
-	HMM_RS_PT_EXCLUSIVE,
-};
-
-/* hmm_rs.h's snapshot flags, for a KUnit check against the Rust ones. */
-const u32 hmm_rs_c_snap_flags[7] = {
-	HMM_RS_SNAP_VALID, HMM_RS_SNAP_WRITE, HMM_RS_SNAP_ERROR, HMM_RS_SNAP_ZERO,
-	HMM_RS_SNAP_DEVICE, HMM_RS_SNAP_COHERENT, HMM_RS_SNAP_REMOTE,
-};
-
 /*
  * DMA mappings of mirrored pages (hmm_mirror/dma.rs): one mapping per
  * mirror entry, 4 KiB or a whole 2 MiB folio. A device that may write gets

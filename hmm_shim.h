@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * hmm-rs C shim: the functions of hmm_shim.c and hmm_shim_devmem.c that
- * the Rust crate calls (shim.rs declares them again for Rust), and the
- * Rust functions they call. Not for device drivers: they include hmm_rs.h.
+ * the Rust crate calls (shim.rs declares them again for Rust), the Rust
+ * functions they call, and hmm_rs_api.c's tables for c_api.rs's KUnit
+ * checks. Not for device drivers: they include hmm_rs.h.
  */
 #ifndef HMM_SHIM_H
 #define HMM_SHIM_H
@@ -49,9 +50,7 @@ int hmm_rs_range_fault(struct mmu_interval_notifier *sub, unsigned long start,
 		       unsigned long end, unsigned long *pfns, unsigned int how,
 		       void *owner, unsigned long *seq);
 unsigned int hmm_rs_user_address_bits(void);
-extern const u64 hmm_rs_c_pt_flags[5];
 
-extern const u32 hmm_rs_c_snap_flags[7];
 struct folio;
 struct vm_fault;
 struct hmm_rs_pagemap;
@@ -102,5 +101,12 @@ void hmm_rs_shim_exit(void);
 int hmm_rs_dma_map(struct device *dev, unsigned long pfn, unsigned int order, bool write,
 		   u64 *dma);
 void hmm_rs_dma_unmap(struct device *dev, u64 dma, unsigned int order, bool write);
+
+/* hmm_rs.h as C sees it, for c_api.rs's KUnit checks (hmm_rs_api.c). */
+extern const u64 hmm_rs_c_pt_flags[5];
+extern const u32 hmm_rs_c_snap_flags[7];
+extern const u64 hmm_rs_c_consts[10];
+extern const unsigned long hmm_rs_c_layout[];
+extern const unsigned long hmm_rs_c_layout_len;
 
 #endif /* HMM_SHIM_H */
