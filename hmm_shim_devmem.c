@@ -139,6 +139,7 @@ void hmm_rs_devpage_init(struct hmm_rs_pagemap *pm, unsigned long pfn, unsigned 
 	if (order)
 		folio_set_large_rmappable(page_folio(page));
 }
+
 /*
  * One step of a migration between system and device-private memory: at
  * most HMM_RS_MIGRATE_MAX pages of one VMA (migrate_vma_*), or of a device
