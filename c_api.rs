@@ -7,10 +7,12 @@
 //!
 //! `hmm_rs.h` is the one source of truth: each function here has its
 //! prototype, in Rust types (`unsigned long` is `c_ulong`, an enum `u32`,
-//! a struct pointer the core's type behind it). modpost refuses an export
-//! this file does not define; the `hmm_rs_c_header` KUnit suite checks the
-//! constants and the `#[repr(C)]` layouts against what the C compiler makes
-//! of the header.
+//! a struct pointer the core's type behind it). No compiler compares the
+//! two, so the build does: modpost refuses an export this file does not
+//! define, and `scripts/check-c-api.py` (run by Kbuild) a function, walk
+//! callback or member of a copied structure whose Rust types are not the
+//! header's. The `hmm_rs_c_header` KUnit suite checks the constants and the
+//! `#[repr(C)]` layouts against what the C compiler makes of the header.
 
 use core::ptr::NonNull;
 use kernel::{
