@@ -742,12 +742,10 @@ unsafe extern "C" fn hmm_rs_mirror_migrate_to_device(
     if mem.is_null() {
         return core::ffi::c_long::from(EINVAL.to_errno());
     }
-    // SAFETY: Registered and live, by the caller's guarantee.
-    count_or_errno(unsafe { &*mirror }.migrate_to_device(
-        unsafe { &*mem },
-        start as u64,
-        end as u64,
-    ))
+    // SAFETY: Live, by the caller's guarantee (and not null, checked above).
+    let mem = unsafe { &*mem };
+    // SAFETY: Registered, by the caller's guarantee.
+    count_or_errno(unsafe { &*mirror }.migrate_to_device(mem, start as u64, end as u64))
 }
 
 /// # Safety
