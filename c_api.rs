@@ -773,7 +773,7 @@ mod tests {
             pub(super) static hmm_rs_c_pt_flags: [u64; 5];
             pub(super) static hmm_rs_c_snap_flags: [u32; 7];
             pub(super) static hmm_rs_c_consts: [u64; 10];
-            pub(super) static hmm_rs_c_layout: [kernel::ffi::c_ulong; super::LAYOUT.len()];
+            pub(super) static hmm_rs_c_layout: [[kernel::ffi::c_ulong; 2]; super::LAYOUT.len()];
             pub(super) static hmm_rs_c_layout_len: kernel::ffi::c_ulong;
         }
     }
@@ -789,20 +789,18 @@ mod tests {
     macro_rules! layouts {
         ($($ty:ident { $($field:ident),* $(,)? })*) => {
             [$(
-                (concat!(stringify!($ty), " size"), size_of::<$ty>()),
-                (concat!(stringify!($ty), " align"), align_of::<$ty>()),
-                $(
-                    (concat!(stringify!($ty), ".", stringify!($field)), offset_of!($ty, $field)),
-                    (
-                        concat!(stringify!($ty), ".", stringify!($field), " size"),
-                        field_size(|s: &$ty| &s.$field),
-                    ),
-                )*
+                (stringify!($ty), [size_of::<$ty>(), align_of::<$ty>()]),
+                $((
+                    concat!(stringify!($ty), ".", stringify!($field)),
+                    [offset_of!($ty, $field), field_size(|s: &$ty| &s.$field)],
+                ),)*
             )*]
         };
     }
 
-    const LAYOUT: [(&str, usize); 32] = layouts! {
+    /// `(what, [size, alignment])` of a struct, `(what, [offset, size])` of
+    /// a field.
+    const LAYOUT: [(&str, [usize; 2]); 16] = layouts! {
         CEvent { ty, start, end, keep }
         CDeviceOps { update, release, update_end, update_finish }
         CDevMemOps {
@@ -870,7 +868,7 @@ mod tests {
         let mut same = true;
         for (&c, &(what, rust)) in c.iter().zip(LAYOUT.iter()) {
             if c != rust {
-                pr_err!("hmm_rs.h and c_api.rs differ: {what}: C {c}, Rust {rust}\n");
+                pr_err!("hmm_rs.h and c_api.rs differ: {what}: C {c:?}, Rust {rust:?}\n");
                 same = false;
             }
         }

@@ -57,10 +57,10 @@ const u64 hmm_rs_c_consts[10] = {
  * The structures c_api.rs copies as #[repr(C)] types: for each, its size
  * and alignment, then each member's offset and size in declaration order.
  */
-#define HMM_RS_LAYOUT(type)	sizeof(type), __alignof__(type)
-#define HMM_RS_MEMBER(type, m)	offsetof(type, m), sizeof_field(type, m)
+#define HMM_RS_LAYOUT(type)	{ sizeof(type), __alignof__(type) }
+#define HMM_RS_MEMBER(type, m)	{ offsetof(type, m), sizeof_field(type, m) }
 
-const unsigned long hmm_rs_c_layout[] = {
+const unsigned long hmm_rs_c_layout[][2] = {
 	HMM_RS_LAYOUT(struct hmm_rs_event),
 	HMM_RS_MEMBER(struct hmm_rs_event, type),
 	HMM_RS_MEMBER(struct hmm_rs_event, start),

@@ -106,7 +106,7 @@ void hmm_rs_dma_unmap(struct device *dev, u64 dma, unsigned int order, bool writ
 extern const u64 hmm_rs_c_pt_flags[5];
 extern const u32 hmm_rs_c_snap_flags[7];
 extern const u64 hmm_rs_c_consts[10];
-extern const unsigned long hmm_rs_c_layout[];
+extern const unsigned long hmm_rs_c_layout[][2];
 extern const unsigned long hmm_rs_c_layout_len;
 
 #endif /* HMM_SHIM_H */
