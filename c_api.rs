@@ -1,9 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The C API: the Rust side of what `hmm_rs.h` declares for C drivers.
-//! `hmm_shim.c` exports the `hmm_rs_*` symbols and calls these
-//! `hmm_rs_rust_*` entry points, which turn C callbacks into
+//! The C API: the functions `hmm_rs.h` declares for C drivers, defined
+//! here under their C names (`#[no_mangle]`) and exported by the
+//! `EXPORT_SYMBOL_GPL` list of `hmm_rs_api.c`. They turn C callbacks into
 //! [`MirrorOps`]/[`DevMemOps`] and C pointers into the core's types.
+//!
+//! `hmm_rs.h` is the one source of truth: each function here has its
+//! prototype, in Rust types (`unsigned long` is `c_ulong`, an enum `u32`,
+//! a struct pointer the core's type behind it). No compiler compares the
+//! two, so the build does: modpost refuses an export this file does not
+//! define, and `scripts/check-c-api.py` (run by Kbuild) a function, walk
+//! callback or member of a copied structure whose Rust types are not the
+//! header's. The `hmm_rs_c_header` KUnit suite checks the constants and the
+//! `#[repr(C)]` layouts against what the C compiler makes of the header.
 
 use core::ptr::NonNull;
 use kernel::{
@@ -19,6 +28,7 @@ use kernel::{
 };
 
 use crate::{
+    error::{count_or_errno, errno},
     hmm_event::{HmmEvent, HmmEventType},
     hmm_mirror::{
         devmem::{copy_pages_from_device, copy_pages_to_device, DevMem, DevMemOps, Owner, SysPage},
@@ -157,16 +167,11 @@ impl Drop for CMirrorOps {
     }
 }
 
-/// 0, or the negative errno of `r`, for the C API.
-pub(crate) fn errno(r: Result) -> core::ffi::c_int {
-    r.map_or_else(|e| e.to_errno(), |()| 0)
-}
-
 /// # Safety
 ///
 /// `ops` must be null or valid until the device is unregistered.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_device_register(ops: *const CDeviceOps) -> *mut CDevice {
+unsafe extern "C" fn hmm_rs_device_register(ops: *const CDeviceOps) -> *mut CDevice {
     if ops.is_null() {
         return EINVAL.to_ptr();
     }
@@ -185,9 +190,9 @@ unsafe extern "C" fn hmm_rs_rust_device_register(ops: *const CDeviceOps) -> *mut
 
 /// # Safety
 ///
-/// `device` came from `hmm_rs_rust_device_register` and is unregistered once.
+/// `device` came from `hmm_rs_device_register` and is unregistered once.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_device_unregister(device: *mut CDevice) {
+unsafe extern "C" fn hmm_rs_device_unregister(device: *mut CDevice) {
     // SAFETY: A registered device, by the caller's guarantee.
     let (mirrors, devmems) = unsafe {
         (
@@ -202,7 +207,7 @@ unsafe extern "C" fn hmm_rs_rust_device_unregister(device: *mut CDevice) {
         );
         return;
     }
-    // SAFETY: From `KBox::into_raw` in `hmm_rs_rust_device_register`.
+    // SAFETY: From `KBox::into_raw` in `hmm_rs_device_register`.
     drop(unsafe { KBox::from_raw(device) });
 }
 
@@ -210,7 +215,7 @@ unsafe extern "C" fn hmm_rs_rust_device_unregister(device: *mut CDevice) {
 ///
 /// `device` is registered; `mm` has users for the duration of the call.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_register(
+unsafe extern "C" fn hmm_rs_mirror_register(
     device: *mut CDevice,
     mm: *mut bindings::mm_struct,
     private: *mut core::ffi::c_void,
@@ -221,9 +226,9 @@ unsafe extern "C" fn hmm_rs_rust_mirror_register(
 
 /// # Safety
 ///
-/// As [`hmm_rs_rust_mirror_register`]; `dma_dev` is a live `struct device`.
+/// As [`hmm_rs_mirror_register`]; `dma_dev` is a live `struct device`.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_register_dma(
+unsafe extern "C" fn hmm_rs_mirror_register_dma(
     device: *mut CDevice,
     mm: *mut bindings::mm_struct,
     dma_dev: *mut bindings::device,
@@ -241,7 +246,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_register_dma(
 
 /// # Safety
 ///
-/// As [`hmm_rs_rust_mirror_register`].
+/// As [`hmm_rs_mirror_register`].
 unsafe fn mirror_register(
     device: *mut CDevice,
     mm: *mut bindings::mm_struct,
@@ -272,10 +277,10 @@ unsafe fn mirror_register(
 
 /// # Safety
 ///
-/// `mirror` came from `hmm_rs_rust_mirror_register` and is unregistered once.
+/// `mirror` came from `hmm_rs_mirror_register` and is unregistered once.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_unregister(mirror: *mut HmmMirror) {
-    // SAFETY: From `Arc::into_raw` in `hmm_rs_rust_mirror_register`.
+unsafe extern "C" fn hmm_rs_mirror_unregister(mirror: *mut HmmMirror) {
+    // SAFETY: From `Arc::into_raw` in `hmm_rs_mirror_register`.
     drop(unsafe { Arc::from_raw(mirror) });
 }
 
@@ -283,7 +288,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_unregister(mirror: *mut HmmMirror) {
 ///
 /// `mirror` is registered.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_fault(
+unsafe extern "C" fn hmm_rs_mirror_fault(
     mirror: *mut HmmMirror,
     ty: u32,
     start: kernel::ffi::c_ulong,
@@ -300,7 +305,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_fault(
 ///
 /// `mirror` is registered; `f` is callable with `arg` without sleeping.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_fault_walk(
+unsafe extern "C" fn hmm_rs_mirror_fault_walk(
     mirror: *mut HmmMirror,
     ty: u32,
     start: kernel::ffi::c_ulong,
@@ -341,7 +346,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_fault_walk(
 ///
 /// `mirror` is registered; `out` has room for one value per page.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_snapshot(
+unsafe extern "C" fn hmm_rs_mirror_snapshot(
     mirror: *mut HmmMirror,
     start: kernel::ffi::c_ulong,
     end: kernel::ffi::c_ulong,
@@ -361,7 +366,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_snapshot(
 ///
 /// `mirror` is registered.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_make_exclusive(
+unsafe extern "C" fn hmm_rs_mirror_make_exclusive(
     mirror: *mut HmmMirror,
     start: kernel::ffi::c_ulong,
     end: kernel::ffi::c_ulong,
@@ -383,7 +388,7 @@ type CWalkFn = unsafe extern "C" fn(
 ///
 /// `mirror` is registered; `f` is callable with `arg` under RCU.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_walk(
+unsafe extern "C" fn hmm_rs_mirror_walk(
     mirror: *mut HmmMirror,
     start: kernel::ffi::c_ulong,
     end: kernel::ffi::c_ulong,
@@ -439,7 +444,7 @@ const DMA_NONE: u64 = u64::MAX;
 ///
 /// `mirror` is registered; `f` is callable with `arg` under RCU.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_walk_dma(
+unsafe extern "C" fn hmm_rs_mirror_walk_dma(
     mirror: *mut HmmMirror,
     start: kernel::ffi::c_ulong,
     end: kernel::ffi::c_ulong,
@@ -473,7 +478,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_walk_dma(
 ///
 /// `mirror` is registered.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_unbind_dma(mirror: *mut HmmMirror) -> core::ffi::c_int {
+unsafe extern "C" fn hmm_rs_mirror_unbind_dma(mirror: *mut HmmMirror) -> core::ffi::c_int {
     // SAFETY: A registered mirror, by the caller's guarantee.
     errno(unsafe { &*mirror }.unbind_dma())
 }
@@ -482,7 +487,7 @@ unsafe extern "C" fn hmm_rs_rust_mirror_unbind_dma(mirror: *mut HmmMirror) -> co
 ///
 /// `mirror` is registered.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_set_dirty(
+unsafe extern "C" fn hmm_rs_mirror_set_dirty(
     mirror: *mut HmmMirror,
     start: kernel::ffi::c_ulong,
     end: kernel::ffi::c_ulong,
@@ -611,9 +616,43 @@ impl Drop for CDevMem {
 /// `device` is registered; `ops` is null or valid until the memory is
 /// destroyed.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_devmem_create(
+unsafe extern "C" fn hmm_rs_devmem_create(
     device: *mut CDevice,
-    phys: u64,
+    npages: kernel::ffi::c_ulong,
+    ops: *const CDevMemOps,
+    private: *mut core::ffi::c_void,
+) -> *const DevMem {
+    // SAFETY: By the caller's guarantees.
+    unsafe { devmem_create(device, None, npages, ops, private) }
+}
+
+/// # Safety
+///
+/// As [`hmm_rs_devmem_create`].
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_devmem_create_coherent(
+    device: *mut CDevice,
+    start: bindings::phys_addr_t,
+    npages: kernel::ffi::c_ulong,
+    ops: *const CDevMemOps,
+    private: *mut core::ffi::c_void,
+) -> *const DevMem {
+    if start == 0 {
+        return EINVAL.to_ptr();
+    }
+    // SAFETY: By the caller's guarantees.
+    unsafe { devmem_create(device, Some(start), npages, ops, private) }
+}
+
+/// Device memory of `device`: device-private, or device-coherent at
+/// physical address `coherent`.
+///
+/// # Safety
+///
+/// As [`hmm_rs_devmem_create`].
+unsafe fn devmem_create(
+    device: *mut CDevice,
+    coherent: Option<u64>,
     npages: kernel::ffi::c_ulong,
     ops: *const CDevMemOps,
     private: *mut core::ffi::c_void,
@@ -640,7 +679,6 @@ unsafe extern "C" fn hmm_rs_rust_devmem_create(
         Ok(ops) => ops,
         Err(_) => return ENOMEM.to_ptr(),
     };
-    let coherent = (phys != 0).then_some(phys);
     match DevMem::new(Owner::of(device), npages, coherent, ops) {
         Ok(mem) => Arc::into_raw(mem),
         Err(e) => e.to_ptr(),
@@ -649,10 +687,10 @@ unsafe extern "C" fn hmm_rs_rust_devmem_create(
 
 /// # Safety
 ///
-/// `mem` came from `hmm_rs_rust_devmem_create` and is destroyed once.
+/// `mem` came from `hmm_rs_devmem_create` and is destroyed once.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_devmem_destroy(mem: *const DevMem) {
-    // SAFETY: From `Arc::into_raw` in `hmm_rs_rust_devmem_create`.
+unsafe extern "C" fn hmm_rs_devmem_destroy(mem: *const DevMem) {
+    // SAFETY: From `Arc::into_raw` in `hmm_rs_devmem_create`.
     drop(unsafe { Arc::from_raw(mem) });
 }
 
@@ -660,7 +698,7 @@ unsafe extern "C" fn hmm_rs_rust_devmem_destroy(mem: *const DevMem) {
 ///
 /// `mem` is live.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_devmem_evict(mem: *const DevMem) -> core::ffi::c_long {
+unsafe extern "C" fn hmm_rs_devmem_evict(mem: *const DevMem) -> core::ffi::c_long {
     // SAFETY: Live, by the caller's guarantee.
     count_or_errno(unsafe { &*mem }.evict())
 }
@@ -669,10 +707,7 @@ unsafe extern "C" fn hmm_rs_rust_devmem_evict(mem: *const DevMem) -> core::ffi::
 ///
 /// `mem` is live.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_devmem_pfn(
-    mem: *const DevMem,
-    index: kernel::ffi::c_ulong,
-) -> u64 {
+unsafe extern "C" fn hmm_rs_devmem_pfn(mem: *const DevMem, index: kernel::ffi::c_ulong) -> u64 {
     // SAFETY: Live, by the caller's guarantee.
     let mem = unsafe { &*mem };
     if index < mem.size() {
@@ -686,7 +721,7 @@ unsafe extern "C" fn hmm_rs_rust_devmem_pfn(
 ///
 /// `mem` is live.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_devmem_index(mem: *const DevMem, pfn: u64) -> core::ffi::c_long {
+unsafe extern "C" fn hmm_rs_devmem_index(mem: *const DevMem, pfn: u64) -> core::ffi::c_long {
     // SAFETY: Live, by the caller's guarantee.
     match unsafe { &*mem }.index(pfn) {
         Some(i) => i as core::ffi::c_long,
@@ -698,7 +733,7 @@ unsafe extern "C" fn hmm_rs_rust_devmem_index(mem: *const DevMem, pfn: u64) -> c
 ///
 /// `mirror` is registered; `mem` is live.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_migrate_to_device(
+unsafe extern "C" fn hmm_rs_mirror_migrate_to_device(
     mirror: *mut HmmMirror,
     mem: *const DevMem,
     start: kernel::ffi::c_ulong,
@@ -707,19 +742,17 @@ unsafe extern "C" fn hmm_rs_rust_mirror_migrate_to_device(
     if mem.is_null() {
         return core::ffi::c_long::from(EINVAL.to_errno());
     }
-    // SAFETY: Registered and live, by the caller's guarantee.
-    count_or_errno(unsafe { &*mirror }.migrate_to_device(
-        unsafe { &*mem },
-        start as u64,
-        end as u64,
-    ))
+    // SAFETY: Live, by the caller's guarantee (and not null, checked above).
+    let mem = unsafe { &*mem };
+    // SAFETY: Registered, by the caller's guarantee.
+    count_or_errno(unsafe { &*mirror }.migrate_to_device(mem, start as u64, end as u64))
 }
 
 /// # Safety
 ///
 /// `mirror` is registered.
 #[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_mirror_migrate_to_system(
+unsafe extern "C" fn hmm_rs_mirror_migrate_to_system(
     mirror: *mut HmmMirror,
     start: kernel::ffi::c_ulong,
     end: kernel::ffi::c_ulong,
@@ -728,23 +761,61 @@ unsafe extern "C" fn hmm_rs_rust_mirror_migrate_to_system(
     count_or_errno(unsafe { &*mirror }.migrate_to_system(start as u64, end as u64))
 }
 
-/// A count, or the negative errno, for the C API.
-pub(crate) fn count_or_errno(r: Result<usize>) -> core::ffi::c_long {
-    r.map_or_else(
-        |e| core::ffi::c_long::from(e.to_errno()),
-        |n| n as core::ffi::c_long,
-    )
-}
-
 #[kernel::prelude::kunit_tests(hmm_rs_c_header)]
 mod tests {
     use super::*;
+    use crate::{hmm_mirror::snap, hmm_pt::PtFlags};
+    use core::mem::{align_of, offset_of, size_of};
+
+    /// hmm_rs.h as the C compiler sees it (hmm_rs_api.c).
+    mod c {
+        extern "C" {
+            pub(super) static hmm_rs_c_pt_flags: [u64; 5];
+            pub(super) static hmm_rs_c_snap_flags: [u32; 7];
+            pub(super) static hmm_rs_c_consts: [u64; 10];
+            pub(super) static hmm_rs_c_layout: [[kernel::ffi::c_ulong; 2]; super::LAYOUT.len()];
+            pub(super) static hmm_rs_c_layout_len: kernel::ffi::c_ulong;
+        }
+    }
+
+    /// The size of the field of `T` that `field` projects to.
+    const fn field_size<T, F>(_field: fn(&T) -> &F) -> usize {
+        size_of::<F>()
+    }
+
+    /// For each `#[repr(C)]` copy of a struct of hmm_rs.h, in the order of
+    /// `hmm_rs_c_layout`: its size and alignment, then each field's offset
+    /// and size, in declaration order (the C struct's).
+    macro_rules! layouts {
+        ($($ty:ident { $($field:ident),* $(,)? })*) => {
+            [$(
+                (stringify!($ty), [size_of::<$ty>(), align_of::<$ty>()]),
+                $((
+                    concat!(stringify!($ty), ".", stringify!($field)),
+                    [offset_of!($ty, $field), field_size(|s: &$ty| &s.$field)],
+                ),)*
+            )*]
+        };
+    }
+
+    /// `(what, [size, alignment])` of a struct, `(what, [offset, size])` of
+    /// a field.
+    const LAYOUT: [(&str, [usize; 2]); 16] = layouts! {
+        CEvent { ty, start, end, keep }
+        CDeviceOps { update, release, update_end, update_finish }
+        CDevMemOps {
+            copy_to_device,
+            copy_from_device,
+            free,
+            copy_folio_to_device,
+            copy_folio_from_device,
+        }
+    };
 
     #[test]
     fn c_header_flags_match_the_table() {
-        use crate::hmm_pt::PtFlags;
-        // SAFETY: A constant array of the shim.
-        let c = unsafe { shim::hmm_rs_c_pt_flags };
+        // SAFETY: A constant array of hmm_rs_api.c.
+        let c = unsafe { c::hmm_rs_c_pt_flags };
         let rust = [
             PtFlags::VALID,
             PtFlags::WRITE,
@@ -755,9 +826,8 @@ mod tests {
         for (c, r) in c.iter().zip(rust) {
             assert_eq!(*c, r.bits());
         }
-        use crate::hmm_mirror::snap;
-        // SAFETY: A constant array of the shim.
-        let c = unsafe { shim::hmm_rs_c_snap_flags };
+        // SAFETY: A constant array of hmm_rs_api.c.
+        let c = unsafe { c::hmm_rs_c_snap_flags };
         assert_eq!(
             c,
             [
@@ -770,5 +840,38 @@ mod tests {
                 snap::REMOTE
             ]
         );
+    }
+
+    #[test]
+    fn c_header_constants_match() {
+        // SAFETY: A constant array of hmm_rs_api.c.
+        let c = unsafe { c::hmm_rs_c_consts };
+        let mut rust = [0; 10];
+        for (r, t) in rust.iter_mut().zip(HmmEventType::ALL) {
+            *r = t as u64;
+        }
+        rust[6] = C_UPDATE_PENDING as u64;
+        rust[7] = DMA_NONE;
+        rust[8] = u64::from(PtFlags::DRIVER.bits().trailing_zeros());
+        rust[9] = u64::from(u32::MAX >> snap::ORDER_SHIFT);
+        assert_eq!(c, rust);
+    }
+
+    #[test]
+    fn c_header_layouts_match() {
+        // SAFETY: A constant of hmm_rs_api.c.
+        let len = unsafe { c::hmm_rs_c_layout_len };
+        assert_eq!(len, LAYOUT.len());
+        // SAFETY: A constant array of hmm_rs_api.c, of `LAYOUT.len()`
+        // entries (checked just above).
+        let c = unsafe { &c::hmm_rs_c_layout };
+        let mut same = true;
+        for (&c, &(what, rust)) in c.iter().zip(LAYOUT.iter()) {
+            if c != rust {
+                pr_err!("hmm_rs.h and c_api.rs differ: {what}: C {c:?}, Rust {rust:?}\n");
+                same = false;
+            }
+        }
+        assert!(same);
     }
 }

@@ -24,6 +24,7 @@ mod hmm_pt;
 // Its edges: C drivers, observability, the C shim's declarations.
 mod c_api;
 mod debugfs;
+mod error;
 mod shim;
 mod stats;
 mod trace;

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * hmm-rs C shim: functions of hmm_shim.c that the Rust crate calls (its
- * shim module in hmm_core.rs declares them again). Not for device drivers.
+ * hmm-rs C shim: the functions of hmm_shim.c and hmm_shim_devmem.c that
+ * the Rust crate calls (shim.rs declares them again for Rust), the Rust
+ * functions they call, and hmm_rs_api.c's tables for c_api.rs's KUnit
+ * checks. Not for device drivers: they include hmm_rs.h.
  */
 #ifndef HMM_SHIM_H
 #define HMM_SHIM_H
@@ -31,7 +33,6 @@ void hmm_rs_mark_pfn_dirty(unsigned long pfn);
 struct page *hmm_rs_pfn_to_page(unsigned long pfn);
 bool hmm_rs_page_dirty(struct page *page);
 
-extern const unsigned long hmm_rs_pfn_valid;
 extern const unsigned long hmm_rs_pfn_write;
 extern const unsigned long hmm_rs_pfn_error;
 extern const unsigned long hmm_rs_pfn_flags;
@@ -49,49 +50,7 @@ int hmm_rs_range_fault(struct mmu_interval_notifier *sub, unsigned long start,
 		       unsigned long end, unsigned long *pfns, unsigned int how,
 		       void *owner, unsigned long *seq);
 unsigned int hmm_rs_user_address_bits(void);
-extern const u64 hmm_rs_c_pt_flags[5];
 
-/* The C API (hmm_rs.h), implemented in Rust (hmm_core.rs). */
-struct hmm_rs_device *hmm_rs_rust_device_register(const struct hmm_rs_device_ops *ops);
-void hmm_rs_rust_device_unregister(struct hmm_rs_device *device);
-struct hmm_rs_mirror *hmm_rs_rust_mirror_register(struct hmm_rs_device *device,
-						  struct mm_struct *mm,
-						  void *mirror_priv);
-struct hmm_rs_mirror *hmm_rs_rust_mirror_register_dma(struct hmm_rs_device *device,
-						      struct mm_struct *mm,
-						      struct device *dma_dev,
-						      void *mirror_priv);
-int hmm_rs_rust_mirror_walk_dma(struct hmm_rs_mirror *mirror, unsigned long start,
-				unsigned long end, hmm_rs_dma_walk_fn fn, void *arg);
-int hmm_rs_rust_mirror_unbind_dma(struct hmm_rs_mirror *mirror);
-void hmm_rs_rust_mirror_unregister(struct hmm_rs_mirror *mirror);
-int hmm_rs_rust_mirror_fault(struct hmm_rs_mirror *mirror, enum hmm_rs_event_type type,
-			     unsigned long start, unsigned long end);
-int hmm_rs_rust_mirror_fault_walk(struct hmm_rs_mirror *mirror, enum hmm_rs_event_type type,
-				  unsigned long start, unsigned long end, hmm_rs_walk_fn fn,
-				  void *arg);
-int hmm_rs_rust_mirror_walk(struct hmm_rs_mirror *mirror, unsigned long start,
-			    unsigned long end, hmm_rs_walk_fn fn, void *arg);
-int hmm_rs_rust_mirror_set_dirty(struct hmm_rs_mirror *mirror, unsigned long start,
-				 unsigned long end);
-int hmm_rs_rust_mirror_snapshot(struct hmm_rs_mirror *mirror, unsigned long start,
-				unsigned long end, u32 *out);
-extern const u32 hmm_rs_c_snap_flags[7];
-struct hmm_rs_devmem *hmm_rs_rust_devmem_create(struct hmm_rs_device *device, u64 phys,
-						unsigned long npages,
-						const struct hmm_rs_devmem_ops *ops,
-						void *priv);
-void hmm_rs_rust_devmem_destroy(struct hmm_rs_devmem *mem);
-long hmm_rs_rust_devmem_evict(struct hmm_rs_devmem *mem);
-long hmm_rs_rust_devmem_index(struct hmm_rs_devmem *mem, u64 pfn);
-u64 hmm_rs_rust_devmem_pfn(struct hmm_rs_devmem *mem, unsigned long index);
-long hmm_rs_rust_mirror_migrate_to_device(struct hmm_rs_mirror *mirror,
-					  struct hmm_rs_devmem *mem,
-					  unsigned long start, unsigned long end);
-long hmm_rs_rust_mirror_migrate_to_system(struct hmm_rs_mirror *mirror,
-					  unsigned long start, unsigned long end);
-int hmm_rs_rust_mirror_make_exclusive(struct hmm_rs_mirror *mirror, unsigned long start,
-				      unsigned long end);
 struct folio;
 struct vm_fault;
 struct hmm_rs_pagemap;
@@ -142,5 +101,12 @@ void hmm_rs_shim_exit(void);
 int hmm_rs_dma_map(struct device *dev, unsigned long pfn, unsigned int order, bool write,
 		   u64 *dma);
 void hmm_rs_dma_unmap(struct device *dev, u64 dma, unsigned int order, bool write);
+
+/* hmm_rs.h as C sees it, for c_api.rs's KUnit checks (hmm_rs_api.c). */
+extern const u64 hmm_rs_c_pt_flags[5];
+extern const u32 hmm_rs_c_snap_flags[7];
+extern const u64 hmm_rs_c_consts[10];
+extern const unsigned long hmm_rs_c_layout[][2];
+extern const unsigned long hmm_rs_c_layout_len;
 
 #endif /* HMM_SHIM_H */

@@ -105,9 +105,6 @@ extern "C" {
     ) -> core::ffi::c_int;
     /// Address bits of user space: 47, or 56 with 5-level paging.
     pub(crate) fn hmm_rs_user_address_bits() -> kernel::ffi::c_uint;
-    /// `HMM_RS_PT_VALID`, `_WRITE`, `_DIRTY`, `_DEVICE`, `_EXCLUSIVE` of hmm_rs.h.
-    #[cfg(CONFIG_KUNIT)]
-    pub(crate) static hmm_rs_c_pt_flags: [u64; 5];
     /// Holds the notifier's mm and its `mmap_lock` for reading.
     pub(crate) fn hmm_rs_mm_lock(sub: *mut bindings::mmu_interval_notifier) -> core::ffi::c_int;
     /// Undoes `hmm_rs_mm_lock`.
@@ -198,10 +195,6 @@ extern "C" {
     pub(crate) fn hmm_rs_migrate_drop_page(pfn: kernel::ffi::c_ulong);
     /// The [`crate::hmm_mirror::devmem::DevMem`] of a device-private page.
     pub(crate) fn hmm_rs_pfn_devmem(pfn: kernel::ffi::c_ulong) -> *const core::ffi::c_void;
-    /// `HMM_RS_SNAP_VALID`, `_WRITE`, `_ERROR`, `_ZERO`, `_DEVICE`,
-    /// `_COHERENT`, `_REMOTE` of hmm_rs.h.
-    #[cfg(CONFIG_KUNIT)]
-    pub(crate) static hmm_rs_c_snap_flags: [u32; 7];
     /// Creates the DMA fault-injection knobs (module init).
     pub(crate) fn hmm_rs_shim_init();
     /// Removes them (module exit).

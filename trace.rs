@@ -83,12 +83,12 @@ hmm_rs_tracepoints! {
 
 /// A result as the events record it: 0 or -errno (the C API's form).
 fn errno(r: &Result) -> i32 {
-    crate::c_api::errno(*r)
+    crate::error::errno(*r)
 }
 
 /// A count or -errno.
 fn count_or_errno(r: &Result<usize>) -> isize {
-    crate::c_api::count_or_errno(*r) as isize
+    crate::error::count_or_errno(*r) as isize
 }
 
 /// The core's notifier turned a CPU page-table change (notifier `code`)

@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Checks the Rust definitions of the C API against hmm_rs.h.
+
+The functions hmm_rs.h declares are defined in Rust (c_api.rs, #[no_mangle])
+and exported by hmm_rs_api.c; nothing else compares the Rust signatures with
+the C prototypes (the C compiler never sees the Rust ones, the linker and
+modpost match names only). This script does: every function exported by
+hmm_rs_api.c must be declared in hmm_rs.h and defined in c_api.rs with the
+same number of parameters, each of the Rust type that stands for the C one
+(TYPES below); the same for the walk callbacks' typedefs and their Rust
+aliases, and for the members of the structures c_api.rs copies (the
+callbacks' signatures included). The layouts the C compiler gives the
+structures are checked at run time, by the hmm_rs_c_header KUnit suite.
+
+    check-c-api.py HMM_RS_H C_API_RS HMM_RS_API_C
+
+Exits 1 and names each difference if they do not match.
+"""
+import re
+import sys
+
+# C type (whitespace-normalised) -> the Rust types that stand for it, with
+# the kernel::ffi::, core::ffi:: and bindings:: prefixes removed.
+TYPES = {
+    "void": [""],
+    "int": ["c_int"],
+    "long": ["c_long"],
+    "unsigned int": ["c_uint"],
+    "unsigned long": ["c_ulong"],
+    "bool": ["bool"],
+    "u32": ["u32"],
+    "u64": ["u64"],
+    "phys_addr_t": ["phys_addr_t"],
+    "enum hmm_rs_event_type": ["u32"],
+    "void *": ["*mut c_void"],
+    "u32 *": ["*mut u32"],
+    "hmm_rs_walk_fn": ["Option<CWalkFn>"],
+    "hmm_rs_dma_walk_fn": ["Option<CDmaWalkFn>"],
+}
+# struct X * -> the Rust type behind it.
+STRUCTS = {
+    "hmm_rs_device": "CDevice",
+    "hmm_rs_device_ops": "CDeviceOps",
+    "hmm_rs_mirror": "HmmMirror",
+    "hmm_rs_devmem": "DevMem",
+    "hmm_rs_devmem_ops": "CDevMemOps",
+    "mm_struct": "mm_struct",
+    "device": "device",
+    "page": "page",
+    "hmm_rs_event": "CEvent",
+}
+# C callback typedef -> its Rust alias in c_api.rs.
+TYPEDEFS = {"hmm_rs_walk_fn": "CWalkFn", "hmm_rs_dma_walk_fn": "CDmaWalkFn"}
+# C struct -> its #[repr(C)] copy in c_api.rs; C member names Rust spells
+# otherwise.
+COPIES = {
+    "hmm_rs_event": "CEvent",
+    "hmm_rs_device_ops": "CDeviceOps",
+    "hmm_rs_devmem_ops": "CDevMemOps",
+}
+MEMBERS = {"type": "ty"}
+
+
+def rust_types(c):
+    """The Rust types that may stand for C type @c."""
+    c = " ".join(c.replace("*", " * ").split()).replace(" *", "*").replace("*", " *")
+    if c in TYPES:
+        return TYPES[c]
+    m = re.fullmatch(r"(const )?struct (\w+) \*", c)
+    if m and m.group(2) in STRUCTS:
+        t = STRUCTS[m.group(2)]
+        # A const pointer must stay const; an opaque handle may be either.
+        return [f"*const {t}"] if m.group(1) else [f"*mut {t}", f"*const {t}"]
+    return []
+
+
+def split_params(s):
+    """Splits a parameter list at the commas outside brackets."""
+    out, depth, cur = [], 0, ""
+    for i, ch in enumerate(s):
+        if ch in "(<[":
+            depth += 1
+        elif ch in ")]" or (ch == ">" and s[i - 1 : i] != "-"):
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur)
+    return [p.strip() for p in out]
+
+
+def c_param_type(p):
+    """The type of C parameter @p (its name removed)."""
+    p = " ".join(p.split())
+    if p == "void":
+        return None
+    m = re.fullmatch(r"(.*?[\s*])(\w+)", p)
+    return m.group(1).strip() if m else p
+
+
+def norm_rust(t):
+    t = re.sub(r"\b(kernel::ffi|core::ffi|bindings)::", "", t)
+    return " ".join(t.replace("*", " *").split()).replace("* ", "*")
+
+
+def parse_c(header):
+    text = re.sub(r"/\*.*?\*/", " ", header, flags=re.S)
+    text = re.sub(r"^\s*#.*$", " ", text, flags=re.M)
+    text = " ".join(text.split())
+    protos = {}
+    for m in re.finditer(r"([\w\s*]+?)\b(hmm_rs_\w+)\s*\(([^()]*)\)\s*;", text):
+        ret = m.group(1).strip()
+        ret = ret.split(";")[-1].split("}")[-1].strip()
+        params = [c_param_type(p) for p in split_params(m.group(3))]
+        protos[m.group(2)] = (ret, [p for p in params if p is not None])
+    typedefs = {}
+    for m in re.finditer(r"typedef ([\w\s*]+?)\s*\(\s*\*\s*(\w+)\s*\)\s*\(([^()]*)\)\s*;", text):
+        params = [c_param_type(p) for p in split_params(m.group(3))]
+        typedefs[m.group(2)] = (m.group(1).strip(), [p for p in params if p is not None])
+    structs = {}
+    for m in re.finditer(r"struct (\w+) \{(.*?)\};", text):
+        members = {}
+        for decl in filter(None, (d.strip() for d in m.group(2).split(";"))):
+            f = re.fullmatch(r"([\w\s*]+?)\s*\(\s*\*\s*(\w+)\s*\)\s*\((.*)\)", decl)
+            if f:
+                params = [c_param_type(p) for p in split_params(f.group(3))]
+                members[f.group(2)] = ("fn", f.group(1).strip(), [p for p in params if p])
+            else:
+                members[decl.split()[-1]] = ("data", c_param_type(decl))
+        structs[m.group(1)] = members
+    return protos, typedefs, structs
+
+
+def parse_rust(src):
+    text = re.sub(r"//.*$", "", src, flags=re.M)
+    fns = {}
+    pat = r'#\[no_mangle\]\s*(?:pub(?:\([\w:]+\))?\s+)?unsafe extern "C" fn (\w+)\s*\((.*?)\)\s*(?:->\s*([^{]+?))?\s*\{'
+    for m in re.finditer(pat, text, flags=re.S):
+        params = [norm_rust(p.split(":", 1)[1]) for p in split_params(m.group(2))]
+        fns[m.group(1)] = (norm_rust(m.group(3) or ""), params)
+    aliases = {}
+    pat = r'type (\w+)\s*=\s*unsafe extern "C" fn\s*\((.*?)\)\s*(?:->\s*([^;]+?))?\s*;'
+    for m in re.finditer(pat, text, flags=re.S):
+        params = [norm_rust(p) for p in split_params(m.group(2))]
+        aliases[m.group(1)] = (norm_rust(m.group(3) or ""), params)
+    structs = {}
+    for m in re.finditer(r"struct (\w+) \{(.*?)\n\}", text, flags=re.S):
+        members = {}
+        for field in split_params(m.group(2)):
+            name, ty = (x.strip() for x in field.split(":", 1))
+            f = re.fullmatch(r'Option<\s*unsafe extern "C" fn\s*\((.*)\)\s*(?:->\s*(.+?))?\s*,?\s*>', ty, re.S)
+            a = re.fullmatch(r"Option<\s*(\w+)\s*>", ty)
+            if f:
+                params = [norm_rust(p) for p in split_params(f.group(1))]
+                members[name] = ("fn", norm_rust(f.group(2) or ""), params)
+            elif a and a.group(1) in aliases:
+                members[name] = ("fn",) + aliases[a.group(1)]
+            else:
+                members[name] = ("data", norm_rust(ty))
+        structs[m.group(1)] = members
+    return fns, aliases, structs
+
+
+def compare(what, c, rust, errors):
+    (c_ret, c_params), (r_ret, r_params) = c, rust
+    if r_ret not in rust_types(c_ret):
+        errors.append(f"{what}: returns {c_ret} in C, {r_ret or '()'} in Rust")
+    if len(c_params) != len(r_params):
+        errors.append(f"{what}: {len(c_params)} parameters in C, {len(r_params)} in Rust")
+        return
+    for i, (cp, rp) in enumerate(zip(c_params, r_params)):
+        allowed = rust_types(cp)
+        if not allowed:
+            errors.append(f"{what}: parameter {i + 1}: no Rust type known for C {cp}")
+        elif rp not in allowed:
+            errors.append(f"{what}: parameter {i + 1}: {cp} in C, {rp} in Rust")
+
+
+def main():
+    if len(sys.argv) != 4:
+        sys.exit(__doc__.split("\n\n")[2])
+    header, rust, api = (open(f, encoding="utf-8").read() for f in sys.argv[1:])
+    protos, typedefs, c_structs = parse_c(header)
+    fns, aliases, r_structs = parse_rust(rust)
+    exports = re.findall(r"^EXPORT_SYMBOL_GPL\((\w+)\);", api, flags=re.M)
+    errors = []
+    for name in exports:
+        if name not in protos:
+            errors.append(f"{name}: exported, but not declared in hmm_rs.h")
+        elif name not in fns:
+            errors.append(f"{name}: exported, but not defined in c_api.rs")
+        else:
+            compare(name, protos[name], fns[name], errors)
+    for name in protos:
+        if name not in exports:
+            errors.append(f"{name}: declared in hmm_rs.h, but not exported")
+    for c_name, r_name in TYPEDEFS.items():
+        if c_name not in typedefs or r_name not in aliases:
+            errors.append(f"{c_name}: missing in hmm_rs.h, or {r_name} in c_api.rs")
+        else:
+            compare(f"{c_name} ({r_name})", typedefs[c_name], aliases[r_name], errors)
+    for c_name, r_name in COPIES.items():
+        c_members, r_members = c_structs.get(c_name), r_structs.get(r_name)
+        if c_members is None or r_members is None:
+            errors.append(f"struct {c_name}: missing in hmm_rs.h, or {r_name} in c_api.rs")
+            continue
+        r_names = list(r_members)
+        c_names = [MEMBERS.get(n, n) for n in c_members]
+        if c_names != r_names:
+            errors.append(f"struct {c_name}: members {c_names} in C, {r_names} in Rust")
+            continue
+        for (n, c), r in zip(c_members.items(), r_members.values()):
+            what = f"struct {c_name}.{n}"
+            if c[0] != r[0]:
+                errors.append(f"{what}: a function pointer on one side only")
+            elif c[0] == "fn":
+                compare(what, c[1:], r[1:], errors)
+            elif r[1] not in rust_types(c[1]):
+                errors.append(f"{what}: {c[1]} in C, {r[1]} in Rust")
+    for e in errors:
+        print(f"check-c-api: {e}", file=sys.stderr)
+    sys.exit(1 if errors else 0)
+
+
+if __name__ == "__main__":
+    main()
