@@ -87,6 +87,29 @@ const fn level_shift(level: u32) -> u32 {
     PAGE_SHIFT + DIR_SHIFT * level
 }
 
+/// The end of the 2 MiB chunk of `[addr, end)` that starts at `addr`.
+pub(crate) const fn huge_chunk_end(addr: u64, end: u64) -> u64 {
+    let next = (addr | (HUGE_SIZE - 1)) + 1;
+    if next < end {
+        next
+    } else {
+        end
+    }
+}
+
+/// `[start, end)` cut at 2 MiB boundaries, as `(chunk start, chunk end)`:
+/// walks go a chunk at a time so that a huge page is seen whole.
+pub(crate) fn huge_chunks(start: u64, end: u64) -> impl Iterator<Item = (u64, u64)> {
+    let mut addr = start;
+    core::iter::from_fn(move || {
+        (addr < end).then(|| {
+            let chunk = (addr, huge_chunk_end(addr, end));
+            addr = chunk.1;
+            chunk
+        })
+    })
+}
+
 /// How many address bits a table translates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PtLevels {
@@ -593,9 +616,7 @@ impl<A: DirAlloc> PtGuard<'_, A> {
         }
         // What a device fault commits, page by page: kept tight, the new
         // leaves counted once per directory.
-        let mut addr = start;
-        while addr < end {
-            let chunk_end = end.min((addr | (HUGE_SIZE - 1)) + 1);
+        for (addr, chunk_end) in huge_chunks(start, end) {
             let dir = self.descend(res, addr, 0)?;
             let base = addr & !(HUGE_SIZE - 1);
             let first = ((addr - base) >> PAGE_SHIFT) as usize;
@@ -613,7 +634,6 @@ impl<A: DirAlloc> PtGuard<'_, A> {
                 }
             }
             self.account_new(appeared, appeared);
-            addr = chunk_end;
         }
         Ok(())
     }

@@ -495,12 +495,13 @@ impl DevMem {
     /// of the memory.
     pub(crate) fn evict(&self) -> Result<usize> {
         let in_use = self.in_use.count();
-        let r = self.evict_in_use(in_use);
+        let r = self.evict_untraced(in_use);
         trace::devmem_evict(self.id, self.npages, in_use, &r);
         r
     }
 
-    fn evict_in_use(&self, in_use: usize) -> Result<usize> {
+    /// [`Self::evict`] without its trace.
+    fn evict_untraced(&self, in_use: usize) -> Result<usize> {
         if in_use == 0 {
             return Ok(0);
         }

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     hmm_event::HmmEventType,
-    hmm_pt::{PtEntry, PtFlags, Reserve, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE},
+    hmm_pt::{huge_chunks, PtEntry, PtFlags, Reserve, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE},
     stats, trace,
 };
 
@@ -115,12 +115,13 @@ impl HmmMirror {
     ) -> Result {
         trace::fault_begin(self.id, ty, start, end);
         let mut counts = FaultCounts::default();
-        let r = self.fault_counted(ty, start, end, then, &mut counts);
+        let r = self.fault_untraced(ty, start, end, then, &mut counts);
         trace::fault_end(self.id, ty, start, end, &r, counts.retries, counts.huge);
         r
     }
 
-    fn fault_counted(
+    /// [`Self::fault_then`] without its trace.
+    fn fault_untraced(
         &self,
         ty: HmmEventType,
         start: u64,
@@ -149,11 +150,8 @@ impl HmmMirror {
             )?,
         };
         let watch = FaultWatch::new(self, start, end)?;
-        let mut chunk = start;
-        while chunk < end {
-            let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
+        for (chunk, chunk_end) in huge_chunks(start, end) {
             self.fault_chunk(&watch, chunk, chunk_end, write, &mut bufs, then, counts)?;
-            chunk = chunk_end;
         }
         self.hmm.count(ty);
         self.faults.add(1, Relaxed);
@@ -371,14 +369,13 @@ impl HmmMirror {
         let mut hmm_pfns =
             KVec::with_capacity(HUGE_SIZE as usize / PAGE_SIZE as usize, GFP_KERNEL)?;
         let how = if fault { Want::Read } else { Want::Nothing };
-        let mut chunk = start;
-        while chunk < end {
-            let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
-            match self.range_fault(None, chunk, chunk_end, &mut hmm_pfns, how, self.owner) {
-                Err(EBUSY) => continue,
-                r => r?,
-            };
-            chunk = chunk_end;
+        for (chunk, chunk_end) in huge_chunks(start, end) {
+            loop {
+                match self.range_fault(None, chunk, chunk_end, &mut hmm_pfns, how, self.owner) {
+                    Err(EBUSY) => continue,
+                    r => break r.map(|_| ())?,
+                }
+            }
         }
         Ok(())
     }

@@ -25,7 +25,7 @@ use super::devmem::DevMem;
 use super::{interval::fatal_signal_pending, HmmMirror};
 use crate::{
     hmm_event::HmmEventType,
-    hmm_pt::{PtEntry, PtFlags, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE},
+    hmm_pt::{huge_chunk_end, PtEntry, PtFlags, HUGE_ORDER, PAGE_SIZE},
     shim, stats,
     trace::{self, MigrateCounts},
 };
@@ -78,12 +78,13 @@ impl HmmMirror {
 
     fn migrate(&self, start: u64, end: u64, to: Option<&DevMem>) -> Result<usize> {
         let mut counts = MigrateCounts::default();
-        let r = self.migrate_counted(start, end, to, &mut counts);
+        let r = self.migrate_untraced(start, end, to, &mut counts);
         trace::migrate(self.id, to.is_some(), start, end, &r, &counts);
         r
     }
 
-    fn migrate_counted(
+    /// [`Self::migrate`] without its trace.
+    fn migrate_untraced(
         &self,
         start: u64,
         end: u64,
@@ -111,7 +112,7 @@ impl HmmMirror {
                 return Err(EINTR);
             }
             // Steps end on 2 MiB boundaries so that huge pages move whole.
-            let step_end = end.min((addr | (HUGE_SIZE - 1)) + 1);
+            let step_end = huge_chunk_end(addr, end);
             // To the device the invalidation names this mirror (see the
             // module documentation); back, it selects the device's pages.
             let owner = if to.is_some() {

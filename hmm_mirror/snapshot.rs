@@ -12,7 +12,7 @@ use super::{
     HmmMirror,
 };
 use crate::{
-    hmm_pt::{PtEntry, PtFlags, HUGE_SIZE, PAGE_SIZE},
+    hmm_pt::{huge_chunks, PtEntry, PtFlags, HUGE_SIZE, PAGE_SIZE},
     shim, trace,
 };
 
@@ -48,12 +48,13 @@ impl HmmMirror {
     /// `ESRCH` once the mm is exiting; `ENOMEM`; `EAGAIN` if invalidations
     /// kept racing with it.
     pub(crate) fn snapshot(&self, start: u64, end: u64, out: &mut [u32]) -> Result {
-        let r = self.snapshot_into(start, end, out);
+        let r = self.snapshot_untraced(start, end, out);
         trace::snapshot(self.id, start, end, &r);
         r
     }
 
-    fn snapshot_into(&self, start: u64, end: u64, out: &mut [u32]) -> Result {
+    /// [`Self::snapshot`] without its trace.
+    fn snapshot_untraced(&self, start: u64, end: u64, out: &mut [u32]) -> Result {
         self.pt.check_range(start, end)?;
         if out.len() as u64 != (end - start) / PAGE_SIZE {
             return Err(EINVAL);
@@ -64,10 +65,8 @@ impl HmmMirror {
         let mut hmm_pfns =
             KVec::with_capacity(HUGE_SIZE as usize / PAGE_SIZE as usize, GFP_KERNEL)?;
         let dev = DevicePfns::now();
-        let mut chunk = start;
         let mut done = 0;
-        while chunk < end {
-            let chunk_end = end.min((chunk | (HUGE_SIZE - 1)) + 1);
+        for (chunk, chunk_end) in huge_chunks(start, end) {
             let mut tries = 0;
             loop {
                 match self.range_fault(
@@ -96,7 +95,6 @@ impl HmmMirror {
                 )
             };
             done += dst.len();
-            chunk = chunk_end;
         }
         Ok(())
     }
@@ -111,12 +109,13 @@ impl HmmMirror {
     /// returns (`EFAULT`, `EBUSY`...) for memory that cannot be made
     /// exclusive; `ESRCH` once the mm is exiting; `ENOMEM`.
     pub(crate) fn make_exclusive(&self, start: u64, end: u64) -> Result {
-        let r = self.make_exclusive_locked(start, end);
+        let r = self.make_exclusive_untraced(start, end);
         trace::exclusive(self.id, start, end, &r);
         r
     }
 
-    fn make_exclusive_locked(&self, start: u64, end: u64) -> Result {
+    /// [`Self::make_exclusive`] without its trace.
+    fn make_exclusive_untraced(&self, start: u64, end: u64) -> Result {
         self.pt.check_range(start, end)?;
         if self.released.load(Relaxed) {
             return Err(ESRCH);
