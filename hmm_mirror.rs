@@ -196,8 +196,8 @@ pub(crate) fn init() {
 }
 
 /// Frees the registry's buffer; called once from module exit, when no
-/// mirror is left. (A static is never dropped: without this its buffer
-/// leaked at every unload, found by kmemleak.)
+/// mirror is left. (A static is never dropped: its buffer would leak at
+/// every unload.)
 pub(crate) fn exit() {
     *MIRRORS.lock() = KVec::new();
     dma::exit();

@@ -48,17 +48,17 @@ pub(super) enum Want {
 ///
 /// # Invariants
 ///
-/// While `mirror` is not null, `sub` is inserted with [`INTERVAL_OPS`] in
+/// While `mirror` is not null, `interval_sub` is inserted with [`INTERVAL_OPS`] in
 /// the mm of that mirror, which outlives the insertion.
 #[pin_data(PinnedDrop)]
 pub(super) struct Interval {
     #[pin]
-    sub: Opaque<bindings::mmu_interval_notifier>,
+    interval_sub: Opaque<bindings::mmu_interval_notifier>,
     mirror: AtomicPtr<HmmMirror>,
     watches: Watches,
 }
 
-// SAFETY: `sub` is only touched by mm and through its address, which mm
+// SAFETY: `interval_sub` is only touched by mm and through its address, which mm
 // synchronises; the rest is atomic or immutable.
 unsafe impl Sync for Interval {}
 // SAFETY: As above; removal may happen from any process context.
@@ -78,18 +78,18 @@ static INTERVAL_OPS: bindings::mmu_interval_notifier_ops = bindings::mmu_interva
 ///
 /// Called by mm for an inserted [`Interval`].
 unsafe extern "C" fn interval_invalidate(
-    sub: *mut bindings::mmu_interval_notifier,
+    interval_sub: *mut bindings::mmu_interval_notifier,
     _range: *const bindings::mmu_notifier_range,
     cur_seq: c_ulong,
 ) -> bool {
-    // SAFETY: `sub` is the `sub` field of a live `Interval`:
+    // SAFETY: `interval_sub` is the `interval_sub` field of a live `Interval`:
     // `mmu_interval_notifier_remove` waits for this callback before the
     // interval is freed.
     let interval = unsafe {
         &*kernel::container_of!(
-            sub.cast::<Opaque<bindings::mmu_interval_notifier>>(),
+            interval_sub.cast::<Opaque<bindings::mmu_interval_notifier>>(),
             Interval,
-            sub
+            interval_sub
         )
     };
     // SAFETY: Inserted, so the mirror is set and alive (type invariant).
@@ -100,7 +100,7 @@ unsafe extern "C" fn interval_invalidate(
     }
     let _table = mirror.pt.lock();
     // SAFETY: We are its invalidate callback, under the lock commits take.
-    unsafe { shim::hmm_rs_interval_set_seq(sub, cur_seq) };
+    unsafe { shim::hmm_rs_interval_set_seq(interval_sub, cur_seq) };
     true
 }
 
@@ -108,7 +108,7 @@ impl Interval {
     /// A notifier not inserted yet.
     pub(super) fn new(watches: Watches) -> impl PinInit<Self> {
         pin_init!(Self {
-            sub: Opaque::uninit(),
+            interval_sub: Opaque::uninit(),
             mirror: AtomicPtr::new(null_mut()),
             watches,
         })
@@ -120,10 +120,10 @@ impl Interval {
         // The callback may run as soon as it is inserted.
         self.mirror
             .store(NonNull::from(mirror).as_ptr(), Ordering::Release);
-        // SAFETY: `sub` is pinned and not inserted; the ops are static; `mm`
+        // SAFETY: `interval_sub` is pinned and not inserted; the ops are static; `mm`
         // has users.
         let r = to_result(unsafe {
-            shim::hmm_rs_interval_insert(self.sub.get(), mm.as_raw(), &INTERVAL_OPS)
+            shim::hmm_rs_interval_insert(self.interval_sub.get(), mm.as_raw(), &INTERVAL_OPS)
         });
         if r.is_err() {
             self.mirror.store(null_mut(), Ordering::Relaxed);
@@ -141,13 +141,13 @@ impl Interval {
     pub(super) unsafe fn insert_range(&self, mirror: &HmmMirror, start: u64, end: u64) -> Result {
         self.mirror
             .store(NonNull::from(mirror).as_ptr(), Ordering::Release);
-        // SAFETY: `sub` is pinned and not inserted; the ops are static; the
+        // SAFETY: `interval_sub` is pinned and not inserted; the ops are static; the
         // mirror's own notifier is inserted (type invariant of `HmmMirror`)
         // and names the mm.
         let r = to_result(unsafe {
             shim::hmm_rs_interval_insert_range(
-                self.sub.get(),
-                mirror.interval.sub.get(),
+                self.interval_sub.get(),
+                mirror.interval.interval_sub.get(),
                 start as usize,
                 end as usize,
                 &INTERVAL_OPS,
@@ -165,7 +165,7 @@ impl Interval {
     /// its mm. Must be inserted.
     fn raw(&self) -> *mut bindings::mmu_interval_notifier {
         debug_assert!(!self.mirror.load(Ordering::Relaxed).is_null());
-        self.sub.get()
+        self.interval_sub.get()
     }
 
     /// The sequence now, to commit under later. Sleeps until no
@@ -237,7 +237,7 @@ impl PinnedDrop for Interval {
         if !self.mirror.load(Ordering::Relaxed).is_null() {
             // SAFETY: Inserted (type invariant); this waits for running
             // callbacks, so none is left when the interval is freed.
-            unsafe { bindings::mmu_interval_notifier_remove(self.sub.get()) };
+            unsafe { bindings::mmu_interval_notifier_remove(self.interval_sub.get()) };
         }
     }
 }
@@ -252,7 +252,7 @@ pub(super) struct MmReadLock<'a>(&'a Interval);
 impl MmReadLock<'_> {
     /// The notifier naming the locked mm, for shim calls that need
     /// `mmap_lock` held.
-    pub(super) fn sub(&self) -> *mut bindings::mmu_interval_notifier {
+    pub(super) fn interval_sub(&self) -> *mut bindings::mmu_interval_notifier {
         self.0.raw()
     }
 
@@ -268,8 +268,9 @@ impl MmReadLock<'_> {
         let mut folio = null_mut();
         // SAFETY: We hold the mm's `mmap_lock` (type invariant); `owner` is
         // only compared.
-        let pfn =
-            unsafe { shim::hmm_rs_make_exclusive(self.sub(), addr as usize, owner, &mut folio) };
+        let pfn = unsafe {
+            shim::hmm_rs_make_exclusive(self.interval_sub(), addr as usize, owner, &mut folio)
+        };
         if pfn < 0 {
             return Err(Error::from_errno(pfn as i32));
         }

@@ -204,8 +204,8 @@ impl HmmMirror {
                         // The pages that moved are freed by finalize, and
                         // this mirror skipped their Migrate event: their
                         // old entries must go first, or they would name
-                        // freed pages (found by the injected storm: freed
-                        // pages dirtied through such entries).
+                        // freed pages (which a later invalidation would
+                        // dirty).
                         let step_end = addr + n as u64 * PAGE_SIZE;
                         // In the table's range (checked): cannot fail.
                         let _ = self

@@ -153,7 +153,7 @@ impl Migration {
         let n = unsafe {
             shim::hmm_rs_migrate_setup(
                 self.m.as_ptr(),
-                mm.sub(),
+                mm.interval_sub(),
                 addr as usize,
                 end as usize,
                 owner,
@@ -362,8 +362,9 @@ impl Migration {
     ) -> usize {
         // SAFETY: `m` is ours and set up; `mm` holds the notifier's mm and
         // `mmap_lock`; `owner` is only compared.
-        let n =
-            unsafe { shim::hmm_rs_migrate_dropped(self.m.as_ptr(), mm.sub(), owner, to_device) };
+        let n = unsafe {
+            shim::hmm_rs_migrate_dropped(self.m.as_ptr(), mm.interval_sub(), owner, to_device)
+        };
         n.max(0) as usize
     }
 

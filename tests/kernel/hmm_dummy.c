@@ -642,8 +642,7 @@ static int dummy_copy_mapping(void *arg, unsigned long addr, u64 pfn,
  */
 /*
  * The size comes from user space: a huge one fails with -ENOMEM, quietly
- * (without __GFP_NOWARN, vmalloc() dumps a stack for it: found by the
- * fuzzer).
+ * (without __GFP_NOWARN, vmalloc() dumps a stack for it).
  */
 static char *dummy_bounce_alloc(unsigned long size)
 {
