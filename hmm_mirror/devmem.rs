@@ -15,7 +15,6 @@
 //! kernel calls on device pages: the last reference going away
 //! (`folio_free`) and a CPU fault on one (`migrate_to_ram`).
 
-use core::ptr::NonNull;
 use kernel::{
     new_spinlock,
     prelude::*,
@@ -25,8 +24,11 @@ use kernel::{
     },
 };
 
+mod pagemap;
+
 use super::migrate::{Migration, HUGE_PAGES};
-use crate::{hmm_pt::HUGE_ORDER, shim, stats, trace};
+use crate::{hmm_pt::HUGE_ORDER, stats, trace};
+use pagemap::Pagemap;
 
 /// The lowest PFN and the end of the highest of all device memory created
 /// so far (never narrowed): a PFN outside cannot be a device page, which
@@ -154,15 +156,15 @@ pub(crate) fn copy_pages_from_device<T: DevMemOps + ?Sized>(
 ///
 /// # Invariants
 ///
-/// - `pm` is a live pagemap of `npages` pages from `first_pfn` whose
-///   callbacks reach this object, which is pinned in an [`Arc`];
+/// - `pm` is a pagemap of `npages` pages from `first_pfn` whose callbacks
+///   reach this object, which is pinned in an [`Arc`];
 /// - `free` and `free_huge` (first indices of free 512-page blocks) hold
 ///   each index of a page with no reference exactly once; each has room for
 ///   all the pages (blocks) there are, so freeing never allocates.
 /// - `in_use` has the bit of every page handed out and not freed since.
 #[pin_data(PinnedDrop)]
 pub(crate) struct DevMem {
-    pm: NonNull<shim::Pagemap>,
+    pm: Pagemap,
     /// Number for traces.
     id: u64,
     in_use: InUse,
@@ -286,25 +288,12 @@ impl DevMem {
         if coherent.is_some_and(|p| p == 0 || p % crate::hmm_pt::HUGE_SIZE != 0) {
             return Err(EINVAL);
         }
-        let mut first_pfn = 0;
-        // SAFETY: No preconditions; `first_pfn` is written on success.
-        let pm = unsafe {
-            shim::hmm_rs_pagemap_create(
-                npages,
-                owner.as_ptr(),
-                coherent.unwrap_or(0),
-                &mut first_pfn,
-            )
-        };
-        let pm = match kernel::error::from_err_ptr(pm) {
-            Ok(pm) => NonNull::new(pm).ok_or(ENOMEM)?,
-            Err(e) => return Err(e),
-        };
-        DevicePfns::widen(first_pfn as u64, first_pfn as u64 + npages as u64);
+        let (pm, first_pfn) = Pagemap::create(npages, owner, coherent)?;
+        DevicePfns::widen(first_pfn, first_pfn + npages as u64);
         // Huge blocks need huge-aligned PFNs, and device-private memory:
         // 7.3 gives the folios it splits off a huge device-coherent folio no
         // pagemap (zone_device_private_split_cb), which then warns on free.
-        let blocks = if first_pfn % HUGE_PAGES == 0 && coherent.is_none() {
+        let blocks = if first_pfn % HUGE_PAGES as u64 == 0 && coherent.is_none() {
             npages / 2 / HUGE_PAGES
         } else {
             0
@@ -322,21 +311,15 @@ impl DevMem {
             Ok((free, free_huge))
         })();
         let lists = lists.and_then(|l| Ok((l, InUse::new(npages)?)));
-        let ((free, free_huge), in_use) = match lists {
-            Ok(l) => l,
-            Err(e) => {
-                // SAFETY: No page was handed out.
-                unsafe { shim::hmm_rs_pagemap_destroy(pm.as_ptr()) };
-                return Err(e);
-            }
-        };
+        // On failure, no page was handed out: dropping `pm` destroys it.
+        let ((free, free_huge), in_use) = lists?;
         let mem = Arc::pin_init(
             pin_init!(Self {
                 pm,
                 id: NEXT_DEVMEM_ID.fetch_add(1, Relaxed),
                 in_use,
                 coherent: coherent.is_some(),
-                first_pfn: first_pfn as u64,
+                first_pfn,
                 npages,
                 owner,
                 ops,
@@ -344,19 +327,12 @@ impl DevMem {
                 free_huge <- new_spinlock!(free_huge, "hmm_rs_devmem_free_huge"),
             }),
             GFP_KERNEL,
-        );
-        let mem = match mem {
-            Ok(mem) => mem,
-            Err(e) => {
-                // SAFETY: No page was handed out.
-                unsafe { shim::hmm_rs_pagemap_destroy(pm.as_ptr()) };
-                return Err(e);
-            }
-        };
+        )?;
         // INVARIANT: before any page is handed out, the callbacks get the
         // pinned object.
-        // SAFETY: `pm` is live.
-        unsafe { shim::hmm_rs_pagemap_set_rust(pm.as_ptr(), core::ptr::from_ref(&*mem).cast()) };
+        // SAFETY: `mem` is pinned in the `Arc` and owns the pagemap, which
+        // it destroys (waiting for its last page) before it is freed.
+        unsafe { mem.pm.set_devmem(&mem) };
         Ok(mem)
     }
 
@@ -396,10 +372,10 @@ impl DevMem {
     /// [`DevMem`] alive for the returned lifetime.
     pub(crate) unsafe fn of_pfn<'a>(pfn: u64) -> Option<&'a Self> {
         // SAFETY: Any PFN of a referenced page may be passed.
-        let p = unsafe { shim::hmm_rs_pfn_devmem(pfn as usize) };
+        let p = unsafe { Pagemap::devmem_of_pfn(pfn) }?;
         // SAFETY: The pagemap's callbacks pointer is a live `DevMem`
         // (type invariant) while one of its pages is referenced.
-        NonNull::new(p.cast_mut().cast::<Self>()).map(|p| unsafe { p.as_ref() })
+        Some(unsafe { p.as_ref() })
     }
 
     /// Copies `src` (`None`: zeros) into a free device page and returns its
@@ -416,7 +392,7 @@ impl DevMem {
         stats::DEVICE_PAGES_USED.add(1);
         self.in_use.mark(index, 1, true);
         // SAFETY: The page was free (type invariant) and is ours now.
-        unsafe { shim::hmm_rs_devpage_init(self.pm.as_ptr(), pfn as usize, 0) };
+        unsafe { self.pm.init_page(pfn, 0) };
         Some(pfn)
     }
 
@@ -453,7 +429,7 @@ impl DevMem {
         self.in_use.mark(index, HUGE_PAGES, true);
         stats::HUGE_FILLED.add(1);
         // SAFETY: The block was free (type invariant) and is ours now.
-        unsafe { shim::hmm_rs_devpage_init(self.pm.as_ptr(), pfn as usize, HUGE_ORDER) };
+        unsafe { self.pm.init_page(pfn, HUGE_ORDER) };
         Some(pfn)
     }
 
@@ -537,68 +513,33 @@ impl DevMem {
 #[pinned_drop]
 impl PinnedDrop for DevMem {
     fn drop(self: Pin<&mut Self>) {
-        // Pages still mapped somewhere would keep memunmap_pages waiting.
+        // Pages still mapped somewhere would keep memunmap_pages waiting
+        // when `pm`, the first field, is dropped next.
         if let Err(e) = self.evict() {
             pr_err!("devmem: eviction failed ({e:?})\n");
         }
-        // SAFETY: The pagemap is live (type invariant); it waits for the
-        // last page reference, after which no callback comes.
-        unsafe { shim::hmm_rs_pagemap_destroy(self.pm.as_ptr()) };
     }
 }
 
-/// `folio_free` of the pagemap: a device page lost its last reference.
-///
-/// # Safety
-///
-/// `devmem` is the pagemap's [`DevMem`], `pfn` one of its pages.
-#[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_devmem_free(
-    devmem: *const DevMem,
-    pfn: kernel::ffi::c_ulong,
-    order: kernel::ffi::c_uint,
-) {
-    // SAFETY: By the caller's guarantee; alive until the pagemap is gone.
-    let mem = unsafe { &*devmem };
-    let Some(index) = mem.index(pfn as u64) else {
-        return;
-    };
-    let n = 1usize << order;
-    for k in 0..n {
-        mem.ops.free(index + k);
+impl DevMem {
+    /// A page (`order` 0) or huge folio of this memory at `pfn` lost its
+    /// last reference: it is free again. Called by the pagemap.
+    pub(super) fn page_freed(&self, pfn: u64, order: u32) {
+        let Some(index) = self.index(pfn) else {
+            return;
+        };
+        let n = 1usize << order;
+        for k in 0..n {
+            self.ops.free(index + k);
+        }
+        stats::DEVICE_PAGES_USED.sub(n as u64);
+        self.in_use.mark(index, n, false);
+        if n == HUGE_PAGES {
+            self.put_free_huge(index);
+        } else {
+            (0..n).for_each(|k| self.put_free(index + k));
+        }
     }
-    stats::DEVICE_PAGES_USED.sub(n as u64);
-    mem.in_use.mark(index, n, false);
-    if n == HUGE_PAGES {
-        mem.put_free_huge(index);
-    } else {
-        (0..n).for_each(|k| mem.put_free(index + k));
-    }
-}
-
-/// `migrate_to_ram` of the pagemap: the CPU touched a device page, which
-/// comes back to system memory. Returns 0 or a negative errno.
-///
-/// # Safety
-///
-/// `devmem` is the pagemap's [`DevMem`]; `vmf` the fault on one of its pages.
-#[no_mangle]
-unsafe extern "C" fn hmm_rs_rust_devmem_fault(
-    _devmem: *const DevMem,
-    vmf: *mut core::ffi::c_void,
-) -> core::ffi::c_int {
-    let r = (|| -> Result {
-        let mut m = Migration::new()?;
-        let mut filled = KVec::with_capacity(HUGE_PAGES, GFP_KERNEL)?;
-        // SAFETY: `vmf` is a fault on a device page, by the caller's guarantee.
-        unsafe { m.setup_fault(vmf) }?;
-        // Each page's own `DevMem` copies it (`Migration::fill_from_device`).
-        let result = m.fill_all_from_device(true, &mut filled);
-        m.pages();
-        m.finalize();
-        result
-    })();
-    r.map_or_else(|e| e.to_errno(), |()| 0)
 }
 
 #[kernel::prelude::kunit_tests(hmm_rs_devmem)]
