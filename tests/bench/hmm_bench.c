@@ -140,6 +140,39 @@ static void *map(unsigned long bytes, int thp)
 	return a;
 }
 
+/*
+ * A THP row must measure huge pages: the kB of AnonHugePages of the VMA
+ * that holds [buf, +bytes) (a larger VMA may hold other huge buffers: this
+ * can only pass wrongly, not fail wrongly) must cover the range.
+ */
+static void check_huge(const char *what, void *buf, unsigned long bytes)
+{
+	unsigned long lo, hi, kb = 0, addr = (unsigned long)buf;
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[256], why[96];
+	int in = 0;
+
+	if (!f) {
+		fail(what, "cannot read /proc/self/smaps");
+		return;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
+			in = lo <= addr && addr + bytes <= hi;
+		else if (in && sscanf(line, "AnonHugePages: %lu kB", &kb) == 1)
+			break;
+	}
+	fclose(f);
+	if (!in) {
+		fail(what, "no VMA holds the buffer in /proc/self/smaps");
+		return;
+	}
+	if (kb * 1024 < bytes) {
+		snprintf(why, sizeof(why), "only %lu of %lu KiB in huge pages", kb, bytes / 1024);
+		fail(what, why);
+	}
+}
+
 /* Every word of page i holds seed << 32 | i. */
 static void fill(void *buf, unsigned long bytes, uint32_t seed)
 {
@@ -228,6 +261,8 @@ static void read_cold(const char *name, int thp)
 		unsigned long long t0;
 
 		fill(buf, size, r + 1);
+		if (thp)
+			check_huge(name, buf, size);
 		t0 = now_ns();
 		check_ok(name, "READ", dmirror(fd, HMM_DMIRROR_READ, buf, out, size, &cmd));
 		record(name, t0, now_ns(), size);
@@ -421,6 +456,8 @@ static void migrate_fresh(int thp)
 		unsigned long long t0;
 
 		fill(buf, msize, 400 + r);
+		if (thp)
+			check_huge(to_dev, buf, msize);
 		t0 = now_ns();
 		check_ok(to_dev, "MIGRATE_TO_DEV",
 			 dmirror(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, out, msize, &cmd));
@@ -456,6 +493,8 @@ static void round_trips(int thp)
 		 dmirror(fd, HMM_DMIRROR_MIGRATE_TO_SYS, buf, NULL, msize, NULL));
 	for (r = 0; r < runs; r++) {
 		fill(buf, msize, 501 + r);
+		if (thp)
+			check_huge(name, buf, msize);
 		t0 = now_ns();
 		check_ok(name, "MIGRATE_TO_DEV",
 			 dmirror(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, out, msize, &cmd));
