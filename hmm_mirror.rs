@@ -33,6 +33,7 @@ mod interval;
 mod migrate;
 mod snapshot;
 
+#[cfg(CONFIG_KUNIT)]
 pub(crate) use snapshot::snap;
 
 use core::ptr::NonNull;
@@ -40,7 +41,6 @@ use devmem::Owner;
 use dma::{DmaMapping, DmaTable};
 use interval::{Interval, Watches};
 use kernel::{
-    bindings,
     device::Device,
     mm::MmWithUser,
     prelude::*,
@@ -52,10 +52,10 @@ use kernel::{
 };
 
 use crate::{
-    hmm_event::{HmmEvent, HmmEventType},
+    hmm_event::HmmEvent,
     hmm_mm::HmmMmRef,
     hmm_pt::{
-        HmmPt, PageDirs, PtDirty, PtFlags, PtLevels, PtMapping, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE,
+        HmmPt, PageDirs, PtDirty, PtFlags, PtLevels, PtMapping, PAGE_SIZE,
     },
     shim, trace,
 };

@@ -6,7 +6,10 @@
 mod kunit {
     use super::super::fault::{FaultBufs, FaultWatch};
     use super::super::*;
+    use crate::hmm_event::HmmEventType;
+    use crate::hmm_pt::{HUGE_ORDER, HUGE_SIZE};
     use crate::kunit_helpers::kunit_mirror::mirror;
+    use kernel::bindings;
     use crate::kunit_helpers::kunit_mm::{self, PROT_NONE, PROT_READ, PROT_WRITE};
     use kernel::current;
 
