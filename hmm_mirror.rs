@@ -54,9 +54,7 @@ use kernel::{
 use crate::{
     hmm_event::HmmEvent,
     hmm_mm::HmmMmRef,
-    hmm_pt::{
-        HmmPt, PageDirs, PtDirty, PtFlags, PtLevels, PtMapping, PAGE_SIZE,
-    },
+    hmm_pt::{HmmPt, PageDirs, PtDirty, PtFlags, PtLevels, PtMapping, PAGE_SIZE},
     shim, trace,
 };
 

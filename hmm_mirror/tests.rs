@@ -9,8 +9,8 @@ mod kunit {
     use crate::hmm_event::HmmEventType;
     use crate::hmm_pt::{HUGE_ORDER, HUGE_SIZE};
     use crate::kunit_helpers::kunit_mirror::mirror;
-    use kernel::bindings;
     use crate::kunit_helpers::kunit_mm::{self, PROT_NONE, PROT_READ, PROT_WRITE};
+    use kernel::bindings;
     use kernel::current;
 
     const PAGE: usize = PAGE_SIZE as usize;
