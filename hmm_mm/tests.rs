@@ -24,6 +24,27 @@ mod kunit {
 
     const PAGE: usize = PAGE_SIZE as usize;
 
+    /// The range of an munmap of the page at `addr` of `mm`, as mm would
+    /// hand it to the notifier.
+    fn unmap_range(
+        mm: &kernel::mm::MmWithUser,
+        addr: u64,
+        blockable: bool,
+    ) -> bindings::mmu_notifier_range {
+        bindings::mmu_notifier_range {
+            mm: mm.as_raw(),
+            start: addr as usize,
+            end: (addr + PAGE_SIZE) as usize,
+            flags: if blockable {
+                bindings::MMU_NOTIFIER_RANGE_BLOCKABLE
+            } else {
+                0
+            },
+            event: bindings::mmu_notifier_event_MMU_NOTIFY_UNMAP,
+            owner: core::ptr::null_mut(),
+        }
+    }
+
     /// Lets the other thread run while spinning on a flag.
     fn pause() {
         // SAFETY: Always safe in process context.
@@ -93,14 +114,7 @@ mod kunit {
         let mm = task.mm().ok_or(EINVAL)?;
         let m = HmmMirror::register(mm, Owner::NONE, KBox::new(SleepsToStop, GFP_KERNEL)?)?;
         m.fault(HmmEventType::DeviceReadFault, addr, addr + PAGE_SIZE)?;
-        let mut range = bindings::mmu_notifier_range {
-            mm: mm.as_raw(),
-            start: addr as usize,
-            end: (addr + PAGE_SIZE) as usize,
-            flags: 0,
-            event: bindings::mmu_notifier_event_MMU_NOTIFY_UNMAP,
-            owner: core::ptr::null_mut(),
-        };
+        let mut range = unmap_range(mm, addr, false);
         // `HmmMm` starts with its notifier.
         let notifier = core::ptr::from_ref(m.hmm()).cast_mut().cast();
         let busy = m.hmm().mirrors.lock();
@@ -229,14 +243,7 @@ mod kunit {
         let mirrors = two_pass_mirrors(addr, &[(true, false), (true, true)], &log)?;
         let task = current!();
         let mm = task.mm().ok_or(EINVAL)?;
-        let mut range = bindings::mmu_notifier_range {
-            mm: mm.as_raw(),
-            start: addr as usize,
-            end: (addr + PAGE_SIZE) as usize,
-            flags: 0,
-            event: bindings::mmu_notifier_event_MMU_NOTIFY_UNMAP,
-            owner: core::ptr::null_mut(),
-        };
+        let mut range = unmap_range(mm, addr, false);
         let notifier = core::ptr::from_ref(mirrors[0].hmm()).cast_mut().cast();
         log.lock().clear();
         // SAFETY: Our live notifier and a valid range of its mm.
@@ -327,14 +334,7 @@ mod kunit {
         let inv = KBox::new(
             Invalidator {
                 notifier: core::ptr::from_ref(slow.hmm()).cast_mut().cast(),
-                range: bindings::mmu_notifier_range {
-                    mm: mm.as_raw(),
-                    start: addr as usize,
-                    end: (addr + PAGE_SIZE) as usize,
-                    flags: bindings::MMU_NOTIFIER_RANGE_BLOCKABLE,
-                    event: bindings::mmu_notifier_event_MMU_NOTIFY_UNMAP,
-                    owner: core::ptr::null_mut(),
-                },
+                range: unmap_range(mm, addr, true),
                 result: Atomic::new(0),
             },
             GFP_KERNEL,
