@@ -69,8 +69,10 @@ impl Drop for HmmCore {
     fn drop(&mut self) {
         // Notifiers and page-table directories are freed by callbacks in this
         // module after a grace period: wait for them before it goes away.
-        // Every mirror is gone (they hold the module), so every notifier has
-        // been put and its callback comes soon; say so if it does not.
+        // Once every mirror is unregistered every notifier has been put and
+        // its callback comes soon. A mirror or reference leaked by a driver
+        // keeps its notifier: unloading then waits, and says so, rather than
+        // free the code mm would still call.
         while !hmm_mm::wait_for_freed_notifiers(0, Delta::from_secs(10)) {
             pr_warn!("unloading: still waiting for mm notifiers to be freed\n");
         }

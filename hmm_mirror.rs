@@ -280,11 +280,13 @@ impl HmmMirror {
             }? Error),
             GFP_KERNEL,
         )?;
-        mirror.interval.insert_all(&mirror, mm)?;
+        // SAFETY: `interval` is a field of `mirror`, of `mm`, not inserted yet.
+        unsafe { mirror.interval.insert_all(&mirror, mm)? };
         MIRRORS
             .lock()
             .push(Listed(NonNull::from(&*mirror)), GFP_KERNEL)?;
-        mirror.hmm.add_mirror(NonNull::from(&*mirror))?;
+        // SAFETY: The mirror unlists itself first thing in its destructor.
+        unsafe { mirror.hmm.add_mirror(NonNull::from(&*mirror))? };
         trace::mirror_register(mirror.id, mirror.hmm.id());
         Ok(mirror)
     }

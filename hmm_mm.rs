@@ -107,12 +107,16 @@ impl HmmMm {
         writeln!(f)
     }
 
-    /// Lists a mirror, growing the list outside the lock. May sleep. The
-    /// mirror must call [`Self::remove_mirror`] before it is freed.
-    pub(crate) fn add_mirror(&self, mirror: NonNull<HmmMirror>) -> Result {
+    /// Lists a mirror, growing the list outside the lock. May sleep.
+    ///
+    /// # Safety
+    ///
+    /// `mirror` is alive until it calls [`Self::remove_mirror`], which it
+    /// must do before it is freed.
+    pub(crate) unsafe fn add_mirror(&self, mirror: NonNull<HmmMirror>) -> Result {
         loop {
             let mut list = self.mirrors.lock();
-            // INVARIANT: the mirror unlists itself before it is freed.
+            // INVARIANT: alive until it unlists itself (caller's guarantee).
             if list.push_within_capacity(Listed(mirror)).is_ok() {
                 return Ok(());
             }

@@ -58,18 +58,22 @@ struct DmaCommit {
 ///
 /// # Invariants
 ///
-/// The interval was inserted for a mirror that outlives `'a`.
+/// The interval was inserted for a mirror that outlives `'a` and outlives
+/// the watch (see [`FaultWatch::new`]).
 pub(super) struct FaultWatch<'a>(Pin<KBox<Interval>>, PhantomData<&'a HmmMirror>);
 
 impl<'a> FaultWatch<'a> {
     /// Watches `[start, end)` of `mirror`'s mm, a checked range. May sleep.
-    pub(super) fn new(mirror: &'a HmmMirror, start: u64, end: u64) -> Result<Self> {
+    ///
+    /// # Safety
+    ///
+    /// The watch must be dropped, not leaked, before `mirror` is: a leaked
+    /// watch stays in the mm's interval tree and its callback would reach
+    /// a freed mirror.
+    pub(super) unsafe fn new(mirror: &'a HmmMirror, start: u64, end: u64) -> Result<Self> {
         let w = KBox::pin_init(Interval::new(Watches::Fault), GFP_KERNEL)?;
-        // SAFETY: The box is dropped with the watch, within `'a`, while the
-        // mirror lives. (Leaking a watch would leak the box too: it stays
-        // inserted and keeps the mm's notifier, but is never called after
-        // the mirror's table is gone, since the mirror holds the mm's
-        // `HmmMm` and leaves it before its table goes.)
+        // SAFETY: The box is dropped with the watch, which the caller drops
+        // before the mirror.
         unsafe { w.insert_range(mirror, start, end)? };
         // INVARIANT: inserted for `mirror`, which outlives `'a`.
         Ok(Self(w, PhantomData))
@@ -149,7 +153,8 @@ impl HmmMirror {
                 GFP_KERNEL,
             )?,
         };
-        let watch = FaultWatch::new(self, start, end)?;
+        // SAFETY: `watch` is a local, dropped before this returns.
+        let watch = unsafe { FaultWatch::new(self, start, end)? };
         for (chunk, chunk_end) in huge_chunks(start, end) {
             self.fault_chunk(&watch, chunk, chunk_end, write, &mut bufs, then, counts)?;
         }

@@ -9,6 +9,7 @@
 //! [`include/linux/hmm.h`](srctree/include/linux/hmm.h).
 
 use core::{
+    marker::PhantomData,
     ptr::{null_mut, NonNull},
     sync::atomic::{AtomicPtr, Ordering},
 };
@@ -114,14 +115,20 @@ impl Interval {
         })
     }
 
-    /// Inserts the notifier over all of `mm`'s user space for `mirror`,
-    /// whose field it is. May sleep.
-    pub(super) fn insert_all(&self, mirror: &HmmMirror, mm: &MmWithUser) -> Result {
+    /// Inserts the notifier over all of `mm`'s user space for `mirror`.
+    /// May sleep.
+    ///
+    /// # Safety
+    ///
+    /// The interval is a field of `mirror`, whose mm is `mm`, and is not
+    /// inserted yet.
+    pub(super) unsafe fn insert_all(&self, mirror: &HmmMirror, mm: &MmWithUser) -> Result {
         // The callback may run as soon as it is inserted.
         self.mirror
             .store(NonNull::from(mirror).as_ptr(), Ordering::Release);
-        // SAFETY: `interval_sub` is pinned and not inserted; the ops are static; `mm`
-        // has users.
+        // SAFETY: `interval_sub` is pinned (an `Interval` only exists
+        // pinned) and not inserted (caller's guarantee); the ops are static;
+        // `mm` has users.
         let r = to_result(unsafe {
             shim::hmm_rs_interval_insert(self.interval_sub.get(), mm.as_raw(), &INTERVAL_OPS)
         });
@@ -162,25 +169,32 @@ impl Interval {
     }
 
     /// The address of the C notifier, for the shim calls that walk or lock
-    /// its mm. Must be inserted.
-    fn raw(&self) -> *mut bindings::mmu_interval_notifier {
-        debug_assert!(!self.mirror.load(Ordering::Relaxed).is_null());
-        self.interval_sub.get()
+    /// its mm; `EINVAL` if it is not inserted.
+    fn raw(&self) -> Result<*mut bindings::mmu_interval_notifier> {
+        if self.mirror.load(Ordering::Relaxed).is_null() {
+            return Err(EINVAL);
+        }
+        Ok(self.interval_sub.get())
     }
 
     /// The sequence now, to commit under later. Sleeps until no
     /// invalidation of the interval is running.
-    pub(super) fn read_begin(&self) -> Seq {
-        // SAFETY: Inserted (callers hold the mirror, whose own interval is;
-        // a fault's is until it is dropped).
-        unsafe { shim::hmm_rs_interval_read_begin(self.raw()) }
+    pub(super) fn read_begin(&self) -> Result<Seq> {
+        let sub = self.raw()?;
+        // SAFETY: Inserted (checked by `raw`), so it stays inserted while
+        // `&self` lives: it is removed only when dropped.
+        Ok(unsafe { shim::hmm_rs_interval_read_begin(sub) })
     }
 
     /// Whether an invalidation started since `seq` was read: what was read
     /// under it is stale. Called under the mirror's table lock.
+    /// Not inserted: nothing read under it can be trusted.
     pub(super) fn read_retry(&self, seq: Seq) -> bool {
+        let Ok(sub) = self.raw() else {
+            return true;
+        };
         // SAFETY: Inserted (as in `read_begin`).
-        unsafe { shim::hmm_rs_interval_read_retry(self.raw(), seq) }
+        unsafe { shim::hmm_rs_interval_read_retry(sub, seq) }
     }
 
     /// `hmm_range_fault()` of `[start, end)` into `hmm_pfns` (one zeroed slot
@@ -204,12 +218,13 @@ impl Interval {
         if hmm_pfns.len() as u64 != (end - start) / PAGE_SIZE {
             return Err(EINVAL);
         }
+        let sub = self.raw()?;
         let mut seq = 0;
         // SAFETY: Inserted (as in `read_begin`); `hmm_pfns` holds one
         // initialised slot per page of the range.
         to_result(unsafe {
             shim::hmm_rs_range_fault(
-                self.raw(),
+                sub,
                 start as usize,
                 end as usize,
                 hmm_pfns.as_mut_ptr(),
@@ -224,10 +239,14 @@ impl Interval {
     /// Takes the mm's `mmap_lock` for reading, with a reference on the mm:
     /// `ESRCH` once the mm is exiting. Must be inserted. May sleep.
     pub(super) fn lock_mm(&self) -> Result<MmReadLock<'_>> {
+        let sub = self.raw()?;
         // SAFETY: Inserted (as in `read_begin`).
-        to_result(unsafe { shim::hmm_rs_mm_lock(self.raw()) })?;
+        to_result(unsafe { shim::hmm_rs_mm_lock(sub) })?;
         // INVARIANT: locked just above.
-        Ok(MmReadLock(self))
+        Ok(MmReadLock {
+            sub,
+            _interval: PhantomData,
+        })
     }
 }
 
@@ -246,14 +265,19 @@ impl PinnedDrop for Interval {
 ///
 /// # Invariants
 ///
-/// `hmm_rs_mm_lock()` of the interval succeeded and is undone on drop.
-pub(super) struct MmReadLock<'a>(&'a Interval);
+/// `sub` is the inserted notifier of the [`Interval`] borrowed for `'a`
+/// (so it stays inserted); `hmm_rs_mm_lock()` of it succeeded and is
+/// undone on drop.
+pub(super) struct MmReadLock<'a> {
+    sub: *mut bindings::mmu_interval_notifier,
+    _interval: PhantomData<&'a Interval>,
+}
 
 impl MmReadLock<'_> {
     /// The notifier naming the locked mm, for shim calls that need
     /// `mmap_lock` held.
     pub(super) fn interval_sub(&self) -> *mut bindings::mmu_interval_notifier {
-        self.0.raw()
+        self.sub
     }
 
     /// Makes the page at `addr` exclusive to the device `owner`
@@ -316,7 +340,7 @@ pub(super) fn fatal_signal_pending() -> bool {
 impl Drop for MmReadLock<'_> {
     fn drop(&mut self) {
         // SAFETY: Locked by `Interval::lock_mm` (type invariant).
-        unsafe { shim::hmm_rs_mm_unlock(self.0.raw()) };
+        unsafe { shim::hmm_rs_mm_unlock(self.sub) };
     }
 }
 

@@ -257,7 +257,7 @@ impl HmmMirror {
     /// that moved and returns `true`: the caller faults them in afresh.
     /// `private`: the pages are device-private (entries get `DEVICE`).
     fn map_moved(&self, moved: &[Planned], start: u64, private: bool) -> Result<bool> {
-        let seq = self.interval.read_begin();
+        let seq = self.interval.read_begin()?;
         let end = start + moved.len() as u64 * PAGE_SIZE;
         let mut entries = KVec::with_capacity(moved.len(), GFP_KERNEL)?;
         loop {

@@ -200,7 +200,8 @@ mod kunit {
         };
         // The CPU mapping is replaced between the two halves of a fault: what
         // was faulted in is stale and must not be committed.
-        let w = FaultWatch::new(&m, start, end)?;
+        // SAFETY: `w` is dropped at the end of the test, before `m`.
+        let w = unsafe { FaultWatch::new(&m, start, end)? };
         let seq = m.fault_in(&w, start, end, true, &mut bufs.hmm_pfns)?;
         kunit_mm::remap(addr, n * PAGE)?;
         assert!(m
