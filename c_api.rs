@@ -32,7 +32,7 @@ use crate::{
     hmm_event::{HmmEvent, HmmEventType},
     hmm_mirror::{
         devmem::{copy_pages_from_device, copy_pages_to_device, DevMem, DevMemOps, Owner, SysPage},
-        HmmMirror, MirrorOps, Update,
+        Access, FaultRequest, HmmMirror, MirrorOps, Update, FAULT_BATCH_MAX,
     },
     hmm_pt, shim,
 };
@@ -340,6 +340,76 @@ unsafe extern "C" fn hmm_rs_mirror_fault_walk(
             r => Err(Error::from_errno(r)),
         }
     }))
+}
+
+/// `struct hmm_rs_fault_req` of hmm_rs.h.
+#[repr(C)]
+pub(crate) struct CFaultReq {
+    addr: u64,
+    npages: u32,
+    flags: u32,
+    result: i32,
+    pad: u32,
+}
+
+/// `HMM_RS_FAULT_REQ_WRITE` of hmm_rs.h.
+const C_FAULT_REQ_WRITE: u32 = 1 << 0;
+
+/// # Safety
+///
+/// `mirror` is registered; `reqs` points to `n` requests the caller lets
+/// this function read and write until it returns.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_mirror_fault_batch(
+    mirror: *mut HmmMirror,
+    reqs: *mut CFaultReq,
+    n: kernel::ffi::c_uint,
+) -> core::ffi::c_int {
+    let n = n as usize;
+    if n == 0 {
+        return 0;
+    }
+    if reqs.is_null() || n > FAULT_BATCH_MAX {
+        return EINVAL.to_errno();
+    }
+    // SAFETY: `n` requests, ours until we return, by the caller's guarantee.
+    let reqs = unsafe { core::slice::from_raw_parts_mut(reqs, n) };
+    // SAFETY: A registered mirror, by the caller's guarantee.
+    errno(fault_batch(unsafe { &*mirror }, reqs))
+}
+
+/// [`hmm_rs_mirror_fault_batch`] in safe Rust: the core's batch of the
+/// well-formed requests, then every request's result written back.
+fn fault_batch(mirror: &HmmMirror, reqs: &mut [CFaultReq]) -> Result {
+    let mut good = KVec::with_capacity(reqs.len(), GFP_KERNEL)?;
+    let mut index = KVec::with_capacity(reqs.len(), GFP_KERNEL)?;
+    for (i, r) in reqs.iter_mut().enumerate() {
+        if r.flags & !C_FAULT_REQ_WRITE != 0 || r.pad != 0 {
+            r.result = EINVAL.to_errno();
+            continue;
+        }
+        let access = if r.flags & C_FAULT_REQ_WRITE != 0 {
+            Access::Write
+        } else {
+            Access::Read
+        };
+        good.push(
+            FaultRequest {
+                addr: r.addr,
+                access,
+                npages: r.npages,
+            },
+            GFP_KERNEL,
+        )?;
+        index.push(i, GFP_KERNEL)?;
+    }
+    let mut results = KVec::with_capacity(good.len(), GFP_KERNEL)?;
+    results.resize(good.len(), Ok(()), GFP_KERNEL)?;
+    mirror.fault_batch(&good, &mut results)?;
+    for (&i, r) in index.iter().zip(results.iter()) {
+        reqs[i].result = errno(*r);
+    }
+    Ok(())
 }
 
 /// # Safety
@@ -772,7 +842,7 @@ mod tests {
         extern "C" {
             pub(super) static hmm_rs_c_pt_flags: [u64; 5];
             pub(super) static hmm_rs_c_snap_flags: [u32; 7];
-            pub(super) static hmm_rs_c_consts: [u64; 10];
+            pub(super) static hmm_rs_c_consts: [u64; 12];
             pub(super) static hmm_rs_c_layout: [[kernel::ffi::c_ulong; 2]; super::LAYOUT.len()];
             pub(super) static hmm_rs_c_layout_len: kernel::ffi::c_ulong;
         }
@@ -800,7 +870,7 @@ mod tests {
 
     /// `(what, [size, alignment])` of a struct, `(what, [offset, size])` of
     /// a field.
-    const LAYOUT: [(&str, [usize; 2]); 16] = layouts! {
+    const LAYOUT: [(&str, [usize; 2]); 22] = layouts! {
         CEvent { ty, start, end, keep }
         CDeviceOps { update, release, update_end, update_finish }
         CDevMemOps {
@@ -810,6 +880,7 @@ mod tests {
             copy_folio_to_device,
             copy_folio_from_device,
         }
+        CFaultReq { addr, npages, flags, result, pad }
     };
 
     #[test]
@@ -846,7 +917,7 @@ mod tests {
     fn c_header_constants_match() {
         // SAFETY: A constant array of hmm_rs_api.c.
         let c = unsafe { c::hmm_rs_c_consts };
-        let mut rust = [0; 10];
+        let mut rust = [0; 12];
         for (r, t) in rust.iter_mut().zip(HmmEventType::ALL) {
             *r = t as u64;
         }
@@ -854,6 +925,8 @@ mod tests {
         rust[7] = DMA_NONE;
         rust[8] = u64::from(PtFlags::DRIVER.bits().trailing_zeros());
         rust[9] = u64::from(u32::MAX >> snap::ORDER_SHIFT);
+        rust[10] = u64::from(C_FAULT_REQ_WRITE);
+        rust[11] = FAULT_BATCH_MAX as u64;
         assert_eq!(c, rust);
     }
 

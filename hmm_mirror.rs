@@ -26,6 +26,7 @@
 //! fault handlers drop it (userfaultfd), so one call cannot hold the lock or
 //! a CPU for long.
 
+mod batch;
 pub(crate) mod devmem;
 pub(crate) mod dma;
 mod fault;
@@ -33,6 +34,7 @@ mod interval;
 mod migrate;
 mod snapshot;
 
+pub(crate) use batch::{Access, FaultRequest, FAULT_BATCH_MAX};
 #[cfg(CONFIG_KUNIT)]
 pub(crate) use snapshot::snap;
 

@@ -236,6 +236,60 @@ int hmm_rs_mirror_fault_walk(struct hmm_rs_mirror *mirror,
 			     unsigned long start, unsigned long end,
 			     hmm_rs_walk_fn fn, void *arg);
 
+/* hmm_rs_fault_req.flags: the device writes (else it reads). */
+#define HMM_RS_FAULT_REQ_WRITE	BIT(0)
+
+/* The most requests hmm_rs_mirror_fault_batch() takes at once. */
+#define HMM_RS_FAULT_BATCH_MAX	4096
+
+/**
+ * struct hmm_rs_fault_req - one request of a batch of device faults
+ * @addr: the first page's address (page aligned)
+ * @npages: how many pages from @addr; 0 means 1
+ * @flags: HMM_RS_FAULT_REQ_WRITE or 0; other bits are refused (-EINVAL)
+ * @result: out: 0, or what hmm_rs_mirror_fault() of this request alone
+ *	would have returned (negative errno)
+ * @pad: must be 0
+ */
+struct hmm_rs_fault_req {
+	u64 addr;
+	u32 npages;
+	u32 flags;
+	s32 result;
+	u32 pad;
+};
+
+/**
+ * hmm_rs_mirror_fault_batch() - fault a batch of requests into a mirror
+ * @mirror: the mirror
+ * @reqs: the requests, e.g. as copied from a device's fault buffer: any
+ *	order, duplicates and overlaps allowed; each gets its @result
+ * @n: how many (at most HMM_RS_FAULT_BATCH_MAX)
+ *
+ * Sorts the requests by address (their order in @reqs is kept) and merges
+ * them into windows: each covers, in one 2 MiB block, the pages from the
+ * lowest to the highest requested there (the pages between are faulted
+ * too), and crosses into the next block only where a request does. A
+ * window with a write request faults all its pages for writing (write wins
+ * over read). Each window is faulted once, like hmm_rs_mirror_fault() of
+ * its range: one walk, one sequence check and one commit per 2 MiB chunk; a
+ * chunk the CPU maps with a 2 MiB page grows to it (one huge entry).
+ *
+ * Results: every request of a window that succeeded gets 0. If a window
+ * fails, its requests are faulted one by one, so that each gets what
+ * hmm_rs_mirror_fault() of it alone returns: one bad request (unmapped,
+ * beyond user space, a write to read-only memory) fails alone. Malformed
+ * requests get -EINVAL; after a fatal signal, the requests not done get
+ * -EINTR. Requests are done in address order; a request that got 0 was
+ * mirrored, and may have been invalidated since, as after any fault. May
+ * sleep.
+ *
+ * Return: 0 when every request has its @result; or, with no @result
+ * written, -EINVAL (@n too large, no @reqs) or -ENOMEM.
+ */
+int hmm_rs_mirror_fault_batch(struct hmm_rs_mirror *mirror,
+			      struct hmm_rs_fault_req *reqs, unsigned int n);
+
 /**
  * DOC: DMA-mapped mirrors
  *

@@ -23,6 +23,7 @@ HMM_RS_EXPORT(hmm_rs_mirror_register_dma);
 HMM_RS_EXPORT(hmm_rs_mirror_unregister);
 HMM_RS_EXPORT(hmm_rs_mirror_fault);
 HMM_RS_EXPORT(hmm_rs_mirror_fault_walk);
+HMM_RS_EXPORT(hmm_rs_mirror_fault_batch);
 HMM_RS_EXPORT(hmm_rs_mirror_walk);
 HMM_RS_EXPORT(hmm_rs_mirror_walk_dma);
 HMM_RS_EXPORT(hmm_rs_mirror_unbind_dma);
@@ -50,10 +51,11 @@ const u32 hmm_rs_c_snap_flags[7] = {
 	HMM_RS_SNAP_DEVICE, HMM_RS_SNAP_COHERENT, HMM_RS_SNAP_REMOTE,
 };
 
-const u64 hmm_rs_c_consts[10] = {
+const u64 hmm_rs_c_consts[12] = {
 	HMM_RS_FORK, HMM_RS_MIGRATE, HMM_RS_MUNMAP, HMM_RS_DEVICE_READ_FAULT,
 	HMM_RS_DEVICE_WRITE_FAULT, HMM_RS_WRITE_PROTECT, HMM_RS_UPDATE_PENDING,
 	HMM_RS_DMA_NONE, HMM_RS_PT_DRIVER_SHIFT, HMM_RS_SNAP_ORDER(U32_MAX),
+	HMM_RS_FAULT_REQ_WRITE, HMM_RS_FAULT_BATCH_MAX,
 };
 
 /*
@@ -92,6 +94,17 @@ const unsigned long hmm_rs_c_layout[][2] = {
 	  sizeof_field(struct hmm_rs_devmem_ops, copy_folio_to_device) },
 	{ offsetof(struct hmm_rs_devmem_ops, copy_folio_from_device),
 	  sizeof_field(struct hmm_rs_devmem_ops, copy_folio_from_device) },
+	HMM_RS_LAYOUT(struct hmm_rs_fault_req),
+	{ offsetof(struct hmm_rs_fault_req, addr),
+	  sizeof_field(struct hmm_rs_fault_req, addr) },
+	{ offsetof(struct hmm_rs_fault_req, npages),
+	  sizeof_field(struct hmm_rs_fault_req, npages) },
+	{ offsetof(struct hmm_rs_fault_req, flags),
+	  sizeof_field(struct hmm_rs_fault_req, flags) },
+	{ offsetof(struct hmm_rs_fault_req, result),
+	  sizeof_field(struct hmm_rs_fault_req, result) },
+	{ offsetof(struct hmm_rs_fault_req, pad),
+	  sizeof_field(struct hmm_rs_fault_req, pad) },
 };
 
 const unsigned long hmm_rs_c_layout_len = ARRAY_SIZE(hmm_rs_c_layout);

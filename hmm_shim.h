@@ -105,7 +105,7 @@ void hmm_rs_dma_unmap(struct device *dev, u64 dma, unsigned int order, bool writ
 /* hmm_rs.h as C sees it, for c_api.rs's KUnit checks (hmm_rs_api.c). */
 extern const u64 hmm_rs_c_pt_flags[5];
 extern const u32 hmm_rs_c_snap_flags[7];
-extern const u64 hmm_rs_c_consts[10];
+extern const u64 hmm_rs_c_consts[12];
 extern const unsigned long hmm_rs_c_layout[][2];
 extern const unsigned long hmm_rs_c_layout_len;
 

@@ -40,6 +40,20 @@ pub(super) struct FaultBufs {
     pub(super) dma_buf: KVec<PtEntry>,
 }
 
+impl FaultBufs {
+    /// Buffers for faults into `mirror`.
+    pub(super) fn new(mirror: &HmmMirror) -> Result<Self> {
+        let chunk_pages = HUGE_SIZE as usize / PAGE_SIZE as usize;
+        Ok(Self {
+            hmm_pfns: KVec::with_capacity(chunk_pages, GFP_KERNEL)?,
+            dma_buf: KVec::with_capacity(
+                if mirror.dma.is_some() { chunk_pages } else { 0 },
+                GFP_KERNEL,
+            )?,
+        })
+    }
+}
+
 /// One fault chunk's DMA commit ([`HmmMirror::commit_dma`]).
 struct DmaCommit {
     start: u64,
@@ -145,14 +159,7 @@ impl HmmMirror {
         if self.dma.as_ref().is_some_and(|d| !d.is_bound()) {
             return Err(ENODEV);
         }
-        let chunk_pages = HUGE_SIZE as usize / PAGE_SIZE as usize;
-        let mut bufs = FaultBufs {
-            hmm_pfns: KVec::with_capacity(chunk_pages, GFP_KERNEL)?,
-            dma_buf: KVec::with_capacity(
-                if self.dma.is_some() { chunk_pages } else { 0 },
-                GFP_KERNEL,
-            )?,
-        };
+        let mut bufs = FaultBufs::new(self)?;
         // SAFETY: `watch` is a local, dropped before this returns.
         let watch = unsafe { FaultWatch::new(self, start, end)? };
         for (chunk, chunk_end) in huge_chunks(start, end) {

@@ -30,6 +30,7 @@ TYPES = {
     "unsigned long": ["c_ulong"],
     "bool": ["bool"],
     "u32": ["u32"],
+    "s32": ["i32"],
     "u64": ["u64"],
     "phys_addr_t": ["phys_addr_t"],
     "enum hmm_rs_event_type": ["u32"],
@@ -49,6 +50,7 @@ STRUCTS = {
     "device": "device",
     "page": "page",
     "hmm_rs_event": "CEvent",
+    "hmm_rs_fault_req": "CFaultReq",
 }
 # C callback typedef -> its Rust alias in c_api.rs.
 TYPEDEFS = {"hmm_rs_walk_fn": "CWalkFn", "hmm_rs_dma_walk_fn": "CDmaWalkFn"}
@@ -58,6 +60,7 @@ COPIES = {
     "hmm_rs_event": "CEvent",
     "hmm_rs_device_ops": "CDeviceOps",
     "hmm_rs_devmem_ops": "CDevMemOps",
+    "hmm_rs_fault_req": "CFaultReq",
 }
 MEMBERS = {"type": "ty"}
 
