@@ -492,4 +492,133 @@ mod kunit {
         assert!(text.contains(" device_read_fault 1 "));
         Ok(())
     }
+
+    /// A request of `npages` from page `i` of `addr`.
+    fn req(addr: u64, i: u64, access: Access, npages: u32) -> FaultRequest {
+        FaultRequest {
+            addr: addr + i * PAGE_SIZE,
+            access,
+            npages,
+        }
+    }
+
+    #[test]
+    fn fault_batch_merges_into_one_window_write_wins() -> Result {
+        // 8 pages within one 2 MiB block, of 16 that may straddle two.
+        let map16 = kunit_mm::mmap(16 * PAGE, PROT_READ | PROT_WRITE)? as u64;
+        let boundary = (map16 + 16 * PAGE_SIZE) & !(HUGE_SIZE - 1);
+        let addr = if boundary <= map16 || boundary - map16 >= 8 * PAGE_SIZE {
+            map16
+        } else {
+            boundary
+        };
+        for i in 0..8 {
+            kunit_mm::write(addr as usize + i * PAGE, &[i as u8 + 1])?;
+        }
+        let (_seen, m) = mirror()?;
+        let (r, w) = (Access::Read, Access::Write);
+        // Unsorted, a duplicate, an overlap, a read and a write of page 2.
+        let reqs = [
+            req(addr, 5, r, 1),
+            req(addr, 2, r, 0),
+            req(addr, 1, r, 3),
+            req(addr, 2, w, 1),
+            req(addr, 5, r, 1),
+            req(addr, 0, r, 1),
+        ];
+        let mut res = [Err(EIO); 6];
+        let faults = m.faults.load(Relaxed);
+        m.fault_batch(&reqs, &mut res)?;
+        assert_eq!(res, [Ok(()); 6]);
+        // One window, pages 0 to 5: one fault.
+        assert_eq!(m.faults.load(Relaxed) - faults, 1);
+        for i in 0..6 {
+            let a = addr + i * PAGE_SIZE;
+            let map = m.table().lookup(a).ok_or(EFAULT)?;
+            assert_eq!(first_byte(map.pfn_at(a)), i as u8 + 1);
+        }
+        // Write wins: page 2 is writable for the device.
+        let map = m.table().lookup(addr + 2 * PAGE_SIZE).ok_or(EFAULT)?;
+        assert!(map.entry.flags().contains(PtFlags::WRITE));
+        // Nothing beyond the highest page requested.
+        assert!(m.table().lookup(addr + 6 * PAGE_SIZE).is_none());
+        assert_eq!(m.fault_batch(&[], &mut []), Ok(()));
+        Ok(())
+    }
+
+    #[test]
+    fn fault_batch_one_bad_request_fails_alone() -> Result {
+        let n = 8;
+        let addr = kunit_mm::mmap(n * PAGE, PROT_READ | PROT_WRITE)? as u64;
+        let ro = kunit_mm::mmap(PAGE, PROT_READ)? as u64;
+        kunit_mm::munmap(addr as usize + 3 * PAGE, PAGE)?;
+        let (_seen, m) = mirror()?;
+        let (r, w) = (Access::Read, Access::Write);
+        let reqs = [
+            req(addr, 7, r, 1),
+            req(addr, 3, r, 1),
+            req(addr, 1, w, 1),
+            req(ro, 0, w, 1),
+            req(addr, 4, w, 2),
+            req(1 << 60, 0, r, 1),
+            req(addr + 1, 0, r, 1),
+            req(ro, 0, r, 1),
+            req(!(PAGE_SIZE - 1), 0, r, 2),
+        ];
+        let mut res = [Ok(()); 9];
+        m.fault_batch(&reqs, &mut res)?;
+        assert_eq!(
+            res,
+            [
+                Ok(()),
+                Err(EFAULT),
+                Ok(()),
+                Err(EPERM),
+                Ok(()),
+                Err(EINVAL),
+                Err(EINVAL),
+                Ok(()),
+                Err(EINVAL)
+            ]
+        );
+        // Each result is the fault's of that request alone.
+        for (q, res) in reqs.iter().zip(res) {
+            let end = q.addr.wrapping_add(u64::from(q.npages) * PAGE_SIZE);
+            assert_eq!(m.fault(q.access.event(), q.addr, end), res);
+        }
+        for i in [1, 4, 5, 7] {
+            assert!(m.table().lookup(addr + i * PAGE_SIZE).is_some());
+        }
+        assert!(m.table().lookup(addr + 3 * PAGE_SIZE).is_none());
+        // The batch as a whole: lengths differ, or too long.
+        assert_eq!(m.fault_batch(&reqs, &mut res[..1]), Err(EINVAL));
+        let mut many = KVec::new();
+        many.resize(FAULT_BATCH_MAX + 1, reqs[0], GFP_KERNEL)?;
+        let mut out = KVec::new();
+        out.resize(FAULT_BATCH_MAX + 1, Ok(()), GFP_KERNEL)?;
+        assert_eq!(m.fault_batch(&many, &mut out), Err(EINVAL));
+        many.truncate(FAULT_BATCH_MAX);
+        out.truncate(FAULT_BATCH_MAX);
+        m.fault_batch(&many, &mut out)?;
+        assert!(out.iter().all(|r| r.is_ok()));
+        Ok(())
+    }
+
+    #[test]
+    fn fault_batch_grows_a_window_to_a_huge_page() -> Result {
+        let addr = kunit_mm::mmap(2 * HUGE_SIZE as usize, PROT_READ | PROT_WRITE)? as u64;
+        let huge = (addr + HUGE_SIZE - 1) & !(HUGE_SIZE - 1);
+        // The CPU's write fault gets a PMD-mapped huge page (THP "always").
+        kunit_mm::write(huge as usize, &[7])?;
+        let (_seen, m) = mirror()?;
+        let reqs = [req(huge, 9, Access::Read, 1), req(huge, 5, Access::Read, 1)];
+        let mut res = [Err(EIO); 2];
+        m.fault_batch(&reqs, &mut res)?;
+        assert_eq!(res, [Ok(()); 2]);
+        let s = m.table().stats();
+        assert_eq!((s.entries, s.pages), (1, 512));
+        let map = m.table().lookup(huge + 5 * PAGE_SIZE).ok_or(EFAULT)?;
+        assert_eq!((map.addr, map.order), (huge, HUGE_ORDER));
+        Ok(())
+    }
 }
