@@ -97,4 +97,36 @@ struct hmm_dummy_dma_probe {
 #define HMM_DUMMY_DMA_PROBE	_IOW('H', 0x43, struct hmm_dummy_dma_probe)
 #define HMM_DUMMY_FAULT		_IOW('H', 0x44, struct hmm_dummy_range)
 
+/*
+ * HMM_DUMMY_BATCH: the device accesses one page per entry, as after taking
+ * @count faults at once from its fault buffer. @entries points to @count
+ * entries (any order; duplicates allowed), @data to @count pages: entry i
+ * reads its page into page i of @data (@write 0), or writes page i of
+ * @data to its page (@write 1). All entries are faulted with one
+ * hmm_rs_mirror_fault_batch(), then accessed in order; an entry whose
+ * mapping went away before its access is faulted and accessed again alone
+ * (counted in @refaults). Out: each entry's @status, 0 or what a READ or
+ * WRITE of that page alone fails with (-EFAULT unmapped, -EPERM write to
+ * read-only, -EINVAL unaligned or beyond user space or @write > 1,
+ * -EINTR...); the pages read, into @data. The ioctl itself fails (-EINVAL
+ * for @count > HMM_DUMMY_BATCH_MAX, -EFAULT, -ENOMEM) only when no entry
+ * has its status.
+ */
+#define HMM_DUMMY_BATCH_MAX	4096
+
+struct hmm_dummy_batch_entry {
+	__u64 addr;
+	__u32 write;
+	__s32 status;
+};
+
+struct hmm_dummy_batch {
+	__u64 entries;
+	__u64 data;
+	__u32 count;
+	__u32 refaults;
+};
+
+#define HMM_DUMMY_BATCH		_IOWR('H', 0x45, struct hmm_dummy_batch)
+
 #endif /* HMM_DUMMY_UAPI_H */

@@ -11,7 +11,9 @@
  * HMM_DMIRROR_EXCLUSIVE and HMM_DMIRROR_CHECK_EXCLUSIVE, MIGRATE_TO_DEV and
  * MIGRATE_TO_SYS (to and from the device's memory, hmm_rs_devmem), RELEASE
  * (evicts the device's memory), FLAGS, mmap() of zeroed pages, and
- * HMM_DUMMY_EVENTS (hmm_dummy_uapi.h), the typed events the mirror received.
+ * HMM_DUMMY_EVENTS (hmm_dummy_uapi.h), the typed events the mirror received,
+ * and HMM_DUMMY_BATCH, accesses of scattered pages faulted as one batch
+ * (hmm_rs_mirror_fault_batch()), as from a device's fault buffer.
  *
  * Each device node is its own device with its own memory: 512 MiB of
  * device-private pages whose contents live in system pages allocated as
@@ -589,6 +591,7 @@ struct dummy_access {
 	bool write;
 	unsigned long pages;
 	unsigned long *done;
+	bool cpu_copy;		/* edu: by the CPU, whatever the size */
 };
 
 /* Whether page @va of @a is to be copied now: claims it if so. */
@@ -689,7 +692,8 @@ static int edu_collect(void *arg, unsigned long addr, u64 pfn, u64 dma,
  */
 static int edu_access(struct dummy_file *df, struct dummy_access *a, struct edu_chunk *c)
 {
-	bool engine = (a->end - a->start) >> PAGE_SHIFT <= READ_ONCE(edu_max_pages);
+	bool engine = !a->cpu_copy &&
+		      (a->end - a->start) >> PAGE_SHIFT <= READ_ONCE(edu_max_pages);
 	unsigned long addr, k;
 	int ret;
 
@@ -728,6 +732,28 @@ static int edu_access(struct dummy_file *df, struct dummy_access *a, struct edu_
 	return 0;
 }
 
+/* Takes dev_lock once no invalidation is between update() and update_end(). */
+static void dummy_device_lock(struct dummy_file *df)
+{
+	mutex_lock(&df->dev_lock);
+	while (atomic_read(&df->stopped)) {
+		mutex_unlock(&df->dev_lock);
+		wait_event(df->resume, !atomic_read(&df->stopped));
+		mutex_lock(&df->dev_lock);
+	}
+}
+
+/* dummy_access() under dev_lock; @c: the edu path's chunk, NULL without edu. */
+static int dummy_access_locked(struct dummy_file *df, struct dummy_access *a,
+			       struct edu_chunk *c)
+{
+	if (!c)
+		return hmm_rs_mirror_walk(df->mirror, a->start, a->end, dummy_copy_mapping, a);
+	if (!df->edu)
+		return -ENODEV;	/* its edu device was unbound */
+	return edu_access(df, a, c);
+}
+
 /*
  * The device reads or writes what is mirrored of [start, end) and not done
  * yet; -ENOENT if some of it is not mirrored.
@@ -742,18 +768,8 @@ static int dummy_access(struct dummy_file *df, struct dummy_access *a)
 		if (!c)
 			return -ENOMEM;
 	}
-	mutex_lock(&df->dev_lock);
-	while (atomic_read(&df->stopped)) {
-		mutex_unlock(&df->dev_lock);
-		wait_event(df->resume, !atomic_read(&df->stopped));
-		mutex_lock(&df->dev_lock);
-	}
-	if (!c)
-		ret = hmm_rs_mirror_walk(df->mirror, a->start, a->end, dummy_copy_mapping, a);
-	else if (!df->edu)
-		ret = -ENODEV;	/* its edu device was unbound */
-	else
-		ret = edu_access(df, a, c);
+	dummy_device_lock(df);
+	ret = dummy_access_locked(df, a, c);
 	mutex_unlock(&df->dev_lock);
 	kfree(c);
 	if (ret)
@@ -1189,6 +1205,145 @@ static int dummy_fault(struct dummy_file *df, void __user *uarg)
 				   HMM_RS_DEVICE_READ_FAULT, start, end);
 }
 
+/*
+ * One entry of a batch, alone, after its mapping went away between the
+ * batch's fault and its access: as one round of READ or WRITE, until it is
+ * copied or its fault fails.
+ */
+static int dummy_batch_refault(struct dummy_file *df, struct dummy_access *a)
+{
+	enum hmm_rs_event_type fault = a->write ? HMM_RS_DEVICE_WRITE_FAULT :
+						  HMM_RS_DEVICE_READ_FAULT;
+	int ret;
+
+	do {
+		if (fatal_signal_pending(current))
+			return -EINTR;
+		cond_resched();
+		if (df->ddev->edu_slot >= 0) {
+			ret = hmm_rs_mirror_fault(df->mirror, fault, a->start, a->end);
+			if (!ret)
+				ret = dummy_access(df, a);
+		} else {
+			ret = hmm_rs_mirror_fault_walk(df->mirror, fault, a->start, a->end,
+						       dummy_copy_mapping, a);
+			if (!ret && !a->pages)
+				ret = -ENOENT;
+		}
+	} while (ret == -ENOENT || ret == -EAGAIN);
+	return ret;
+}
+
+/* The batch's accesses, under dev_lock: of the entries faulted in (@status 0). */
+static int dummy_batch_access(struct dummy_file *df, struct hmm_dummy_batch_entry *e,
+			      unsigned int n, char *data, struct dummy_access *a)
+{
+	struct edu_chunk *c = NULL;
+	unsigned int i;
+	int ret = 0;
+
+	if (df->ddev->edu_slot >= 0) {
+		c = kmalloc_obj(*c, GFP_KERNEL);
+		if (!c)
+			return -ENOMEM;
+	}
+	dummy_device_lock(df);
+	for (i = 0; i < n && !ret; i++) {
+		if (e[i].status)
+			continue;
+		a->start = e[i].addr;
+		a->end = a->start + PAGE_SIZE;
+		a->bounce = data + ((unsigned long)i << PAGE_SHIFT);
+		a->write = e[i].write;
+		a->pages = 0;
+		ret = dummy_access_locked(df, a, c);
+		if (!ret && !a->pages)
+			e[i].status = -ENOENT;	/* not mirrored any more */
+	}
+	mutex_unlock(&df->dev_lock);
+	kfree(c);
+	return ret;
+}
+
+static int dummy_batch(struct dummy_file *df, void __user *uarg)
+{
+	struct hmm_dummy_batch b;
+	struct hmm_dummy_batch_entry *e = NULL;
+	struct hmm_rs_fault_req *reqs = NULL;
+	struct dummy_access a = { .ddev = df->ddev };
+	char __user *udata;
+	char *data = NULL;
+	unsigned int i;
+	int ret;
+
+	if (copy_from_user(&b, uarg, sizeof(b)))
+		return -EFAULT;
+	if (b.count > HMM_DUMMY_BATCH_MAX)
+		return -EINVAL;
+	b.refaults = 0;
+	udata = u64_to_user_ptr(b.data);
+	/* Large batches are copied by the CPU on edu, as large READs are. */
+	a.cpu_copy = b.count > READ_ONCE(edu_max_pages);
+	e = kvmalloc_array(max(b.count, 1U), sizeof(*e), GFP_KERNEL);
+	reqs = kvcalloc(max(b.count, 1U), sizeof(*reqs), GFP_KERNEL);
+	data = dummy_bounce_alloc(max_t(unsigned long, b.count, 1) << PAGE_SHIFT);
+	if (!e || !reqs || !data) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (copy_from_user(e, u64_to_user_ptr(b.entries), b.count * sizeof(*e))) {
+		ret = -EFAULT;
+		goto out;
+	}
+	for (i = 0; i < b.count; i++) {
+		unsigned long off = (unsigned long)i << PAGE_SHIFT;
+
+		reqs[i].addr = e[i].addr;
+		reqs[i].npages = 1;
+		/* @write > 1: unknown flags, which the core refuses (-EINVAL). */
+		reqs[i].flags = e[i].write > 1 ? U32_MAX : e[i].write ? HMM_RS_FAULT_REQ_WRITE : 0;
+		if (e[i].write && copy_from_user(data + off, udata + off, PAGE_SIZE)) {
+			ret = -EFAULT;
+			goto out;
+		}
+	}
+	ret = hmm_rs_mirror_fault_batch(df->mirror, reqs, b.count);
+	if (ret)
+		goto out;
+	for (i = 0; i < b.count; i++)
+		e[i].status = reqs[i].result;
+	ret = dummy_batch_access(df, e, b.count, data, &a);
+	if (ret)
+		goto out;
+	for (i = 0; i < b.count; i++) {
+		unsigned long off = (unsigned long)i << PAGE_SHIFT;
+
+		if (e[i].status == -ENOENT) {
+			b.refaults++;
+			a.start = e[i].addr;
+			a.end = a.start + PAGE_SIZE;
+			a.bounce = data + off;
+			a.write = e[i].write;
+			a.pages = 0;
+			e[i].status = dummy_batch_refault(df, &a);
+		}
+		if (e[i].status || e[i].write)
+			continue;
+		if (copy_to_user(udata + off, data + off, PAGE_SIZE)) {
+			ret = -EFAULT;
+			goto out;
+		}
+	}
+	if (copy_to_user(u64_to_user_ptr(b.entries), e, b.count * sizeof(*e)) ||
+	    copy_to_user(uarg, &b, sizeof(b)))
+		ret = -EFAULT;
+out:
+	vfree(data);
+	kvfree(reqs);
+	kvfree(e);
+	return ret;
+}
+
 static int dummy_set_latency(struct dummy_file *df, void __user *uarg)
 {
 	struct hmm_dummy_latency req;
@@ -1235,6 +1390,8 @@ static long dummy_ioctl(struct file *file, unsigned int command, unsigned long a
 		return dummy_dma_probe(df, uarg);
 	case HMM_DUMMY_FAULT:
 		return dummy_fault(df, uarg);
+	case HMM_DUMMY_BATCH:
+		return dummy_batch(df, uarg);
 	default:
 		return -ENOTTY;
 	}
