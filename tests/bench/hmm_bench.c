@@ -591,6 +591,121 @@ static void read_noise(void)
 	printf("# read_cold_noise: %lu unrelated munmaps meanwhile\n", noise_ops);
 }
 
+/*
+ * Scattered device reads, as a GPU's fault buffer delivers them: @n reads
+ * of 4 KiB pages of @bytes, in random order, a quarter of them repeats of
+ * earlier ones. The addresses, as page indices.
+ */
+static unsigned long *scatter_pages(unsigned long n, unsigned long bytes)
+{
+	unsigned long *k = malloc(n * sizeof(*k)), i;
+	unsigned int seed = 42;
+
+	if (!k) {
+		perror("malloc");
+		exit(2);
+	}
+	for (i = 0; i < n; i++)
+		k[i] = i % 4 == 3 ? k[rand_r(&seed) % i] : rand_r(&seed) % (bytes / PAGE);
+	/* Shuffled, so that repeats come anywhere. */
+	for (i = n - 1; i > 0; i--) {
+		unsigned long j = rand_r(&seed) % (i + 1), t = k[i];
+
+		k[i] = k[j];
+		k[j] = t;
+	}
+	return k;
+}
+
+/* Whether the driver has HMM_DUMMY_BATCH (hmm_dummy). */
+static int have_batch(void)
+{
+	struct hmm_dummy_batch b = { 0 };
+	int fd = open_device(), ok = !ioctl(fd, HMM_DUMMY_BATCH, &b);
+
+	close(fd);
+	return ok;
+}
+
+/*
+ * One run of the scattered reads through a new mirror of fresh memory:
+ * one READ per page (@per 0), or HMM_DUMMY_BATCH of @per entries at a
+ * time. Checks every page read.
+ */
+static void scatter_run(const char *name, const unsigned long *k, unsigned long n,
+			unsigned long bytes, unsigned int per, char *out, uint32_t seed)
+{
+	struct hmm_dummy_batch_entry *e = calloc(n, sizeof(*e));
+	char *buf = map(bytes, 0);
+	int fd = open_device();
+	unsigned long long t0, t1;
+	unsigned long i, j;
+
+	fill(buf, bytes, seed);
+	for (i = 0; i < n; i++)
+		e[i].addr = (uintptr_t)buf + k[i] * PAGE;
+	t0 = now_ns();
+	for (i = 0; i < n; i += per ? per : 1) {
+		struct hmm_dummy_batch b = {
+			.entries = (uintptr_t)(e + i), .data = (uintptr_t)(out + i * PAGE),
+			.count = per && n - i > per ? per : per ? n - i : 1,
+		};
+
+		if (!per) {
+			check_ok(name, "READ", dmirror(fd, HMM_DMIRROR_READ, buf + k[i] * PAGE,
+						       out + i * PAGE, PAGE, NULL));
+			continue;
+		}
+		check_ok(name, "HMM_DUMMY_BATCH", ioctl(fd, HMM_DUMMY_BATCH, &b) ? errno : 0);
+	}
+	t1 = now_ns();
+	record(name, t0, t1, n * PAGE);
+	for (i = 0; i < n; i++) {
+		const unsigned long long *w = (const void *)(out + i * PAGE);
+
+		if (per && e[i].status) {
+			fail(name, strerror(-e[i].status));
+			break;
+		}
+		for (j = 0; j < PAGE / sizeof(*w); j++)
+			if (w[j] != ((unsigned long long)seed << 32 | k[i]))
+				break;
+		if (j < PAGE / sizeof(*w)) {
+			fail(name, "a page read is not that page's");
+			break;
+		}
+	}
+	close(fd);
+	munmap(buf, bytes);
+	free(e);
+}
+
+/*
+ * 4096 scattered reads over 64 MiB (-s: 1024 over 16 MiB): one READ per
+ * page (both drivers); on hmm_dummy also one HMM_DUMMY_BATCH per page and
+ * batches of 256 (hmm_rs_mirror_fault_batch()). ns per read.
+ */
+static void scattered_reads(void)
+{
+	unsigned long n = size < (64UL << 20) ? 1024 : 4096, bytes = n * 4 * PAGE;
+	unsigned long *k = scatter_pages(n, bytes);
+	char *out = map(n * PAGE, 0);
+	int batch = have_batch();
+	unsigned int r;
+
+	printf("# scatter: %lu reads of 4 KiB over %lu MiB, random order, 25%% repeats\n", n,
+	       bytes >> 20);
+	for (r = 0; r < runs; r++) {
+		scatter_run("scatter_read", k, n, bytes, 0, out, 800 + r);
+		if (!batch)
+			continue;
+		scatter_run("scatter_batch1", k, n, bytes, 1, out, 810 + r);
+		scatter_run("scatter_batch256", k, n, bytes, 256, out, 820 + r);
+	}
+	munmap(out, n * PAGE);
+	free(k);
+}
+
 #define CORE_BENCH	"/sys/kernel/debug/hmm_rs/core_bench"
 
 /* Has hmm_rs time its fault and snapshot against the bare walk here. */
@@ -697,7 +812,7 @@ static int compare(const char *ours, const char *theirs)
 	static struct result a[64], b[64];
 	double ma[64], mb[64];
 	unsigned int na = load(ours, a, ma), nb = load(theirs, b, mb), i;
-	int j;
+	int j, batched;
 
 	printf("| workload | hmm_dummy median | min | test_hmm median | min | ours/test_hmm |\n");
 	printf("| --- | ---: | ---: | ---: | ---: | ---: |\n");
@@ -711,6 +826,12 @@ static int compare(const char *ours, const char *theirs)
 			printf("| %s | %.0f | %.0f | %.0f | %.0f | %.2f |\n", a[i].name, ma[i],
 			       a[i].ns[0], mb[j], b[j].ns[0], ma[i] / mb[j]);
 	}
+	/* Batched faults on hmm_dummy against test_hmm.ko's one READ per page. */
+	batched = find(a, na, "scatter_batch256");
+	j = find(b, nb, "scatter_read");
+	if (batched >= 0 && j >= 0)
+		printf("| scatter_batch256 / test_hmm's scatter_read | | | | | %.2f |\n",
+		       ma[batched] / mb[j]);
 	printf("\n| ratio of medians | hmm_dummy | test_hmm |\n| --- | ---: | ---: |\n");
 	for (i = 0; i < na; i++) {
 		if (a[i].n)
@@ -733,6 +854,9 @@ static void derived(void)
 		{ "thp_speedup_to_sys", "migrate_to_sys", "migrate_to_sys_thp" },
 		{ "thp_speedup_round_trip", "round_trip", "round_trip_thp" },
 		{ "noise_cost_read_cold", "read_cold_noise", "read_cold" },
+		{ "scatter_batch256_vs_read", "scatter_batch256", "scatter_read" },
+		{ "scatter_batch256_vs_batch1", "scatter_batch256", "scatter_batch1" },
+		{ "scatter_batch1_vs_read", "scatter_batch1", "scatter_read" },
 	};
 	unsigned int i;
 
@@ -910,6 +1034,8 @@ int main(int argc, char **argv)
 		two_threads();
 	if (want("read_cold_noise") || (want("read_cold") && *only))
 		read_noise();
+	if (want("scatter"))
+		scattered_reads();
 	if (want("slow"))
 		slow_devices();
 	for (i = 0; i < nresults; i++) {
