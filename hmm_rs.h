@@ -284,8 +284,8 @@ struct hmm_rs_fault_req {
  * mirrored, and may have been invalidated since, as after any fault. May
  * sleep.
  *
- * Return: 0 when every request has its @result; or, with no @result
- * written, -EINVAL (@n too large, no @reqs) or -ENOMEM.
+ * Return: 0 when every request has its @result; or -EINVAL (@n too large,
+ * no @reqs) or -ENOMEM, and the results are not to be used.
  */
 int hmm_rs_mirror_fault_batch(struct hmm_rs_mirror *mirror,
 			      struct hmm_rs_fault_req *reqs, unsigned int n);
