@@ -151,6 +151,56 @@ static void ctest_bad_arguments(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, -EINVAL, hmm_rs_mirror_set_dirty(mirror, addr, addr));
 }
 
+/*
+ * hmm_rs_mirror_fault_batch() through the C API: unsorted requests with a
+ * duplicate, a write to read-only memory, a bad flag and a bad pad, each
+ * with its result; the batch's own errors.
+ */
+static void ctest_fault_batch(struct kunit *test)
+{
+	unsigned long len = 4 * PAGE_SIZE, addr, ro, pages = 0;
+	struct hmm_rs_fault_req reqs[7];
+	struct hmm_rs_mirror *mirror;
+	struct ctest_seen *seen;
+
+	addr = kunit_vm_mmap(test, NULL, 0, len, PROT_READ | PROT_WRITE,
+			     MAP_ANONYMOUS | MAP_PRIVATE, 0);
+	KUNIT_ASSERT_NE(test, addr, 0);
+	ro = kunit_vm_mmap(test, NULL, 0, PAGE_SIZE, PROT_READ, MAP_ANONYMOUS | MAP_PRIVATE, 0);
+	KUNIT_ASSERT_NE(test, ro, 0);
+	mirror = ctest_mirror(test, &seen);
+
+	memset(reqs, 0, sizeof(reqs));
+	reqs[0].addr = addr + 3 * PAGE_SIZE;
+	reqs[1].addr = addr;
+	reqs[1].npages = 2;
+	reqs[1].flags = HMM_RS_FAULT_REQ_WRITE;
+	reqs[2].addr = addr;
+	reqs[3].addr = ro;
+	reqs[3].flags = HMM_RS_FAULT_REQ_WRITE;
+	reqs[4].addr = addr;
+	reqs[4].flags = 2;
+	reqs[5].addr = addr;
+	reqs[5].pad = 1;
+	reqs[6].addr = ro;
+	KUNIT_EXPECT_EQ(test, 0, hmm_rs_mirror_fault_batch(mirror, reqs, 7));
+	KUNIT_EXPECT_EQ(test, reqs[0].result, 0);
+	KUNIT_EXPECT_EQ(test, reqs[1].result, 0);
+	KUNIT_EXPECT_EQ(test, reqs[2].result, 0);
+	KUNIT_EXPECT_EQ(test, reqs[3].result, -EPERM);
+	KUNIT_EXPECT_EQ(test, reqs[4].result, -EINVAL);
+	KUNIT_EXPECT_EQ(test, reqs[5].result, -EINVAL);
+	KUNIT_EXPECT_EQ(test, reqs[6].result, 0);
+	/* Pages 0, 1 and 3 of addr, and ro; page 2 only if one window took both. */
+	KUNIT_EXPECT_EQ(test, 0, hmm_rs_mirror_walk(mirror, addr, addr + len,
+						    ctest_count_pages, &pages));
+	KUNIT_EXPECT_GE(test, pages, 3);
+	KUNIT_EXPECT_EQ(test, 0, hmm_rs_mirror_fault_batch(mirror, NULL, 0));
+	KUNIT_EXPECT_EQ(test, -EINVAL, hmm_rs_mirror_fault_batch(mirror, NULL, 1));
+	KUNIT_EXPECT_EQ(test, -EINVAL, hmm_rs_mirror_fault_batch(mirror, reqs,
+								 HMM_RS_FAULT_BATCH_MAX + 1));
+}
+
 static void ctest_device_outlives_its_mirrors(struct kunit *test)
 {
 	unsigned long len = PAGE_SIZE, addr;
@@ -415,6 +465,7 @@ static void ctest_dma_mapped_mirror(struct kunit *test)
 static struct kunit_case hmm_rs_ctest_cases[] = {
 	KUNIT_CASE(ctest_fault_walk_munmap),
 	KUNIT_CASE(ctest_bad_arguments),
+	KUNIT_CASE(ctest_fault_batch),
 	KUNIT_CASE(ctest_device_outlives_its_mirrors),
 	KUNIT_CASE(ctest_devmem_bad_arguments),
 	KUNIT_CASE(ctest_devmem_destroy_while_mapped),
