@@ -6,7 +6,8 @@
  *
  * Each of PROCESSES processes (one seed each, derived from SEED) makes
  * CALLS calls on /dev/hmm_dmirror0..1: random commands (test_hmm's, ours,
- * unknown ones) with random and hostile arguments (kernel addresses,
+ * unknown ones; batches of hostile entries) with random and hostile
+ * arguments (kernel addresses,
  * wrapping ranges, huge and zero page counts, unaligned addresses, bad user
  * pointers, 5-level addresses, huge ranges from mapped addresses), while
  * it also changes its own memory. Every call must return within BOUND_S
@@ -61,9 +62,40 @@ static const unsigned long cmds[] = {
 #ifdef HMM_DMIRROR_READ_UNLOCKED
 	HMM_DMIRROR_READ_UNLOCKED,
 #endif
-	HMM_DUMMY_EVENTS,
+	HMM_DUMMY_EVENTS, HMM_DUMMY_BATCH,
 	_IOWR('H', 0x3f, struct hmm_dmirror_cmd), 0xdeadbeef,
 };
+
+/*
+ * An HMM_DUMMY_BATCH of hostile entries (the addresses pick_addr() gives,
+ * read, write or a bad flag), a count from none to one too many, and a
+ * data pointer as pick_ptr() gives it.
+ */
+static struct hmm_dummy_batch_entry batch_entries[HMM_DUMMY_BATCH_MAX + 1];
+
+static unsigned long pick_addr(char *buf);
+static unsigned long pick_ptr(char *out);
+
+static void *pick_batch(struct hmm_dummy_batch *b, char *buf, char *out)
+{
+	unsigned int i, n;
+
+	if (rnd() % 4 == 0)
+		n = rnd() % 2 ? 0 : HMM_DUMMY_BATCH_MAX + 1;
+	else if (rnd() % 3 == 0)
+		n = rnd() % (HMM_DUMMY_BATCH_MAX + 1);
+	else
+		n = 1 + rnd() % 256;
+	for (i = 0; i < n && i <= HMM_DUMMY_BATCH_MAX; i++)
+		batch_entries[i] = (struct hmm_dummy_batch_entry) {
+			.addr = pick_addr(buf), .write = rnd() % 8 ? rnd() % 2 : rnd(),
+		};
+	*b = (struct hmm_dummy_batch) {
+		.entries = rnd() % 16 ? (uintptr_t)batch_entries : pick_ptr(out),
+		.data = pick_ptr(out), .count = n,
+	};
+	return b;
+}
 
 /*
  * Mapped addresses most often (with the huge page counts of pick_npages(),
@@ -151,6 +183,7 @@ static int fuzz(int calls, int id)
 		 * holes between VMAs), within the bound.
 		 */
 		void *arg = rnd() % 16 ? (void *)&cmd : (void *)KERNEL_ADDR;
+		struct hmm_dummy_batch b;
 		double t;
 		int err;
 
@@ -170,6 +203,8 @@ static int fuzz(int calls, int id)
 			writable = 1;
 			break;
 		}
+		if (req == HMM_DUMMY_BATCH && arg != (void *)KERNEL_ADDR)
+			arg = pick_batch(&b, buf, out);
 		t = seconds();
 		err = ioctl(fd[rnd() % 2], req, arg) ? errno : 0;
 		t = seconds() - t;
