@@ -105,10 +105,11 @@ struct hmm_dummy_dma_probe {
  * @data to its page (@write 1). All entries are faulted with one
  * hmm_rs_mirror_fault_batch(), then accessed in order; an entry whose
  * mapping went away before its access is faulted and accessed again alone
- * (counted in @refaults). Out: each entry's @status, 0 or what a READ or
- * WRITE of that page alone fails with (-EFAULT unmapped, -EPERM write to
- * read-only, -EINVAL unaligned or beyond user space or @write > 1,
- * -EINTR...); the pages read, into @data. The ioctl itself fails (-EINVAL
+ * (counted in @refaults). Out: each entry's @status, 0 or what
+ * hmm_rs_mirror_fault() of that page alone fails with (-EFAULT unmapped,
+ * including above user space; -EPERM a write to read-only memory; -EINVAL
+ * unaligned, beyond what a mirror maps, or @write > 1; -EINTR...); the
+ * pages read, into @data. The ioctl itself fails (-EINVAL
  * for @count > HMM_DUMMY_BATCH_MAX, -EFAULT, -ENOMEM) only when no entry
  * has its status.
  */
