@@ -276,7 +276,8 @@ struct hmm_rs_fault_req {
  * chunk the CPU maps with a 2 MiB page grows to it (one huge entry).
  *
  * Results: every request of a window that succeeded gets 0. If a window
- * fails, its requests are faulted one by one, so that each gets what
+ * fails, its requests are faulted one by one (reads first, then writes:
+ * write wins there too), so that each gets what
  * hmm_rs_mirror_fault() of it alone returns: one bad request (unmapped,
  * beyond user space, a write to read-only memory) fails alone. Malformed
  * requests get -EINVAL; after a fatal signal, the requests not done get

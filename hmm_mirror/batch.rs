@@ -33,7 +33,9 @@
 //!    (an unmapped page, a read-only page among writes, a hole between two
 //!    requests): unless its requests are all the same range and access (so
 //!    the window's error is each one's), each of them is then faulted
-//!    alone, with [`HmmMirror::fault`], and gets its own result. So one bad
+//!    alone, with [`HmmMirror::fault`], and gets its own result (reads
+//!    first, then writes: a read fault after a write fault of the same page
+//!    would leave it read-only, and write wins here too). So one bad
 //!    request does not fail the others, and every result is what a fault of
 //!    that request alone would have returned at about that time. `ESRCH`
 //!    (the mm is exiting) and `ENODEV` (DMA unbound) fail a window's
@@ -177,9 +179,15 @@ impl HmmMirror {
                 {
                     set_all(members, results, e);
                 }
-                // Which of them failed: each alone.
+                // Which of them failed: each alone, reads first, so that
+                // a page read and written ends up writable (write wins).
                 Err(_) => {
-                    for (n, &i) in members.iter().enumerate() {
+                    let with = |a: Access| {
+                        let of = move |i: &&u32| reqs[**i as usize].access == a;
+                        members.iter().filter(of)
+                    };
+                    let alone = || Iterator::chain(with(Access::Read), with(Access::Write));
+                    for (n, &i) in alone().enumerate() {
                         let (s, e) = range(i);
                         let r = if fatal_signal_pending() {
                             Err(EINTR)
@@ -187,7 +195,10 @@ impl HmmMirror {
                             self.fault(reqs[i as usize].access.event(), s, e)
                         };
                         if r == Err(EINTR) {
-                            set_all(&order[k + n..], results, EINTR);
+                            alone()
+                                .skip(n)
+                                .for_each(|&i| results[i as usize] = Err(EINTR));
+                            set_all(&order[j..], results, EINTR);
                             return Ok(());
                         }
                         results[i as usize] = r;

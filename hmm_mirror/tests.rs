@@ -564,8 +564,9 @@ mod kunit {
             req(addr + 1, 0, r, 1),
             req(ro, 0, r, 1),
             req(!(PAGE_SIZE - 1), 0, r, 2),
+            req(addr, 1, r, 1),
         ];
-        let mut res = [Ok(()); 9];
+        let mut res = [Ok(()); 10];
         m.fault_batch(&reqs, &mut res)?;
         assert_eq!(
             res,
@@ -578,9 +579,14 @@ mod kunit {
                 Err(EINVAL),
                 Err(EINVAL),
                 Ok(()),
-                Err(EINVAL)
+                Err(EINVAL),
+                Ok(())
             ]
         );
+        // Faulted alone (the window failed), the read of page 1 did not
+        // take away the write access its write got: write wins.
+        let map = m.table().lookup(addr + PAGE_SIZE).ok_or(EFAULT)?;
+        assert!(map.entry.flags().contains(PtFlags::WRITE));
         // Each result is the fault's of that request alone.
         for (q, res) in reqs.iter().zip(res) {
             let end = q.addr.wrapping_add(u64::from(q.npages) * PAGE_SIZE);
