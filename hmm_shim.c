@@ -2,12 +2,10 @@
 /*
  * hmm-rs C shim: only what Rust cannot do from outside the kernel tree
  * (inline helpers and macros; declared in hmm_shim.h and again in
- * shim.rs). Device memory is in hmm_shim_devmem.c, the exports of the C
- * API in hmm_rs_api.c, the tracepoints in hmm_rs_events.c. Keep it thin.
+ * shim.rs). Device memory is in hmm_shim_devmem.c, DMA mappings in
+ * hmm_shim_dma.c, the exports of the C API in hmm_rs_api.c, the
+ * tracepoints in hmm_rs_events.c. Keep it thin.
  */
-#include <linux/debugfs.h>
-#include <linux/dma-mapping.h>
-#include <linux/fault-inject.h>
 #include <linux/highmem.h>
 #include <linux/hmm.h>
 #include <linux/kconfig.h>
@@ -322,68 +320,4 @@ unsigned long hmm_rs_interval_read_begin(struct mmu_interval_notifier *sub)
 unsigned int hmm_rs_user_address_bits(void)
 {
 	return ilog2(TASK_SIZE_MAX - 1) + 1;
-}
-
-/*
- * DMA mappings of mirrored pages (hmm_mirror/dma.rs): one mapping per
- * mirror entry, 4 KiB or a whole 2 MiB folio. A device that may write gets
- * a bidirectional mapping, a reader a to-device one.
- *
- * Mapping failures can be injected (CONFIG_FAULT_INJECTION_DEBUG_FS):
- * /sys/kernel/debug/hmm_rs_fail_dma/ holds the usual probability,
- * interval, times and task-filter knobs of the kernel's fault injection.
- */
-#ifdef CONFIG_FAULT_INJECTION_DEBUG_FS
-static DECLARE_FAULT_ATTR(hmm_rs_fail_dma);
-static struct dentry *hmm_rs_fail_dma_dir;
-#endif
-
-static bool hmm_rs_dma_should_fail(size_t size)
-{
-#ifdef CONFIG_FAULT_INJECTION_DEBUG_FS
-	return should_fail(&hmm_rs_fail_dma, size);
-#else
-	return false;
-#endif
-}
-
-void hmm_rs_shim_init(void)
-{
-#ifdef CONFIG_FAULT_INJECTION_DEBUG_FS
-	/* Without the knobs, mappings simply never fail on purpose. */
-	hmm_rs_fail_dma_dir = fault_create_debugfs_attr("hmm_rs_fail_dma", NULL,
-							&hmm_rs_fail_dma);
-#endif
-}
-
-void hmm_rs_shim_exit(void)
-{
-#ifdef CONFIG_FAULT_INJECTION_DEBUG_FS
-	debugfs_remove_recursive(hmm_rs_fail_dma_dir);
-#endif
-}
-
-static enum dma_data_direction hmm_rs_dma_dir(bool write)
-{
-	return write ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE;
-}
-
-int hmm_rs_dma_map(struct device *dev, unsigned long pfn, unsigned int order, bool write,
-		   u64 *dma)
-{
-	size_t size = PAGE_SIZE << order;
-	dma_addr_t addr;
-
-	if (hmm_rs_dma_should_fail(size))
-		return -ENOMEM;
-	addr = dma_map_page_attrs(dev, pfn_to_page(pfn), 0, size, hmm_rs_dma_dir(write), 0);
-	if (dma_mapping_error(dev, addr))
-		return -EIO;
-	*dma = addr;
-	return 0;
-}
-
-void hmm_rs_dma_unmap(struct device *dev, u64 dma, unsigned int order, bool write)
-{
-	dma_unmap_page_attrs(dev, dma, PAGE_SIZE << order, hmm_rs_dma_dir(write), 0);
 }

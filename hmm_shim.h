@@ -94,13 +94,22 @@ long hmm_rs_make_exclusive(struct mmu_interval_notifier *sub, unsigned long addr
 			   void *owner, struct folio **foliop);
 void hmm_rs_exclusive_done(struct folio *folio);
 
-/* DMA mappings of mirrored pages (hmm_mirror/dma.rs). */
+/* DMA mappings of mirrored pages (hmm_shim_dma.c). */
 struct device;
+struct dma_iova_state;
 void hmm_rs_shim_init(void);
 void hmm_rs_shim_exit(void);
 int hmm_rs_dma_map(struct device *dev, unsigned long pfn, unsigned int order, bool write,
 		   u64 *dma);
 void hmm_rs_dma_unmap(struct device *dev, u64 dma, unsigned int order, bool write);
+bool hmm_rs_dma_iova_alloc(struct device *dev, struct dma_iova_state *state, size_t size);
+void hmm_rs_dma_iova_free(struct device *dev, struct dma_iova_state *state);
+int hmm_rs_dma_iova_link(struct device *dev, struct dma_iova_state *state, unsigned long pfn,
+			 size_t offset, size_t size, bool write);
+int hmm_rs_dma_iova_sync(struct device *dev, struct dma_iova_state *state, size_t offset,
+			 size_t size);
+void hmm_rs_dma_iova_unlink(struct device *dev, struct dma_iova_state *state, size_t offset,
+			    size_t size, bool write);
 
 /* hmm_rs.h as C sees it, for c_api.rs's KUnit checks (hmm_rs_api.c). */
 extern const u64 hmm_rs_c_pt_flags[5];

@@ -216,4 +216,44 @@ extern "C" {
         order: kernel::ffi::c_uint,
         write: bool,
     );
+    /// `dma_iova_try_alloc()` of `size` bytes of IOVA space for `dev`;
+    /// false (and `state` zeroed) without an IOMMU or with `dma_iova=N`.
+    pub(crate) fn hmm_rs_dma_iova_alloc(
+        dev: *mut bindings::device,
+        state: *mut bindings::dma_iova_state,
+        size: usize,
+    ) -> bool;
+    /// `dma_iova_free()`: frees what `hmm_rs_dma_iova_alloc` allocated,
+    /// once nothing is linked in it.
+    pub(crate) fn hmm_rs_dma_iova_free(
+        dev: *mut bindings::device,
+        state: *mut bindings::dma_iova_state,
+    );
+    /// `dma_iova_link()` of `size` bytes at `pfn` at `offset` in the range,
+    /// bidirectional if `write`: 0, -ENOMEM (injected) or its error. No
+    /// IOTLB sync (`hmm_rs_dma_iova_sync`).
+    pub(crate) fn hmm_rs_dma_iova_link(
+        dev: *mut bindings::device,
+        state: *mut bindings::dma_iova_state,
+        pfn: kernel::ffi::c_ulong,
+        offset: usize,
+        size: usize,
+        write: bool,
+    ) -> core::ffi::c_int;
+    /// `dma_iova_sync()` of what was linked at `[offset, offset + size)`.
+    pub(crate) fn hmm_rs_dma_iova_sync(
+        dev: *mut bindings::device,
+        state: *mut bindings::dma_iova_state,
+        offset: usize,
+        size: usize,
+    ) -> core::ffi::c_int;
+    /// `dma_iova_unlink()` of `[offset, offset + size)`, linked with the
+    /// same `write`: one IOTLB flush.
+    pub(crate) fn hmm_rs_dma_iova_unlink(
+        dev: *mut bindings::device,
+        state: *mut bindings::dma_iova_state,
+        offset: usize,
+        size: usize,
+        write: bool,
+    );
 }

@@ -69,6 +69,13 @@ pub(crate) static DMA_MAPS: Counter = Counter::new();
 pub(crate) static DMA_UNMAPS: Counter = Counter::new();
 pub(crate) static DMA_MAP_ERRORS: Counter = Counter::new();
 pub(crate) static DMA_HUGE_SPLIT: Counter = Counter::new();
+/// IOVA-linked mappings: pages linked, unlink calls (IOTLB flushes), 2 MiB
+/// ranges held now (a gauge), and ranges not had (no IOMMU, `dma_iova=N`,
+/// no memory: pages mapped one by one instead).
+pub(crate) static DMA_IOVA_LINKS: Counter = Counter::new();
+pub(crate) static DMA_IOVA_UNLINKS: Counter = Counter::new();
+pub(crate) static DMA_IOVA_RANGES: Counter = Counter::new();
+pub(crate) static DMA_IOVA_REFUSED: Counter = Counter::new();
 
 /// Writes the global lines of debugfs `hmm_rs/stats`.
 pub(crate) fn write(f: &mut impl core::fmt::Write) -> core::fmt::Result {
@@ -90,11 +97,16 @@ pub(crate) fn write(f: &mut impl core::fmt::Write) -> core::fmt::Result {
     )?;
     writeln!(
         f,
-        "dma maps {} unmaps {} map_errors {} huge_split {}",
+        "dma maps {} unmaps {} map_errors {} huge_split {} iova_links {} iova_unlinks {} \
+         iova_ranges {} iova_refused {}",
         DMA_MAPS.get(),
         DMA_UNMAPS.get(),
         DMA_MAP_ERRORS.get(),
-        DMA_HUGE_SPLIT.get()
+        DMA_HUGE_SPLIT.get(),
+        DMA_IOVA_LINKS.get(),
+        DMA_IOVA_UNLINKS.get(),
+        DMA_IOVA_RANGES.get(),
+        DMA_IOVA_REFUSED.get(),
     )?;
     write!(f, "events")?;
     for ty in HmmEventType::ALL {

@@ -9,18 +9,21 @@
 //! same shape whose leaves hold the DMA address (page aligned, where the
 //! mirror table has the PFN) of one mapping each:
 //!
-//! - a device fault maps each page it commits (`dma_map_page()`), a 2 MiB
-//!   huge entry as one mapping of the whole folio, bidirectional for a
-//!   write fault, to-device for a read fault (leaf `WRITE` says which);
-//!   the old mappings of the range are unmapped first. A mapping that fails
-//!   fails the fault (`ENOMEM`, `EIO`) with nothing of the chunk mapped or
-//!   mirrored;
+//! - a device fault maps each page it commits, a 2 MiB huge entry as one
+//!   mapping of the whole folio (`dma_map_page()`), 4 KiB pages linked
+//!   into their block's IOVA range where the device is behind an IOMMU
+//!   ([`iova`]; one IOTLB sync per commit), else each mapped alone;
+//!   bidirectional for a write fault, to-device for a read fault (leaf
+//!   `WRITE` says which). The old mappings of the range are unmapped
+//!   first. A mapping that fails fails the fault (`ENOMEM`, `EIO`) with
+//!   nothing of the chunk mapped or mirrored;
 //! - an event that removes or write-protects mirror entries unmaps their
 //!   mappings after the driver's `update()`, before the mirror table changes
 //!   and dirty bits go to the pages: a mapping's direction cannot change in
 //!   place, so write protection unmaps too and the next device read maps
 //!   the page again, to-device. A huge mapping is unmapped whole even when
-//!   the event covers part of it (a DMA mapping cannot be cut);
+//!   the event covers part of it (a DMA mapping cannot be cut); linked
+//!   pages are unlinked a contiguous run at a time, one IOTLB flush each;
 //! - device-private pages are never mapped (the device owns them), nor are
 //!   exclusive entries: the mirror table shows those by PFN.
 //!
@@ -40,6 +43,10 @@ use kernel::{
         atomic::{Atomic, Relaxed},
     },
 };
+
+mod iova;
+
+use iova::{IovaBlocks, Unlinks, LINKED};
 
 use crate::{
     hmm_pt::{
@@ -75,15 +82,18 @@ pub(crate) struct ToMap {
 ///
 /// # Invariants
 ///
-/// - Every leaf of `pt` is a mapping for `dev` made by `hmm_rs_dma_map`,
-///   of the leaf's size, bidirectional if the leaf has `WRITE`, and carries
-///   [`MAPPED`].
+/// - Every leaf of `pt` carries [`MAPPED`] and is, bidirectional if the
+///   leaf has `WRITE`, either a mapping for `dev` made by `hmm_rs_dma_map`
+///   of the leaf's size, or, with [`LINKED`], a 4 KiB page linked into
+///   its block's range in `iova` at its offset.
 /// - Once `bound` is false (changed under `pt`'s lock), `pt` is empty and
 ///   stays so.
 #[pin_data(PinnedDrop)]
 pub(crate) struct DmaTable {
     #[pin]
     pt: HmmPt<PageDirs>,
+    #[pin]
+    iova: IovaBlocks,
     dev: ARef<Device>,
     bound: Atomic<bool>,
 }
@@ -98,6 +108,7 @@ impl DmaTable {
                 c"DmaTable::pt",
                 kernel::static_lock_class!()
             ),
+            iova <- IovaBlocks::new(),
             dev,
             bound: Atomic::new(true),
         }? Error)
@@ -135,7 +146,7 @@ impl DmaTable {
         Ok(PtEntry::from_checked_pfn(dma / PAGE_SIZE, MAPPED | w))
     }
 
-    /// Unmaps a leaf the table handed back.
+    /// Unmaps a leaf (not [`LINKED`]) the table handed back.
     fn unmap(&self, d: PtDirty) {
         let write = d.entry.flags().contains(PtFlags::WRITE);
         // SAFETY: By the type invariant, the leaf is a mapping for `dev` of
@@ -146,7 +157,30 @@ impl DmaTable {
         stats::DMA_UNMAPS.add(1);
     }
 
-    /// Unmaps the 4 KiB mappings of `buf` (made by [`Self::map_into`]).
+    /// Runs `f` on the locked `table` (this table's) with a callback that
+    /// unmaps the leaves `f` takes out of it: a mapping of its own at once,
+    /// linked pages a run at a time, the last run before this returns.
+    fn removing<'g, R>(
+        &self,
+        table: &mut PtGuard<'g, PageDirs>,
+        f: impl FnOnce(&mut PtGuard<'g, PageDirs>, &mut dyn FnMut(PtDirty)) -> R,
+    ) -> R {
+        // SAFETY: `dev` is alive (we hold a reference); `table` holds this
+        // table's lock past `runs`' end at this function's; only leaves
+        // taken out of the table reach it.
+        let mut runs = unsafe { Unlinks::new(&self.iova, self.raw_dev()) };
+        let mut each = |d: PtDirty| {
+            if d.entry.flags().contains(LINKED) {
+                runs.add(&d);
+            } else {
+                self.unmap(d);
+            }
+        };
+        f(table, &mut each)
+    }
+
+    /// Unmaps the 4 KiB mappings of their own in `buf` (made by
+    /// [`Self::map_into`]).
     fn unmap_all(&self, buf: &[PtEntry]) {
         for &entry in buf {
             self.unmap(PtDirty {
@@ -199,7 +233,7 @@ impl DmaTable {
         if !self.bound.load(Relaxed) {
             return Err(ENODEV);
         }
-        table.remove_whole(start, end, |d| self.unmap(d))?;
+        self.removing(&mut table, |t, un| t.remove_whole(start, end, un))?;
         if !table.has_room(res, start, end, huge) {
             return Err(EAGAIN);
         }
@@ -253,7 +287,7 @@ impl DmaTable {
             &mut table,
             res,
             start,
-            (0..1u64 << HUGE_ORDER).map(one),
+            &mut (0..1u64 << HUGE_ORDER).map(one),
             write,
             buf,
         )
@@ -271,31 +305,47 @@ impl DmaTable {
         &self,
         res: &mut Reserve,
         start: u64,
-        pages: impl ExactSizeIterator<Item = ToMap>,
+        mut pages: impl ExactSizeIterator<Item = ToMap>,
         write: bool,
         buf: &mut KVec<PtEntry>,
     ) -> Result {
         let end = start + pages.len() as u64 * PAGE_SIZE;
         let mut table = self.lock_for_commit(res, start, end, false)?;
-        self.populate_pages(&mut table, res, start, pages, write, buf)
+        self.populate_pages(&mut table, res, start, &mut pages, write, buf)
     }
 
-    /// Maps `pages` into `buf` and populates the locked table with them;
-    /// unmaps them all if that fails.
-    fn populate_pages(
+    /// Maps `pages` (4 KiB, from `start` on, within one block) into `buf`,
+    /// linked into the block's IOVA range if it can have one, else each
+    /// alone, and populates the locked table with them; unmaps them all
+    /// if that fails. The range holds no leaves.
+    fn populate_pages<'g>(
         &self,
-        table: &mut PtGuard<'_, PageDirs>,
+        table: &mut PtGuard<'g, PageDirs>,
         res: &mut Reserve,
         start: u64,
-        pages: impl Iterator<Item = ToMap>,
+        pages: &mut impl Iterator<Item = ToMap>,
         write: bool,
         buf: &mut KVec<PtEntry>,
     ) -> Result {
         buf.clear();
-        self.map_into(buf, pages, write)?;
+        // SAFETY: `dev` is alive (we hold a reference); `table` holds this
+        // table's lock; the range has no leaves (the caller's promise); the
+        // caller's fault found `pages` mapped.
+        if !unsafe { self.iova.link(self.raw_dev(), start, pages, write, buf)? } {
+            self.map_into(buf, pages, write)?;
+        }
         let r = table.populate(res, start, buf, |_| {});
         if r.is_err() {
-            self.unmap_all(buf);
+            self.removing(table, |_, un| {
+                for (i, &entry) in buf.iter().enumerate() {
+                    let addr = start + i as u64 * PAGE_SIZE;
+                    un(PtDirty {
+                        addr,
+                        entry,
+                        order: 0,
+                    });
+                }
+            });
         }
         r
     }
@@ -311,22 +361,22 @@ impl DmaTable {
             return 0;
         }
         // Page aligned and within the table: cannot fail.
-        self.pt
-            .lock()
-            .remove_whole(start, end, |d| self.unmap(d))
+        let mut table = self.pt.lock();
+        self.removing(&mut table, |t, un| t.remove_whole(start, end, un))
             .unwrap_or(0)
     }
 
     /// Unmaps everything.
     pub(crate) fn clear(&self) {
-        self.pt.lock().clear(|d| self.unmap(d));
+        let mut table = self.pt.lock();
+        self.removing(&mut table, |t, un| t.clear(un));
     }
 
     /// The device is going away: unmaps everything, and nothing is mapped
     /// for it again (commits fail with `ENODEV`).
     pub(crate) fn unbind(&self) {
         let mut table = self.pt.lock();
-        table.clear(|d| self.unmap(d));
+        self.removing(&mut table, |t, un| t.clear(un));
         // INVARIANT: emptied under the lock; commit checks under it.
         self.bound.store(false, Relaxed);
     }

@@ -27,6 +27,9 @@ impl PtFlags {
     /// The device has exclusive access: the CPU must fault to touch the page
     /// (`make_device_exclusive`), which removes this entry.
     pub(crate) const EXCLUSIVE: Self = Self(1 << 4);
+    /// DMA tables only: the mapping is a page linked into its 2 MiB
+    /// block's IOVA range (`hmm_mirror/dma/iova.rs`).
+    pub(crate) const LINKED: Self = Self(1 << 5);
     /// Bits 8..11 belong to the device driver.
     pub(crate) const DRIVER: Self = Self(0xf << 8);
     /// Every flag bit.
