@@ -38,6 +38,18 @@ cpus_check() {
 	fi
 }
 
+# With every mirror gone (hmm_dummy unloaded), no IOVA range is left:
+# each was freed with its last linked page.
+iova_check() {
+	n=$(sed -n 's/^dma .* iova_ranges \([0-9]*\) .*/\1/p' /sys/kernel/debug/hmm_rs/stats)
+	echo "HMMRS-NOTE IOVA ranges held after $1: ${n:-?}"
+	if [ "${n:-x}" = 0 ]; then
+		echo "HMMRS-CHECK-PASSED iova_ranges_freed_$1"
+	else
+		echo "HMMRS-CHECK-FAILED iova_ranges_freed_$1"
+	fi
+}
+
 # Runs one user-space test program; its TAP output goes to the results port.
 run_user() {
 	run_as "${1##*/}" "$@"
@@ -369,13 +381,26 @@ bench-dma)
 		run_as hmm_dma_bench@plain bench_to /tmp/plain /bench/hmm_dma_bench $size plain
 		unload hmm_dummy
 		load hmm_dummy edu=1
+		# Each 4 KiB page mapped alone, then (behind the IOMMU) linked
+		# into one IOVA range per 2 MiB block.
+		echo N > /sys/module/hmm_rs/parameters/dma_iova
 		# shellcheck disable=SC2086 # as above
 		run_as hmm_dma_bench@dma bench_to /tmp/dma /bench/hmm_dma_bench $size dma
 		echo "HMMRS-NOTE hmm_rs: $(grep '^dma ' /sys/kernel/debug/hmm_rs/stats)"
+		echo Y > /sys/module/hmm_rs/parameters/dma_iova
+		iova=""
+		if [ $iommu = on ]; then
+			echo "HMMRS-EXPECT bench hmm_dma_bench@iova"
+			# shellcheck disable=SC2086 # as above
+			run_as hmm_dma_bench@iova bench_to /tmp/iova /bench/hmm_dma_bench $size iova
+			echo "HMMRS-NOTE hmm_rs: $(grep '^dma ' /sys/kernel/debug/hmm_rs/stats)"
+			iova=/tmp/iova
+		fi
 		unload hmm_dummy
 		unload hmm_rs
 		echo "== DMA-mapped against plain mirrors, this boot ($(uname -r), IOMMU $iommu)"
-		run_as hmm_dma_bench-compare /bench/hmm_dma_bench -c /tmp/plain /tmp/dma
+		# shellcheck disable=SC2086 # empty or one word
+		run_as hmm_dma_bench-compare /bench/hmm_dma_bench -c /tmp/plain /tmp/dma $iova
 	} > "$out"
 	;;
 stress)
@@ -462,6 +487,16 @@ dma)
 			echo "HMMRS-NOTE hmm-tests: benchmark_thp_migration left out here (make dma runs it)"
 			user_suites edu=1 "$SPM0" "$SPM1" -- /upstream/hmm-tests -T benchmark_thp_migration
 		fi
+		iova_check linked
+		# The IOMMU tests again with each 4 KiB page mapped alone
+		# (dma_iova=N), the path without an IOVA range.
+		echo N > /sys/module/hmm_rs/parameters/dma_iova
+		load hmm_dummy edu=1 "$SPM0" "$SPM1"
+		run_as dma_iommu@per-page /tests/dma_iommu
+		echo "HMMRS-NOTE hmm_rs: $(grep '^dma ' /sys/kernel/debug/hmm_rs/stats)"
+		unload hmm_dummy
+		iova_check per_page
+		echo Y > /sys/module/hmm_rs/parameters/dma_iova
 		echo "HMMRS-NOTE after: $(vmstat)"
 		unload hmm_rs
 	} > "$out"

@@ -12,6 +12,11 @@
  * devices under live mirrors unmaps them (DMA-API debugging would report a
  * mapping left behind) and their accesses fail with ENODEV.
  *
+ * The 4 KiB pages of a 2 MiB block are linked into one IOVA range
+ * (hmm_rs dma_iova=Y, the default): make test runs this suite again with
+ * dma_iova=N (dma_iommu@per-page), where each page is mapped alone; the
+ * iova_window tests check which path ran, by its addresses and counters.
+ *
  * Elsewhere (no edu device), every test skips.
  */
 #include <errno.h>
@@ -36,6 +41,8 @@
 #define NPAGES		16UL
 #define FAIL_DMA	"/sys/kernel/debug/hmm_rs_fail_dma"
 #define EDU_DRIVER	"/sys/bus/pci/drivers/hmm_dummy_edu"
+#define DMA_IOVA	"/sys/module/hmm_rs/parameters/dma_iova"
+#define STATS		"/sys/kernel/debug/hmm_rs/stats"
 
 static int dmirror(int fd, unsigned long req, void *addr, void *ptr, unsigned long npages)
 {
@@ -108,6 +115,40 @@ static int probe_faults(int fd, __u64 dma, int write)
 	log_mark("HMMRS-IOMMU-PROBE-END\n");
 	close(log);
 	return found;
+}
+
+/* The counter @key of hmm_rs/stats' "dma" line, or -1. */
+static long long dma_stat(const char *key)
+{
+	char line[512], *p;
+	long long v = -1;
+	FILE *f = fopen(STATS, "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "dma ", 4))
+			continue;
+		p = strstr(line, key);
+		if (p && p[strlen(key)] == ' ')
+			v = atoll(p + strlen(key) + 1);
+	}
+	fclose(f);
+	return v;
+}
+
+/* Whether the core links pages into IOVA ranges now (dma_iova=Y). */
+static int iova_on(void)
+{
+	char c = 0;
+	FILE *f = fopen(DMA_IOVA, "r");
+
+	if (f) {
+		if (fscanf(f, "%c", &c) != 1)
+			c = 0;
+		fclose(f);
+	}
+	return c == 'Y';
 }
 
 static int write_file(const char *path, const char *s)
@@ -260,6 +301,134 @@ TEST_F(dma, injected_mapping_failure_is_a_clean_error)
 	EXPECT_EQ(mapped(now, NPAGES), 0);
 	ASSERT_EQ(dmirror(self->fd, HMM_DMIRROR_READ, self->buf, self->data, NPAGES), 0);
 	ASSERT_EQ(memcmp(self->data, self->buf, NPAGES * PAGE), 0);
+}
+
+/*
+ * A 2 MiB block of 4 KiB pages (no THP), faulted for the device at once,
+ * and its mappings' counters before and after.
+ */
+FIXTURE(iova_window)
+{
+	int fd;
+	char *raw, *buf, *data;
+	__u64 info[HUGE / PAGE];
+	long long links, unlinks, ranges, maps;
+};
+
+FIXTURE_SETUP(iova_window)
+{
+	unsigned long n = HUGE / PAGE;
+
+	self->fd = open("/dev/hmm_dmirror0", O_RDWR);
+	ASSERT_GE(self->fd, 0);
+	self->raw = mmap(NULL, 2 * HUGE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(self->raw, MAP_FAILED);
+	self->data = malloc(HUGE);
+	ASSERT_NE(self->data, NULL);
+	if (dma_info(self->fd, self->raw, 1, self->info) == -ENODEV)
+		SKIP(return, "hmm_dummy is not on an edu device (edu=1)");
+	ASSERT_GE(dma_stat("iova_links"), 0);
+	self->buf = (char *)(((uintptr_t)self->raw + HUGE - 1) & ~(HUGE - 1));
+	ASSERT_EQ(madvise(self->buf, HUGE, MADV_NOHUGEPAGE), 0);
+	for (unsigned long i = 0; i < HUGE; i += PAGE)
+		self->buf[i] = (char)(i / PAGE);
+	self->links = dma_stat("iova_links");
+	self->unlinks = dma_stat("iova_unlinks");
+	self->ranges = dma_stat("iova_ranges");
+	self->maps = dma_stat("maps");
+	ASSERT_EQ(dmirror(self->fd, HMM_DMIRROR_READ, self->buf, self->data, n), 0);
+	ASSERT_EQ(memcmp(self->data, self->buf, HUGE), 0);
+	ASSERT_EQ(dma_info(self->fd, self->buf, n, self->info), 0);
+	ASSERT_EQ(mapped(self->info, n), n);
+}
+
+FIXTURE_TEARDOWN(iova_window)
+{
+	munmap(self->raw, 2 * HUGE);
+	free(self->data);
+	close(self->fd);
+}
+
+/*
+ * Linked: page i at the block's first address + i pages, 512 links, one
+ * range more; unmapping the block is one unlink (one IOTLB flush), frees
+ * the range, and every page's address faults. Per page: 512 mappings of
+ * their own, nothing linked.
+ */
+TEST_F(iova_window, block_is_one_range_and_munmap_one_flush)
+{
+	unsigned long n = HUGE / PAGE, i;
+
+	for (i = 0; i < n; i++)
+		ASSERT_EQ(self->info[i] & 0xfff, 0);
+	if (!iova_on()) {
+		EXPECT_EQ(dma_stat("iova_links"), self->links);
+		EXPECT_EQ(dma_stat("maps"), self->maps + n);
+		return;
+	}
+	for (i = 0; i < n; i++)
+		ASSERT_EQ(self->info[i], self->info[0] + i * PAGE);
+	EXPECT_EQ(dma_stat("iova_links"), self->links + n);
+	EXPECT_EQ(dma_stat("iova_ranges"), self->ranges + 1);
+	EXPECT_EQ(dma_stat("maps"), self->maps);
+	ASSERT_EQ(munmap(self->buf, HUGE), 0);
+	EXPECT_EQ(dma_stat("iova_unlinks"), self->unlinks + 1);
+	EXPECT_EQ(dma_stat("iova_ranges"), self->ranges);
+	ASSERT_EQ(probe_faults(self->fd, self->info[0], 0), 1);
+	ASSERT_EQ(probe_faults(self->fd, self->info[n / 2], 0), 1);
+	ASSERT_EQ(probe_faults(self->fd, self->info[n - 1], 0), 1);
+}
+
+/*
+ * One page of the block unmapped: its address faults, its neighbours' do
+ * not, and the device still reads the rest through the range; it goes
+ * with its last page.
+ */
+TEST_F(iova_window, one_page_unlinked_alone)
+{
+	unsigned long n = HUGE / PAGE, k = 100;
+
+	ASSERT_EQ(munmap(self->buf + k * PAGE, PAGE), 0);
+	ASSERT_EQ(probe_faults(self->fd, self->info[k], 0), 1);
+	ASSERT_EQ(probe_faults(self->fd, self->info[k - 1], 0), 0);
+	ASSERT_EQ(probe_faults(self->fd, self->info[k + 1], 0), 0);
+	ASSERT_EQ(dmirror(self->fd, HMM_DMIRROR_READ, self->buf + (k + 1) * PAGE, self->data,
+			  n - k - 1), 0);
+	ASSERT_EQ(memcmp(self->data, self->buf + (k + 1) * PAGE, (n - k - 1) * PAGE), 0);
+	ASSERT_EQ(munmap(self->buf, k * PAGE), 0);
+	if (iova_on())
+		EXPECT_EQ(dma_stat("iova_ranges"), self->ranges + 1);
+	ASSERT_EQ(munmap(self->buf + (k + 1) * PAGE, (n - k - 1) * PAGE), 0);
+	EXPECT_EQ(dma_stat("iova_ranges"), self->ranges);
+	ASSERT_EQ(probe_faults(self->fd, self->info[0], 0), 1);
+	ASSERT_EQ(probe_faults(self->fd, self->info[n - 1], 0), 1);
+}
+
+/*
+ * Write protection takes the writable pages out (their addresses fault
+ * for a write), and the device's next read links them again, to-device.
+ */
+TEST_F(iova_window, mprotect_relinks_read_only)
+{
+	unsigned long n = HUGE / PAGE;
+	__u64 now[HUGE / PAGE];
+
+	memset(self->data, 0x33, HUGE);
+	ASSERT_EQ(dmirror(self->fd, HMM_DMIRROR_WRITE, self->buf, self->data, n), 0);
+	ASSERT_EQ(dma_info(self->fd, self->buf, n, self->info), 0);
+	ASSERT_EQ(mapped(self->info, n), n);
+	ASSERT_EQ(mprotect(self->buf, HUGE, PROT_READ), 0);
+	ASSERT_EQ(dma_info(self->fd, self->buf, n, now), 0);
+	ASSERT_EQ(mapped(now, n), 0);
+	ASSERT_EQ(probe_faults(self->fd, self->info[7], 1), 1);
+	ASSERT_EQ(dmirror(self->fd, HMM_DMIRROR_READ, self->buf, self->data, n), 0);
+	ASSERT_EQ(memcmp(self->data, self->buf, HUGE), 0);
+	ASSERT_EQ(dma_info(self->fd, self->buf, n, now), 0);
+	ASSERT_EQ(mapped(now, n), n);
+	/* Read-only now: the engine's write to a page faults. */
+	ASSERT_EQ(probe_faults(self->fd, now[7], 1), 1);
+	ASSERT_EQ(probe_faults(self->fd, now[7], 0), 0);
 }
 
 TEST(huge_page_is_one_mapping)

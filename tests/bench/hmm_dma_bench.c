@@ -5,12 +5,17 @@
  * mirror the core maps for DMA (hmm_dummy edu=1) and on a plain one
  * (edu=0), in the same boot. Run once per kind of mirror:
  *
- *   hmm_dma_bench [-s] plain|dma > FILE    measure, one line per result
- *   hmm_dma_bench -c PLAIN DMA             the side-by-side table
+ *   hmm_dma_bench [-s] plain|dma|iova > FILE   measure, one line per result
+ *   hmm_dma_bench -c PLAIN DMA [IOVA]          the side-by-side table
+ *
+ * dma: hmm_rs dma_iova=N, each 4 KiB page mapped alone (dma_map_page());
+ * iova: dma_iova=Y behind an IOMMU, the pages of each 2 MiB block linked
+ * into one IOVA range (the caller sets the parameter).
  *
  * -s: small (8 MiB, 3 runs) instead of 64 MiB, 5 runs, after one run not
  * counted. Each run of a DMA-mapped mirror checks that the fault mapped
- * every page, and for THP that each page is in a 2 MiB mapping.
+ * every page, for THP that each page is in a 2 MiB mapping, and for iova
+ * that each 2 MiB block's pages are at consecutive addresses (linked).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,7 +56,8 @@ static double median(double *v, int n)
 }
 
 /* One run: ns per page of the fault and of the munmap. */
-static int run(int fd, size_t size, int thp, int check_dma, double *fault, double *unmap)
+static int run(int fd, size_t size, int thp, int check_dma, int linked, double *fault,
+	       double *unmap)
 {
 	struct hmm_dummy_range r = { .npages = size / PAGE };
 	__u64 *info = NULL;
@@ -84,6 +90,12 @@ static int run(int fd, size_t size, int thp, int check_dma, double *fault, doubl
 				       (unsigned long long)info[i], thp ? "THP" : "4 KiB");
 				return -EIO;
 			}
+			if (linked && !thp && info[i] != info[i & ~511UL] + (i & 511) * PAGE) {
+				printf("FAIL: page %zu: dma %#llx, not linked after %#llx\n", i,
+				       (unsigned long long)info[i],
+				       (unsigned long long)info[i & ~511UL]);
+				return -EIO;
+			}
 		}
 		free(info);
 	}
@@ -97,7 +109,8 @@ static int run(int fd, size_t size, int thp, int check_dma, double *fault, doubl
 static int measure(const char *kind, int small)
 {
 	size_t size = small ? 8UL << 20 : 64UL << 20;
-	int runs = small ? 3 : MAXRUNS, dma = !strcmp(kind, "dma");
+	int runs = small ? 3 : MAXRUNS, linked = !strcmp(kind, "iova");
+	int dma = linked || !strcmp(kind, "dma");
 	int fd = open("/dev/hmm_dmirror0", O_RDWR), thp, k, ret;
 	double f[MAXRUNS], u[MAXRUNS];
 
@@ -107,12 +120,12 @@ static int measure(const char *kind, int small)
 	}
 	for (thp = 0; thp < 2; thp++) {
 		/* One run first, not counted: the IOVA allocator's caches fill. */
-		if (run(fd, size, thp, dma, &f[0], &u[0])) {
+		if (run(fd, size, thp, dma, linked, &f[0], &u[0])) {
 			printf("FAIL: %s %s warm-up run\n", kind, thp ? "thp" : "4k");
 			return 1;
 		}
 		for (k = 0; k < runs; k++) {
-			ret = run(fd, size, thp, dma, &f[k], &u[k]);
+			ret = run(fd, size, thp, dma, linked, &f[k], &u[k]);
 			if (ret) {
 				printf("FAIL: %s %s run %d: %s\n", kind, thp ? "thp" : "4k", k,
 				       strerror(-ret));
@@ -150,20 +163,28 @@ static double lookup(const char *path, const char *what)
 	return v;
 }
 
-static int compare(const char *plain, const char *dma)
+static int compare(const char *plain, const char *dma, const char *iova)
 {
 	static const char *const rows[] = { "4k fault", "thp fault", "4k munmap", "thp munmap" };
 	unsigned int i;
 
-	printf("%-12s %12s %12s %8s\n", "ns per page", "plain", "DMA-mapped", "ratio");
+	printf("%-12s %12s %12s %12s %10s %10s\n", "ns per page", "plain", "per-page",
+	       "IOVA", "per-page/", "IOVA/");
+	printf("%-12s %12s %12s %12s %10s %10s\n", "", "", "DMA", "DMA", "plain", "plain");
 	for (i = 0; i < 4; i++) {
 		double p = lookup(plain, rows[i]), d = lookup(dma, rows[i]);
+		double v = iova ? lookup(iova, rows[i]) : -1;
 
-		if (p <= 0 || d <= 0) {
+		if (p <= 0 || d <= 0 || (iova && v <= 0)) {
 			printf("FAIL: no %s figures\n", rows[i]);
 			return 1;
 		}
-		printf("%-12s %12.1f %12.1f %8.2f\n", rows[i], p, d, d / p);
+		if (iova)
+			printf("%-12s %12.1f %12.1f %12.1f %10.2f %10.2f\n", rows[i], p, d, v,
+			       d / p, v / p);
+		else
+			printf("%-12s %12.1f %12.1f %12s %10.2f %10s\n", rows[i], p, d, "-", d / p,
+			       "-");
 	}
 	printf("DMA-mapping cost per page (DMA-mapped minus plain), 4 KiB / THP:\n");
 	for (i = 0; i < 2; i++) {
@@ -175,6 +196,17 @@ static int compare(const char *plain, const char *dma)
 			printf("a huge entry's one mapping is %.1fx cheaper\n", s / h);
 		else
 			printf("a huge entry's costs nothing measurable\n");
+		if (iova)
+			printf("  %-7s %8.1f ns linked into IOVA ranges (per-page / IOVA: %.1fx)\n",
+			       i ? "unmap" : "map",
+			       lookup(iova, rows[2 * i]) - lookup(plain, rows[2 * i]),
+			       s / (lookup(iova, rows[2 * i]) - lookup(plain, rows[2 * i])));
+	}
+	if (iova) {
+		printf("target: IOVA 4 KiB fault %.2fx plain (<= 2)\n",
+		       lookup(iova, "4k fault") / lookup(plain, "4k fault"));
+		printf("target: IOVA munmap %.2f us per 4 KiB page (<= 0.35)\n",
+		       lookup(iova, "4k munmap") / 1000);
 	}
 	return 0;
 }
@@ -183,10 +215,10 @@ int main(int argc, char **argv)
 {
 	int small = argc > 1 && !strcmp(argv[1], "-s");
 
-	if (argc == 4 && !strcmp(argv[1], "-c"))
-		return compare(argv[2], argv[3]);
+	if ((argc == 4 || argc == 5) && !strcmp(argv[1], "-c"))
+		return compare(argv[2], argv[3], argc == 5 ? argv[4] : NULL);
 	if (argc == 2 + small)
 		return measure(argv[1 + small], small);
-	fprintf(stderr, "usage: %s [-s] plain|dma | -c PLAIN DMA\n", argv[0]);
+	fprintf(stderr, "usage: %s [-s] plain|dma|iova | -c PLAIN DMA [IOVA]\n", argv[0]);
 	return 2;
 }
