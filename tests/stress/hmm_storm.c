@@ -12,9 +12,12 @@
  * (read-only, none, read-write), mremap, fork (the child writes its copy
  * first, or the parent writes its own by CPU or device while the child
  * holds the old one), migration to the device and back (through another
- * mirror than the one that migrated), snapshots, exclusive access; one
- * more thread forks children that work on their own mirrors and kills them
- * mid-ioctl, with pauses between children.
+ * mirror than the one that migrated), snapshots, exclusive access, and
+ * batches (HMM_DUMMY_BATCH: 1 to BATCH_MAX single-page reads and writes of
+ * random pages, unsorted, with repeats, over the region and sometimes its
+ * neighbours, their unmapped slots included, faulted as one batch); one
+ * more thread forks children that work on their own mirrors (batches
+ * included) and kills them mid-ioctl, with pauses between children.
  *
  * The oracle cannot false-alarm: an operation on a region runs under that
  * region's lock, so when it completes the region's state (mapping,
@@ -22,19 +25,27 @@
  * (CPU, device, fork child) gets a new generation of its region, never
  * reused (not after munmap, mmap or MADV_DONTNEED, which leave zeros), and
  * each 64-bit word names its region, generation, page and place: a stale
- * page of any earlier generation or of another region reads as wrong.
+ * page of any earlier generation or of another region reads as wrong. The
+ * oracle keeps a generation per page: a batch writes single pages, each
+ * with a generation of its own.
  *
  * A device read (also the one behind exclusive access and the read-back
  * of a migration) must return exactly the current generation's bytes, or
  * the errno the state demands (EFAULT unmapped or PROT_NONE, EPERM for a
  * write to read-only memory); a device write must be what the CPU reads
- * next; a fork child must see the bytes of the fork and exit cleanly, and
- * neither side's later writes may reach the other. A snapshot must match
- * the state: all HMM_DMIRROR_PROT_ERROR if unmapped or PROT_NONE; else no
- * error, never writable if read-only, the zero page only if nothing was
- * written since the region was last zeroed, device pages only if it was
- * migrated since the CPU last touched all of it, and every page writable
- * if the CPU wrote it last and the region was left alone since.
+ * next. A batch is checked entry by entry, in the order the device
+ * accesses them: each status as that of a read or write of its page alone
+ * (and EFAULT for a page of a slot no region maps, EINVAL for a malformed
+ * entry), each page read as its generation at that point of the batch
+ * (after the writes before it), and the regions written as the CPU reads
+ * them after it. A fork child must see the bytes of the fork and exit
+ * cleanly, and neither side's later writes may reach the other. A snapshot
+ * must match the state: all HMM_DMIRROR_PROT_ERROR if unmapped or
+ * PROT_NONE; else no error, never writable if read-only, the zero page
+ * only where nothing was written since the region was last zeroed, device
+ * pages only if it was migrated since the CPU last touched all of it, and
+ * every page writable if the CPU wrote it last and the region was left
+ * alone since.
  *
  * Some answers are only right if a competitor explains them: a fork of
  * this mm (a worker's or the killer's, from fork() until its child is
@@ -65,6 +76,7 @@
  * region, and ends the run.
  */
 #define _GNU_SOURCE
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -81,6 +93,7 @@
 #include <unistd.h>
 
 #include <lib/test_hmm_uapi.h>
+#include "../hmm_dummy_uapi.h"
 
 #define PAGE		4096UL
 #define NPAGES		16UL
@@ -90,6 +103,12 @@
 #define MIRRORS		4
 #define MAX_THREADS	8
 #define HANG_S		60
+/* The most entries of a batch; a batch may span this many regions. */
+#define BATCH_MAX	64
+#define BATCH_REGIONS	3
+/* A worker's buffer: the data of any operation, then its commands. */
+#define DATA_SIZE	(BATCH_MAX * PAGE)
+#define BUF_SIZE	(DATA_SIZE + PAGE)
 #define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
 /* How long a page move the kernel started may take to show in /proc/vmstat. */
 #define GRACE_MS	200
@@ -113,7 +132,8 @@ struct region {
 	int at;			/* which slot it is mapped at */
 	unsigned int idx;	/* its index, in its bytes */
 	enum state state;
-	unsigned int gen;	/* 0: zeros; else pattern(idx, gen, ...) */
+	/* Each page's generation: 0 zeros; else pattern(idx, gen[i], i, ...). */
+	unsigned int gen[NPAGES];
 	unsigned int last;	/* the last generation handed out: never again */
 	int unknown;		/* bytes unknown until the CPU writes again */
 	int present;		/* the CPU maps every page (or ondev) */
@@ -133,13 +153,13 @@ struct region {
 enum op {
 	OP_CPU_WRITE, OP_DEV_READ, OP_DEV_WRITE, OP_MUNMAP, OP_MMAP, OP_DONTNEED,
 	OP_PROT_RO, OP_PROT_NONE, OP_PROT_RW, OP_MREMAP, OP_FORK, OP_MIGRATE,
-	OP_SNAPSHOT, OP_EXCLUSIVE, NOPS
+	OP_SNAPSHOT, OP_EXCLUSIVE, OP_BATCH, NOPS
 };
 
 static const char *const op_name[NOPS] = {
 	"cpu_write", "device_read", "device_write", "munmap", "mmap_fresh", "dontneed",
 	"mprotect_ro", "mprotect_none", "mprotect_rw", "mremap", "fork_cow",
-	"migrate_there_and_back", "snapshot", "exclusive",
+	"migrate_there_and_back", "snapshot", "exclusive", "batch",
 };
 
 enum failure {
@@ -166,6 +186,13 @@ static unsigned long ops_done[NOPS];
 static unsigned long failures[NFAIL];
 static unsigned long clean_errors;
 static unsigned long kills;
+/* Batches' entries (reads, writes, failed with an expected errno), refaults. */
+static unsigned long batch_reads;
+static unsigned long batch_writes;
+static unsigned long batch_failed;
+static unsigned long batch_refaults;
+/* The device has no HMM_DUMMY_BATCH (ENOTTY): no batches. */
+static int no_batch;
 /* Answers a competitor explained (see the header), and idle checks made. */
 static unsigned long enoent_explained;
 static unsigned long ebusy_explained;
@@ -302,24 +329,49 @@ static unsigned long long pattern(unsigned int ri, unsigned int gen, unsigned lo
 	       (unsigned long long)page << 41 | (unsigned long long)k << 32 | gen;
 }
 
-static void fill(char *p, unsigned int ri, unsigned int gen)
+/* @p (one page): page @page of generation @gen of @ri. */
+static void fill_page(char *p, unsigned int ri, unsigned int gen, unsigned long page)
 {
 	unsigned long long *w = (unsigned long long *)p;
 
-	for (unsigned long i = 0; i < NPAGES; i++)
-		for (unsigned long k = 0; k < WORDS; k++)
-			w[i * WORDS + k] = pattern(ri, gen, i, k);
+	for (unsigned long k = 0; k < WORDS; k++)
+		w[k] = pattern(ri, gen, page, k);
 }
 
-/* The first word of @p (16 pages) that is not generation @gen of @ri, or -1. */
-static long mismatch(const char *p, unsigned int ri, unsigned int gen)
+static void fill(char *p, unsigned int ri, unsigned int gen)
+{
+	for (unsigned long i = 0; i < NPAGES; i++)
+		fill_page(p + i * PAGE, ri, gen, i);
+}
+
+/* All pages of region @r: generation @gen. */
+static void set_gen(struct region *r, unsigned int gen)
+{
+	for (unsigned long i = 0; i < NPAGES; i++)
+		r->gen[i] = gen;
+}
+
+/* The first word of @p (one page) that is not page @page of @gen of @ri, or -1. */
+static long page_mismatch(const char *p, unsigned int ri, unsigned int gen, unsigned long page)
 {
 	const unsigned long long *w = (const unsigned long long *)p;
 
-	for (unsigned long i = 0; i < NPAGES; i++)
-		for (unsigned long k = 0; k < WORDS; k++)
-			if (w[i * WORDS + k] != pattern(ri, gen, i, k))
-				return i * WORDS + k;
+	for (unsigned long k = 0; k < WORDS; k++)
+		if (w[k] != pattern(ri, gen, page, k))
+			return k;
+	return -1;
+}
+
+/* The first word of @p (16 pages) not of @ri with page i of generation @gen[i], or -1. */
+static long mismatch(const char *p, unsigned int ri, const unsigned int *gen)
+{
+	long bad;
+
+	for (unsigned long i = 0; i < NPAGES; i++) {
+		bad = page_mismatch(p + i * PAGE, ri, gen[i], i);
+		if (bad >= 0)
+			return i * WORDS + bad;
+	}
 	return -1;
 }
 
@@ -336,16 +388,24 @@ static void describe(char *s, size_t n, unsigned long long w)
 		snprintf(s, n, "0x%016llx", w);
 }
 
-/* Reports word @bad of @p, which is not generation @gen of region @r. */
-static void bad_bytes(enum failure f, const char *what, const char *p, struct region *r,
-		      unsigned int gen, long bad)
+/* Reports @w, read as word @k of page @page of region @r: not generation @gen. */
+static void bad_word(enum failure f, const char *what, unsigned long long w, struct region *r,
+		     unsigned int gen, unsigned long page, unsigned long k)
 {
 	char got[80], want[80];
 
-	describe(got, sizeof(got), ((const unsigned long long *)p)[bad]);
-	describe(want, sizeof(want), pattern(r->idx, gen, bad / WORDS, bad % WORDS));
-	fail(f, "%s page %ld word %ld of region %u (%s): %s, expected %s", what, bad / WORDS,
-	     bad % WORDS, r->idx, state_name[r->state], got, want);
+	describe(got, sizeof(got), w);
+	describe(want, sizeof(want), pattern(r->idx, gen, page, k));
+	fail(f, "%s page %lu word %lu of region %u (%s): %s, expected %s", what, page, k, r->idx,
+	     state_name[r->state], got, want);
+}
+
+/* Reports word @bad of @p, which is not region @r with page i of generation @gen[i]. */
+static void bad_bytes(enum failure f, const char *what, const char *p, struct region *r,
+		      const unsigned int *gen, long bad)
+{
+	bad_word(f, what, ((const unsigned long long *)p)[bad], r, gen[bad / WORDS], bad / WORDS,
+		 bad % WORDS);
 }
 
 /*
@@ -429,7 +489,7 @@ static int prot_of(enum state s)
 /* Its pages are gone: zeros (if mapped) from now on. */
 static void forget(struct region *r)
 {
-	r->gen = 0;
+	set_gen(r, 0);
 	r->unknown = 0;
 	r->present = 0;
 	r->ondev = 0;
@@ -464,10 +524,12 @@ static int cpu_check(struct region *r, const char *after, enum failure f)
 /*
  * A fork child: only async-signal-safe work here (the parent has threads).
  * With a pipe (@go >= 0) it waits for the parent to write its own copy
- * first. Its copy must be what the parent had at fork (@ri's generation
- * @seen); then it writes generation @mine, which must not reach the parent.
+ * first. Its copy must be what the parent had at fork (@ri's page i of
+ * generation @seen[i]); then it writes generation @mine, which must not
+ * reach the parent.
  */
-static void fork_child(char *p, unsigned int ri, unsigned int seen, unsigned int mine, int go)
+static void fork_child(char *p, unsigned int ri, const unsigned int *seen, unsigned int mine,
+		       int go)
 {
 	char c;
 	long bad;
@@ -482,7 +544,7 @@ static void fork_child(char *p, unsigned int ri, unsigned int seen, unsigned int
 }
 
 /* Whether the fork child's @status is a clean exit; reports it if not. */
-static int child_ok(struct region *r, int status, int parent_first, unsigned int seen,
+static int child_ok(struct region *r, int status, int parent_first, const unsigned int *seen,
 		    int ondev)
 {
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -492,7 +554,7 @@ static int child_ok(struct region *r, int status, int parent_first, unsigned int
 	if (code >= CHILD_SAW && code < CHILD_SAW + (int)NPAGES) {
 		fail(COW_VIOLATION,
 		     "fork child of region %u saw page %d of its copy not as gen %u%s", r->idx,
-		     code - CHILD_SAW, seen,
+		     code - CHILD_SAW, seen[code - CHILD_SAW],
 		     parent_first ? ", after the parent wrote its own" : ", before it wrote");
 		return 0;
 	}
@@ -519,12 +581,13 @@ static int child_ok(struct region *r, int status, int parent_first, unsigned int
 static void do_fork(struct region *r, unsigned long long *rs, int fd, char *buf)
 {
 	char *p = r->slot[r->at];
-	unsigned int seen = r->gen, mine = ++r->last;
+	unsigned int seen[NPAGES], mine = ++r->last;
 	int parent_first = rnd(rs) & 1, by_device = rnd(rs) & 1, ondev = r->ondev;
 	int go[2] = { -1, -1 }, status, err;
 	pid_t pid;
 	long bad;
 
+	memcpy(seen, r->gen, sizeof(seen));
 	if (parent_first && pipe(go)) {
 		fail(BAD_ERRNO, "pipe: %s", strerror(errno));
 		return;
@@ -542,7 +605,7 @@ static void do_fork(struct region *r, unsigned long long *rs, int fd, char *buf)
 			fill(buf, r->idx, g);
 			err = dmirror(fd, HMM_DMIRROR_WRITE, p, buf, NPAGES);
 			if (!err) {
-				r->gen = g;
+				set_gen(r, g);
 			} else {
 				/* Some pages may have been written. */
 				r->unknown = 1;
@@ -550,7 +613,7 @@ static void do_fork(struct region *r, unsigned long long *rs, int fd, char *buf)
 			}
 		} else {
 			fill(p, r->idx, g);
-			r->gen = g;
+			set_gen(r, g);
 			r->present = 1;
 			r->ondev = 0;
 			r->excl = 0;
@@ -609,7 +672,7 @@ static void snapshot_check(struct region *r, const unsigned char *snap, int dev0
 			why = "an error in readable memory";
 		} else if (r->state == RO && (v & HMM_DMIRROR_PROT_WRITE)) {
 			why = "writable in read-only memory";
-		} else if (kind == HMM_DMIRROR_PROT_ZERO && r->gen) {
+		} else if (kind == HMM_DMIRROR_PROT_ZERO && r->gen[i]) {
 			why = "the zero page where the region was written";
 		} else if (kind == HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL && !(dev0 && r->ondev)) {
 			why = "a device page where none can be";
@@ -620,7 +683,8 @@ static void snapshot_check(struct region *r, const unsigned char *snap, int dev0
 	}
 	if (why) {
 		fail(BAD_SNAPSHOT, "page %lu of region %u (%s, gen %u%s%s): 0x%02x, %s", i - 1,
-		     r->idx, state_name[r->state], r->gen, r->ondev ? ", maybe on the device" : "",
+		     r->idx, state_name[r->state], r->gen[i - 1],
+		     r->ondev ? ", maybe on the device" : "",
 		     dev0 ? "" : ", through device 1", v, why);
 		return;
 	}
@@ -756,6 +820,164 @@ static void do_exclusive(struct region *r, int fd2, char *buf)
 	cpu_check(r, "exclusive access", LOST_WRITE);
 }
 
+/* An entry of a batch, for the oracle. */
+struct batch_entry {
+	struct region *r;	/* the region whose page (or unmapped slot) it is */
+	unsigned long page;	/* the page, in that slot */
+	unsigned int gen;	/* what a write writes: @page of generation @gen */
+	int hole;		/* in @r's unmapped slot: no VMA */
+	int bad;		/* malformed (unaligned, or @write 2): EINVAL */
+};
+
+/*
+ * A batch (HMM_DUMMY_BATCH) of 1 to BATCH_MAX entries over region @r and,
+ * now and then, neighbours whose locks are free (tried only: the worker
+ * holds @r's already, and waiting could deadlock with another batch). The
+ * regions held are consecutive, so every slot between the first and the
+ * last page requested is theirs, mapped or not: the core faults, in each
+ * 2 MiB block, every page from the lowest to the highest requested there.
+ * Random pages, unsorted, with repeats (a quarter of the entries repeat an
+ * earlier one's page); a share of writes chosen per batch, each writing a
+ * new generation of its page; 1 entry in 16 in a slot no region maps
+ * (EFAULT), 1 in 64 malformed (EINVAL). The device accesses the entries in
+ * their order (one refaulted alone comes later, but after the batch's
+ * accesses of its page that went before it: the mapping they lost stays
+ * lost until the refaults), so the results are checked in that order,
+ * each against the oracle as the entries before it left it. Returns
+ * whether the device does batches.
+ */
+static int do_batch(struct region *r, unsigned long long *rs, int fd, char *buf)
+{
+	/* In the buffer's last page, after the command: see main(). */
+	struct hmm_dummy_batch *b = (void *)(buf + DATA_SIZE + 256);
+	struct hmm_dummy_batch_entry *e = (void *)(buf + DATA_SIZE + 512);
+	struct region *held[BATCH_REGIONS] = { r }, *t;
+	int lo = r->idx, hi = r->idx, nheld = 1, want, err, st, w;
+	unsigned int n, wshare, i;
+	struct batch_entry be[BATCH_MAX];
+	int wrote[REGIONS] = { 0 };
+	char what[96];
+	long bad;
+
+	static_assert(512 + BATCH_MAX * sizeof(*e) <= PAGE, "a batch's entries fit");
+	if (LOAD(no_batch))
+		return 0;
+	want = rnd(rs) % 4 ? 1 : 2 + rnd(rs) % (BATCH_REGIONS - 1);
+	while (nheld < want) {
+		int ni = rnd(rs) & 1 ? hi + 1 : lo - 1;
+
+		if (ni < 0 || ni >= REGIONS || pthread_mutex_trylock(&regions[ni].lock))
+			break;
+		held[nheld++] = &regions[ni];
+		lo = ni < lo ? ni : lo;
+		hi = ni > hi ? ni : hi;
+	}
+	n = 1 + rnd(rs) % BATCH_MAX;
+	wshare = rnd(rs) % 4;	/* writes: none, a quarter, half, three quarters */
+	for (i = 0; i < n; i++) {
+		struct batch_entry *x = &be[i];
+		char *slot;
+
+		if (i && !(rnd(rs) % 4)) {
+			*x = be[rnd(rs) % i];
+		} else {
+			x->r = held[rnd(rs) % nheld];
+			x->page = rnd(rs) % NPAGES;
+			x->hole = !(rnd(rs) % 16);
+		}
+		x->bad = !(rnd(rs) % 64);
+		t = x->r;
+		slot = t->slot[x->hole ? !t->at : t->at];
+		e[i] = (struct hmm_dummy_batch_entry) {
+			.addr = (uintptr_t)(slot + x->page * PAGE),
+			.write = rnd(rs) % 4 < wshare,
+		};
+		if (x->bad) {
+			if (rnd(rs) & 1)
+				e[i].addr += 8 << (rnd(rs) % 9);
+			else
+				e[i].write = 2;
+		}
+		x->gen = e[i].write ? ++t->last : 0;
+		if (e[i].write)
+			fill_page(buf + i * PAGE, t->idx, x->gen, x->page);
+	}
+	*b = (struct hmm_dummy_batch) {
+		.entries = (uintptr_t)e,
+		.data = (uintptr_t)buf,
+		.count = n,
+	};
+	err = ioctl(fd, HMM_DUMMY_BATCH, b) ? errno : 0;
+	if (err == ENOTTY) {
+		/* Not hmm_dummy's: no batches for anyone. */
+		STORE(no_batch, 1);
+		goto out;
+	}
+	if (err) {
+		/* No status came back, but entries may have been done. */
+		for (i = 0; i < n; i++)
+			if (e[i].write && be[i].r->state == RW) {
+				be[i].r->unknown = 1;
+				be[i].r->wrote = 0;
+			}
+		expect(err, 0, "batch", r, 0);
+		goto out;
+	}
+	ADD(batch_refaults, b->refaults);
+	for (i = 0; i < n; i++) {
+		struct batch_entry *x = &be[i];
+
+		t = x->r;
+		st = -e[i].status;
+		w = e[i].write == 1;
+		if (w)
+			ADD(batch_writes, 1);
+		else
+			ADD(batch_reads, 1);
+		if (st)
+			ADD(batch_failed, 1);
+		snprintf(what, sizeof(what), "batch entry %u of %u (%s page %lu%s)", i, n,
+			 x->bad ? "a malformed entry for" : w ? "a write of" : "a read of",
+			 x->page, x->hole ? " of the unmapped slot" : "");
+		if (x->bad) {
+			expect(st, EINVAL, what, t, 0);
+			continue;
+		}
+		if (x->hole) {
+			expect(st, EFAULT, what, t, 0);
+			continue;
+		}
+		if (w) {
+			t->wrote = 0;
+			/* The device may have written it. */
+			if (t->state == RW && st)
+				t->unknown = 1;
+			if (!expect(st, write_errno(t->state), what, t, efault_ok(t, 1)) || st)
+				continue;
+			t->gen[x->page] = x->gen;
+			wrote[t->idx] = 1;
+			continue;
+		}
+		if (!expect(st, read_errno(t->state), what, t, efault_ok(t, 0)) || st || t->unknown)
+			continue;
+		bad = page_mismatch(buf + i * PAGE, t->idx, t->gen[x->page], x->page);
+		if (bad >= 0) {
+			snprintf(what, sizeof(what), "batch entry %u of %u: the device reads", i,
+				 n);
+			bad_word(STALE_READ, what, ((unsigned long long *)(buf + i * PAGE))[bad], t,
+				 t->gen[x->page], x->page, bad);
+		}
+	}
+	/* What the device wrote is what the CPU reads. */
+	for (int k = 0; k < nheld; k++)
+		if (wrote[held[k]->idx])
+			cpu_check(held[k], "a batch's device writes", LOST_WRITE);
+out:
+	for (int k = 1; k < nheld; k++)
+		pthread_mutex_unlock(&held[k]->lock);
+	return !LOAD(no_batch);
+}
+
 static void do_op(enum op op, struct region *r, unsigned long long *rs, char *buf)
 {
 	int fi = rnd(rs) % MIRRORS, fd = mirror_fd[fi], fd2 = mirror_fd[rnd(rs) % 3];
@@ -764,16 +986,17 @@ static void do_op(enum op op, struct region *r, unsigned long long *rs, char *bu
 	int err;
 	long bad;
 
-	/* What leaves the CPU's last write alone: reads. */
-	if (op != OP_DEV_READ && op != OP_SNAPSHOT)
+	/* What leaves the CPU's last write alone: reads (a batch sees to its own). */
+	if (op != OP_DEV_READ && op != OP_SNAPSHOT && op != OP_BATCH)
 		r->wrote = 0;
 	switch (op) {
 	case OP_CPU_WRITE:
 		if (r->state != RW)
 			return;
 		quiet_begin(&r->wq);
-		r->gen = ++r->last;
-		fill(p, r->idx, r->gen);
+		g = ++r->last;
+		set_gen(r, g);
+		fill(p, r->idx, g);
 		r->unknown = 0;
 		r->present = 1;
 		r->ondev = 0;
@@ -801,7 +1024,7 @@ static void do_op(enum op op, struct region *r, unsigned long long *rs, char *bu
 		}
 		if (!expect(err, write_errno(r->state), "device write", r, efault_ok(r, 1)) || err)
 			break;
-		r->gen = g;
+		set_gen(r, g);
 		r->unknown = 0;
 		r->present = 1;
 		cpu_check(r, "a device write", LOST_WRITE);
@@ -872,6 +1095,10 @@ static void do_op(enum op op, struct region *r, unsigned long long *rs, char *bu
 			return;
 		do_exclusive(r, fd2, buf);
 		break;
+	case OP_BATCH:
+		if (!do_batch(r, rs, fd, buf))
+			return;
+		break;
 	case NOPS:
 		break;
 	}
@@ -889,7 +1116,7 @@ static time_t now(void)
 struct worker {
 	int id;
 	unsigned long long seed;
-	char *buf;		/* RSIZE of data, then its command */
+	char *buf;		/* DATA_SIZE of data, then its commands (BUF_SIZE) */
 };
 
 static void *worker(void *arg)
@@ -900,7 +1127,7 @@ static void *worker(void *arg)
 	char *buf = w->buf;
 
 	STORE(me->tid, gettid());
-	cmd_area = (struct hmm_dmirror_cmd *)(buf + RSIZE);
+	cmd_area = (struct hmm_dmirror_cmd *)(buf + DATA_SIZE);
 	while (!LOAD(stop)) {
 		int ri = rnd(&rs) % REGIONS;
 		enum op op = rnd(&rs) % NOPS;
@@ -938,6 +1165,8 @@ static void *killer(void *arg)
 			char *p = mmap(NULL, 512 * PAGE, PROT_READ | PROT_WRITE,
 				       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 			static char b[512 * PAGE];
+			static struct hmm_dummy_batch_entry e[512];
+			struct hmm_dummy_batch bt;
 
 			/* No THP: its allocations would move the THP counters. */
 			madvise(p, 512 * PAGE, MADV_NOHUGEPAGE);
@@ -946,6 +1175,18 @@ static void *killer(void *arg)
 			for (;;) {
 				memset(p, 0x11, 512 * PAGE);
 				dmirror(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, NULL, 512);
+				/* Scattered, some back from the device: killed among them. */
+				for (int i = 0; i < 512; i++)
+					e[i] = (struct hmm_dummy_batch_entry) {
+						.addr = (uintptr_t)(p + rnd(&rs) % 512 * PAGE),
+						.write = rnd(&rs) & 1,
+					};
+				bt = (struct hmm_dummy_batch) {
+					.entries = (uintptr_t)e,
+					.data = (uintptr_t)b,
+					.count = 512,
+				};
+				ioctl(fd, HMM_DUMMY_BATCH, &bt);
 				dmirror(fd, HMM_DMIRROR_READ, p, b, 512);
 				dmirror(fd, HMM_DMIRROR_WRITE, p, b, 512);
 			}
@@ -1020,7 +1261,7 @@ static void report_hang(int nthreads)
 int main(int argc, char **argv)
 {
 	unsigned long long seed = (unsigned long long)time(NULL);
-	int seconds = 10, nthreads = 4, opt, tests = 0;
+	int seconds = 10, nthreads = 4, opt, tests = 0, ran;
 	pthread_t th[MAX_THREADS + 1];
 	struct worker w[MAX_THREADS + 1];
 	unsigned long total = 0;
@@ -1079,11 +1320,11 @@ int main(int argc, char **argv)
 	 * kept out of forks, so that no fork write-protects it and no
 	 * copy-on-write fault (an allocation) can fail a driver's copy.
 	 */
-	bufs = mmap(NULL, MAX_THREADS * (RSIZE + PAGE), PROT_READ | PROT_WRITE,
+	bufs = mmap(NULL, MAX_THREADS * BUF_SIZE, PROT_READ | PROT_WRITE,
 		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (bufs == MAP_FAILED || madvise(bufs, MAX_THREADS * (RSIZE + PAGE), MADV_DONTFORK))
+	if (bufs == MAP_FAILED || madvise(bufs, MAX_THREADS * BUF_SIZE, MADV_DONTFORK))
 		return 1;
-	memset(bufs, 0, MAX_THREADS * (RSIZE + PAGE));
+	memset(bufs, 0, MAX_THREADS * BUF_SIZE);
 	/* All regions' slots in one arena: nothing else maps there. */
 	arena = mmap(NULL, 2 * REGIONS * RSIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (arena == MAP_FAILED)
@@ -1099,7 +1340,7 @@ int main(int argc, char **argv)
 		mmap(r->slot[0], RSIZE, PROT_READ | PROT_WRITE,
 		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 		r->state = RW;
-		r->gen = 1;
+		set_gen(r, 1);
 		r->last = 1;
 		r->present = 1;
 		fill(r->slot[0], i, 1);
@@ -1107,7 +1348,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i <= nthreads; i++) {
 		w[i].id = i;
 		w[i].seed = seed * 0x9e3779b97f4a7c15ULL + i + 1;
-		w[i].buf = bufs + i * (RSIZE + PAGE);
+		w[i].buf = bufs + i * BUF_SIZE;
 		STORE(inflight[i].op, -1);
 		pthread_create(&th[i], NULL, i < nthreads ? worker : killer, &w[i]);
 	}
@@ -1146,14 +1387,19 @@ int main(int argc, char **argv)
 	printf("# EFAULT under injection, explained by device pages %lu\n", efault_explained);
 	printf("# idle checks made: migrations seen whole %lu, fresh writes snapshotted %lu\n",
 	       whole_checked, fresh_checked);
+	if (no_batch)
+		printf("# batches: none (the device has no HMM_DUMMY_BATCH)\n");
+	else
+		printf("# batch entries: reads %lu, writes %lu, errnos %lu, refaulted %lu\n",
+		       batch_reads, batch_writes, batch_failed, batch_refaults);
+	ran = total && ops_done[OP_MIGRATE] && ops_done[OP_DEV_READ] && ops_done[OP_FORK] &&
+	      (ops_done[OP_BATCH] || no_batch) && kills;
 	printf("1..%d\n", NFAIL + 1);
 	for (int f = 0; f < NFAIL; f++)
 		printf("%sok %d %s%s\n", failures[f] ? "not " : "", ++tests, fail_name[f],
 		       failures[f] ? " (see above)" : "");
 	/* A storm that did nothing proves nothing. */
-	printf("%sok %d every kind of operation ran\n",
-	       total && ops_done[OP_MIGRATE] && ops_done[OP_DEV_READ] && ops_done[OP_FORK] &&
-	       kills ? "" : "not ", ++tests);
+	printf("%sok %d every kind of operation ran\n", ran ? "" : "not ", ++tests);
 	printf("# seed %llu (hmm_storm -s %llu -t %d reproduces the choices)\n", seed, seed,
 	       seconds);
 	{
@@ -1161,8 +1407,7 @@ int main(int argc, char **argv)
 
 		for (int f = 0; f < NFAIL; f++)
 			failed += !!failures[f];
-		failed += !(total && ops_done[OP_MIGRATE] && ops_done[OP_DEV_READ] &&
-			    ops_done[OP_FORK] && kills);
+		failed += !ran;
 		printf("# Totals: pass:%d fail:%d xfail:0 xpass:0 skip:0 error:0\n",
 		       tests - failed, failed);
 	}
