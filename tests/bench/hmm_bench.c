@@ -628,6 +628,33 @@ static int have_batch(void)
 }
 
 /*
+ * The @n pages read into @out: page i must be page @k[i] of memory filled
+ * with @seed, and entry i of the batches that read them (@e, if batched)
+ * must have succeeded. Reports the first that is not.
+ */
+static void check_reads(const char *name, const struct hmm_dummy_batch_entry *e,
+			const unsigned long *k, unsigned long n, const char *out, uint32_t seed)
+{
+	unsigned long i, j;
+
+	for (i = 0; i < n; i++) {
+		const unsigned long long *w = (const void *)(out + i * PAGE);
+
+		if (e && e[i].status) {
+			fail(name, strerror(-e[i].status));
+			break;
+		}
+		for (j = 0; j < PAGE / sizeof(*w); j++)
+			if (w[j] != ((unsigned long long)seed << 32 | k[i]))
+				break;
+		if (j < PAGE / sizeof(*w)) {
+			fail(name, "a page read is not that page's");
+			break;
+		}
+	}
+}
+
+/*
  * One run of the scattered reads through a new mirror of fresh memory:
  * one READ per page (@per 0), or HMM_DUMMY_BATCH of @per entries at a
  * time. Checks every page read.
@@ -639,7 +666,7 @@ static void scatter_run(const char *name, const unsigned long *k, unsigned long 
 	char *buf = map(bytes, 0);
 	int fd = open_device();
 	unsigned long long t0, t1;
-	unsigned long i, j;
+	unsigned long i;
 
 	fill(buf, bytes, seed);
 	for (i = 0; i < n; i++)
@@ -660,21 +687,7 @@ static void scatter_run(const char *name, const unsigned long *k, unsigned long 
 	}
 	t1 = now_ns();
 	record(name, t0, t1, n * PAGE);
-	for (i = 0; i < n; i++) {
-		const unsigned long long *w = (const void *)(out + i * PAGE);
-
-		if (per && e[i].status) {
-			fail(name, strerror(-e[i].status));
-			break;
-		}
-		for (j = 0; j < PAGE / sizeof(*w); j++)
-			if (w[j] != ((unsigned long long)seed << 32 | k[i]))
-				break;
-		if (j < PAGE / sizeof(*w)) {
-			fail(name, "a page read is not that page's");
-			break;
-		}
-	}
+	check_reads(name, per ? e : NULL, k, n, out, seed);
 	close(fd);
 	munmap(buf, bytes);
 	free(e);
@@ -704,6 +717,142 @@ static void scattered_reads(void)
 	}
 	munmap(out, n * PAGE);
 	free(k);
+}
+
+#define WINDOW_PAGES	(HUGE / PAGE)
+#define WINDOW_THREADS	4
+
+/* One thread of window_run(): its batch, once all are ready. */
+struct window_thread {
+	int fd;
+	struct hmm_dummy_batch_entry *e;	/* WINDOW_PAGES reads */
+	char *out;
+	pthread_barrier_t *go;
+	unsigned long long t0, t1;
+	unsigned int refaults;
+	int err;
+};
+
+static void *window_thread(void *arg)
+{
+	struct window_thread *t = arg;
+	struct hmm_dummy_batch b = {
+		.entries = (uintptr_t)t->e, .data = (uintptr_t)t->out, .count = WINDOW_PAGES,
+	};
+
+	pthread_barrier_wait(t->go);
+	t->t0 = now_ns();
+	t->err = ioctl(t->fd, HMM_DUMMY_BATCH, &b) ? errno : 0;
+	t->t1 = now_ns();
+	t->refaults = b.refaults;
+	return NULL;
+}
+
+/*
+ * One run: a new mirror of a fresh 2 MiB of 4 KiB pages the CPU wrote, and
+ * @nt threads each reading all of it with one HMM_DUMMY_BATCH of
+ * WINDOW_PAGES entries, thread j in the order @k[j], into @out[j], started
+ * together (a barrier). The time from the first thread's start to the last
+ * one's end, per page of the window; every page read is checked. Returns
+ * the refaults.
+ */
+static unsigned long window_run(const char *name, unsigned int nt, unsigned long *const *k,
+				struct hmm_dummy_batch_entry *const *e, char *const *out,
+				uint32_t seed)
+{
+	struct window_thread t[WINDOW_THREADS];
+	pthread_t th[WINDOW_THREADS];
+	pthread_barrier_t go;
+	char *buf = map(HUGE, 0);
+	int fd = open_device();
+	unsigned long long t0 = ~0ULL, t1 = 0;
+	unsigned long refaults = 0, i;
+	unsigned int j;
+
+	fill(buf, HUGE, seed);
+	pthread_barrier_init(&go, NULL, nt);
+	for (j = 0; j < nt; j++) {
+		for (i = 0; i < WINDOW_PAGES; i++)
+			e[j][i] = (struct hmm_dummy_batch_entry) {
+				.addr = (uintptr_t)buf + k[j][i] * PAGE,
+			};
+		t[j] = (struct window_thread) { .fd = fd, .e = e[j], .out = out[j], .go = &go };
+		if (pthread_create(&th[j], NULL, window_thread, &t[j])) {
+			perror("pthread_create");
+			exit(2);
+		}
+	}
+	for (j = 0; j < nt; j++) {
+		pthread_join(th[j], NULL);
+		t0 = t[j].t0 < t0 ? t[j].t0 : t0;
+		t1 = t[j].t1 > t1 ? t[j].t1 : t1;
+	}
+	record(name, t0, t1, HUGE);
+	for (j = 0; j < nt; j++) {
+		check_ok(name, "HMM_DUMMY_BATCH", t[j].err);
+		if (!t[j].err)
+			check_reads(name, e[j], k[j], WINDOW_PAGES, out[j], seed);
+		refaults += t[j].refaults;
+	}
+	pthread_barrier_destroy(&go);
+	close(fd);
+	munmap(buf, HUGE);
+	return refaults;
+}
+
+/*
+ * Threads faulting the same 2 MiB window at once through batches
+ * (hmm_dummy only): one thread's batch of its 512 pages (window_batch_1t),
+ * against four threads' on one mirror, each in another random order
+ * (window_batch_4t: from the first start to the last end). Target: 4
+ * threads at most 1.2 times one (window_batch_4t_vs_1t). Each thread also
+ * copies its 2 MiB out, which fewer vCPUs than threads serialize. Time per
+ * page of the window, whatever the number of threads.
+ */
+static void window_batches(void)
+{
+	unsigned long *k[WINDOW_THREADS], refaults[2] = { 0, 0 }, i;
+	struct hmm_dummy_batch_entry *e[WINDOW_THREADS];
+	char *out[WINDOW_THREADS];
+	unsigned int j, r;
+
+	if (!have_batch()) {
+		printf("# window: this driver has no HMM_DUMMY_BATCH\n");
+		return;
+	}
+	printf("# window: %lu reads of one 2 MiB window of 4 KiB pages per batch, %s\n",
+	       WINDOW_PAGES, "1 and 4 threads at once on one mirror");
+	for (j = 0; j < WINDOW_THREADS; j++) {
+		unsigned int seed = 900 + j;
+
+		k[j] = malloc(WINDOW_PAGES * sizeof(*k[j]));
+		e[j] = calloc(WINDOW_PAGES, sizeof(*e[j]));
+		if (!k[j] || !e[j]) {
+			perror("malloc");
+			exit(2);
+		}
+		/* Every page once, shuffled. */
+		for (i = 0; i < WINDOW_PAGES; i++)
+			k[j][i] = i;
+		for (i = WINDOW_PAGES - 1; i > 0; i--) {
+			unsigned long x = rand_r(&seed) % (i + 1), y = k[j][i];
+
+			k[j][i] = k[j][x];
+			k[j][x] = y;
+		}
+		out[j] = map(HUGE, 0);
+		memset(out[j], 0, HUGE);
+	}
+	for (r = 0; r < runs; r++) {
+		refaults[0] += window_run("window_batch_1t", 1, k, e, out, 910 + r);
+		refaults[1] += window_run("window_batch_4t", WINDOW_THREADS, k, e, out, 920 + r);
+	}
+	printf("# window: refaults 1 thread %lu, 4 threads %lu\n", refaults[0], refaults[1]);
+	for (j = 0; j < WINDOW_THREADS; j++) {
+		munmap(out[j], HUGE);
+		free(e[j]);
+		free(k[j]);
+	}
 }
 
 #define CORE_BENCH	"/sys/kernel/debug/hmm_rs/core_bench"
@@ -857,6 +1006,7 @@ static void derived(void)
 		{ "scatter_batch256_vs_read", "scatter_batch256", "scatter_read" },
 		{ "scatter_batch256_vs_batch1", "scatter_batch256", "scatter_batch1" },
 		{ "scatter_batch1_vs_read", "scatter_batch1", "scatter_read" },
+		{ "window_batch_4t_vs_1t", "window_batch_4t", "window_batch_1t" },
 	};
 	unsigned int i;
 
@@ -1036,6 +1186,8 @@ int main(int argc, char **argv)
 		read_noise();
 	if (want("scatter"))
 		scattered_reads();
+	if (want("window_batch_1t") || want("window_batch_4t"))
+		window_batches();
 	if (want("slow"))
 		slow_devices();
 	for (i = 0; i < nresults; i++) {
