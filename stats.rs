@@ -42,6 +42,8 @@ pub(crate) static EVENTS: [Counter; HmmEventType::ALL.len() + 1] =
 pub(crate) static FAULTS: Counter = Counter::new();
 pub(crate) static FAULT_RACES: Counter = Counter::new();
 pub(crate) static FAULT_RETRIES: Counter = Counter::new();
+/// Windows of batched faults the mirror mapped already: no fault.
+pub(crate) static BATCH_WINDOWS_MIRRORED: Counter = Counter::new();
 
 /// Device memory: pages in use, huge folios handed out so far, and pages a
 /// migration to device memory could not place (full, or a copy failed).
@@ -69,10 +71,12 @@ pub(crate) static DMA_MAPS: Counter = Counter::new();
 pub(crate) static DMA_UNMAPS: Counter = Counter::new();
 pub(crate) static DMA_MAP_ERRORS: Counter = Counter::new();
 pub(crate) static DMA_HUGE_SPLIT: Counter = Counter::new();
-/// IOVA-linked mappings: pages linked, unlink calls (IOTLB flushes), 2 MiB
-/// ranges held now (a gauge), and ranges not had (no IOMMU, `dma_iova=N`,
-/// no memory: pages mapped one by one instead).
+/// IOVA-linked mappings: pages linked, link calls (a run of physically
+/// contiguous pages is one), unlink calls (IOTLB flushes), 2 MiB ranges
+/// held now (a gauge), and ranges not had (no IOMMU, `dma_iova=N`, no
+/// memory: pages mapped one by one instead).
 pub(crate) static DMA_IOVA_LINKS: Counter = Counter::new();
+pub(crate) static DMA_IOVA_LINK_CALLS: Counter = Counter::new();
 pub(crate) static DMA_IOVA_UNLINKS: Counter = Counter::new();
 pub(crate) static DMA_IOVA_RANGES: Counter = Counter::new();
 pub(crate) static DMA_IOVA_REFUSED: Counter = Counter::new();
@@ -97,13 +101,14 @@ pub(crate) fn write(f: &mut impl core::fmt::Write) -> core::fmt::Result {
     )?;
     writeln!(
         f,
-        "dma maps {} unmaps {} map_errors {} huge_split {} iova_links {} iova_unlinks {} \
+        "dma maps {} unmaps {} map_errors {} huge_split {} iova_links {} iova_link_calls {} iova_unlinks {} \
          iova_ranges {} iova_refused {}",
         DMA_MAPS.get(),
         DMA_UNMAPS.get(),
         DMA_MAP_ERRORS.get(),
         DMA_HUGE_SPLIT.get(),
         DMA_IOVA_LINKS.get(),
+        DMA_IOVA_LINK_CALLS.get(),
         DMA_IOVA_UNLINKS.get(),
         DMA_IOVA_RANGES.get(),
         DMA_IOVA_REFUSED.get(),
@@ -115,9 +120,10 @@ pub(crate) fn write(f: &mut impl core::fmt::Write) -> core::fmt::Result {
     writeln!(f)?;
     writeln!(
         f,
-        "faults {} fault races {} fault retries {}",
+        "faults {} fault races {} fault retries {} batch windows mirrored {}",
         FAULTS.get(),
         FAULT_RACES.get(),
-        FAULT_RETRIES.get()
+        FAULT_RETRIES.get(),
+        BATCH_WINDOWS_MIRRORED.get()
     )
 }

@@ -22,13 +22,18 @@
 //!    its requests writes (write wins): all of its pages are then faulted
 //!    writable and dirty, as [`HmmMirror::fault`] of the whole span for
 //!    writing would.
-//! 3. **Fault** each window once, in address order, through the same
+//! 3. **Skip** a window whose requested pages the mirror maps already, each
+//!    with the access asked for (and, if DMA-mapped, mapped for the
+//!    device): a fault buffer repeats faults the previous batch, or
+//!    another thread's, serviced, and a lookup costs far less than a walk
+//!    (counted in `batch windows mirrored`). Its requests get `Ok`.
+//! 4. **Fault** each other window once, in address order, through the same
 //!    machinery as a fault: one [`FaultWatch`] over the window's 2 MiB
 //!    blocks, and per 2 MiB chunk one `hmm_range_fault()`, one sequence
 //!    check and one commit (retried if an invalidation raced). A chunk whose
 //!    first page the CPU maps with a 2 MiB page grows to the whole block,
 //!    which then gets one huge entry, as a fault of the block would.
-//! 4. **Report** per request: every request of a window that succeeded
+//! 5. **Report** per request: every request of a window that succeeded
 //!    gets `Ok`. A window that failed may have failed for one request only
 //!    (an unmapped page, a read-only page among writes, a hole between two
 //!    requests): unless its requests are all the same range and access (so
@@ -57,7 +62,7 @@ use super::{
 };
 use crate::{
     hmm_event::HmmEventType,
-    hmm_pt::{huge_chunks, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE},
+    hmm_pt::{huge_chunks, PtFlags, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE},
     stats, trace,
 };
 
@@ -164,7 +169,13 @@ impl HmmMirror {
                 set_all(&order[k..], results, EINTR);
                 break;
             }
-            match self.fault_window(start, end, access, &mut bufs) {
+            let r = if self.mirrored(members.iter().map(|&i| &reqs[i as usize])) {
+                stats::BATCH_WINDOWS_MIRRORED.add(1);
+                Ok(())
+            } else {
+                self.fault_window(start, end, access, &mut bufs)
+            };
+            match r {
                 Ok(()) => members.iter().for_each(|&i| results[i as usize] = Ok(())),
                 Err(EINTR) => {
                     set_all(&order[k..], results, EINTR);
@@ -208,6 +219,39 @@ impl HmmMirror {
             k = j;
         }
         Ok(())
+    }
+
+    /// Whether the mirror maps every page of `reqs` now, with the access
+    /// each asks for, and, if the mirror is DMA-mapped, has a DMA mapping
+    /// for each page that needs one (pages in device memory and exclusive
+    /// entries need none). False without looking for more than a window's
+    /// pages: a fault of them costs about as much.
+    fn mirrored<'r>(&self, reqs: impl Iterator<Item = &'r FaultRequest>) -> bool {
+        let mut budget = 1u64 << HUGE_ORDER;
+        for req in reqs {
+            let Some((mut addr, end)) = req.range() else {
+                return false;
+            };
+            while addr < end {
+                let Some(m) = self.pt.lookup(addr) else {
+                    return false;
+                };
+                let flags = m.entry.flags();
+                if req.access == Access::Write && !flags.contains(PtFlags::WRITE) {
+                    return false;
+                }
+                let own = flags.contains(PtFlags::DEVICE) || flags.contains(PtFlags::EXCLUSIVE);
+                if !own && self.dma.as_ref().is_some_and(|d| d.lookup(addr).is_none()) {
+                    return false;
+                }
+                budget = match budget.checked_sub(1) {
+                    Some(b) => b,
+                    None => return false,
+                };
+                addr = m.end();
+            }
+        }
+        true
     }
 
     /// Faults `[start, end)`, one window of a batch, as one fault (traced

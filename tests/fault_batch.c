@@ -117,6 +117,24 @@ static long events(const char *type)
 	return stat_value("events", key);
 }
 
+/* What every mirror maps now: the sum of the "mirror N:" lines' pages. */
+static long mirrored_pages(void)
+{
+	FILE *f = fopen(STATS, "r");
+	char buf[1024], *p;
+	long v = 0;
+
+	if (!f)
+		return -1;
+	while (fgets(buf, sizeof(buf), f)) {
+		p = strstr(buf, " pages ");
+		if (!strncmp(buf, "mirror ", 7) && p)
+			v += strtol(p + 7, NULL, 10);
+	}
+	fclose(f);
+	return v;
+}
+
 /* HMM_DUMMY_BATCH: 0 or the errno. */
 static int batch(int fd, struct hmm_dummy_batch_entry *e, unsigned int n, void *data,
 		 unsigned int *refaults)
@@ -190,6 +208,65 @@ TEST_F(batch, unsorted_duplicates_one_fault_per_block)
 	}
 	/* One window per block; a refault (an invalidation in between) is one more. */
 	EXPECT_EQ(faults() - before, BLOCKS + refaults);
+}
+
+/*
+ * No @data: the entries are only faulted, as a GPU's fault handler does.
+ * Their statuses as with data, one fault per block; the mirror maps each
+ * window (block 0's from page 3 to page 40, block 1's one page), and
+ * nothing is read or written.
+ */
+TEST_F(batch, fault_only_maps_without_access)
+{
+	char *b0 = self->buf, *b1 = self->buf + HUGE;
+	struct hmm_dummy_batch_entry e[4] = {
+		{ .addr = (uintptr_t)(b0 + 40 * PAGE), .write = 1 },
+		{ .addr = (uintptr_t)(b0 + 3 * PAGE) },
+		{ .addr = (uintptr_t)(b1 + 7 * PAGE) },
+		{ .addr = (uintptr_t)(b0 + 3 * PAGE), .write = 1 },
+	};
+	long before = faults(), pages = mirrored_pages();
+	unsigned int i, refaults = 1;
+
+	ASSERT_GE(pages, 0);
+	ASSERT_EQ(batch(self->fd, e, 4, NULL, &refaults), 0);
+	for (i = 0; i < 4; i++)
+		ASSERT_EQ(e[i].status, 0) TH_LOG("entry %u", i);
+	EXPECT_EQ(refaults, 0);
+	EXPECT_EQ(faults() - before, BLOCKS);
+	EXPECT_GE(mirrored_pages() - pages, 38 + 1);
+	EXPECT_EQ(page_differs(b0 + 40 * PAGE, 1, 40), -1);
+	EXPECT_EQ(page_differs(b0 + 3 * PAGE, 1, 3), -1);
+}
+
+/*
+ * A batch the mirror maps already, as a fault buffer repeats faults:
+ * no fault, each window counted as mirrored; a write where only reads
+ * were mirrored faults again.
+ */
+TEST_F(batch, repeat_is_not_faulted_again)
+{
+	struct hmm_dummy_batch_entry e[3] = {
+		{ .addr = (uintptr_t)(self->buf + 5 * PAGE) },
+		{ .addr = (uintptr_t)(self->buf + 9 * PAGE) },
+		{ .addr = (uintptr_t)(self->buf + HUGE + 2 * PAGE) },
+	};
+	long before = faults(), mirrored = stat_value("faults", "batch windows mirrored ");
+	unsigned int i;
+
+	ASSERT_GE(mirrored, 0);
+	ASSERT_EQ(batch(self->fd, e, 3, NULL, NULL), 0);
+	EXPECT_EQ(faults() - before, BLOCKS);
+	ASSERT_EQ(batch(self->fd, e, 3, NULL, NULL), 0);
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(e[i].status, 0) TH_LOG("entry %u", i);
+	EXPECT_EQ(faults() - before, BLOCKS);
+	EXPECT_EQ(stat_value("faults", "batch windows mirrored ") - mirrored, BLOCKS);
+	e[1].write = 1;
+	ASSERT_EQ(batch(self->fd, e, 3, NULL, NULL), 0);
+	EXPECT_EQ(e[1].status, 0);
+	EXPECT_EQ(faults() - before, BLOCKS + 1);
+	EXPECT_EQ(stat_value("faults", "batch windows mirrored ") - mirrored, BLOCKS + 1);
 }
 
 /*

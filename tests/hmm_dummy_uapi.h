@@ -112,6 +112,10 @@ struct hmm_dummy_dma_probe {
  * pages read, into @data. The ioctl itself fails (-EINVAL
  * for @count > HMM_DUMMY_BATCH_MAX, -EFAULT, -ENOMEM) only when no entry
  * has its status.
+ *
+ * @data 0: the entries are only faulted, as a GPU's fault handler makes
+ * the mappings present and lets the GPU replay the accesses itself; nothing
+ * is read or written, and @refaults stays 0.
  */
 #define HMM_DUMMY_BATCH_MAX	4096
 

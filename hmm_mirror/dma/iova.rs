@@ -153,6 +153,7 @@ impl IovaBlocks {
             if r == 0 {
                 linked += len;
             }
+            stats::DMA_IOVA_LINK_CALLS.add(1);
             r
         };
         let mut r = 0;

@@ -657,7 +657,9 @@ static void check_reads(const char *name, const struct hmm_dummy_batch_entry *e,
 /*
  * One run of the scattered reads through a new mirror of fresh memory:
  * one READ per page (@per 0), or HMM_DUMMY_BATCH of @per entries at a
- * time. Checks every page read.
+ * time. Checks every page read. Without @out, the pages are only faulted
+ * (as a GPU's fault handler does before the GPU replays its accesses):
+ * one HMM_DUMMY_FAULT per page (@per 0), or batches without data.
  */
 static void scatter_run(const char *name, const unsigned long *k, unsigned long n,
 			unsigned long bytes, unsigned int per, char *out, uint32_t seed)
@@ -674,10 +676,16 @@ static void scatter_run(const char *name, const unsigned long *k, unsigned long 
 	t0 = now_ns();
 	for (i = 0; i < n; i += per ? per : 1) {
 		struct hmm_dummy_batch b = {
-			.entries = (uintptr_t)(e + i), .data = (uintptr_t)(out + i * PAGE),
+			.entries = (uintptr_t)(e + i),
+			.data = out ? (uintptr_t)(out + i * PAGE) : 0,
 			.count = per && n - i > per ? per : per ? n - i : 1,
 		};
+		struct hmm_dummy_range f = { .addr = e[i].addr, .npages = 1 };
 
+		if (!per && !out) {
+			check_ok(name, "FAULT", ioctl(fd, HMM_DUMMY_FAULT, &f) ? errno : 0);
+			continue;
+		}
 		if (!per) {
 			check_ok(name, "READ", dmirror(fd, HMM_DMIRROR_READ, buf + k[i] * PAGE,
 						       out + i * PAGE, PAGE, NULL));
@@ -687,7 +695,13 @@ static void scatter_run(const char *name, const unsigned long *k, unsigned long 
 	}
 	t1 = now_ns();
 	record(name, t0, t1, n * PAGE);
-	check_reads(name, per ? e : NULL, k, n, out, seed);
+	if (out)
+		check_reads(name, per ? e : NULL, k, n, out, seed);
+	for (i = 0; !out && per && i < n; i++)
+		if (e[i].status) {
+			fail(name, strerror(-e[i].status));
+			break;
+		}
 	close(fd);
 	munmap(buf, bytes);
 	free(e);
@@ -696,7 +710,9 @@ static void scatter_run(const char *name, const unsigned long *k, unsigned long 
 /*
  * 4096 scattered reads over 64 MiB (-s: 1024 over 16 MiB): one READ per
  * page (both drivers); on hmm_dummy also one HMM_DUMMY_BATCH per page and
- * batches of 256 (hmm_rs_mirror_fault_batch()). ns per read.
+ * batches of 256 (hmm_rs_mirror_fault_batch()). The same pages only
+ * faulted, on hmm_dummy: one HMM_DUMMY_FAULT per page (scatter_fault),
+ * batches of 256 without data (scatter_fault256). ns per page.
  */
 static void scattered_reads(void)
 {
@@ -714,6 +730,8 @@ static void scattered_reads(void)
 			continue;
 		scatter_run("scatter_batch1", k, n, bytes, 1, out, 810 + r);
 		scatter_run("scatter_batch256", k, n, bytes, 256, out, 820 + r);
+		scatter_run("scatter_fault", k, n, bytes, 0, NULL, 830 + r);
+		scatter_run("scatter_fault256", k, n, bytes, 256, NULL, 840 + r);
 	}
 	munmap(out, n * PAGE);
 	free(k);
@@ -790,8 +808,13 @@ static unsigned long window_run(const char *name, unsigned int nt, unsigned long
 	record(name, t0, t1, HUGE);
 	for (j = 0; j < nt; j++) {
 		check_ok(name, "HMM_DUMMY_BATCH", t[j].err);
-		if (!t[j].err)
+		if (!t[j].err && out[j])
 			check_reads(name, e[j], k[j], WINDOW_PAGES, out[j], seed);
+		for (i = 0; !t[j].err && !out[j] && i < WINDOW_PAGES; i++)
+			if (e[j][i].status) {
+				fail(name, strerror(-e[j][i].status));
+				break;
+			}
 		refaults += t[j].refaults;
 	}
 	pthread_barrier_destroy(&go);
@@ -804,16 +827,18 @@ static unsigned long window_run(const char *name, unsigned int nt, unsigned long
  * Threads faulting the same 2 MiB window at once through batches
  * (hmm_dummy only): one thread's batch of its 512 pages (window_batch_1t),
  * against four threads' on one mirror, each in another random order
- * (window_batch_4t: from the first start to the last end). Target: 4
- * threads at most 1.2 times one (window_batch_4t_vs_1t). Each thread also
- * copies its 2 MiB out, which fewer vCPUs than threads serialize. Time per
- * page of the window, whatever the number of threads.
+ * (window_batch_4t: from the first start to the last end). Each thread
+ * also copies its 2 MiB out, which fewer vCPUs than threads serialize; the
+ * same without data (window_fault_1t, _4t) only faults, as a GPU's fault
+ * handler does. Target: 4 threads at most 1.2 times one
+ * (window_fault_4t_vs_1t). Time per page of the window, whatever the
+ * number of threads.
  */
 static void window_batches(void)
 {
 	unsigned long *k[WINDOW_THREADS], refaults[2] = { 0, 0 }, i;
 	struct hmm_dummy_batch_entry *e[WINDOW_THREADS];
-	char *out[WINDOW_THREADS];
+	char *out[WINDOW_THREADS], *none[WINDOW_THREADS] = { NULL };
 	unsigned int j, r;
 
 	if (!have_batch()) {
@@ -846,6 +871,8 @@ static void window_batches(void)
 	for (r = 0; r < runs; r++) {
 		refaults[0] += window_run("window_batch_1t", 1, k, e, out, 910 + r);
 		refaults[1] += window_run("window_batch_4t", WINDOW_THREADS, k, e, out, 920 + r);
+		window_run("window_fault_1t", 1, k, e, none, 930 + r);
+		window_run("window_fault_4t", WINDOW_THREADS, k, e, none, 940 + r);
 	}
 	printf("# window: refaults 1 thread %lu, 4 threads %lu\n", refaults[0], refaults[1]);
 	for (j = 0; j < WINDOW_THREADS; j++) {
@@ -976,10 +1003,14 @@ static int compare(const char *ours, const char *theirs)
 			       a[i].ns[0], mb[j], b[j].ns[0], ma[i] / mb[j]);
 	}
 	/* Batched faults on hmm_dummy against test_hmm.ko's one READ per page. */
-	batched = find(a, na, "scatter_batch256");
 	j = find(b, nb, "scatter_read");
+	batched = find(a, na, "scatter_batch256");
 	if (batched >= 0 && j >= 0)
 		printf("| scatter_batch256 / test_hmm's scatter_read | | | | | %.2f |\n",
+		       ma[batched] / mb[j]);
+	batched = find(a, na, "scatter_fault256");
+	if (batched >= 0 && j >= 0)
+		printf("| scatter_fault256 / test_hmm's scatter_read | | | | | %.2f |\n",
 		       ma[batched] / mb[j]);
 	printf("\n| ratio of medians | hmm_dummy | test_hmm |\n| --- | ---: | ---: |\n");
 	for (i = 0; i < na; i++) {
@@ -1006,7 +1037,9 @@ static void derived(void)
 		{ "scatter_batch256_vs_read", "scatter_batch256", "scatter_read" },
 		{ "scatter_batch256_vs_batch1", "scatter_batch256", "scatter_batch1" },
 		{ "scatter_batch1_vs_read", "scatter_batch1", "scatter_read" },
+		{ "scatter_fault256_vs_fault", "scatter_fault256", "scatter_fault" },
 		{ "window_batch_4t_vs_1t", "window_batch_4t", "window_batch_1t" },
+		{ "window_fault_4t_vs_1t", "window_fault_4t", "window_fault_1t" },
 	};
 	unsigned int i;
 
@@ -1186,7 +1219,8 @@ int main(int argc, char **argv)
 		read_noise();
 	if (want("scatter"))
 		scattered_reads();
-	if (want("window_batch_1t") || want("window_batch_4t"))
+	if (want("window_batch_1t") || want("window_batch_4t") || want("window_fault_1t") ||
+	    want("window_fault_4t"))
 		window_batches();
 	if (want("slow"))
 		slow_devices();

@@ -1273,6 +1273,7 @@ static int dummy_batch(struct dummy_file *df, void __user *uarg)
 	struct dummy_access a = { .ddev = df->ddev };
 	char __user *udata;
 	char *data = NULL;
+	bool fault_only;
 	unsigned int i;
 	int ret;
 
@@ -1282,12 +1283,14 @@ static int dummy_batch(struct dummy_file *df, void __user *uarg)
 		return -EINVAL;
 	b.refaults = 0;
 	udata = u64_to_user_ptr(b.data);
+	fault_only = !b.data;
 	/* Large batches are copied by the CPU on edu, as large READs are. */
 	a.cpu_copy = b.count > READ_ONCE(edu_max_pages);
 	e = kvmalloc_array(max(b.count, 1U), sizeof(*e), GFP_KERNEL);
 	reqs = kvcalloc(max(b.count, 1U), sizeof(*reqs), GFP_KERNEL);
-	data = dummy_bounce_alloc(max_t(unsigned long, b.count, 1) << PAGE_SHIFT);
-	if (!e || !reqs || !data) {
+	if (!fault_only)
+		data = dummy_bounce_alloc(max_t(unsigned long, b.count, 1) << PAGE_SHIFT);
+	if (!e || !reqs || (!fault_only && !data)) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -1302,7 +1305,8 @@ static int dummy_batch(struct dummy_file *df, void __user *uarg)
 		reqs[i].npages = 1;
 		/* @write > 1: unknown flags, which the core refuses (-EINVAL). */
 		reqs[i].flags = e[i].write > 1 ? U32_MAX : e[i].write ? HMM_RS_FAULT_REQ_WRITE : 0;
-		if (e[i].write && copy_from_user(data + off, udata + off, PAGE_SIZE)) {
+		if (!fault_only && e[i].write &&
+		    copy_from_user(data + off, udata + off, PAGE_SIZE)) {
 			ret = -EFAULT;
 			goto out;
 		}
@@ -1312,6 +1316,8 @@ static int dummy_batch(struct dummy_file *df, void __user *uarg)
 		goto out;
 	for (i = 0; i < b.count; i++)
 		e[i].status = reqs[i].result;
+	if (fault_only)
+		goto done;
 	ret = dummy_batch_access(df, e, b.count, data, &a);
 	if (ret)
 		goto out;
@@ -1334,6 +1340,7 @@ static int dummy_batch(struct dummy_file *df, void __user *uarg)
 			goto out;
 		}
 	}
+done:
 	if (copy_to_user(u64_to_user_ptr(b.entries), e, b.count * sizeof(*e)) ||
 	    copy_to_user(uarg, &b, sizeof(b)))
 		ret = -EFAULT;
