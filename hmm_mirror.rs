@@ -159,6 +159,9 @@ pub(crate) struct HmmMirror {
     dma: Option<Pin<KBox<DmaTable>>>,
     /// The mm released this mirror: it holds nothing and cannot fault.
     released: Atomic<bool>,
+    /// The windows its batched faults are faulting now.
+    #[pin]
+    in_flight: batch::InFlight,
     /// Number for debugfs and traces.
     id: u64,
     /// Successful device faults.
@@ -273,6 +276,7 @@ impl HmmMirror {
                 owner,
                 dma,
                 released: Atomic::new(false),
+                in_flight <- batch::InFlight::new(),
                 id: NEXT_MIRROR_ID.fetch_add(1, Relaxed),
                 faults: Atomic::new(0),
                 fault_races: Atomic::new(0),

@@ -26,7 +26,10 @@
 //!    with the access asked for (and, if DMA-mapped, mapped for the
 //!    device): a fault buffer repeats faults the previous batch, or
 //!    another thread's, serviced, and a lookup costs far less than a walk
-//!    (counted in `batch windows mirrored`). Its requests get `Ok`.
+//!    (counted in `batch windows mirrored`). Its requests get `Ok`. A
+//!    window whose first block another thread's batch is faulting now
+//!    waits for that fault (killably) and looks again ([`InFlight`]), so
+//!    threads that take the same faults fault each window once.
 //! 4. **Fault** each other window once, in address order, through the same
 //!    machinery as a fault: one [`FaultWatch`] over the window's 2 MiB
 //!    blocks, and per 2 MiB chunk one `hmm_range_fault()`, one sequence
@@ -53,7 +56,11 @@
 //! request and one fault's buffers (one 2 MiB chunk's), whatever the
 //! batch; at most [`FAULT_BATCH_MAX`] requests.
 
-use kernel::{prelude::*, sync::atomic::Relaxed};
+use kernel::{
+    new_condvar, new_mutex,
+    prelude::*,
+    sync::{atomic::Relaxed, CondVar, Mutex},
+};
 
 use super::{
     fault::{FaultBufs, FaultWatch, FAULT_RETRIES},
@@ -115,6 +122,76 @@ struct WindowCounts {
     huge: u32,
 }
 
+/// The blocks (2 MiB aligned) whose windows a mirror's batches are
+/// faulting now, so that a batch of another thread with the same window
+/// waits for that fault instead of faulting it too.
+#[pin_data]
+pub(super) struct InFlight {
+    #[pin]
+    blocks: Mutex<KVec<u64>>,
+    #[pin]
+    done: CondVar,
+}
+
+/// A block claimed in [`InFlight`]: released, and its waiters woken, when
+/// dropped.
+struct Claim<'a> {
+    in_flight: &'a InFlight,
+    block: Option<u64>,
+    /// Whether it waited for another thread's fault of the block first.
+    waited: bool,
+}
+
+impl InFlight {
+    /// No block in flight.
+    pub(super) fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            blocks <- new_mutex!(KVec::new()),
+            done <- new_condvar!(),
+        })
+    }
+
+    /// Claims `block`, after waiting while another thread has it. Without
+    /// memory to note the claim, or once a signal that does not kill
+    /// interrupts the wait (which it would not let sleep again), goes on
+    /// unclaimed: the window is then faulted as if alone.
+    ///
+    /// Errors: `EINTR` on a fatal signal.
+    fn claim(&self, block: u64) -> Result<Claim<'_>> {
+        let mut blocks = self.blocks.lock();
+        let mut waited = false;
+        while blocks.contains(&block) {
+            waited = true;
+            if self.done.wait_interruptible(&mut blocks) {
+                if fatal_signal_pending() {
+                    return Err(EINTR);
+                }
+                return Ok(Claim {
+                    in_flight: self,
+                    block: None,
+                    waited: false,
+                });
+            }
+        }
+        let block = blocks.push(block, GFP_KERNEL).ok().map(|()| block);
+        Ok(Claim {
+            in_flight: self,
+            block,
+            waited,
+        })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let Some(block) = self.block else {
+            return;
+        };
+        self.in_flight.blocks.lock().retain(|b| *b != block);
+        self.in_flight.done.notify_all();
+    }
+}
+
 /// `addr` rounded down to its 2 MiB block.
 const fn block_of(addr: u64) -> u64 {
     addr & !(HUGE_SIZE - 1)
@@ -169,13 +246,22 @@ impl HmmMirror {
                 set_all(&order[k..], results, EINTR);
                 break;
             }
-            let r = if self.mirrored(members.iter().map(|&i| &reqs[i as usize])) {
-                stats::BATCH_WINDOWS_MIRRORED.add(1);
-                Ok(())
+            let of = |&i: &u32| &reqs[i as usize];
+            let r = if self.mirrored(members.iter().map(of)) {
+                Ok(true)
             } else {
-                self.fault_window(start, end, access, &mut bufs)
+                self.in_flight.claim(block_of(start)).and_then(|claim| {
+                    if claim.waited && self.mirrored(members.iter().map(of)) {
+                        return Ok(true);
+                    }
+                    self.fault_window(start, end, access, &mut bufs)
+                        .map(|()| false)
+                })
             };
-            match r {
+            if r == Ok(true) {
+                stats::BATCH_WINDOWS_MIRRORED.add(1);
+            }
+            match r.map(|_| ()) {
                 Ok(()) => members.iter().for_each(|&i| results[i as usize] = Ok(())),
                 Err(EINTR) => {
                     set_all(&order[k..], results, EINTR);

@@ -824,6 +824,27 @@ static unsigned long window_run(const char *name, unsigned int nt, unsigned long
 }
 
 /*
+ * The floor of a window: one HMM_DUMMY_FAULT of the whole 2 MiB on a new
+ * mirror of fresh memory, as window_run()'s one thread (window_range_1t).
+ */
+static void window_range_run(uint32_t seed)
+{
+	struct hmm_dummy_range f = { .npages = WINDOW_PAGES };
+	char *buf = map(HUGE, 0);
+	int fd = open_device();
+	unsigned long long t0, t1;
+
+	fill(buf, HUGE, seed);
+	f.addr = (uintptr_t)buf;
+	t0 = now_ns();
+	check_ok("window_range_1t", "FAULT", ioctl(fd, HMM_DUMMY_FAULT, &f) ? errno : 0);
+	t1 = now_ns();
+	record("window_range_1t", t0, t1, HUGE);
+	close(fd);
+	munmap(buf, HUGE);
+}
+
+/*
  * Threads faulting the same 2 MiB window at once through batches
  * (hmm_dummy only): one thread's batch of its 512 pages (window_batch_1t),
  * against four threads' on one mirror, each in another random order
@@ -873,6 +894,7 @@ static void window_batches(void)
 		refaults[1] += window_run("window_batch_4t", WINDOW_THREADS, k, e, out, 920 + r);
 		window_run("window_fault_1t", 1, k, e, none, 930 + r);
 		window_run("window_fault_4t", WINDOW_THREADS, k, e, none, 940 + r);
+		window_range_run(950 + r);
 	}
 	printf("# window: refaults 1 thread %lu, 4 threads %lu\n", refaults[0], refaults[1]);
 	for (j = 0; j < WINDOW_THREADS; j++) {
@@ -1040,6 +1062,7 @@ static void derived(void)
 		{ "scatter_fault256_vs_fault", "scatter_fault256", "scatter_fault" },
 		{ "window_batch_4t_vs_1t", "window_batch_4t", "window_batch_1t" },
 		{ "window_fault_4t_vs_1t", "window_fault_4t", "window_fault_1t" },
+		{ "window_fault_1t_vs_range", "window_fault_1t", "window_range_1t" },
 	};
 	unsigned int i;
 
