@@ -104,8 +104,10 @@ struct hmm_dummy_dma_probe {
  * reads its page into page i of @data (@write 0), or writes page i of
  * @data to its page (@write 1). All entries are faulted with one
  * hmm_rs_mirror_fault_batch(), then accessed in order; an entry whose
- * mapping went away before its access is faulted and accessed again alone
- * (counted in @refaults). Out: each entry's @status, 0 or what
+ * mapping went away (or, for a write, lost write access) before its access
+ * is faulted and accessed again alone after the others, and so is every
+ * later entry of its page, in order (counted in @refaults): each page's
+ * accesses keep the batch's order. Out: each entry's @status, 0 or what
  * hmm_rs_mirror_fault() of that page alone fails with (-EFAULT unmapped,
  * including above user space; -EPERM a write to read-only memory; -EINVAL
  * unaligned, beyond what a mirror maps, or @write > 1; -EINTR...); the

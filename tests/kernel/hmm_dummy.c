@@ -1234,11 +1234,29 @@ static int dummy_batch_refault(struct dummy_file *df, struct dummy_access *a)
 	return ret;
 }
 
-/* The batch's accesses, under dev_lock: of the entries faulted in (@status 0). */
+/* Whether an entry before @i, of the same page, was left for its refault. */
+static bool dummy_batch_deferred(const struct hmm_dummy_batch_entry *e, unsigned int i)
+{
+	unsigned int j;
+
+	for (j = 0; j < i; j++)
+		if (e[j].status == -ENOENT && !((e[j].addr ^ e[i].addr) & PAGE_MASK))
+			return true;
+	return false;
+}
+
+/*
+ * The batch's accesses, under dev_lock: of the entries faulted in (@status
+ * 0). One that finds its page not mirrored (or a write that finds it
+ * read-only: a fork may have write-protected it since the fault) is left
+ * for its refault (-ENOENT), and so is every later entry of that page:
+ * each page's accesses stay in the batch's order.
+ */
 static int dummy_batch_access(struct dummy_file *df, struct hmm_dummy_batch_entry *e,
 			      unsigned int n, char *data, struct dummy_access *a)
 {
 	struct edu_chunk *c = NULL;
+	bool deferred = false;
 	unsigned int i;
 	int ret = 0;
 
@@ -1251,14 +1269,20 @@ static int dummy_batch_access(struct dummy_file *df, struct hmm_dummy_batch_entr
 	for (i = 0; i < n && !ret; i++) {
 		if (e[i].status)
 			continue;
+		if (deferred && dummy_batch_deferred(e, i)) {
+			e[i].status = -ENOENT;
+			continue;
+		}
 		a->start = e[i].addr;
 		a->end = a->start + PAGE_SIZE;
 		a->bounce = data + ((unsigned long)i << PAGE_SHIFT);
 		a->write = e[i].write;
 		a->pages = 0;
 		ret = dummy_access_locked(df, a, c);
-		if (!ret && !a->pages)
+		if (!ret && !a->pages) {
 			e[i].status = -ENOENT;	/* not mirrored any more */
+			deferred = true;
+		}
 	}
 	mutex_unlock(&df->dev_lock);
 	kfree(c);
