@@ -22,11 +22,13 @@
 //!    its requests writes (write wins): all of its pages are then faulted
 //!    writable and dirty, as [`HmmMirror::fault`] of the whole span for
 //!    writing would.
-//! 3. **Skip** a window whose requested pages the mirror maps already, each
-//!    with the access asked for (and, if DMA-mapped, mapped for the
-//!    device): a fault buffer repeats faults the previous batch, or
-//!    another thread's, serviced, and a lookup costs far less than a walk
-//!    (counted in `batch windows mirrored`). Its requests get `Ok`. A
+//! 3. **Skip** what the mirror maps already: a window whose requested pages
+//!    it maps, each with the access asked for (and, if DMA-mapped, mapped
+//!    for the device), is not faulted and its requests get `Ok` (counted in
+//!    `batch windows mirrored`); else only the span of the requests it
+//!    does not map is faulted, for writing only if one of those writes. A
+//!    fault buffer repeats faults the previous batch, or another thread's,
+//!    serviced, and a lookup costs far less than a walk. A
 //!    window whose first block another thread's batch is faulting now
 //!    waits for that fault (killably) and looks again ([`InFlight`]), so
 //!    threads that take the same faults fault each window once.
@@ -113,6 +115,14 @@ impl FaultRequest {
         let len = u64::from(self.npages.max(1)) * PAGE_SIZE;
         Some((self.addr, self.addr.checked_add(len)?))
     }
+}
+
+/// What of a window is faulted: a span and the access it needs.
+#[derive(Clone, Copy)]
+struct Window {
+    start: u64,
+    end: u64,
+    access: Access,
 }
 
 /// What one window's fault did, for its trace.
@@ -247,16 +257,22 @@ impl HmmMirror {
                 break;
             }
             let of = |&i: &u32| &reqs[i as usize];
-            let r = if self.mirrored(members.iter().map(of)) {
-                Ok(true)
-            } else {
-                self.in_flight.claim(block_of(start)).and_then(|claim| {
-                    if claim.waited && self.mirrored(members.iter().map(of)) {
-                        return Ok(true);
+            let r = match self.unmirrored(members.iter().map(of)) {
+                None => Ok(true),
+                Some(w) => self.in_flight.claim(block_of(w.start)).and_then(|claim| {
+                    // Another thread faulted the block meanwhile: look again.
+                    let w = if claim.waited {
+                        self.unmirrored(members.iter().map(of))
+                    } else {
+                        Some(w)
+                    };
+                    match w {
+                        None => Ok(true),
+                        Some(w) => self
+                            .fault_window(w.start, w.end, w.access, &mut bufs)
+                            .map(|()| false),
                     }
-                    self.fault_window(start, end, access, &mut bufs)
-                        .map(|()| false)
-                })
+                }),
             };
             if r == Ok(true) {
                 stats::BATCH_WINDOWS_MIRRORED.add(1);
@@ -307,35 +323,64 @@ impl HmmMirror {
         Ok(())
     }
 
-    /// Whether the mirror maps every page of `reqs` now, with the access
-    /// each asks for, and, if the mirror is DMA-mapped, has a DMA mapping
-    /// for each page that needs one (pages in device memory and exclusive
-    /// entries need none). False without looking for more than a window's
-    /// pages: a fault of them costs about as much.
-    fn mirrored<'r>(&self, reqs: impl Iterator<Item = &'r FaultRequest>) -> bool {
+    /// The part of a window the mirror does not map yet: the span, start
+    /// to end, of the requests in `reqs` of which some page is not mapped
+    /// now with the access asked for (or, if the mirror is DMA-mapped, not
+    /// mapped for the device, where it needs to be: pages in device memory
+    /// and exclusive entries do not), and the access they need; `None` if
+    /// every request is mapped. Looks up at most a window's pages: the
+    /// requests beyond count as not mapped.
+    fn unmirrored<'r>(&self, reqs: impl Iterator<Item = &'r FaultRequest>) -> Option<Window> {
         let mut budget = 1u64 << HUGE_ORDER;
+        let mut w: Option<Window> = None;
         for req in reqs {
-            let Some((mut addr, end)) = req.range() else {
+            let Some((start, end)) = req.range() else {
+                continue;
+            };
+            if self.request_mirrored(req, start, end, &mut budget) {
+                continue;
+            }
+            w = Some(match w {
+                None => Window {
+                    start,
+                    end,
+                    access: req.access,
+                },
+                Some(w) => Window {
+                    start: w.start.min(start),
+                    end: w.end.max(end),
+                    access: if req.access == Access::Write {
+                        Access::Write
+                    } else {
+                        w.access
+                    },
+                },
+            });
+        }
+        w
+    }
+
+    /// Whether the mirror maps `[start, end)` of `req` as
+    /// [`Self::unmirrored`] wants; each page looked up costs `budget` one.
+    fn request_mirrored(&self, req: &FaultRequest, start: u64, end: u64, budget: &mut u64) -> bool {
+        let mut addr = start;
+        while addr < end {
+            let Some(b) = budget.checked_sub(1) else {
                 return false;
             };
-            while addr < end {
-                let Some(m) = self.pt.lookup(addr) else {
-                    return false;
-                };
-                let flags = m.entry.flags();
-                if req.access == Access::Write && !flags.contains(PtFlags::WRITE) {
-                    return false;
-                }
-                let own = flags.contains(PtFlags::DEVICE) || flags.contains(PtFlags::EXCLUSIVE);
-                if !own && self.dma.as_ref().is_some_and(|d| d.lookup(addr).is_none()) {
-                    return false;
-                }
-                budget = match budget.checked_sub(1) {
-                    Some(b) => b,
-                    None => return false,
-                };
-                addr = m.end();
+            *budget = b;
+            let Some(m) = self.pt.lookup(addr) else {
+                return false;
+            };
+            let flags = m.entry.flags();
+            if req.access == Access::Write && !flags.contains(PtFlags::WRITE) {
+                return false;
             }
+            let own = flags.contains(PtFlags::DEVICE) || flags.contains(PtFlags::EXCLUSIVE);
+            if !own && self.dma.as_ref().is_some_and(|d| d.lookup(addr).is_none()) {
+                return false;
+            }
+            addr = m.end();
         }
         true
     }
