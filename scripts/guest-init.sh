@@ -211,14 +211,20 @@ unload() {
 
 # With hmmrs.profile=1 on the command line (HMMRS_PROFILE=1 make bench),
 # ftrace's function profiler runs between these two and the busiest
-# functions of each CPU are printed; with hmmrs.profile=FUNCTION, the call
-# stacks of FUNCTION's calls (ftrace's func_stack_trace) instead.
+# functions of each CPU are printed; hmmrs.profile=mod profiles only
+# hmm_rs's own functions and hmm_range_fault(), the walk they build on;
+# with hmmrs.profile=FUNCTION, the call stacks of FUNCTION's calls
+# (ftrace's func_stack_trace) instead.
 profile=$(sed -n 's/.*hmmrs.profile=\([^ ]*\).*/\1/p' /proc/cmdline)
 tracing=/sys/kernel/tracing
 profile_start() {
 	[ -n "$profile" ] || return 0
 	mount -t tracefs tracefs $tracing 2> /dev/null
-	if [ "$profile" = 1 ]; then
+	if [ "$profile" = mod ]; then
+		echo ':mod:hmm_rs' > $tracing/set_ftrace_filter
+		echo hmm_range_fault >> $tracing/set_ftrace_filter
+		echo 1 > $tracing/function_profile_enabled
+	elif [ "$profile" = 1 ]; then
 		echo 1 > $tracing/function_profile_enabled
 	else
 		echo "$profile" > $tracing/set_ftrace_filter
@@ -228,7 +234,7 @@ profile_start() {
 }
 profile_stop() {
 	[ -n "$profile" ] || return 0
-	if [ "$profile" = 1 ]; then
+	if [ "$profile" = 1 ] || [ "$profile" = mod ]; then
 		echo 0 > $tracing/function_profile_enabled
 		for f in "$tracing"/trace_stat/function*; do
 			echo "== ftrace function profile, ${f##*/} (total time includes callees)"
@@ -342,11 +348,12 @@ bench | bench-short)
 			echo run > /sys/kernel/debug/hmm_rs/pt_bench && cat /sys/kernel/debug/hmm_rs/pt_bench
 		fi
 		echo "== the core's floor: fault and snapshot against bare hmm_range_fault()"
+		# The profile covers the floor too (HMMRS_BENCH_ARGS=-o,none: it alone).
+		profile_start
 		# shellcheck disable=SC2086 # the arguments are single words
 		run_as hmm_bench-floor /bench/hmm_bench $bargs -k
 		# Device-coherent memory too: four devices for the two-pass figures.
 		load hmm_dummy "$SPM0" "$SPM1"
-		profile_start
 		# shellcheck disable=SC2086 # the arguments are single words
 		run_as hmm_bench@hmm_dummy bench_to /tmp/ours /bench/hmm_bench $bargs hmm_dummy
 		profile_stop
