@@ -200,6 +200,9 @@ impl IovaBlocks {
             buf.clear();
             return Err(EIO);
         };
+        // `dma_iova_link()` notes in the state whether it bounced a page
+        // (swiotlb), which unlinking must know.
+        b.state = state;
         if r == 0 {
             // INVARIANT: the pages just linked, at their offsets; a range
             // with none (no pages to link) goes.
