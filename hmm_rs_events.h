@@ -307,6 +307,31 @@ TRACE_EVENT(hmm_rs_devmem_evict,
 		  __entry->moved)
 );
 
+/*
+ * Thrash control: a migration to the device skipped the 2 MiB block at
+ * @addr because it is held (@held), or the block moved again too soon and
+ * is now held for @hold_ns.
+ */
+TRACE_EVENT(hmm_rs_thrash,
+	TP_PROTO(u64 mirror, unsigned long addr, u64 hold_ns, bool held),
+	TP_ARGS(mirror, addr, hold_ns, held),
+	TP_STRUCT__entry(
+		__field(u64, mirror)
+		__field(unsigned long, addr)
+		__field(u64, hold_ns)
+		__field(bool, held)
+	),
+	TP_fast_assign(
+		__entry->mirror = mirror;
+		__entry->addr = addr;
+		__entry->hold_ns = hold_ns;
+		__entry->held = held;
+	),
+	TP_printk("mirror=%llu addr=0x%lx %s hold_ns=%llu",
+		  __entry->mirror, __entry->addr,
+		  __entry->held ? "held" : "repeat", __entry->hold_ns)
+);
+
 #endif /* _HMM_RS_EVENTS_H */
 
 /* This part must be outside protection */

@@ -83,6 +83,7 @@ void hmm_rs_migrate_pages(struct hmm_rs_migrate *m);
 long hmm_rs_migrate_dropped(struct hmm_rs_migrate *m, struct mmu_interval_notifier *sub,
 			    void *owner, bool to_device);
 u64 hmm_rs_migrate_backoff(void);
+u64 hmm_rs_now_ns(void);
 void hmm_rs_migrate_finalize(struct hmm_rs_migrate *m);
 void hmm_rs_migrate_drop_page(unsigned long pfn);
 void *hmm_rs_pfn_devmem(unsigned long pfn);

@@ -292,6 +292,12 @@ void hmm_rs_migrate_pages(struct hmm_rs_migrate *m)
 		migrate_vma_pages(&m->args);
 }
 
+/* The monotonic clock in nanoseconds, for thrash control. */
+u64 hmm_rs_now_ns(void)
+{
+	return ktime_get_ns();
+}
+
 /*
  * Before trying busy pages again: let whoever holds them finish. Returns the
  * nanoseconds slept.

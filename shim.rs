@@ -189,6 +189,8 @@ extern "C" {
     /// Sleeps a millisecond or two before busy pages are tried again;
     /// returns the nanoseconds it slept.
     pub(crate) fn hmm_rs_migrate_backoff() -> u64;
+    /// `ktime_get_ns()`.
+    pub(crate) fn hmm_rs_now_ns() -> u64;
     /// `migrate_vma_finalize()` / `migrate_device_finalize()`.
     pub(crate) fn hmm_rs_migrate_finalize(m: *mut Migrate);
     /// Unlocks and frees an unused page of `hmm_rs_migrate_alloc_system`.

@@ -13,7 +13,7 @@ use crate::hmm_event::HmmEventType;
 pub(crate) struct Counter(Atomic<u64>);
 
 impl Counter {
-    const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self(Atomic::new(0))
     }
 
@@ -126,4 +126,10 @@ pub(crate) fn write(f: &mut impl core::fmt::Write) -> core::fmt::Result {
         FAULT_RETRIES.get(),
         BATCH_WINDOWS_MIRRORED.get()
     )
+}
+
+impl Default for Counter {
+    fn default() -> Self {
+        Self::new()
+    }
 }

@@ -79,6 +79,7 @@ hmm_rs_tracepoints! {
     hmm_rs_migrate(mirror: u64, to_device: bool, start: usize, end: usize, result: isize,
                    moved: usize, steps: u32, stayed: usize, not_placed: usize);
     hmm_rs_devmem_evict(devmem: u64, npages: usize, in_use: usize, moved: isize);
+    hmm_rs_thrash(mirror: u64, addr: usize, hold_ns: u64, held: bool);
 }
 
 /// A result as the events record it: 0 or -errno (the C API's form).
@@ -199,6 +200,8 @@ pub(crate) struct MigrateCounts {
     pub(crate) stayed: usize,
     /// Pages that found no free device page.
     pub(crate) not_placed: usize,
+    /// Pages not moved because thrash control held their block.
+    pub(crate) held: usize,
 }
 
 /// A migration of `[start, end)` ended with `result`.
@@ -231,4 +234,11 @@ pub(crate) fn migrate(
 pub(crate) fn devmem_evict(devmem: u64, npages: usize, in_use: usize, result: &Result<usize>) {
     // SAFETY: Plain values, as the prototype says.
     unsafe { hmm_rs_devmem_evict(devmem, npages, in_use, count_or_errno(result)) }
+}
+
+/// A migration of mirror `mirror` to the device skipped the block at `addr`
+/// (`held`), or the block moved again too soon and is held for `hold_ns`.
+pub(crate) fn thrash(mirror: u64, addr: u64, hold_ns: u64, held: bool) {
+    // SAFETY: Plain values, as the prototype says.
+    unsafe { hmm_rs_thrash(mirror, addr as usize, hold_ns, held) }
 }

@@ -24,10 +24,17 @@ use kernel::{
     },
 };
 
+mod evict;
 mod pagemap;
 
-use super::migrate::{Migration, HUGE_PAGES};
-use crate::{hmm_pt::HUGE_ORDER, stats, trace};
+pub(crate) use evict::Policy;
+
+use super::migrate::{thrash::Settings, HUGE_PAGES};
+use crate::{
+    hmm_pt::HUGE_ORDER,
+    stats::{self, Counter},
+};
+use evict::Lru;
 use pagemap::Pagemap;
 
 /// The lowest PFN and the end of the highest of all device memory created
@@ -177,6 +184,33 @@ pub(crate) struct DevMem {
     free: SpinLock<KVec<u32>>,
     #[pin]
     free_huge: SpinLock<KVec<u32>>,
+    policy: Policy,
+    lru: Lru,
+    thrash: ThrashSettings,
+    counters: DevMemCounters,
+}
+
+/// What a device memory did, for its driver (`hmm_rs_devmem_stats`).
+#[derive(Default)]
+pub(crate) struct DevMemCounters {
+    /// Pages moved to this memory by migrations.
+    pub(crate) migrated: Counter,
+    /// Pages moved back by eviction; blocks eviction could not empty.
+    pub(crate) evicted: Counter,
+    pub(crate) evict_skipped: Counter,
+    /// Pages a migration left in system memory for lack of room.
+    pub(crate) not_placed: Counter,
+    /// Pages a migration did not move because their block was held back,
+    /// and blocks seen moving again too soon (thrash control).
+    pub(crate) thrash_held: Counter,
+    pub(crate) thrash_detected: Counter,
+}
+
+/// Thrash control of a device memory (see `migrate/thrash.rs`): the window
+/// and first backoff in nanoseconds; a window of 0 turns it off.
+struct ThrashSettings {
+    window_ns: Atomic<u64>,
+    backoff_ns: Atomic<u64>,
 }
 
 /// Numbers device memory for traces.
@@ -204,6 +238,11 @@ impl InUse {
             words,
             count: core::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// Whether any page of `[a, b)` is in use.
+    fn any(&self, a: usize, b: usize) -> bool {
+        self.next_run(a, b).is_some()
     }
 
     /// Marks pages `[index, index + n)` in use (`used`) or free: one atomic
@@ -280,6 +319,7 @@ impl DevMem {
         owner: Owner,
         npages: usize,
         coherent: Option<u64>,
+        policy: Policy,
         ops: KBox<dyn DevMemOps>,
     ) -> Result<Arc<Self>> {
         if npages == 0 || npages > u32::MAX as usize || owner == Owner::NONE {
@@ -310,9 +350,15 @@ impl DevMem {
             }
             Ok((free, free_huge))
         })();
-        let lists = lists.and_then(|l| Ok((l, InUse::new(npages)?)));
+        let lists = lists.and_then(|l| {
+            Ok((
+                l,
+                InUse::new(npages)?,
+                Lru::new(npages.div_ceil(HUGE_PAGES))?,
+            ))
+        });
         // On failure, no page was handed out: dropping `pm` destroys it.
-        let ((free, free_huge), in_use) = lists?;
+        let ((free, free_huge), in_use, lru) = lists?;
         let mem = Arc::pin_init(
             pin_init!(Self {
                 pm,
@@ -325,6 +371,13 @@ impl DevMem {
                 ops,
                 free <- new_spinlock!(free, "hmm_rs_devmem_free"),
                 free_huge <- new_spinlock!(free_huge, "hmm_rs_devmem_free_huge"),
+                policy,
+                lru,
+                thrash: ThrashSettings {
+                    window_ns: Atomic::new(0),
+                    backoff_ns: Atomic::new(0),
+                },
+                counters: DevMemCounters::default(),
             }),
             GFP_KERNEL,
         )?;
@@ -364,6 +417,43 @@ impl DevMem {
         self.coherent
     }
 
+    /// What it did so far.
+    pub(crate) fn counters(&self) -> &DevMemCounters {
+        &self.counters
+    }
+
+    /// Sets its thrash control (`window_ns` 0: off).
+    pub(crate) fn set_thrash(&self, window_ns: u64, backoff_ns: u64) {
+        self.thrash.window_ns.store(window_ns, Relaxed);
+        self.thrash.backoff_ns.store(backoff_ns, Relaxed);
+    }
+
+    /// Its thrash control now.
+    pub(crate) fn thrash_settings(&self) -> Settings {
+        Settings {
+            window: self.thrash.window_ns.load(Relaxed),
+            backoff: self.thrash.backoff_ns.load(Relaxed),
+        }
+    }
+
+    /// What a migration does when it is full.
+    pub(crate) fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Pages in use now.
+    pub(crate) fn in_use(&self) -> usize {
+        self.in_use.count()
+    }
+
+    /// A device fault mapped device page `pfn` of this memory: its block
+    /// is recently used.
+    pub(crate) fn touch(&self, pfn: u64) {
+        if let Some(i) = self.index(pfn) {
+            self.lru.touch(i / HUGE_PAGES);
+        }
+    }
+
     /// The device memory `pfn` belongs to, if it is a device page of hmm-rs.
     ///
     /// # Safety
@@ -391,6 +481,7 @@ impl DevMem {
         let pfn = self.pfn(index);
         stats::DEVICE_PAGES_USED.add(1);
         self.in_use.mark(index, 1, true);
+        self.lru.touch(index / HUGE_PAGES);
         // SAFETY: The page was free (type invariant) and is ours now.
         unsafe { self.pm.init_page(pfn, 0) };
         Some(pfn)
@@ -427,6 +518,7 @@ impl DevMem {
         let pfn = self.pfn(index);
         stats::DEVICE_PAGES_USED.add(HUGE_PAGES as u64);
         self.in_use.mark(index, HUGE_PAGES, true);
+        self.lru.touch(index / HUGE_PAGES);
         stats::HUGE_FILLED.add(1);
         // SAFETY: The block was free (type invariant) and is ours now.
         unsafe { self.pm.init_page(pfn, HUGE_ORDER) };
@@ -463,50 +555,6 @@ impl DevMem {
         {
             pr_err!("devmem: huge free list overflow at index {index}\n");
         }
-    }
-
-    /// Moves every page in use back to system memory, wherever it is
-    /// mapped. Returns how many moved. May sleep. Costs in proportion to
-    /// the pages in use (and a scan of one bit per page), not to the size
-    /// of the memory.
-    pub(crate) fn evict(&self) -> Result<usize> {
-        let in_use = self.in_use.count();
-        let r = self.evict_untraced(in_use);
-        trace::devmem_evict(self.id, self.npages, in_use, &r);
-        r
-    }
-
-    /// [`Self::evict`] without its trace.
-    fn evict_untraced(&self, in_use: usize) -> Result<usize> {
-        if in_use == 0 {
-            return Ok(0);
-        }
-        let mut m = Migration::new()?;
-        let mut filled = KVec::with_capacity(HUGE_PAGES, GFP_KERNEL)?;
-        let mut moved = 0;
-        let mut from = 0;
-        while let Some((a, b)) = self.in_use.next_run(from, self.npages) {
-            // Steps of the huge blocks' alignment, so that a huge folio
-            // is collected whole, in one step.
-            let mut first = a - a % HUGE_PAGES;
-            while first < b {
-                let want = (b - first).min(HUGE_PAGES - first % HUGE_PAGES);
-                let n = m.setup_device(self.pfn(first), want)?;
-                // A page that cannot be copied stays (and is lost when the
-                // memory goes).
-                let _ = m.fill_all_from_device(false, &mut filled);
-                m.pages();
-                moved += filled
-                    .iter()
-                    .filter(|&&(head, _)| m.moved(head))
-                    .map(|&(_, n)| n)
-                    .sum::<usize>();
-                m.finalize();
-                first += n;
-            }
-            from = b;
-        }
-        Ok(moved)
     }
 }
 

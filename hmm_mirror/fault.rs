@@ -9,7 +9,7 @@ use core::marker::PhantomData;
 use kernel::{ffi::c_ulong, prelude::*, sync::atomic::Relaxed};
 
 use super::{
-    devmem::{DevicePfns, Owner},
+    devmem::{DevMem, DevicePfns, Owner},
     dma::{DmaTable, ToMap},
     interval::{pfn_is_device_private, pfn_order, Interval, PfnBits, Seq, Want, Watches},
     HmmMirror,
@@ -100,6 +100,27 @@ fn is_device_private(dev: DevicePfns, pfn: c_ulong) -> bool {
     dev.may_be_device(pfn as u64) && pfn_is_device_private(pfn)
 }
 
+/// A device fault maps device-private pages `pfns` (the others are
+/// skipped): their blocks of device memory are recently used, for
+/// eviction. Called under the mirror's table lock with the pages as the
+/// fault found them, before any invalidation could start.
+fn touch_device_pages(dev: DevicePfns, pfns: impl Iterator<Item = c_ulong>) {
+    let mut last_block = None;
+    for pfn in pfns.filter(|&p| is_device_private(dev, p)) {
+        let block = pfn >> HUGE_ORDER;
+        if last_block == Some(block) {
+            continue;
+        }
+        last_block = Some(block);
+        // SAFETY: The CPU maps the page (no invalidation of it started
+        // since the fault found it, and one would need the table lock
+        // held by the caller): it is referenced.
+        if let Some(mem) = unsafe { DevMem::of_pfn(pfn as u64) } {
+            mem.touch(pfn as u64);
+        }
+    }
+}
+
 impl HmmMirror {
     /// A device fault: mirrors `[start, end)` of the mm for reading
     /// (`DeviceReadFault`) or writing (`DeviceWriteFault`, entries are made
@@ -131,9 +152,22 @@ impl HmmMirror {
         end: u64,
         then: &mut dyn FnMut(u64, u64) -> Result,
     ) -> Result {
+        let write = ty == HmmEventType::DeviceWriteFault;
         trace::fault_begin(self.id, ty, start, end);
         let mut counts = FaultCounts::default();
-        let r = self.fault_untraced(ty, start, end, then, &mut counts);
+        let r = self
+            .advise_fault(write, start, end)
+            .and_then(|()| self.fault_untraced(ty, start, end, then, &mut counts));
+        trace::fault_end(self.id, ty, start, end, &r, counts.retries, counts.huge);
+        r
+    }
+
+    /// [`Self::fault`] without what advice adds (a migration to the
+    /// preferred device): for a migration's own faults.
+    pub(super) fn fault_unadvised(&self, ty: HmmEventType, start: u64, end: u64) -> Result {
+        trace::fault_begin(self.id, ty, start, end);
+        let mut counts = FaultCounts::default();
+        let r = self.fault_untraced(ty, start, end, &mut |_, _| Ok(()), &mut counts);
         trace::fault_end(self.id, ty, start, end, &r, counts.retries, counts.huge);
         r
     }
@@ -291,6 +325,7 @@ impl HmmMirror {
         if watch.0.read_retry(seq) {
             return Ok(None);
         }
+        touch_device_pages(dev, hmm_pfns.iter().map(|&p| bits.pfn(p)));
         // The device's mappings first: one that fails leaves the mirror as
         // it was.
         if let (Some(dma), Some(dma_res)) = (&self.dma, dma_res.as_mut()) {

@@ -18,10 +18,11 @@
 use kernel::{prelude::*, sync::atomic::Relaxed};
 
 mod step;
+pub(crate) mod thrash;
 
-pub(crate) use step::{Migration, Source};
+pub(crate) use step::{now_ns, Migration, Source};
 
-use super::devmem::DevMem;
+use super::devmem::{DevMem, Policy};
 use super::{interval::fatal_signal_pending, HmmMirror};
 use crate::{
     hmm_event::HmmEventType,
@@ -103,6 +104,9 @@ impl HmmMirror {
         // is ended (`Migration`'s drop) with `mmap_lock` still held.
         let mm = self.interval.lock_mm()?;
         let mut m = Migration::new()?;
+        let thrash = to
+            .map(|mem| mem.thrash_settings())
+            .filter(|s| s.window != 0);
         let mut addr = start;
         let mut tries = 0;
         while addr < end {
@@ -113,6 +117,22 @@ impl HmmMirror {
             }
             // Steps end on 2 MiB boundaries so that huge pages move whole.
             let step_end = huge_chunk_end(addr, end);
+            let step_pages = ((step_end - addr) / PAGE_SIZE) as usize;
+            if let Some(mem) = to {
+                if thrash.is_some() && self.thrash.held(addr, now_ns()) {
+                    mem.counters().thrash_held.add(step_pages as u64);
+                    counts.held += step_pages;
+                    trace::thrash(self.id, addr, 0, true);
+                    addr = step_end;
+                    continue;
+                }
+                // Room for the step before its pages are collected (no
+                // migration is set up while eviction runs its own). Without
+                // room the pages that do not fit stay.
+                if let Err(EINTR) = mem.make_room(step_pages) {
+                    return Err(EINTR);
+                }
+            }
             // To the device the invalidation names this mirror (see the
             // module documentation); back, it selects the device's pages.
             let owner = if to.is_some() {
@@ -129,6 +149,7 @@ impl HmmMirror {
             };
             plan.clear();
             plan.resize(n, none, GFP_KERNEL)?;
+            let mut not_placed = 0;
             let mut i = 0;
             while i < n {
                 let (src, write, huge) = match m.source(i) {
@@ -157,8 +178,7 @@ impl HmmMirror {
                                 if let Some(dst) = dst {
                                     m.set_destination(i + k, dst, write, false);
                                 } else {
-                                    stats::NOT_PLACED.add(1);
-                                    counts.not_placed += 1;
+                                    not_placed += 1;
                                 }
                                 filled.push(dst.unwrap_or(0), GFP_KERNEL)?;
                             }
@@ -217,9 +237,27 @@ impl HmmMirror {
                     }
                 }
             }
-            moved += plan.iter().filter(|p| p.pfn != 0).count();
+            let step_moved = plan.iter().filter(|p| p.pfn != 0).count();
+            moved += step_moved;
             counts.moved = moved;
+            if let (Some(mem), true) = (to, step_moved != 0) {
+                mem.counters().migrated.add(step_moved as u64);
+                if let Some(s) = thrash {
+                    if let Some(hold) = self.thrash.moved(addr, now_ns(), s)? {
+                        mem.counters().thrash_detected.add(1);
+                        trace::thrash(self.id, addr, hold, false);
+                    }
+                }
+            }
             let mut busy = (0..n).filter(|&i| m.busy(i)).count();
+            // Pages that found no room while eviction may make some: the
+            // step again, after more eviction.
+            let unplaced = if to.is_some_and(|mem| mem.policy() == Policy::EvictLru) {
+                not_placed
+            } else {
+                0
+            };
+            busy += unplaced;
             if tries < BUSY_TRIES {
                 let dropped = m.dropped(&mm, self.owner.as_ptr(), to.is_some());
                 stats::MIGRATE_DROPPED.add(dropped as u64);
@@ -236,8 +274,13 @@ impl HmmMirror {
                 stats::MIGRATE_BACKOFF_NS.add(unsafe { shim::hmm_rs_migrate_backoff() });
                 continue;
             }
-            stats::MIGRATE_STAYED.add(busy as u64);
-            counts.stayed += busy;
+            stats::MIGRATE_STAYED.add((busy - unplaced) as u64);
+            counts.stayed += busy - unplaced;
+            if let Some(mem) = to {
+                stats::NOT_PLACED.add(not_placed as u64);
+                mem.counters().not_placed.add(not_placed as u64);
+                counts.not_placed += not_placed;
+            }
             tries = 0;
             addr += n as u64 * PAGE_SIZE;
         }
@@ -245,7 +288,7 @@ impl HmmMirror {
         // Device pages are faulted in as they are (without `mmap_lock`,
         // which the fault takes). A page gone again is simply not mirrored.
         for &(a, e) in refault.iter() {
-            let _ = self.fault(HmmEventType::DeviceReadFault, a, e);
+            let _ = self.fault_unadvised(HmmEventType::DeviceReadFault, a, e);
         }
         Ok(moved)
     }
@@ -259,6 +302,8 @@ impl HmmMirror {
     fn map_moved(&self, moved: &[Planned], start: u64, private: bool) -> Result<bool> {
         let seq = self.interval.read_begin()?;
         let end = start + moved.len() as u64 * PAGE_SIZE;
+        // Where the device only reads (advice), nothing is writable.
+        let may_write = self.may_write(start, end);
         let mut entries = KVec::with_capacity(moved.len(), GFP_KERNEL)?;
         loop {
             let mut res = self.pt.reserve(start, end, false, GFP_KERNEL)?;
@@ -288,7 +333,7 @@ impl HmmMirror {
                     };
                     entries.clear();
                     for p in &moved[i..i + run] {
-                        let w = if p.write {
+                        let w = if p.write && may_write {
                             PtFlags::WRITE
                         } else {
                             PtFlags::NONE

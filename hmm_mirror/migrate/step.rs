@@ -44,6 +44,12 @@ impl MigratePfn {
     }
 }
 
+/// The monotonic clock in nanoseconds (`ktime_get_ns()`).
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: No preconditions.
+    unsafe { shim::hmm_rs_now_ns() }
+}
+
 /// What page `i` of a step is. `huge`: it heads a huge folio (or a
 /// PMD-sized hole) that moves whole, pages `i..i + 512`.
 pub(crate) enum Source {
