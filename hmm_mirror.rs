@@ -26,6 +26,7 @@
 //! fault handlers drop it (userfaultfd), so one call cannot hold the lock or
 //! a CPU for long.
 
+pub(crate) mod advice;
 mod batch;
 pub(crate) mod devmem;
 pub(crate) mod dma;
@@ -45,16 +46,17 @@ use interval::{Interval, Watches};
 use kernel::{
     device::Device,
     mm::MmWithUser,
+    new_mutex,
     prelude::*,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
-        Arc,
+        Arc, Mutex,
     },
 };
 
 use crate::{
-    hmm_event::HmmEvent,
+    hmm_event::{HmmEvent, HmmEventType},
     hmm_mm::HmmMmRef,
     hmm_pt::{HmmPt, PageDirs, PtDirty, PtFlags, PtLevels, PtMapping, PAGE_SIZE},
     shim, trace,
@@ -162,6 +164,14 @@ pub(crate) struct HmmMirror {
     /// The windows its batched faults are faulting now.
     #[pin]
     in_flight: batch::InFlight,
+    /// Advice per range, and the device memory `PREFER_DEVICE` means.
+    #[pin]
+    advice: advice::AdviceMap,
+    #[pin]
+    preferred: Mutex<Option<Arc<devmem::DevMem>>>,
+    /// Thrash control's history of its 2 MiB blocks.
+    #[pin]
+    thrash: migrate::thrash::Blocks,
     /// Number for debugfs and traces.
     id: u64,
     /// Successful device faults.
@@ -277,6 +287,9 @@ impl HmmMirror {
                 dma,
                 released: Atomic::new(false),
                 in_flight <- batch::InFlight::new(),
+                advice <- advice::AdviceMap::new(),
+                preferred <- new_mutex!(None, "hmm_rs_mirror_preferred"),
+                thrash <- migrate::thrash::Blocks::new(),
                 id: NEXT_MIRROR_ID.fetch_add(1, Relaxed),
                 faults: Atomic::new(0),
                 fault_races: Atomic::new(0),
@@ -396,6 +409,10 @@ impl HmmMirror {
     /// changes if its device is done, then `update_end()`.
     pub(crate) fn invalidate_apply(&self, event: &HmmEvent, done: Finished, passes: Passes) {
         let two_pass = passes == Passes::Two;
+        // The range is gone whatever the device did: so is its advice.
+        if event.ty == HmmEventType::Munmap {
+            self.advice.unmapped(event.start, event.end);
+        }
         if done == Finished::No {
             self.ops.update_end(self, event);
             trace::mirror_update(self.id, event, 0, 0, two_pass, false);

@@ -222,8 +222,18 @@ impl HmmMirror {
         }
         // Indices of the valid requests; fits `u32` (the cap above).
         let mut order = KVec::<u32>::with_capacity(reqs.len(), GFP_KERNEL)?;
+        let advised = !self.advice.is_empty();
         for (i, req) in reqs.iter().enumerate() {
             match req.range() {
+                // Where the device only reads (advice), no write.
+                Some((s, e))
+                    if advised
+                        && req.access == Access::Write
+                        && !self.may_write(s, e)
+                        && self.pt.check_range(s, e).is_ok() =>
+                {
+                    results[i] = Err(EPERM)
+                }
                 Some((s, e)) if self.pt.check_range(s, e).is_ok() => {
                     order.push(i as u32, GFP_KERNEL)?;
                 }
