@@ -23,7 +23,7 @@ use kernel::{
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
-        Arc,
+        Arc, ArcBorrow,
     },
 };
 
@@ -31,7 +31,10 @@ use crate::{
     error::{count_or_errno, errno},
     hmm_event::{HmmEvent, HmmEventType},
     hmm_mirror::{
-        devmem::{copy_pages_from_device, copy_pages_to_device, DevMem, DevMemOps, Owner, SysPage},
+        advice::Advice,
+        devmem::{
+            copy_pages_from_device, copy_pages_to_device, DevMem, DevMemOps, Owner, Policy, SysPage,
+        },
         Access, FaultRequest, HmmMirror, MirrorOps, Update, FAULT_BATCH_MAX,
     },
     hmm_pt, shim,
@@ -691,9 +694,10 @@ unsafe extern "C" fn hmm_rs_devmem_create(
     npages: kernel::ffi::c_ulong,
     ops: *const CDevMemOps,
     private: *mut core::ffi::c_void,
+    flags: kernel::ffi::c_uint,
 ) -> *const DevMem {
     // SAFETY: By the caller's guarantees.
-    unsafe { devmem_create(device, None, npages, ops, private) }
+    unsafe { devmem_create(device, None, npages, ops, private, flags) }
 }
 
 /// # Safety
@@ -706,13 +710,17 @@ unsafe extern "C" fn hmm_rs_devmem_create_coherent(
     npages: kernel::ffi::c_ulong,
     ops: *const CDevMemOps,
     private: *mut core::ffi::c_void,
+    flags: kernel::ffi::c_uint,
 ) -> *const DevMem {
     if start == 0 {
         return EINVAL.to_ptr();
     }
     // SAFETY: By the caller's guarantees.
-    unsafe { devmem_create(device, Some(start), npages, ops, private) }
+    unsafe { devmem_create(device, Some(start), npages, ops, private, flags) }
 }
+
+/// `HMM_RS_DEVMEM_EVICT` of hmm_rs.h.
+const DEVMEM_EVICT: kernel::ffi::c_uint = 1;
 
 /// Device memory of `device`: device-private, or device-coherent at
 /// physical address `coherent`.
@@ -726,9 +734,15 @@ unsafe fn devmem_create(
     npages: kernel::ffi::c_ulong,
     ops: *const CDevMemOps,
     private: *mut core::ffi::c_void,
+    flags: kernel::ffi::c_uint,
 ) -> *const DevMem {
     let Some(dev) = NonNull::new(device) else {
         return EINVAL.to_ptr();
+    };
+    let policy = match flags {
+        0 => Policy::LeaveBehind,
+        DEVMEM_EVICT => Policy::EvictLru,
+        _ => return EINVAL.to_ptr(),
     };
     // SAFETY: `ops` is null or valid, by the caller's guarantee.
     match unsafe { ops.as_ref() } {
@@ -749,7 +763,7 @@ unsafe fn devmem_create(
         Ok(ops) => ops,
         Err(_) => return ENOMEM.to_ptr(),
     };
-    match DevMem::new(Owner::of(device), npages, coherent, ops) {
+    match DevMem::new(Owner::of(device), npages, coherent, policy, ops) {
         Ok(mem) => Arc::into_raw(mem),
         Err(e) => e.to_ptr(),
     }
@@ -771,6 +785,130 @@ unsafe extern "C" fn hmm_rs_devmem_destroy(mem: *const DevMem) {
 unsafe extern "C" fn hmm_rs_devmem_evict(mem: *const DevMem) -> core::ffi::c_long {
     // SAFETY: Live, by the caller's guarantee.
     count_or_errno(unsafe { &*mem }.evict())
+}
+
+/// # Safety
+///
+/// `mem` is live.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_devmem_evict_lru(
+    mem: *const DevMem,
+    npages: kernel::ffi::c_ulong,
+) -> core::ffi::c_long {
+    // SAFETY: Live, by the caller's guarantee.
+    count_or_errno(unsafe { &*mem }.evict_lru(&|n| n >= npages))
+}
+
+/// # Safety
+///
+/// `mem` is live.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_devmem_evict_range(
+    mem: *const DevMem,
+    index: kernel::ffi::c_ulong,
+    npages: kernel::ffi::c_ulong,
+) -> core::ffi::c_long {
+    // SAFETY: Live, by the caller's guarantee.
+    count_or_errno(unsafe { &*mem }.evict_range(index, npages))
+}
+
+/// # Safety
+///
+/// `mem` is live.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_devmem_set_thrash(
+    mem: *const DevMem,
+    window_us: kernel::ffi::c_uint,
+    backoff_us: kernel::ffi::c_uint,
+) -> core::ffi::c_int {
+    if window_us != 0 && backoff_us == 0 {
+        return EINVAL.to_errno();
+    }
+    // SAFETY: Live, by the caller's guarantee.
+    unsafe { &*mem }.set_thrash(u64::from(window_us) * 1000, u64::from(backoff_us) * 1000);
+    0
+}
+
+/// # Safety
+///
+/// `mem` is live.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_devmem_stat(mem: *const DevMem, which: kernel::ffi::c_uint) -> u64 {
+    // SAFETY: Live, by the caller's guarantee.
+    let mem = unsafe { &*mem };
+    let c = mem.counters();
+    // `enum hmm_rs_devmem_stat` of hmm_rs.h.
+    match which {
+        0 => mem.size() as u64,
+        1 => mem.in_use() as u64,
+        2 => c.migrated.get(),
+        3 => c.evicted.get(),
+        4 => c.evict_skipped.get(),
+        5 => c.not_placed.get(),
+        6 => c.thrash_held.get(),
+        7 => c.thrash_detected.get(),
+        _ => u64::MAX,
+    }
+}
+
+/// # Safety
+///
+/// `mirror` is registered; `mem` is null or live.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_mirror_advise(
+    mirror: *mut HmmMirror,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+    advice: kernel::ffi::c_uint,
+    mem: *const DevMem,
+) -> core::ffi::c_int {
+    let Ok(advice) = Advice::from_bits(advice) else {
+        return EINVAL.to_errno();
+    };
+    let mem = (!mem.is_null()).then(|| {
+        // SAFETY: A live `Arc` of `hmm_rs_devmem_create`, by the caller's
+        // guarantee: the mirror takes a reference of its own.
+        Arc::from(unsafe { ArcBorrow::from_raw(mem) })
+    });
+    // SAFETY: Registered, by the caller's guarantee.
+    errno(unsafe { &*mirror }.advise(start as u64, end as u64, advice, mem))
+}
+
+/// # Safety
+///
+/// `mirror` is registered; `start` and `end` are null or writable.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_mirror_advice(
+    mirror: *mut HmmMirror,
+    addr: kernel::ffi::c_ulong,
+    start: *mut kernel::ffi::c_ulong,
+    end: *mut kernel::ffi::c_ulong,
+) -> core::ffi::c_int {
+    // SAFETY: Registered, by the caller's guarantee.
+    let span = unsafe { &*mirror }.advice_at(addr as u64);
+    // SAFETY: Null or writable, by the caller's guarantee.
+    unsafe {
+        if let Some(s) = start.as_mut() {
+            *s = span.start as kernel::ffi::c_ulong;
+        }
+        if let Some(e) = end.as_mut() {
+            *e = span.end as kernel::ffi::c_ulong;
+        }
+    }
+    span.advice.bits() as core::ffi::c_int
+}
+
+/// # Safety
+///
+/// `mirror` is registered.
+#[no_mangle]
+unsafe extern "C" fn hmm_rs_mirror_prefetch(
+    mirror: *mut HmmMirror,
+    start: kernel::ffi::c_ulong,
+    end: kernel::ffi::c_ulong,
+) -> core::ffi::c_long {
+    // SAFETY: Registered, by the caller's guarantee.
+    count_or_errno(unsafe { &*mirror }.prefetch(start as u64, end as u64))
 }
 
 /// # Safety

@@ -460,21 +460,33 @@ struct hmm_rs_devmem_ops {
 
 struct hmm_rs_devmem;
 
+/*
+ * Flags of hmm_rs_devmem_create(). HMM_RS_DEVMEM_EVICT: a migration that
+ * finds the memory full evicts its least-recently-used 2 MiB blocks (of
+ * any mm) back to system memory to make room; without it, the pages that
+ * do not fit stay in system memory.
+ */
+#define HMM_RS_DEVMEM_EVICT	1U
+
 /**
  * hmm_rs_devmem_create() - create device-private memory
  * @device: the device whose memory it is
  * @npages: how many pages
- * @ops: the copy callbacks, valid until hmm_rs_devmem_destroy()
+ * @ops: the copy callbacks, valid until the memory is gone: at
+ *	hmm_rs_devmem_destroy(), or when the last mirror whose advice names it
+ *	(hmm_rs_mirror_advise()) is unregistered, whichever is later
  * @devmem_priv: passed to the callbacks
+ * @flags: 0 or HMM_RS_DEVMEM_EVICT
  *
  * May sleep.
  *
- * Return: the device memory, or an ERR_PTR(): -EINVAL, -ENOMEM...
+ * Return: the device memory, or an ERR_PTR(): -EINVAL (also for unknown
+ * @flags), -ENOMEM...
  */
 struct hmm_rs_devmem *hmm_rs_devmem_create(struct hmm_rs_device *device,
 					   unsigned long npages,
 					   const struct hmm_rs_devmem_ops *ops,
-					   void *devmem_priv);
+					   void *devmem_priv, unsigned int flags);
 
 /**
  * hmm_rs_devmem_create_coherent() - create device-coherent memory
@@ -482,8 +494,9 @@ struct hmm_rs_devmem *hmm_rs_devmem_create(struct hmm_rs_device *device,
  * @start: its physical address (2 MiB aligned, not System RAM, e.g.
  *	reserved with memmap=)
  * @npages: how many pages
- * @ops: the copy callbacks, valid until hmm_rs_devmem_destroy()
+ * @ops: the copy callbacks, as for hmm_rs_devmem_create()
  * @devmem_priv: passed to the callbacks
+ * @flags: as for hmm_rs_devmem_create()
  *
  * hmm_rs_devmem_create() for MEMORY_DEVICE_COHERENT memory, which the CPU
  * addresses directly: mirrors map its pages as ordinary pages (no
@@ -495,7 +508,7 @@ struct hmm_rs_devmem *hmm_rs_devmem_create(struct hmm_rs_device *device,
 struct hmm_rs_devmem *hmm_rs_devmem_create_coherent(struct hmm_rs_device *device,
 						    phys_addr_t start, unsigned long npages,
 						    const struct hmm_rs_devmem_ops *ops,
-						    void *devmem_priv);
+						    void *devmem_priv, unsigned int flags);
 
 /**
  * hmm_rs_devmem_pfn() - the pfn of a device page
@@ -525,6 +538,139 @@ void hmm_rs_devmem_destroy(struct hmm_rs_devmem *mem);
 long hmm_rs_devmem_evict(struct hmm_rs_devmem *mem);
 
 /**
+ * hmm_rs_devmem_evict_lru() - evict least-recently-used device memory
+ * @mem: the device memory
+ * @npages: how many pages to move back at least
+ *
+ * Migrates the pages of @mem's least-recently-used 2 MiB blocks back to
+ * system memory, whole blocks, until @npages moved or every block in use
+ * was tried once (a shrinker's scan). Recency: when pages arrive and when a
+ * device fault maps them. A block with pages it cannot move (locked by a
+ * CPU fault or another migration, pinned) is skipped and counted
+ * (HMM_RS_DEVMEM_EVICT_SKIPPED): it never waits for one. May sleep.
+ *
+ * Return: how many pages moved, or -ENOMEM, -EINTR (a fatal signal; it
+ * stops between blocks).
+ */
+long hmm_rs_devmem_evict_lru(struct hmm_rs_devmem *mem, unsigned long npages);
+
+/**
+ * hmm_rs_devmem_evict_range() - evict part of device memory
+ * @mem: the device memory
+ * @index: the first page
+ * @npages: how many pages
+ *
+ * hmm_rs_devmem_evict() of pages [@index, @index + @npages) only (a huge
+ * folio starting there moves whole). May sleep.
+ *
+ * Return: how many pages moved, or -EINVAL (beyond the memory), -ENOMEM.
+ */
+long hmm_rs_devmem_evict_range(struct hmm_rs_devmem *mem, unsigned long index,
+			       unsigned long npages);
+
+/**
+ * hmm_rs_devmem_set_thrash() - thrash control of device memory
+ * @mem: the device memory
+ * @window_us: a 2 MiB block that moves to @mem again within this of its
+ *	last move there is held back; 0: thrash control off (the default)
+ * @backoff_us: the first hold; it doubles with each repeat (up to 1024
+ *	times) and halves when the block settles
+ *
+ * Per mirror and 2 MiB block of its address space: a migration to @mem of
+ * a held block leaves it in system memory, where device faults map it
+ * (HMM_RS_DEVMEM_THRASH_HELD counts its pages, the hmm_rs_thrash
+ * tracepoint names it). Never sleeps.
+ *
+ * Return: 0, or -EINVAL for a window without a backoff.
+ */
+int hmm_rs_devmem_set_thrash(struct hmm_rs_devmem *mem, unsigned int window_us,
+			     unsigned int backoff_us);
+
+/* Counters of hmm_rs_devmem_stat(). */
+enum hmm_rs_devmem_stat {
+	HMM_RS_DEVMEM_SIZE,		/* pages in all */
+	HMM_RS_DEVMEM_IN_USE,		/* pages in use now */
+	HMM_RS_DEVMEM_MIGRATED,		/* pages moved in by migrations */
+	HMM_RS_DEVMEM_EVICTED,		/* pages moved back by eviction */
+	HMM_RS_DEVMEM_EVICT_SKIPPED,	/* blocks eviction could not empty */
+	HMM_RS_DEVMEM_NOT_PLACED,	/* pages a migration left for lack of room */
+	HMM_RS_DEVMEM_THRASH_HELD,	/* pages not moved: their block was held */
+	HMM_RS_DEVMEM_THRASH_DETECTED,	/* blocks that moved again too soon */
+};
+
+/**
+ * hmm_rs_devmem_stat() - a counter of device memory
+ * @mem: the device memory
+ * @which: an enum hmm_rs_devmem_stat
+ *
+ * Return: the counter, or U64_MAX for an unknown @which.
+ */
+u64 hmm_rs_devmem_stat(struct hmm_rs_devmem *mem, unsigned int which);
+
+/*
+ * Advice (hmm_rs_mirror_advise()). PREFER_DEVICE: a device fault there
+ * first migrates what is not in the preferred device memory yet;
+ * hmm_rs_mirror_prefetch() moves it there. PREFER_SYSTEM: prefetch moves
+ * the device's pages back. READ_ONLY: device write faults fail with
+ * -EPERM and the mirror maps nothing there writable, so device reads never
+ * break copy-on-write. The two PREFER_ flags exclude each other.
+ */
+#define HMM_RS_ADVICE_PREFER_DEVICE	BIT(0)
+#define HMM_RS_ADVICE_PREFER_SYSTEM	BIT(1)
+#define HMM_RS_ADVICE_READ_ONLY		BIT(2)
+
+/**
+ * hmm_rs_mirror_advise() - set the advice of a range
+ * @mirror: the mirror
+ * @start: first address of the range (page aligned)
+ * @end: the address after it
+ * @advice: HMM_RS_ADVICE_* flags; 0 drops the range's advice
+ * @mem: device memory of the mirror's device for PREFER_DEVICE (NULL: the
+ *	one given before); the mirror holds a reference to it until it is
+ *	unregistered or another replaces it
+ *
+ * Replaces the advice of [@start, @end), splitting and merging the advised
+ * ranges as needed; munmap drops it. May sleep.
+ *
+ * Return: 0, or -EINVAL (range, flags, PREFER_DEVICE without device memory
+ * or with another device's), -ENOMEM.
+ */
+int hmm_rs_mirror_advise(struct hmm_rs_mirror *mirror, unsigned long start,
+			 unsigned long end, unsigned int advice,
+			 struct hmm_rs_devmem *mem);
+
+/**
+ * hmm_rs_mirror_advice() - the advice at an address
+ * @mirror: the mirror
+ * @addr: the address
+ * @start: NULL, or where to store the first address with the same advice
+ * @end: NULL, or where to store the address after them
+ *
+ * For an address without advice, [@start, @end) is the gap between advised
+ * ranges.
+ *
+ * Return: its HMM_RS_ADVICE_* flags (0: none).
+ */
+int hmm_rs_mirror_advice(struct hmm_rs_mirror *mirror, unsigned long addr,
+			 unsigned long *start, unsigned long *end);
+
+/**
+ * hmm_rs_mirror_prefetch() - move a range where its advice prefers
+ * @mirror: the mirror
+ * @start: first address of the range
+ * @end: the address after it
+ *
+ * Migrates the PREFER_DEVICE parts of [@start, @end) to the preferred
+ * device memory and the device's pages of its PREFER_SYSTEM parts back;
+ * parts without advice stay. May sleep.
+ *
+ * Return: the number of pages moved, or as
+ * hmm_rs_mirror_migrate_to_device().
+ */
+long hmm_rs_mirror_prefetch(struct hmm_rs_mirror *mirror, unsigned long start,
+			    unsigned long end);
+
+/**
  * hmm_rs_devmem_index() - the index of a device page
  * @mem: the device memory
  * @pfn: a device page's pfn (a mirror entry's)
@@ -542,7 +688,9 @@ long hmm_rs_devmem_index(struct hmm_rs_devmem *mem, u64 pfn);
  *
  * Migrates what can move of [@start, @end) to @mem and mirrors the device
  * pages it got. Shared, pinned or other devices' pages stay, as do pages
- * once @mem is full. Each step raises an HMM_RS_MIGRATE event. May sleep.
+ * once @mem is full (with HMM_RS_DEVMEM_EVICT, only once nothing more can
+ * be evicted) and the 2 MiB blocks thrash control holds. Each step raises
+ * an HMM_RS_MIGRATE event. May sleep.
  *
  * Return: the number of pages moved, or -EINVAL (range, VMA, @mem),
  * -ESRCH, -ENOMEM, -EINTR (the task is being killed; it stops between

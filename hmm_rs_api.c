@@ -36,6 +36,13 @@ HMM_RS_EXPORT(hmm_rs_devmem_pfn);
 HMM_RS_EXPORT(hmm_rs_devmem_destroy);
 HMM_RS_EXPORT(hmm_rs_devmem_evict);
 HMM_RS_EXPORT(hmm_rs_devmem_index);
+HMM_RS_EXPORT(hmm_rs_devmem_evict_lru);
+HMM_RS_EXPORT(hmm_rs_devmem_evict_range);
+HMM_RS_EXPORT(hmm_rs_devmem_set_thrash);
+HMM_RS_EXPORT(hmm_rs_devmem_stat);
+HMM_RS_EXPORT(hmm_rs_mirror_advise);
+HMM_RS_EXPORT(hmm_rs_mirror_advice);
+HMM_RS_EXPORT(hmm_rs_mirror_prefetch);
 HMM_RS_EXPORT(hmm_rs_mirror_migrate_to_device);
 HMM_RS_EXPORT(hmm_rs_mirror_migrate_to_system);
 

@@ -36,6 +36,7 @@ TYPES = {
     "enum hmm_rs_event_type": ["u32"],
     "void *": ["*mut c_void"],
     "u32 *": ["*mut u32"],
+    "unsigned long *": ["*mut c_ulong"],
     "hmm_rs_walk_fn": ["Option<CWalkFn>"],
     "hmm_rs_dma_walk_fn": ["Option<CDmaWalkFn>"],
 }

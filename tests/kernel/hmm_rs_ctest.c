@@ -286,25 +286,28 @@ static void ctest_devmem_bad_arguments(struct kunit *test)
 	KUNIT_ASSERT_EQ(test, 0, kunit_add_action_or_reset(test, ctest_device_unregister, device));
 
 	KUNIT_EXPECT_EQ(test, -EINVAL,
-			PTR_ERR(hmm_rs_devmem_create(NULL, 16, &ctest_devmem_ops, &dm)));
-	KUNIT_EXPECT_EQ(test, -EINVAL, PTR_ERR(hmm_rs_devmem_create(device, 16, NULL, &dm)));
+			PTR_ERR(hmm_rs_devmem_create(NULL, 16, &ctest_devmem_ops, &dm, 0)));
+	KUNIT_EXPECT_EQ(test, -EINVAL, PTR_ERR(hmm_rs_devmem_create(device, 16, NULL, &dm, 0)));
 	KUNIT_EXPECT_EQ(test, -EINVAL,
-			PTR_ERR(hmm_rs_devmem_create(device, 16, &ctest_half_ops, &dm)));
+			PTR_ERR(hmm_rs_devmem_create(device, 16, &ctest_half_ops, &dm, 0)));
 	KUNIT_EXPECT_EQ(test, -EINVAL,
-			PTR_ERR(hmm_rs_devmem_create(device, 0, &ctest_devmem_ops, &dm)));
+			PTR_ERR(hmm_rs_devmem_create(device, 0, &ctest_devmem_ops, &dm, 0)));
+	/* Unknown flags. */
+	KUNIT_EXPECT_EQ(test, -EINVAL,
+			PTR_ERR(hmm_rs_devmem_create(device, 16, &ctest_devmem_ops, &dm, 1U << 5)));
 	/* Coherent memory: no address, an unaligned one, System RAM, wrapping. */
 	KUNIT_EXPECT_EQ(test, -EINVAL,
 			PTR_ERR(hmm_rs_devmem_create_coherent(device, 0, 512, &ctest_devmem_ops,
-							      &dm)));
+							      &dm, 0)));
 	KUNIT_EXPECT_EQ(test, -EINVAL,
 			PTR_ERR(hmm_rs_devmem_create_coherent(device, SZ_1G + PAGE_SIZE, 512,
-							      &ctest_devmem_ops, &dm)));
+							      &ctest_devmem_ops, &dm, 0)));
 	KUNIT_EXPECT_EQ(test, -EINVAL,
 			PTR_ERR(hmm_rs_devmem_create_coherent(device, SZ_16M, 512,
-							      &ctest_devmem_ops, &dm)));
+							      &ctest_devmem_ops, &dm, 0)));
 	KUNIT_EXPECT_EQ(test, -EINVAL,
 			PTR_ERR(hmm_rs_devmem_create_coherent(device, -(u64)SZ_2M, 1024,
-							      &ctest_devmem_ops, &dm)));
+							      &ctest_devmem_ops, &dm, 0)));
 	/* None of those left the device with device memory: it can go. */
 }
 
@@ -343,7 +346,7 @@ static void ctest_devmem_destroy_while_mapped(struct kunit *test)
 
 	device = hmm_rs_device_register(&ctest_ops);
 	KUNIT_ASSERT_FALSE(test, IS_ERR(device));
-	mem = hmm_rs_devmem_create(device, dm->npages, &ctest_devmem_ops, dm);
+	mem = hmm_rs_devmem_create(device, dm->npages, &ctest_devmem_ops, dm, 0);
 	if (IS_ERR(mem)) {
 		hmm_rs_device_unregister(device);
 		KUNIT_FAIL(test, "devmem_create: %ld", PTR_ERR(mem));
