@@ -136,4 +136,84 @@ struct hmm_dummy_batch {
 
 #define HMM_DUMMY_BATCH		_IOWR('H', 0x45, struct hmm_dummy_batch)
 
+/*
+ * Device memory under pressure. hmm_dummy's device memory is
+ * devmem_mib MiB per device (module parameter, default 512), created with
+ * the core's LRU eviction (HMM_RS_DEVMEM_EVICT) unless evict=0: a
+ * migration to a full device evicts the least-recently-used 2 MiB blocks
+ * of any mm back to system memory to make room.
+ *
+ * HMM_DUMMY_ADVISE: sets the advice of [@addr, @addr + @npages pages) of
+ * this file's mirror to @flags (0 clears it), replacing what was there.
+ * PREFER_DEVICE (this device's memory) and PREFER_SYSTEM exclude each
+ * other; READ_ONLY: device write faults there fail with -EPERM and device
+ * read faults never map writable, so reading never breaks COW. A device
+ * fault (READ, WRITE, HMM_DUMMY_FAULT) in a PREFER_DEVICE range first
+ * migrates what is not on the device yet. munmap drops the advice.
+ * -EINVAL: bad range or unknown flags.
+ *
+ * HMM_DUMMY_ADVICE_GET: in @addr; out @flags, the advice there, and
+ * [@addr, @addr + @npages pages), the extent around it with that advice
+ * (for no advice: the gap between advised ranges, up to user space's end).
+ *
+ * HMM_DUMMY_PREFETCH: migrates the advised parts of [@addr, @addr +
+ * @npages pages) to their preferred location now; out @moved, pages moved.
+ */
+#define HMM_DUMMY_ADVICE_PREFER_DEVICE	_BITUL(0)
+#define HMM_DUMMY_ADVICE_PREFER_SYSTEM	_BITUL(1)
+#define HMM_DUMMY_ADVICE_READ_ONLY	_BITUL(2)
+
+struct hmm_dummy_advice {
+	__u64 addr;
+	__u64 npages;
+	__u32 flags;
+	__u32 pad;
+	__u64 moved;
+};
+
+#define HMM_DUMMY_ADVISE	_IOW('H', 0x46, struct hmm_dummy_advice)
+#define HMM_DUMMY_ADVICE_GET	_IOWR('H', 0x47, struct hmm_dummy_advice)
+#define HMM_DUMMY_PREFETCH	_IOWR('H', 0x48, struct hmm_dummy_advice)
+
+/*
+ * HMM_DUMMY_SET_THRASH: thrash control of the device's memory (all its
+ * mirrors). A 2 MiB block that moves to the device again within
+ * @window_us of its last move there (it came back in between: a CPU
+ * access or an eviction) is held in system memory for a backoff, first
+ * @backoff_us, doubling with each repeat (up to 1024 times), halving when
+ * the block settles (its next move is more than @window_us after its hold
+ * ended); migrations to the device skip it meanwhile (device faults map
+ * it in system memory). 0 @window_us: off (the default).
+ *
+ * HMM_DUMMY_DEVMEM: the device memory's counters (out); in @evict, how many
+ * pages to evict first (least recently used blocks first; 0: none), out
+ * @evicted_now, how many moved. Counters: @size and @in_use in pages;
+ * @migrated pages moved to the device by migrations;
+ * @evicted pages moved back by eviction; @evict_skipped blocks eviction
+ * could not empty (busy pages) and went past; @not_placed pages a
+ * migration left in system memory for lack of room; @thrash_held pages
+ * (2 MiB steps) not moved because their block was held; @thrash_detected
+ * repeats seen.
+ */
+struct hmm_dummy_thrash {
+	__u32 window_us;
+	__u32 backoff_us;
+};
+
+struct hmm_dummy_devmem {
+	__u64 evict;
+	__u64 evicted_now;
+	__u64 size;
+	__u64 in_use;
+	__u64 migrated;
+	__u64 evicted;
+	__u64 evict_skipped;
+	__u64 not_placed;
+	__u64 thrash_held;
+	__u64 thrash_detected;
+};
+
+#define HMM_DUMMY_SET_THRASH	_IOW('H', 0x49, struct hmm_dummy_thrash)
+#define HMM_DUMMY_DEVMEM	_IOWR('H', 0x4a, struct hmm_dummy_devmem)
+
 #endif /* HMM_DUMMY_UAPI_H */

@@ -67,9 +67,15 @@
 
 #define DUMMY_LOG_SIZE		256
 #define DUMMY_NDEVICES		4
-#define DUMMY_DEVMEM_PAGES	((512UL << 20) >> PAGE_SHIFT)
 #define DUMMY_COHERENT_PAGES	((256UL << 20) >> PAGE_SHIFT)
 #define DUMMY_HUGE_ORDER	(PMD_SHIFT - PAGE_SHIFT)
+
+static unsigned int devmem_mib = 512;
+module_param(devmem_mib, uint, 0444);
+MODULE_PARM_DESC(devmem_mib, "Device-private memory per device, in MiB (2 to 4096)");
+static bool evict = true;
+module_param(evict, bool, 0444);
+MODULE_PARM_DESC(evict, "A migration to full device memory evicts its least-recently-used 2 MiB blocks (else the pages that do not fit stay)");
 
 static unsigned long spm_addr_dev0;
 module_param(spm_addr_dev0, long, 0644);
@@ -1050,13 +1056,16 @@ static int dummy_migrate_to_device(struct dummy_file *df, struct hmm_dmirror_cmd
 {
 	struct dummy_access a = { .ddev = df->ddev, .start = cmd->addr, .end = end };
 	long moved;
+	u64 held;
 	int ret;
 
 	if (cmd->npages == 0)
 		return -EINVAL;
+	held = hmm_rs_devmem_stat(df->ddev->mem, HMM_RS_DEVMEM_THRASH_HELD);
 	moved = hmm_rs_mirror_migrate_to_device(df->mirror, df->ddev->mem, a.start, a.end);
 	if (moved < 0)
 		return moved;
+	held = hmm_rs_devmem_stat(df->ddev->mem, HMM_RS_DEVMEM_THRASH_HELD) - held;
 	a.bounce = dummy_bounce_alloc(a.end - a.start);
 	a.done = bitmap_zalloc((a.end - a.start) >> PAGE_SHIFT, GFP_KERNEL | __GFP_NOWARN);
 	if (!a.bounce || !a.done) {
@@ -1066,6 +1075,17 @@ static int dummy_migrate_to_device(struct dummy_file *df, struct hmm_dmirror_cmd
 	ret = dummy_access(df, &a);
 	if (ret == -ENOENT)
 		ret = dummy_refault_own(df, &a);
+	/*
+	 * Blocks thrash control held stay in system memory, where the device
+	 * reads them as it does any page (what the data read back shows).
+	 */
+	while (held && (ret == -ENOENT || ret == -EAGAIN)) {
+		if (fatal_signal_pending(current)) {
+			ret = -EINTR;
+			break;
+		}
+		ret = dummy_fault_round(df, &a, HMM_RS_DEVICE_READ_FAULT);
+	}
 	if (ret == -ENOENT)
 		dummy_report_left(df, &a, moved);
 	if (!ret && copy_to_user(u64_to_user_ptr(cmd->ptr), a.bounce, a.end - a.start))
@@ -1389,6 +1409,73 @@ static int dummy_set_latency(struct dummy_file *df, void __user *uarg)
 	return 0;
 }
 
+/* HMM_DUMMY_ADVISE, HMM_DUMMY_ADVICE_GET, HMM_DUMMY_PREFETCH. */
+static int dummy_advice(struct dummy_file *df, unsigned int command, void __user *uarg)
+{
+	struct hmm_dummy_advice a;
+	unsigned long start, end;
+	long ret;
+
+	if (copy_from_user(&a, uarg, sizeof(a)))
+		return -EFAULT;
+	if (command == HMM_DUMMY_ADVICE_GET) {
+		ret = hmm_rs_mirror_advice(df->mirror, a.addr, &start, &end);
+		if (ret < 0)
+			return ret;
+		a.flags = ret;
+		a.addr = start;
+		a.npages = (end - start) >> PAGE_SHIFT;
+		return copy_to_user(uarg, &a, sizeof(a)) ? -EFAULT : 0;
+	}
+	if (a.addr & ~PAGE_MASK || !a.npages || a.npages > (ULONG_MAX >> PAGE_SHIFT) ||
+	    check_add_overflow(a.addr, a.npages << PAGE_SHIFT, &end) || end > TASK_SIZE_MAX)
+		return -EINVAL;
+	if (command == HMM_DUMMY_ADVISE)
+		return hmm_rs_mirror_advise(df->mirror, a.addr, end, a.flags,
+					    a.flags & HMM_DUMMY_ADVICE_PREFER_DEVICE ?
+					    df->ddev->mem : NULL);
+	ret = hmm_rs_mirror_prefetch(df->mirror, a.addr, end);
+	if (ret < 0)
+		return ret;
+	a.moved = ret;
+	return copy_to_user(uarg, &a, sizeof(a)) ? -EFAULT : 0;
+}
+
+static int dummy_set_thrash(struct dummy_file *df, void __user *uarg)
+{
+	struct hmm_dummy_thrash t;
+
+	if (copy_from_user(&t, uarg, sizeof(t)))
+		return -EFAULT;
+	return hmm_rs_devmem_set_thrash(df->ddev->mem, t.window_us, t.backoff_us);
+}
+
+/* HMM_DUMMY_DEVMEM: evict first if asked, then the counters. */
+static int dummy_devmem(struct dummy_file *df, void __user *uarg)
+{
+	struct hmm_rs_devmem *mem = df->ddev->mem;
+	struct hmm_dummy_devmem d;
+	long ret = 0;
+
+	if (copy_from_user(&d, uarg, sizeof(d)))
+		return -EFAULT;
+	if (d.evict) {
+		ret = hmm_rs_devmem_evict_lru(mem, d.evict);
+		if (ret < 0)
+			return ret;
+	}
+	d.evicted_now = ret;
+	d.size = hmm_rs_devmem_stat(mem, HMM_RS_DEVMEM_SIZE);
+	d.in_use = hmm_rs_devmem_stat(mem, HMM_RS_DEVMEM_IN_USE);
+	d.migrated = hmm_rs_devmem_stat(mem, HMM_RS_DEVMEM_MIGRATED);
+	d.evicted = hmm_rs_devmem_stat(mem, HMM_RS_DEVMEM_EVICTED);
+	d.evict_skipped = hmm_rs_devmem_stat(mem, HMM_RS_DEVMEM_EVICT_SKIPPED);
+	d.not_placed = hmm_rs_devmem_stat(mem, HMM_RS_DEVMEM_NOT_PLACED);
+	d.thrash_held = hmm_rs_devmem_stat(mem, HMM_RS_DEVMEM_THRASH_HELD);
+	d.thrash_detected = hmm_rs_devmem_stat(mem, HMM_RS_DEVMEM_THRASH_DETECTED);
+	return copy_to_user(uarg, &d, sizeof(d)) ? -EFAULT : 0;
+}
+
 static long dummy_ioctl(struct file *file, unsigned int command, unsigned long arg)
 {
 	struct dummy_file *df = file->private_data;
@@ -1423,6 +1510,14 @@ static long dummy_ioctl(struct file *file, unsigned int command, unsigned long a
 		return dummy_fault(df, uarg);
 	case HMM_DUMMY_BATCH:
 		return dummy_batch(df, uarg);
+	case HMM_DUMMY_ADVISE:
+	case HMM_DUMMY_ADVICE_GET:
+	case HMM_DUMMY_PREFETCH:
+		return dummy_advice(df, command, uarg);
+	case HMM_DUMMY_SET_THRASH:
+		return dummy_set_thrash(df, uarg);
+	case HMM_DUMMY_DEVMEM:
+		return dummy_devmem(df, uarg);
 	default:
 		return -ENOTTY;
 	}
@@ -1582,6 +1677,7 @@ static void dummy_device_remove(struct dummy_device *ddev)
 /* @spm: 0 for device-private memory, else where device-coherent memory is. */
 static int dummy_device_init(struct dummy_device *ddev, const char *name, unsigned long spm)
 {
+	unsigned int flags = evict ? HMM_RS_DEVMEM_EVICT : 0;
 	int ret;
 
 	ddev->coherent = spm;
@@ -1590,7 +1686,7 @@ static int dummy_device_init(struct dummy_device *ddev, const char *name, unsign
 	INIT_LIST_HEAD(&ddev->files);
 	ddev->latency_us = min_t(unsigned int, invalidate_latency_us, USEC_PER_SEC);
 	ddev->two_pass = two_pass;
-	ddev->npages = spm ? 0 : DUMMY_DEVMEM_PAGES;
+	ddev->npages = spm ? 0 : (unsigned long)devmem_mib << (20 - PAGE_SHIFT);
 	ddev->backing = kvcalloc(ddev->npages, sizeof(*ddev->backing), GFP_KERNEL);
 	ddev->huge_live = kvcalloc(ddev->npages >> DUMMY_HUGE_ORDER, sizeof(*ddev->huge_live),
 				   GFP_KERNEL);
@@ -1605,10 +1701,10 @@ static int dummy_device_init(struct dummy_device *ddev, const char *name, unsign
 	}
 	if (spm)
 		ddev->mem = hmm_rs_devmem_create_coherent(ddev->dev, spm, DUMMY_COHERENT_PAGES,
-							  &dummy_devmem_ops, ddev);
+							  &dummy_devmem_ops, ddev, flags);
 	else
-		ddev->mem = hmm_rs_devmem_create(ddev->dev, DUMMY_DEVMEM_PAGES,
-						 &dummy_devmem_ops, ddev);
+		ddev->mem = hmm_rs_devmem_create(ddev->dev, ddev->npages, &dummy_devmem_ops,
+						 ddev, flags);
 	if (IS_ERR(ddev->mem)) {
 		ret = PTR_ERR(ddev->mem);
 		goto unregister;
@@ -1643,6 +1739,13 @@ static int __init hmm_dummy_init(void)
 	BUILD_BUG_ON(HMM_DUMMY_WRITE_PROTECT - HMM_RS_WRITE_PROTECT);
 	BUILD_BUG_ON(HMM_DUMMY_KEEP_VALID - HMM_RS_PT_VALID);
 	BUILD_BUG_ON(HMM_DUMMY_KEEP_WRITE - HMM_RS_PT_WRITE);
+	BUILD_BUG_ON(HMM_DUMMY_ADVICE_PREFER_DEVICE - HMM_RS_ADVICE_PREFER_DEVICE);
+	BUILD_BUG_ON(HMM_DUMMY_ADVICE_PREFER_SYSTEM - HMM_RS_ADVICE_PREFER_SYSTEM);
+	BUILD_BUG_ON(HMM_DUMMY_ADVICE_READ_ONLY - HMM_RS_ADVICE_READ_ONLY);
+	if (devmem_mib < 2 || devmem_mib > 4096) {
+		pr_err("hmm_dummy: devmem_mib=%u: 2 to 4096\n", devmem_mib);
+		return -EINVAL;
+	}
 	if (edu) {
 		ret = pci_register_driver(&edu_driver);
 		if (ret)
