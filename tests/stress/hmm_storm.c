@@ -2,7 +2,7 @@
 /*
  * hmm_storm: the core under racing CPU page-table changes, with an oracle.
  *
- *   hmm_storm [-t SECONDS] [-s SEED] [-j THREADS] [-i]
+ *   hmm_storm [-t SECONDS] [-s SEED] [-j THREADS] [-i] [-e]
  *
  * Several mirrors of this process's mm (three opens of /dev/hmm_dmirror0,
  * one of /dev/hmm_dmirror1) and REGIONS regions of 16 pages. Worker
@@ -68,18 +68,54 @@
  * memory (or, for a write refused on read-only memory, where the read
  * fault hmm_rs then tries may have had to allocate). Counted too.
  *
+ * -e: device memory under pressure. hmm_dummy's module parameter
+ * devmem_mib (read from sysfs; the storm is meant for devmem_mib=32) is
+ * each device's memory, and a migration to a full device evicts the least
+ * recently used 2 MiB blocks of it, of any mm, back to system memory. The
+ * storm adds a working set four times that size: 2 * devmem_mib pressure
+ * blocks of 2 MiB (devmem_mib up to DEVMEM_MIB_MAX; BPAGES pages, no THP;
+ * shared with fork children as all this mm), each under its own lock with its
+ * own oracle (a generation per block, never reused; each word names its
+ * block, generation, page and word, tagged apart from the regions'), and
+ * NPRESS pressure threads that pick a block and an operation: migration of
+ * the whole block to device 0 (three times in four) or device 1 through one
+ * of its mirrors (after a CPU read-check brings back what may be on the
+ * other device), its read-back checked and, without -i, a snapshot of the
+ * block through that mirror; device reads and writes through any mirror;
+ * CPU writes and read-checks; migration back to system memory. Migrations
+ * outweigh what brings blocks back, so the devices stay full and every
+ * migration (the regions' and the killer's children's too) evicts: pages
+ * of blocks, regions and children go back to system memory at any moment,
+ * and every check accepts either place, the bytes always exact. A
+ * migration that leaves pages off the device (ENOENT; success with fewer
+ * pages copied than asked; a snapshot after it that shows system pages) is
+ * then also explained if HMM_DUMMY_DEVMEM's evicted, evict_skipped or
+ * not_placed counters (of device 0 or 1) grew from before it to after the
+ * check, or GRACE_MS later (hmm_rs counts an eviction's pages once it is
+ * done); counted apart. What only adds device pages or EFAULTs (a device
+ * page where none can be, efault_ok(), a SIGBUS fork child) needs no
+ * change: eviction only takes pages off the device. A pressure thread's
+ * CPU access that takes a SIGBUS is explained as a fork child's is (under
+ * injection, pages maybe on a device), else reported. At the end the
+ * counters' growth over the run is printed, and the run fails if device 0
+ * evicted nothing (the mode did not oversubscribe: it proved nothing).
+ * Thrash control stays off (no HMM_DUMMY_SET_THRASH). Without -e none of
+ * this runs and nothing else changes.
+ *
  * Output: TAP, one line per kind of failure (stale reads, lost device
  * writes, COW violations, unexpected errnos, hangs, partial migrations,
- * refused exclusive access, failed fork children, wrong snapshots), the
- * operation and explanation counts and the seed. A watchdog reports an
- * operation in flight for longer than HANG_S seconds, with its name and
- * region, and ends the run.
+ * refused exclusive access, failed fork children, wrong snapshots), with
+ * -e one more (device memory oversubscribed), the operation and
+ * explanation counts and the seed. A watchdog reports an operation in
+ * flight for longer than HANG_S seconds, with its name and region (or
+ * block), and ends the run.
  */
 #define _GNU_SOURCE
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -115,6 +151,20 @@
 /* A fork child's exit codes: it never got the go; it saw page N wrong. */
 #define CHILD_NO_GO	2
 #define CHILD_SAW	16
+/*
+ * -e: a pressure block is 2 MiB, as device memory's blocks; BLOCKS_MAX is
+ * what a block's word can name. A pressure thread's buffer: a block's
+ * data, then its commands. HMM_DUMMY_DEVMEM's struct goes at DEVMEM_AT of a
+ * command page (after the hmm_dmirror_cmd, before a batch's).
+ */
+#define BPAGES		512UL
+#define BSIZE		(BPAGES * PAGE)
+#define BLOCKS_MAX	1024
+#define DEVMEM_MIB_MAX	128		/* -e's working set: 4 x this at most */
+#define NPRESS		2
+#define BBUF_SIZE	(BSIZE + PAGE)
+#define DEVMEM_AT	128
+#define DEVMEM_MIB	"/sys/module/hmm_dummy/parameters/devmem_mib"
 
 enum state { RW, RO, NONE, UNMAPPED };
 static const char *const state_name[] = { "rw", "ro", "none", "unmapped" };
@@ -177,6 +227,42 @@ static const char *const fail_name[NFAIL] = {
 static struct region regions[REGIONS];
 static int mirror_fd[MIRRORS];
 static int inject;
+
+/* -e: a pressure block (see the header), under its lock. */
+struct block {
+	pthread_mutex_t lock;
+	char *p;
+	unsigned int idx;
+	unsigned int gen;	/* its generation (never 0: always written) */
+	unsigned int last;	/* the last generation handed out: never again */
+	int unknown;		/* bytes unknown until the CPU writes again */
+	int devs;		/* bit d: pages may be in device d's memory */
+};
+
+/* What the pressure threads do to a block, and how often (of 16). */
+enum pop {
+	P_MIGRATE, P_DEV_READ, P_DEV_WRITE, P_CPU_WRITE, P_CPU_CHECK, P_TO_SYS, NPOPS
+};
+
+static const char *const pop_name[NPOPS] = {
+	"block_migrate_to_device", "block_device_read", "block_device_write",
+	"block_cpu_write", "block_cpu_check", "block_migrate_to_system",
+};
+
+static const unsigned int pop_weight[NPOPS] = { 6, 3, 2, 2, 1, 2 };
+
+/* HMM_DUMMY_DEVMEM's counters of devices 0 and 1 at one time. */
+enum { C_EVICTED, C_SKIPPED, C_NOT_PLACED, C_THRASH_HELD, C_MIGRATED, NCOUNTERS };
+
+struct devmem_counts {
+	unsigned long long c[2][NCOUNTERS];
+	int valid;		/* both were read */
+};
+
+static int oversub;		/* -e */
+static unsigned long devmem_mib;
+static unsigned int nblocks;
+static struct block *blocks;
 /* Shared flags and the watchdog's view: read and written with __atomic_*. */
 #define LOAD(x)		__atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define STORE(x, v)	__atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
@@ -199,6 +285,16 @@ static unsigned long ebusy_explained;
 static unsigned long efault_explained;
 static unsigned long whole_checked;
 static unsigned long fresh_checked;
+/*
+ * -e: pages left off the device explained by device memory pressure
+ * ([0] regions, [1] blocks; [.][0] ENOENT or short, [.][1] the snapshot
+ * after); block migrations left partial with another explanation (a fork,
+ * the kernel, injection); block migrations seen whole; block operations.
+ */
+static unsigned long pressure_explained[2][2];
+static unsigned long block_explained;
+static unsigned long block_whole;
+static unsigned long pops_done[NPOPS];
 static pthread_mutex_t count_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /*
@@ -220,7 +316,8 @@ struct inflight {
 };
 
 static int finished;		/* threads that returned */
-static struct inflight inflight[MAX_THREADS + 1];
+/* The workers, the killer, then (-e) the pressure threads: op NOPS + 1 + pop. */
+static struct inflight inflight[MAX_THREADS + 1 + NPRESS];
 
 static void fail(enum failure f, const char *fmt, ...)
 {
@@ -384,6 +481,10 @@ static void describe(char *s, size_t n, unsigned long long w)
 		snprintf(s, n, "region %u gen %u (page %u word %u)", (unsigned int)(w >> 48) & 0xff,
 			 (unsigned int)w, (unsigned int)(w >> 41) & 0xf,
 			 (unsigned int)(w >> 32) & 0x1ff);
+	else if (oversub && w >> 56 == 0x5a)
+		snprintf(s, n, "block %u gen %u (page %u word %u)", (unsigned int)(w >> 46) & 0x3ff,
+			 (unsigned int)w & 0xfffffff, (unsigned int)(w >> 37) & 0x1ff,
+			 (unsigned int)(w >> 28) & 0x1ff);
 	else
 		snprintf(s, n, "0x%016llx", w);
 }
@@ -414,17 +515,111 @@ static void bad_bytes(enum failure f, const char *what, const char *p, struct re
  * allocate, and an allocation failure there is an EFAULT of its own.
  */
 static __thread struct hmm_dmirror_cmd *cmd_area;
+/* -e: where HMM_DUMMY_DEVMEM's answer goes, for the same reason. */
+static __thread struct hmm_dummy_devmem *devmem_area;
+/* The last command's cpages (0 if it failed: the driver then writes nothing back). */
+static __thread unsigned long long last_cpages;
 
 static int dmirror(int fd, unsigned long req, void *addr, void *ptr, unsigned long npages)
 {
 	struct hmm_dmirror_cmd local, *cmd = cmd_area ? cmd_area : &local;
+	int err;
 
 	*cmd = (struct hmm_dmirror_cmd) {
 		.addr = (uintptr_t)addr,
 		.ptr = (uintptr_t)ptr,
 		.npages = npages,
 	};
-	return ioctl(fd, req, cmd) ? errno : 0;
+	err = ioctl(fd, req, cmd) ? errno : 0;
+	last_cpages = cmd->cpages;
+	return err;
+}
+
+/*
+ * -e: HMM_DUMMY_DEVMEM (nothing evicted) of device @dev, 0 (through mirror
+ * 0) or 1 (mirror 3), into @d; 0 or an errno. Retried while it fails
+ * cleanly.
+ */
+static int devmem_ioctl(int dev, struct hmm_dummy_devmem *d)
+{
+	int err = 0;
+
+	for (int tries = 0; tries < 1000; tries++) {
+		*d = (struct hmm_dummy_devmem) { .evict = 0 };
+		err = ioctl(mirror_fd[dev ? 3 : 0], HMM_DUMMY_DEVMEM, d) ? errno : 0;
+		if (!err || (err != EINTR && (!inject || (err != ENOMEM && err != EAGAIN))))
+			break;
+	}
+	return err;
+}
+
+/* -e: the counters of devices 0 and 1; 0 or an errno. */
+static int devmem_get(struct devmem_counts *c)
+{
+	struct hmm_dummy_devmem local, *d = devmem_area ? devmem_area : &local;
+	int err;
+
+	c->valid = 0;
+	for (int dev = 0; dev < 2; dev++) {
+		err = devmem_ioctl(dev, d);
+		if (err)
+			return err;
+		c->c[dev][C_EVICTED] = d->evicted;
+		c->c[dev][C_SKIPPED] = d->evict_skipped;
+		c->c[dev][C_NOT_PLACED] = d->not_placed;
+		c->c[dev][C_THRASH_HELD] = d->thrash_held;
+		c->c[dev][C_MIGRATED] = d->migrated;
+	}
+	c->valid = 1;
+	return 0;
+}
+
+/* devmem_get(), a failure reported. */
+static void devmem_read(struct devmem_counts *c)
+{
+	int err = devmem_get(c);
+
+	if (err)
+		fail(BAD_ERRNO, "HMM_DUMMY_DEVMEM: %s", strerror(err));
+}
+
+/*
+ * Whether evicted, evict_skipped or not_placed grew from @before to @now on
+ * either device; counters that could not be read count as grown (the
+ * failure to read them is reported).
+ */
+static int pressure_grew(const struct devmem_counts *before, const struct devmem_counts *now)
+{
+	if (!before->valid || !now->valid)
+		return 1;
+	for (int dev = 0; dev < 2; dev++)
+		for (int k = C_EVICTED; k <= C_NOT_PLACED; k++)
+			if (now->c[dev][k] != before->c[dev][k])
+				return 1;
+	return 0;
+}
+
+/*
+ * -e: whether device memory pressure explains pages that a migration left
+ * off the device, in a window that began with @before (read before the
+ * migration; now is after the check): evicted (its pages may have been
+ * placed, then evicted), evict_skipped or not_placed (no room for them)
+ * grew. Looked at again after GRACE_MS if not, since hmm_rs counts the
+ * pages an eviction moved only once it is done (with all the blocks it
+ * evicts), while its first pages are off the device already.
+ */
+static int pressure_explains(const struct devmem_counts *before)
+{
+	struct devmem_counts now;
+
+	if (!oversub)
+		return 0;
+	devmem_read(&now);
+	if (pressure_grew(before, &now))
+		return 1;
+	usleep(GRACE_MS * 1000);
+	devmem_read(&now);
+	return pressure_grew(before, &now);
 }
 
 /*
@@ -712,6 +907,7 @@ static void snapshot_check(struct region *r, const unsigned char *snap, int dev0
 /*
  * Migration to the device and back. A region no competitor touched
  * moves whole: no ENOENT, and a snapshot after it shows device pages only.
+ * With -e, eviction is such a competitor (pressure_explains()).
  */
 static void do_migrate(struct region *r, int fd2, char *buf)
 {
@@ -719,29 +915,40 @@ static void do_migrate(struct region *r, int fd2, char *buf)
 	int readable = r->state == RW || r->state == RO;
 	int away = r->ondev || r->excl || r->gupped, err;
 	unsigned char *snap = (unsigned char *)buf;
+	struct devmem_counts before = { .valid = 0 };
 	struct quiet q;
 	unsigned long i;
 	long bad;
 
 	quiet_begin(&q);
+	if (oversub)
+		devmem_read(&before);
 	/* Like test_hmm, it reads the pages back into @buf. */
 	err = dmirror(fd2, HMM_DMIRROR_MIGRATE_TO_DEV, p, buf, NPAGES);
 	if (readable) {
 		r->ondev = 1;
-		if (err == ENOENT) {
+		/* -e: a success that copied fewer pages than asked is partial too. */
+		if (err == ENOENT || (oversub && !err && last_cpages < NPAGES)) {
 			/*
 			 * A page neither moved nor mirrored (hmm_dummy then
 			 * copies nothing back): it was busy (a fork shares
 			 * it, the kernel was moving it), an allocation failed,
 			 * or it was already away (device memory or exclusive
-			 * entries of another mirror).
+			 * entries of another mirror); with -e, it was placed
+			 * and evicted again, or found no room.
 			 */
-			if (inject || away || disturbed(&q))
+			if (inject || away)
+				ADD(enoent_explained, 1);
+			else if (pressure_explains(&before))
+				ADD(pressure_explained[0][0], 1);
+			else if (disturbed(&q))
 				ADD(enoent_explained, 1);
 			else
 				fail(PARTIAL_MIGRATION,
-				     "region %u (%s): migration to the device answered ENOENT, nothing else touching it",
-				     r->idx, state_name[r->state]);
+				     "region %u (%s): migration to the device answered %s, nothing else touching it%s",
+				     r->idx, state_name[r->state],
+				     err ? "ENOENT" : "success with fewer pages copied",
+				     oversub ? ", no device memory pressure" : "");
 		} else {
 			if (!expect(err, 0, "migration to the device", r, 0))
 				return;
@@ -762,6 +969,9 @@ static void do_migrate(struct region *r, int fd2, char *buf)
 				if (i == NPAGES) {
 					if (quiet(&q))
 						ADD(whole_checked, 1);
+				} else if (pressure_explains(&before)) {
+					/* -e: evicted since, or never placed. */
+					ADD(pressure_explained[0][1], 1);
 				} else if (!disturbed(&q)) {
 					fail(PARTIAL_MIGRATION,
 					     "region %u (%s): page %lu is 0x%02x after a migration to the device, nothing else touching it",
@@ -978,6 +1188,278 @@ out:
 	return !LOAD(no_batch);
 }
 
+/*
+ * -e: word @k of page @page of generation @gen of block @bi: a tag apart
+ * from the regions', the block, the page, the word and the generation.
+ */
+static unsigned long long bpattern(unsigned int bi, unsigned int gen, unsigned long page,
+				   unsigned long k)
+{
+	return 0x5aULL << 56 | (unsigned long long)bi << 46 | (unsigned long long)page << 37 |
+	       (unsigned long long)k << 28 | (gen & 0xfffffff);
+}
+
+/* @p (BPAGES pages): generation @gen of block @bi. */
+static void bfill(char *p, unsigned int bi, unsigned int gen)
+{
+	unsigned long long *w = (unsigned long long *)p;
+
+	for (unsigned long i = 0; i < BPAGES; i++)
+		for (unsigned long k = 0; k < WORDS; k++)
+			*w++ = bpattern(bi, gen, i, k);
+}
+
+/* The first word of @p (BPAGES pages) that is not generation @gen of @bi, or -1. */
+static long bmismatch(const char *p, unsigned int bi, unsigned int gen)
+{
+	const unsigned long long *w = (const unsigned long long *)p;
+
+	for (unsigned long i = 0; i < BPAGES; i++)
+		for (unsigned long k = 0; k < WORDS; k++, w++)
+			if (*w != bpattern(bi, gen, i, k))
+				return i * WORDS + k;
+	return -1;
+}
+
+/* Reports word @bad of @p, which is not block @b's generation. */
+static void bad_block(enum failure f, const char *what, const char *p, struct block *b, long bad)
+{
+	unsigned long page = bad / WORDS, k = bad % WORDS;
+	char got[80], want[80];
+
+	describe(got, sizeof(got), ((const unsigned long long *)p)[bad]);
+	describe(want, sizeof(want), bpattern(b->idx, b->gen, page, k));
+	fail(f, "%s page %lu word %lu of block %u: %s, expected %s", what, page, k, b->idx, got,
+	     want);
+}
+
+/* expect() for a block: its pages are read-write, always. */
+static int bexpect(int err, int want, const char *what, struct block *b, int efault_ok)
+{
+	if (err == want)
+		return 1;
+	if (inject && (err == ENOMEM || err == EAGAIN)) {
+		ADD(clean_errors, 1);
+		return 0;
+	}
+	if (inject && err == EFAULT && efault_ok) {
+		ADD(efault_explained, 1);
+		return 0;
+	}
+	fail(BAD_ERRNO, "%s on block %u: %s, expected %s", what, b->idx,
+	     err ? strerror(err) : "success", want ? strerror(want) : "success");
+	return 0;
+}
+
+/* A pressure thread's CPU access of a block in progress, for a SIGBUS. */
+struct bus_trap {
+	sigjmp_buf jb;
+};
+
+static __thread struct bus_trap *bus_trap;
+
+/* -e: SIGBUS during a pressure thread's CPU access ends it; else as without a handler. */
+static void on_sigbus(int sig)
+{
+	if (bus_trap)
+		siglongjmp(bus_trap->jb, 1);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/*
+ * The CPU writes generation @gen over block @b; or (@gen 0) reads it, *@bad
+ * the first word that is not its generation or -1, or only touches each
+ * page if its bytes are unknown. Returns 1 if that took a SIGBUS: a CPU
+ * fault on a device page failed (hmm_rs's migrate_to_ram answers SIGBUS
+ * for any failure but ENOMEM), which the write may have left half done.
+ */
+static int bcpu(struct block *b, unsigned int gen, long *bad)
+{
+	struct bus_trap trap;
+
+	if (sigsetjmp(trap.jb, 1)) {
+		bus_trap = NULL;
+		return 1;
+	}
+	bus_trap = &trap;
+	if (gen)
+		bfill(b->p, b->idx, gen);
+	else if (b->unknown)
+		for (unsigned long i = 0; i < BPAGES; i++)
+			__atomic_load_n(b->p + i * PAGE, __ATOMIC_RELAXED);
+	else
+		*bad = bmismatch(b->p, b->idx, b->gen);
+	bus_trap = NULL;
+	return 0;
+}
+
+/* A SIGBUS of the CPU's @what of block @b: clean under injection if pages may be on a device. */
+static void bsigbus(struct block *b, const char *what)
+{
+	if (inject && b->devs) {
+		ADD(clean_errors, 1);
+		return;
+	}
+	fail(BAD_ERRNO, "the CPU's %s of block %u took a SIGBUS%s", what, b->idx,
+	     b->devs ? "" : ", no page of it on a device");
+}
+
+/*
+ * The block's bytes, read by the CPU (if known; else only touched).
+ * Reading every page brings them all back to system memory.
+ */
+static void bcpu_check(struct block *b, const char *after)
+{
+	char what[80];
+	long bad = -1;
+
+	if (bcpu(b, 0, &bad)) {
+		bsigbus(b, "read");
+		return;
+	}
+	if (bad >= 0) {
+		snprintf(what, sizeof(what), "after %s, the CPU reads", after);
+		bad_block(LOST_WRITE, what, b->p, b, bad);
+		return;
+	}
+	b->devs = 0;
+}
+
+/* A mirror of device @dev, at random. */
+static int mirror_of(int dev, unsigned long long *rs)
+{
+	return dev ? 3 : rnd(rs) % 3;
+}
+
+/*
+ * The whole block to device @dev through mirror @fi. It must be placed
+ * whole: every page read back (no ENOENT, cpages all of it) as the data,
+ * and (without -i) a snapshot through the same mirror showing only device
+ * pages; unless pressure_explains() it, or a competitor as for the
+ * regions: injection, a fork, the kernel moving pages.
+ */
+static void block_migrate(struct block *b, int dev, int fi, char *buf)
+{
+	unsigned char *snap = (unsigned char *)buf;
+	struct devmem_counts before;
+	unsigned long i, left = 0, first = 0;
+	struct quiet q;
+	int err;
+	long bad;
+
+	/* What the other device has would not move (nor be read back). */
+	if (b->devs & ~(1 << dev))
+		bcpu_check(b, "a migration to the other device");
+	quiet_begin(&q);
+	devmem_read(&before);
+	err = dmirror(mirror_fd[fi], HMM_DMIRROR_MIGRATE_TO_DEV, b->p, buf, BPAGES);
+	b->devs |= 1 << dev;
+	if (err == ENOENT || (!err && last_cpages < BPAGES)) {
+		if (inject || (b->devs & ~(1 << dev))) {
+			ADD(block_explained, 1);
+		} else if (pressure_explains(&before)) {
+			ADD(pressure_explained[1][0], 1);
+		} else if (disturbed(&q)) {
+			ADD(block_explained, 1);
+		} else {
+			fail(PARTIAL_MIGRATION,
+			     "block %u: migration to device %d answered %s (%llu of %lu pages copied), no device memory pressure, nothing else touching it",
+			     b->idx, dev, err ? "ENOENT" : "success", err ? 0ULL : last_cpages,
+			     BPAGES);
+		}
+		return;
+	}
+	if (!bexpect(err, 0, "migration to the device", b, 0))
+		return;
+	/* What the device read there is the data. */
+	bad = b->unknown ? -1 : bmismatch(buf, b->idx, b->gen);
+	if (bad >= 0)
+		bad_block(STALE_READ, "migrated, the device reads", buf, b, bad);
+	if (inject)
+		return;
+	err = dmirror(mirror_fd[fi], HMM_DMIRROR_SNAPSHOT, b->p, snap, BPAGES);
+	if (!bexpect(err, 0, "snapshot after a migration", b, 0))
+		return;
+	for (i = 0; i < BPAGES; i++)
+		if ((snap[i] & 0xf0) != HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL && !left++)
+			first = i;
+	if (!left)
+		ADD(block_whole, 1);
+	else if (pressure_explains(&before))
+		ADD(pressure_explained[1][1], 1);
+	else if (disturbed(&q))
+		ADD(block_explained, 1);
+	else
+		fail(PARTIAL_MIGRATION,
+		     "block %u: %lu of its pages not on device %d after a migration there (page %lu is 0x%02x), no device memory pressure, nothing else touching it",
+		     b->idx, left, dev, first, snap[first]);
+}
+
+/* One operation of a pressure thread on block @b (locked). */
+static void do_pop(enum pop op, struct block *b, unsigned long long *rs, char *buf)
+{
+	int fi = rnd(rs) % MIRRORS, dev, err;
+	unsigned int g;
+	long bad;
+
+	switch (op) {
+	case P_MIGRATE:
+		/* Device 0, where the regions go, three times in four. */
+		dev = !(rnd(rs) % 4);
+		block_migrate(b, dev, mirror_of(dev, rs), buf);
+		break;
+	case P_DEV_READ:
+		err = dmirror(mirror_fd[fi], HMM_DMIRROR_READ, b->p, buf, BPAGES);
+		if (!bexpect(err, 0, "device read", b, b->devs != 0) || err || b->unknown)
+			break;
+		bad = bmismatch(buf, b->idx, b->gen);
+		if (bad >= 0)
+			bad_block(STALE_READ, "the device reads", buf, b, bad);
+		break;
+	case P_DEV_WRITE:
+		/* Into device memory if the block is there: eviction must keep it. */
+		g = ++b->last;
+		bfill(buf, b->idx, g);
+		err = dmirror(mirror_fd[fi], HMM_DMIRROR_WRITE, b->p, buf, BPAGES);
+		if (err) {
+			/* Some pages may have been written. */
+			b->unknown = 1;
+			bexpect(err, 0, "device write", b, b->devs != 0);
+			break;
+		}
+		b->gen = g;
+		b->unknown = 0;
+		break;
+	case P_CPU_WRITE:
+		g = ++b->last;
+		if (bcpu(b, g, NULL)) {
+			/* Some pages may have been written. */
+			b->unknown = 1;
+			bsigbus(b, "write");
+			break;
+		}
+		b->gen = g;
+		b->unknown = 0;
+		b->devs = 0;
+		break;
+	case P_CPU_CHECK:
+		bcpu_check(b, "device memory pressure");
+		break;
+	case P_TO_SYS:
+		/* Through a mirror of a device that may have pages of it. */
+		dev = b->devs == 3 ? (int)(rnd(rs) & 1) : b->devs == 2;
+		err = dmirror(mirror_fd[b->devs ? mirror_of(dev, rs) : fi],
+			      HMM_DMIRROR_MIGRATE_TO_SYS, b->p, NULL, BPAGES);
+		bexpect(err, 0, "migration back", b, 0);
+		/* Pages it could not copy stay: @devs keeps them. */
+		break;
+	case NPOPS:
+		break;
+	}
+	__atomic_fetch_add(&pops_done[op], 1, __ATOMIC_RELAXED);
+}
+
 static void do_op(enum op op, struct region *r, unsigned long long *rs, char *buf)
 {
 	int fi = rnd(rs) % MIRRORS, fd = mirror_fd[fi], fd2 = mirror_fd[rnd(rs) % 3];
@@ -1128,6 +1610,7 @@ static void *worker(void *arg)
 
 	STORE(me->tid, gettid());
 	cmd_area = (struct hmm_dmirror_cmd *)(buf + DATA_SIZE);
+	devmem_area = (struct hmm_dummy_devmem *)(buf + DATA_SIZE + DEVMEM_AT);
 	while (!LOAD(stop)) {
 		int ri = rnd(&rs) % REGIONS;
 		enum op op = rnd(&rs) % NOPS;
@@ -1214,6 +1697,46 @@ static void *killer(void *arg)
 	return NULL;
 }
 
+/* -e: operations on random blocks, the device memory kept full. */
+static void *pressure(void *arg)
+{
+	struct worker *w = arg;
+	unsigned long long rs = w->seed;
+	struct inflight *me = &inflight[w->id];
+	char *buf = w->buf;
+
+	STORE(me->tid, gettid());
+	cmd_area = (struct hmm_dmirror_cmd *)(buf + BSIZE);
+	devmem_area = (struct hmm_dummy_devmem *)(buf + BSIZE + DEVMEM_AT);
+	while (!LOAD(stop)) {
+		unsigned int bi = rnd(&rs) % nblocks, x = rnd(&rs) % 16;
+		struct block *b = &blocks[bi];
+		enum pop op = 0;
+
+		while (x >= pop_weight[op])
+			x -= pop_weight[op++];
+		pthread_mutex_lock(&b->lock);
+		STORE(me->region, (int)bi);
+		STORE(me->since, now());
+		STORE(me->op, NOPS + 1 + (int)op);
+		do_pop(op, b, &rs, buf);
+		STORE(me->op, -1);
+		pthread_mutex_unlock(&b->lock);
+	}
+	__atomic_fetch_add(&finished, 1, __ATOMIC_RELAXED);
+	return NULL;
+}
+
+/* What in-flight operation @op on @idx is, for a report: "OP on region N" or "OP on block N". */
+static void inflight_what(char *s, size_t n, int op, int idx)
+{
+	if (op > NOPS)
+		snprintf(s, n, "%s on block %d", pop_name[op - NOPS - 1], idx);
+	else
+		snprintf(s, n, "%s on region %d", op == NOPS ? "killing a child" : op_name[op],
+			 idx);
+}
+
 /* Prints /proc/PID/stack (the kernel stack of a task), for a hang. */
 static void print_stack(const char *what, pid_t tid)
 {
@@ -1230,20 +1753,20 @@ static void print_stack(const char *what, pid_t tid)
 	fclose(f);
 }
 
-/* A hang: what each thread is doing, with its kernel stack. */
-static void report_hang(int nthreads)
+/* A hang: what each of the @nall threads is doing, with its kernel stack. */
+static void report_hang(int nall)
 {
-	char what[96];
+	char what[128], on[96];
 	int fd;
 
-	for (int i = 0; i <= nthreads; i++) {
+	for (int i = 0; i < nall; i++) {
 		struct inflight *f = &inflight[i];
 		int op = LOAD(f->op);
 
 		if (op < 0)
 			continue;
-		snprintf(what, sizeof(what), "thread %d: %s on region %d for %ld s", i,
-			 op == NOPS ? "killing a child" : op_name[op], LOAD(f->region),
+		inflight_what(on, sizeof(on), op, LOAD(f->region));
+		snprintf(what, sizeof(what), "thread %d: %s for %ld s", i, on,
 			 (long)(now() - LOAD(f->since)));
 		print_stack(what, LOAD(f->tid));
 		if (op == NOPS)
@@ -1258,17 +1781,103 @@ static void report_hang(int nthreads)
 	}
 }
 
+/* A failure before the storm: TAP's one failed test. */
+static int setup_failed(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("1..1\nnot ok 1 ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n# Totals: pass:0 fail:1 xfail:0 xpass:0 skip:0 error:0\n");
+	return 1;
+}
+
+/*
+ * -e: the device memory's size, then the pressure blocks, four times it,
+ * written (generation 1), and the pressure threads' buffers (NPRESS of
+ * them, then a command page for main()), out of forks as the workers'.
+ * 0, or setup_failed()'s.
+ */
+static int oversub_setup(char **pbufs)
+{
+	struct hmm_dummy_devmem d[2];
+	size_t size = (size_t)NPRESS * BBUF_SIZE + PAGE;
+	char *area;
+	struct sigaction sa = { .sa_handler = on_sigbus };
+	FILE *f;
+	int err;
+
+	static_assert(sizeof(struct hmm_dmirror_cmd) <= DEVMEM_AT &&
+		      DEVMEM_AT + sizeof(struct hmm_dummy_devmem) <= 256,
+		      "HMM_DUMMY_DEVMEM's struct between the command and a batch's");
+	f = fopen(DEVMEM_MIB, "r");
+	if (!f)
+		return setup_failed("-e: %s: %s (hmm_dummy without devmem_mib?)", DEVMEM_MIB,
+				    strerror(errno));
+	if (fscanf(f, "%lu", &devmem_mib) != 1)
+		devmem_mib = 0;
+	fclose(f);
+	static_assert(2 * DEVMEM_MIB_MAX <= BLOCKS_MAX, "a block's words name it");
+	if (!devmem_mib || devmem_mib > DEVMEM_MIB_MAX)
+		return setup_failed("-e: devmem_mib %lu: 1 to %d (devmem_mib=32 is meant)",
+				    devmem_mib, DEVMEM_MIB_MAX);
+	for (int dev = 0; dev < 2; dev++) {
+		err = devmem_ioctl(dev, &d[dev]);
+		if (err)
+			return setup_failed("-e: HMM_DUMMY_DEVMEM of device %d: %s", dev,
+					    strerror(err));
+	}
+	nblocks = 2 * devmem_mib;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGBUS, &sa, NULL))
+		return setup_failed("-e: sigaction: %s", strerror(errno));
+	printf("# -e: devmem_mib %lu: pages of devices 0 + 1 %llu + %llu, in use %llu + %llu\n",
+	       devmem_mib, d[0].size, d[1].size, d[0].in_use, d[1].in_use);
+	printf("# -e: pressure blocks %u of 2 MiB (%lu MiB), %d pressure threads\n", nblocks,
+	       4 * devmem_mib, NPRESS);
+	*pbufs = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (*pbufs == MAP_FAILED || madvise(*pbufs, size, MADV_DONTFORK))
+		return setup_failed("-e: the pressure threads' buffers: %s", strerror(errno));
+	/* No THP: khugepaged and splits would move the counters of quiet(). */
+	madvise(*pbufs, size, MADV_NOHUGEPAGE);
+	memset(*pbufs, 0, size);
+	blocks = calloc(nblocks, sizeof(*blocks));
+	/* 2 MiB aligned, as the device memory's blocks. */
+	area = mmap(NULL, (nblocks + 1) * BSIZE, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (!blocks || area == MAP_FAILED)
+		return setup_failed("-e: %lu MiB of pressure blocks: %s", 4 * devmem_mib,
+				    strerror(errno));
+	area += -(uintptr_t)area & (BSIZE - 1);
+	madvise(area, nblocks * BSIZE, MADV_NOHUGEPAGE);
+	for (unsigned int i = 0; i < nblocks; i++) {
+		struct block *b = &blocks[i];
+
+		pthread_mutex_init(&b->lock, NULL);
+		b->p = area + i * BSIZE;
+		b->idx = i;
+		b->gen = 1;
+		b->last = 1;
+		bfill(b->p, i, 1);
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	unsigned long long seed = (unsigned long long)time(NULL);
-	int seconds = 10, nthreads = 4, opt, tests = 0, ran;
-	pthread_t th[MAX_THREADS + 1];
-	struct worker w[MAX_THREADS + 1];
+	int seconds = 10, nthreads = 4, opt, tests = 0, ran, nall, oversubscribed = 0;
+	pthread_t th[MAX_THREADS + 1 + NPRESS];
+	struct worker w[MAX_THREADS + 1 + NPRESS];
+	struct devmem_counts run_start, run_end = { .valid = 0 };
+	unsigned long long grew[2][NCOUNTERS] = { { 0 } };
 	unsigned long total = 0;
-	char *arena, *bufs;
+	char *arena, *bufs, *pbufs = NULL;
 	time_t end;
 
-	while ((opt = getopt(argc, argv, "t:s:j:i")) != -1) {
+	while ((opt = getopt(argc, argv, "t:s:j:ie")) != -1) {
 		switch (opt) {
 		case 't':
 			seconds = atoi(optarg);
@@ -1282,8 +1891,11 @@ int main(int argc, char **argv)
 		case 'i':
 			inject = 1;
 			break;
+		case 'e':
+			oversub = 1;
+			break;
 		default:
-			fprintf(stderr, "usage: %s [-t SECONDS] [-s SEED] [-j THREADS] [-i]\n",
+			fprintf(stderr, "usage: %s [-t SECONDS] [-s SEED] [-j THREADS] [-i] [-e]\n",
 				argv[0]);
 			return 2;
 		}
@@ -1292,8 +1904,8 @@ int main(int argc, char **argv)
 		nthreads = 4;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	printf("TAP version 13\n");
-	printf("# hmm_storm -t %d -s %llu -j %d%s: %d regions, %d mirrors\n", seconds, seed,
-	       nthreads, inject ? " -i" : "", REGIONS, MIRRORS);
+	printf("# hmm_storm -t %d -s %llu -j %d%s%s: %d regions, %d mirrors\n", seconds, seed,
+	       nthreads, inject ? " -i" : "", oversub ? " -e" : "", REGIONS, MIRRORS);
 	for (int i = 0; i < MIRRORS; i++) {
 		const char *dev = i < 3 ? "/dev/hmm_dmirror0" : "/dev/hmm_dmirror1";
 
@@ -1345,25 +1957,41 @@ int main(int argc, char **argv)
 		r->present = 1;
 		fill(r->slot[0], i, 1);
 	}
-	for (int i = 0; i <= nthreads; i++) {
+	/* The workers, the killer, then (-e) the pressure threads. */
+	nall = nthreads + 1;
+	if (oversub) {
+		int err;
+
+		if (oversub_setup(&pbufs))
+			return 1;
+		nall += NPRESS;
+		/* main()'s HMM_DUMMY_DEVMEM: out of forks too. */
+		devmem_area = (struct hmm_dummy_devmem *)(pbufs + NPRESS * BBUF_SIZE + DEVMEM_AT);
+		err = devmem_get(&run_start);
+		if (err)
+			return setup_failed("-e: HMM_DUMMY_DEVMEM: %s", strerror(err));
+	}
+	for (int i = 0; i < nall; i++) {
 		w[i].id = i;
 		w[i].seed = seed * 0x9e3779b97f4a7c15ULL + i + 1;
-		w[i].buf = bufs + i * BUF_SIZE;
+		w[i].buf = i <= nthreads ? bufs + i * BUF_SIZE :
+					   pbufs + (i - nthreads - 1) * BBUF_SIZE;
 		STORE(inflight[i].op, -1);
-		pthread_create(&th[i], NULL, i < nthreads ? worker : killer, &w[i]);
+		pthread_create(&th[i], NULL,
+			       i < nthreads ? worker : i == nthreads ? killer : pressure, &w[i]);
 	}
 	end = now() + seconds;
 	/* The watchdog, until every thread has returned. */
-	while (__atomic_load_n(&finished, __ATOMIC_RELAXED) <= nthreads && !failures[HANG]) {
+	while (__atomic_load_n(&finished, __ATOMIC_RELAXED) < nall && !failures[HANG]) {
 		sleep(1);
-		for (int i = 0; i <= nthreads; i++) {
+		for (int i = 0; i < nall; i++) {
 			struct inflight *f = &inflight[i];
 			int op = LOAD(f->op);
+			char on[96];
 
 			if (op >= 0 && now() - LOAD(f->since) > HANG_S) {
-				fail(HANG, "thread %d: %s on region %d for over %d s", i,
-				     op == NOPS ? "killing a child" : op_name[op],
-				     LOAD(f->region), HANG_S);
+				inflight_what(on, sizeof(on), op, LOAD(f->region));
+				fail(HANG, "thread %d: %s for over %d s", i, on, HANG_S);
 				STORE(stop, 1);
 			}
 		}
@@ -1371,10 +1999,19 @@ int main(int argc, char **argv)
 			STORE(stop, 1);
 	}
 	if (failures[HANG])
-		report_hang(nthreads);
+		report_hang(nall);
 	else
-		for (int i = 0; i <= nthreads; i++)
+		for (int i = 0; i < nall; i++)
 			pthread_join(th[i], NULL);
+	/* -e: what the device memory's counters grew by in the run. */
+	if (oversub && !failures[HANG]) {
+		devmem_read(&run_end);
+		if (run_end.valid)
+			for (int dev = 0; dev < 2; dev++)
+				for (int k = 0; k < NCOUNTERS; k++)
+					grew[dev][k] = run_end.c[dev][k] - run_start.c[dev][k];
+		oversubscribed = run_end.valid && grew[0][C_EVICTED] > 0;
+	}
 
 	for (int i = 0; i < NOPS; i++) {
 		printf("# %-24s %lu\n", op_name[i], ops_done[i]);
@@ -1394,20 +2031,63 @@ int main(int argc, char **argv)
 		       batch_reads, batch_writes, batch_failed, batch_refaults);
 	ran = total && ops_done[OP_MIGRATE] && ops_done[OP_DEV_READ] && ops_done[OP_FORK] &&
 	      (ops_done[OP_BATCH] || no_batch) && kills;
-	printf("1..%d\n", NFAIL + 1);
+	if (oversub) {
+		unsigned long ptotal = 0;
+
+		for (int i = 0; i < NPOPS; i++) {
+			printf("# %-24s %lu\n", pop_name[i], pops_done[i]);
+			ptotal += pops_done[i];
+			ran = ran && pops_done[i];
+		}
+		printf("# -e: block operations %lu on %u blocks of 2 MiB\n", ptotal, nblocks);
+		printf("# -e: block migrations seen whole on the device %lu\n", block_whole);
+		printf("# -e: block migrations left partial, explained by a competitor %lu\n",
+		       block_explained);
+		printf("# -e: explained by device memory pressure (its counters grew):\n");
+		printf("#     region migrations partial %lu, not all on the device after %lu\n",
+		       pressure_explained[0][0], pressure_explained[0][1]);
+		printf("#     block migrations partial %lu, not all on the device after %lu\n",
+		       pressure_explained[1][0], pressure_explained[1][1]);
+		if (!failures[HANG] && run_end.valid) {
+			static const char *const cname[NCOUNTERS] = {
+				[C_MIGRATED] = "migrated pages", [C_EVICTED] = "evicted pages",
+				[C_SKIPPED] = "evict_skipped", [C_NOT_PLACED] = "not_placed",
+				[C_THRASH_HELD] = "thrash_held",
+			};
+			static const int corder[NCOUNTERS] = {
+				C_MIGRATED, C_EVICTED, C_SKIPPED, C_NOT_PLACED, C_THRASH_HELD,
+			};
+
+			printf("# -e: device memory counters over the run (devices 0 + 1):\n");
+			for (int i = 0; i < NCOUNTERS; i++) {
+				int k = corder[i];
+
+				printf("#     %-16s %llu (%llu + %llu)\n", cname[k],
+				       grew[0][k] + grew[1][k], grew[0][k], grew[1][k]);
+			}
+		} else {
+			printf("# -e: device memory counters over the run: not read\n");
+		}
+	}
+	printf("1..%d\n", NFAIL + 1 + oversub);
 	for (int f = 0; f < NFAIL; f++)
 		printf("%sok %d %s%s\n", failures[f] ? "not " : "", ++tests, fail_name[f],
 		       failures[f] ? " (see above)" : "");
 	/* A storm that did nothing proves nothing. */
 	printf("%sok %d every kind of operation ran\n", ran ? "" : "not ", ++tests);
-	printf("# seed %llu (hmm_storm -s %llu -t %d reproduces the choices)\n", seed, seed,
-	       seconds);
+	/* Nor does -e if nothing was evicted: the device memory was never full. */
+	if (oversub)
+		printf("%sok %d device memory oversubscribed: device 0 evicted %llu pages\n",
+		       oversubscribed ? "" : "not ", ++tests, grew[0][C_EVICTED]);
+	printf("# seed %llu (hmm_storm -s %llu -t %d%s reproduces the choices)\n", seed, seed,
+	       seconds, oversub ? " -e" : "");
 	{
 		int failed = 0;
 
 		for (int f = 0; f < NFAIL; f++)
 			failed += !!failures[f];
 		failed += !ran;
+		failed += oversub && !oversubscribed;
 		printf("# Totals: pass:%d fail:%d xfail:0 xpass:0 skip:0 error:0\n",
 		       tests - failed, failed);
 	}
