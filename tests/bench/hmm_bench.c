@@ -4,8 +4,9 @@
  * (lib/test_hmm_uapi.h) against whichever driver owns /dev/hmm_dmirror0,
  * hmm_dummy on hmm-rs or the kernel's lib/test_hmm.ko, in the same boot.
  *
- *   hmm_bench [-s] [-n RUNS] [-o W] LABEL  runs every workload (-o: those
- *                                      whose name starts with W), prints results
+ *   hmm_bench [-s] [-n RUNS] [-m MIB] [-o W] LABEL
+ *                                      runs every workload (-o: those whose
+ *                                      name starts with W), prints results
  *   hmm_bench -c OURS THEIRS           the side-by-side table of two runs
  *   hmm_bench [-s] -k                  the core's floor (hmm_rs/core_bench):
  *                                      fault and snapshot against the bare
@@ -16,6 +17,26 @@
  * what the operation must have done to the mirrors) and any mismatch is a
  * "FAIL:" line and a non-zero exit: numbers are printed, never judged.
  * -s is the short version make test runs: small sizes, 3 runs.
+ *
+ * Device memory under pressure (hmm_dummy's devmem_mib, evict and thrash
+ * control; the uapi at the end of tests/hmm_dummy_uapi.h):
+ *
+ *   oversub_half, oversub_2x, oversub_4x: a working set of 0.5, 2 and 4
+ *   times MIB (-m MIB; default: hmm_dummy's devmem_mib parameter if the
+ *   module is loaded, else 64) swept to the device 3 times, 2 MiB per
+ *   MIGRATE_TO_DEV, on an emptied device (HMM_DMIRROR_RELEASE); "placed P
+ *   of T": the pages the device then held, of those swept. Both drivers.
+ *   A run without -o includes them only with -m, or when hmm_dummy's
+ *   devmem_mib is 64 or less (4 x 512 MiB does not fit the VM). To run them:
+ *     insmod hmm_dummy.ko devmem_mib=64 [evict=0]; hmm_bench -o oversub hmm_dummy
+ *     insmod test_hmm.ko;                       hmm_bench -m 64 -o oversub test_hmm
+ *   pingpong_nothrash, pingpong_thrash (hmm_dummy only): one 2 MiB block
+ *   moved to the device and written by the CPU, 200 times (-s: 40), thrash
+ *   control off, then on (HMM_DUMMY_SET_THRASH); "moves M of N": the
+ *   alternations after which the whole block was on the device.
+ *   prefer_fault (hmm_dummy only: HMM_DUMMY_ADVISE PREFER_DEVICE, then the
+ *   READ whose fault migrates) against fault_migrate (MIGRATE_TO_DEV then
+ *   READ, both drivers), on the migration rows' size.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,6 +57,7 @@
 #define PAGE		4096UL
 #define HUGE		(2UL << 20)
 #define MAX_RUNS	15
+#define MAX_RESULTS	128
 #define MAX_MIRRORS	8
 #define DEVICE		"/dev/hmm_dmirror0"
 #define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
@@ -46,6 +68,16 @@ static unsigned long size = 64UL << 20, msize = 32UL << 20, isize = 16UL << 20;
 static int failures;
 /* -o: run only the workloads whose name starts with this. */
 static const char *only = "";
+/*
+ * The oversubscription rows' device memory, MiB (-m; else hmm_dummy's
+ * devmem_mib parameter; else 64), and where it came from.
+ */
+#define DEVMEM_MIB_PARAM	"/sys/module/hmm_dummy/parameters/devmem_mib"
+static unsigned long devmem_mib = 64;
+static const char *devmem_from = "the default";
+static int devmem_given;	/* -m */
+/* The ping-pong rows' alternations. */
+static unsigned int alternations = 200;
 
 static int want(const char *name)
 {
@@ -57,9 +89,13 @@ struct result {
 	unsigned int n;
 	double ns[MAX_RUNS];	/* per page, one per run */
 	unsigned long long faults;	/* the driver's cmd.faults, summed */
+	/* oversub: the pages on the device after each step, of those swept */
+	unsigned long long placed, total;
+	/* pingpong: the alternations after which the block was on the device */
+	unsigned long long moves, tries;
 };
 
-static struct result results[64];
+static struct result results[MAX_RESULTS];
 static unsigned int nresults;
 
 static void fail(const char *what, const char *why)
@@ -75,6 +111,10 @@ static struct result *result(const char *name)
 	for (i = 0; i < nresults; i++)
 		if (!strcmp(results[i].name, name))
 			return &results[i];
+	if (nresults == MAX_RESULTS) {
+		fprintf(stderr, "more than %d workloads\n", MAX_RESULTS);
+		exit(2);
+	}
 	results[nresults].name = name;
 	return &results[nresults++];
 }
@@ -87,13 +127,19 @@ static unsigned long long now_ns(void)
 	return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }
 
-static void record(const char *name, unsigned long long t0, unsigned long long t1,
-		   unsigned long bytes)
+/* One run of @name: @ns over @pages. */
+static void record_ns(const char *name, unsigned long long ns, unsigned long pages)
 {
 	struct result *r = result(name);
 
-	if (r->n < MAX_RUNS)
-		r->ns[r->n++] = (double)(t1 - t0) / (bytes / PAGE);
+	if (r->n < MAX_RUNS && pages)
+		r->ns[r->n++] = (double)ns / pages;
+}
+
+static void record(const char *name, unsigned long long t0, unsigned long long t1,
+		   unsigned long bytes)
+{
+	record_ns(name, t1 - t0, bytes / PAGE);
 }
 
 /* The driver's errno for @req over @npages at @addr, 0 on success. */
@@ -962,12 +1008,13 @@ static double minimum(struct result *r)
 }
 
 /*
- * What a run printed: "R name median min" (ns per page) and "D name ratio"
- * (a ratio of two of its own workloads, stored with n = 0).
+ * What a run printed: "R name median min" (ns per page, with "placed P of
+ * T" and "moves M of N" if the row has them) and "D name ratio" (a ratio
+ * of two of its own workloads, stored with n = 0).
  */
 static unsigned int load(const char *path, struct result *out, double *med)
 {
-	char line[256], name[64];
+	char line[512], name[64];
 	unsigned int n = 0;
 	FILE *f = fopen(path, "r");
 
@@ -975,7 +1022,8 @@ static unsigned int load(const char *path, struct result *out, double *med)
 		perror(path);
 		exit(2);
 	}
-	while (n < 64 && fgets(line, sizeof(line), f)) {
+	while (n < MAX_RESULTS && fgets(line, sizeof(line), f)) {
+		const char *p;
 		double m, lo;
 
 		if (sscanf(line, "R %63s %lf %lf", name, &m, &lo) == 3) {
@@ -988,6 +1036,16 @@ static unsigned int load(const char *path, struct result *out, double *med)
 		}
 		out[n].name = strdup(name);
 		out[n].ns[0] = lo;
+		out[n].placed = 0;
+		out[n].total = 0;
+		out[n].moves = 0;
+		out[n].tries = 0;
+		p = strstr(line, "; placed ");
+		if (p && sscanf(p, "; placed %llu of %llu", &out[n].placed, &out[n].total) != 2)
+			out[n].total = 0;
+		p = strstr(line, "; moves ");
+		if (p && sscanf(p, "; moves %llu of %llu", &out[n].moves, &out[n].tries) != 2)
+			out[n].tries = 0;
 		med[n++] = m;
 	}
 	fclose(f);
@@ -1004,13 +1062,24 @@ static int find(const struct result *r, unsigned int n, const char *name)
 	return -1;
 }
 
+/* "P of T (x%)", or "-" for a row without such a count. */
+static void print_count(const struct result *r, int moves)
+{
+	unsigned long long x = moves ? r->moves : r->placed, of = moves ? r->tries : r->total;
+
+	if (of)
+		printf(" %llu of %llu (%.0f%%) |", x, of, 100.0 * x / of);
+	else
+		printf(" - |");
+}
+
 /* The side-by-side table: ns per page, then each driver's own ratios. */
 static int compare(const char *ours, const char *theirs)
 {
-	static struct result a[64], b[64];
-	double ma[64], mb[64];
+	static struct result a[MAX_RESULTS], b[MAX_RESULTS];
+	double ma[MAX_RESULTS], mb[MAX_RESULTS];
 	unsigned int na = load(ours, a, ma), nb = load(theirs, b, mb), i;
-	int j, batched;
+	int j, batched, counts = 0;
 
 	printf("| workload | hmm_dummy median | min | test_hmm median | min | ours/test_hmm |\n");
 	printf("| --- | ---: | ---: | ---: | ---: | ---: |\n");
@@ -1034,6 +1103,27 @@ static int compare(const char *ours, const char *theirs)
 	if (batched >= 0 && j >= 0)
 		printf("| scatter_fault256 / test_hmm's scatter_read | | | | | %.2f |\n",
 		       ma[batched] / mb[j]);
+	/* Pages placed (oversub) and blocks moved (pingpong), summed over the runs. */
+	for (i = 0; i < na; i++) {
+		int moves;
+
+		if (!a[i].n || !(a[i].total || a[i].tries))
+			continue;
+		if (!counts++)
+			printf("\n"
+			       "| workload: pages placed, alternations moved | hmm_dummy | test_hmm |\n"
+			       "| --- | ---: | ---: |\n");
+		moves = !a[i].total;
+		j = find(b, nb, a[i].name);
+		printf("| %s %s |", a[i].name, moves ? "moves" : "placed");
+		print_count(&a[i], moves);
+		if (j < 0) {
+			printf(" - |\n");
+		} else {
+			print_count(&b[j], moves);
+			printf("\n");
+		}
+	}
 	printf("\n| ratio of medians | hmm_dummy | test_hmm |\n| --- | ---: | ---: |\n");
 	for (i = 0; i < na; i++) {
 		if (a[i].n)
@@ -1063,7 +1153,12 @@ static void derived(void)
 		{ "window_batch_4t_vs_1t", "window_batch_4t", "window_batch_1t" },
 		{ "window_fault_4t_vs_1t", "window_fault_4t", "window_fault_1t" },
 		{ "window_fault_1t_vs_range", "window_fault_1t", "window_range_1t" },
+		{ "oversub_2x_vs_half", "oversub_2x", "oversub_half" },
+		{ "oversub_4x_vs_half", "oversub_4x", "oversub_half" },
+		{ "pingpong_thrash_vs_nothrash", "pingpong_thrash", "pingpong_nothrash" },
+		{ "prefer_fault_vs_fault_migrate", "prefer_fault", "fault_migrate" },
 	};
+	struct result *on, *off;
 	unsigned int i;
 
 	for (i = 0; i < ARRAY_SIZE(pairs); i++) {
@@ -1072,6 +1167,12 @@ static void derived(void)
 		if (a->n && b->n)
 			printf("D %s %.2f\n", pairs[i][0], median(a) / median(b));
 	}
+	/* How many more times the block moved without thrash control (per alternation). */
+	off = result("pingpong_nothrash");
+	on = result("pingpong_thrash");
+	if (off->tries && on->tries && on->moves)
+		printf("D pingpong_moves_nothrash_vs_thrash %.2f\n",
+		       ((double)off->moves / off->tries) / ((double)on->moves / on->tries));
 }
 
 #define SLOW_LATENCY_US	200
@@ -1173,18 +1274,448 @@ static void slow_devices(void)
 	}
 }
 
+/*
+ * Whether /dev/hmm_dmirror0 is hmm_dummy's: test_hmm.ko answers every
+ * ioctl it does not know with EINVAL (after reading a struct
+ * hmm_dmirror_cmd from the argument), so hmm_dummy's own ioctls are not
+ * sent to it at all; hmm_dummy answers those it does not know with ENOTTY.
+ */
+static int is_dummy(void)
+{
+	return have_slow_devices(1);
+}
+
+/*
+ * Every page of the device's memory back to system memory. test_hmm.ko
+ * also drops its chunks, and wants a page-aligned range of at least a page
+ * (@page; neither driver uses it).
+ */
+static void release_device(const char *what, int fd, void *page)
+{
+	check_ok(what, "RELEASE", dmirror(fd, HMM_DMIRROR_RELEASE, page, NULL, PAGE, NULL));
+}
+
+/* hmm_dummy's device-memory counters (nothing evicted); the errno. */
+static int devmem_counters(int fd, struct hmm_dummy_devmem *d)
+{
+	memset(d, 0, sizeof(*d));
+	return ioctl(fd, HMM_DUMMY_DEVMEM, d) ? errno : 0;
+}
+
+/* How many pages of [buf, +bytes) are in this device's memory (a snapshot). */
+static unsigned long on_device(const char *what, int fd, void *buf, unsigned long bytes)
+{
+	unsigned char *perm = malloc(bytes / PAGE);
+	unsigned long i, n = 0;
+	int err;
+
+	if (!perm) {
+		perror("malloc");
+		exit(2);
+	}
+	err = dmirror(fd, HMM_DMIRROR_SNAPSHOT, buf, perm, bytes, NULL);
+	check_ok(what, "SNAPSHOT", err);
+	for (i = 0; !err && i < bytes / PAGE; i++)
+		n += (perm[i] & 0xf0) == HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL;
+	free(perm);
+	return n;
+}
+
+/*
+ * The first word of every page of [buf, +bytes), page i of which is page
+ * @first + i of memory fill() filled with @seed: -1 (and a FAIL line) at
+ * the first that is not.
+ */
+static int check_first(const char *what, const void *buf, unsigned long bytes, uint32_t seed,
+		       unsigned long first)
+{
+	unsigned long i;
+
+	for (i = 0; i < bytes / PAGE; i++) {
+		unsigned long long w = *(const unsigned long long *)((const char *)buf + i * PAGE);
+
+		if (w != ((unsigned long long)seed << 32 | (first + i))) {
+			char why[96];
+
+			snprintf(why, sizeof(why), "page %lu holds %#llx, not seed %#x", first + i,
+				 w, seed);
+			fail(what, why);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+#define OVERSUB_PASSES	3
+
+/*
+ * One oversubscription row: a working set of @num / @den times devmem_mib
+ * (rounded up to 2 MiB) of 4 KiB pages (MADV_NOHUGEPAGE, as the migration
+ * rows without _thp), filled by the CPU, swept to an emptied device
+ * OVERSUB_PASSES times, one MIGRATE_TO_DEV per 2 MiB; the time of those
+ * ioctls alone, per page swept. The pages on the device after each step:
+ * cmd.cpages (what the device read back, from its memory); after -ENOENT
+ * (some pages neither moved nor mirrored: the drivers then do not copy cmd
+ * back) a snapshot's count, not timed. After the run the CPU checks the
+ * first word of every page (faulting back what is on the device).
+ */
+static void oversub(const char *name, unsigned int num, unsigned int den)
+{
+	unsigned long bytes = ((devmem_mib << 20) * num / den + HUGE - 1) & ~(HUGE - 1);
+	unsigned long long placed0, total0;
+	struct hmm_dummy_devmem d0, d1;
+	struct result *res = result(name);
+	char *out = map(HUGE, 0);
+	int fd0 = open_device(), counters = is_dummy() && !devmem_counters(fd0, &d0);
+	unsigned int r, pass;
+
+	placed0 = res->placed;
+	total0 = res->total;
+	for (r = 0; r < runs; r++) {
+		unsigned int seed = 1000 + 100 * num + 10 * den + r;
+		unsigned long long t = 0, t0;
+		int fd = open_device(), bad = 0, err = 0;
+		unsigned long off;
+		char *buf;
+
+		release_device(name, fd, out);
+		buf = map(bytes, 0);
+		fill(buf, bytes, seed);
+		for (pass = 0; !err && pass < OVERSUB_PASSES; pass++) {
+			for (off = 0; off < bytes; off += HUGE) {
+				struct hmm_dmirror_cmd cmd;
+
+				t0 = now_ns();
+				err = dmirror(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf + off, out, HUGE,
+					      &cmd);
+				t += now_ns() - t0;
+				res->total += HUGE / PAGE;
+				if (err == ENOENT) {
+					res->placed += on_device(name, fd, buf + off, HUGE);
+					err = 0;
+					continue;
+				}
+				if (err) {
+					check_ok(name, "MIGRATE_TO_DEV", err);
+					break;
+				}
+				res->placed += cmd.cpages;
+				res->faults += cmd.faults;
+				if (!bad)
+					bad = check_first(name, out, HUGE, seed, off / PAGE);
+			}
+		}
+		if (!err)
+			record_ns(name, t, OVERSUB_PASSES * (bytes / PAGE));
+		check_first(name, buf, bytes, seed, 0);
+		munmap(buf, bytes);
+		close(fd);
+	}
+	fprintf(stdout,
+		"# %s: %lu MiB swept %u times in 2 MiB steps, device memory %lu MiB: placed %llu of %llu pages\n",
+		name, bytes >> 20, OVERSUB_PASSES, devmem_mib,
+		res->placed - placed0, res->total - total0);
+	if (counters && !devmem_counters(fd0, &d1))
+		fprintf(stdout,
+			"# %s: hmm_dummy's device memory: %llu of %llu pages in use; pages migrated %llu, evicted %llu, not_placed %llu; evict_skipped %llu blocks\n",
+			name, (unsigned long long)d1.in_use, (unsigned long long)d1.size,
+			(unsigned long long)(d1.migrated - d0.migrated),
+			(unsigned long long)(d1.evicted - d0.evicted),
+			(unsigned long long)(d1.not_placed - d0.not_placed),
+			(unsigned long long)(d1.evict_skipped - d0.evict_skipped));
+	close(fd0);
+	munmap(out, HUGE);
+}
+
+#define THRASH_WINDOW_US	2000000
+#define THRASH_BACKOFF_US	100000
+
+static int set_thrash(int fd, unsigned int window_us, unsigned int backoff_us)
+{
+	struct hmm_dummy_thrash t = { .window_us = window_us, .backoff_us = backoff_us };
+
+	return ioctl(fd, HMM_DUMMY_SET_THRASH, &t) ? errno : 0;
+}
+
+/* What the ping-pong runs of one row saw, beside its result. */
+struct pingpong_tally {
+	unsigned long long partial;	/* alternations leaving the block split */
+	unsigned long long enoent;	/* MIGRATE_TO_DEV's -ENOENT: not all moved */
+	unsigned long long held, detected;	/* HMM_DUMMY_DEVMEM thrash deltas */
+};
+
+/*
+ * One ping-pong run on an emptied device, thrash control on (@thrash) or
+ * off: @block (2 MiB, 4 KiB pages, not used before), filled by the CPU,
+ * then per alternation a MIGRATE_TO_DEV of it (its data read back
+ * checked, first word per page) and a CPU write of the first word of each
+ * of its pages. Timed: the migrations and the writes, per page of the
+ * block per alternation. Not timed: a snapshot after each migration, which
+ * counts the alternation as a move if the whole block is then on the
+ * device.
+ */
+static void pingpong_run(const char *name, int thrash, char *block, char *out, uint32_t seed,
+			 struct pingpong_tally *tally)
+{
+	struct result *res = result(name);
+	struct hmm_dummy_devmem d0, d1;
+	int fd = open_device(), counters, bad = 0, err = 0;
+	unsigned long long t = 0, t0;
+	unsigned long i, n;
+	unsigned int a;
+
+	release_device(name, fd, block);
+	check_ok(name, "HMM_DUMMY_SET_THRASH",
+		 set_thrash(fd, thrash ? THRASH_WINDOW_US : 0, thrash ? THRASH_BACKOFF_US : 0));
+	fill(block, HUGE, seed);
+	counters = !devmem_counters(fd, &d0);
+	for (a = 0; a < alternations; a++) {
+		struct hmm_dmirror_cmd cmd;
+
+		/* Each page's first word is seed + a: fill(), or the last CPU write. */
+		t0 = now_ns();
+		err = dmirror(fd, HMM_DMIRROR_MIGRATE_TO_DEV, block, out, HUGE, &cmd);
+		t += now_ns() - t0;
+		if (err == ENOENT) {
+			tally->enoent++;
+			err = 0;
+		} else if (err) {
+			check_ok(name, "MIGRATE_TO_DEV", err);
+			break;
+		} else if (!bad) {
+			bad = check_first(name, out, HUGE, seed + a, 0);
+		}
+		n = on_device(name, fd, block, HUGE);
+		res->moves += n == HUGE / PAGE;
+		tally->partial += n && n < HUGE / PAGE;
+		res->tries++;
+		t0 = now_ns();
+		for (i = 0; i < HUGE / PAGE; i++)
+			*(unsigned long long *)(block + i * PAGE) =
+				(unsigned long long)(seed + a + 1) << 32 | i;
+		t += now_ns() - t0;
+	}
+	if (!err)
+		record_ns(name, t, (unsigned long)a * (HUGE / PAGE));
+	check_first(name, block, HUGE, seed + a, 0);
+	if (counters && !devmem_counters(fd, &d1)) {
+		tally->held += d1.thrash_held - d0.thrash_held;
+		tally->detected += d1.thrash_detected - d0.thrash_detected;
+	}
+	check_ok(name, "HMM_DUMMY_SET_THRASH", set_thrash(fd, 0, 0));
+	close(fd);
+}
+
+/*
+ * A 2 MiB block bouncing between the device and the CPU (hmm_dummy only),
+ * without thrash control (pingpong_nothrash), then with it
+ * (pingpong_thrash: window THRASH_WINDOW_US, backoff THRASH_BACKOFF_US),
+ * alternately, each run on a block of its own: one mapping of all the
+ * blocks, so that no run gets the address of an earlier one (and whatever
+ * the device remembers of it).
+ */
+static void pingpong(void)
+{
+	static const char *const names[2] = { "pingpong_nothrash", "pingpong_thrash" };
+	struct pingpong_tally tally[2];
+	char *blocks, *out;
+	unsigned int r, v;
+	int fd, err;
+
+	if (!is_dummy()) {
+		printf("# %s: skipped: not hmm_dummy (no HMM_DUMMY_SET_THRASH)\n", __func__);
+		return;
+	}
+	fd = open_device();
+	err = set_thrash(fd, 0, 0);
+	close(fd);
+	if (err == ENOTTY) {
+		printf("# %s: skipped: this hmm_dummy has no HMM_DUMMY_SET_THRASH\n", __func__);
+		return;
+	}
+	if (err) {
+		check_ok("pingpong", "HMM_DUMMY_SET_THRASH", err);
+		return;
+	}
+	fprintf(stdout,
+		"# %s: one 2 MiB block, %u alternations of MIGRATE_TO_DEV and a CPU write of a word per page; thrash control: window %u us, backoff %u us\n",
+		__func__, alternations, THRASH_WINDOW_US, THRASH_BACKOFF_US);
+	memset(tally, 0, sizeof(tally));
+	blocks = map(2 * runs * HUGE, 0);
+	out = map(HUGE, 0);
+	for (r = 0; r < runs; r++) {
+		for (v = 0; v < 2; v++) {
+			char *block = blocks + (2 * r + v) * HUGE;
+
+			if (!want(names[v]))
+				continue;
+			pingpong_run(names[v], v, block, out, 10000 + 1000 * (2 * r + v),
+				     &tally[v]);
+			munmap(block, HUGE);
+		}
+	}
+	for (v = 0; v < 2; v++) {
+		struct result *res = result(names[v]);
+
+		if (!want(names[v]))
+			continue;
+		printf("# %s: the block moved in %llu of %llu alternations (split after %llu; "
+		       "MIGRATE_TO_DEV -ENOENT %llu); thrash_held %llu pages, thrash_detected %llu\n",
+		       names[v], res->moves, res->tries, tally[v].partial, tally[v].enoent,
+		       tally[v].held, tally[v].detected);
+	}
+	munmap(blocks, 2 * runs * HUGE);
+	munmap(out, HUGE);
+}
+
+static int advise(int fd, void *addr, unsigned long bytes, unsigned int flags)
+{
+	struct hmm_dummy_advice a = {
+		.addr = (uintptr_t)addr, .npages = bytes / PAGE, .flags = flags,
+	};
+
+	return ioctl(fd, HMM_DUMMY_ADVISE, &a) ? errno : 0;
+}
+
+/*
+ * prefer_fault: a new mirror of fresh memory filled by the CPU, advised
+ * HMM_DUMMY_ADVICE_PREFER_DEVICE (not timed), then one timed READ of all
+ * of it, whose fault migrates it first. Returns 0 if the driver has no
+ * HMM_DUMMY_ADVISE (or the advice failed), so that no more runs are made.
+ */
+static int prefer_run(char *out, uint32_t seed)
+{
+	char *buf = map(msize, 0);
+	struct hmm_dmirror_cmd cmd;
+	int fd = open_device(), err;
+	unsigned long long t0;
+
+	fill(buf, msize, seed);
+	memset(out, 0, msize);
+	err = advise(fd, buf, msize, HMM_DUMMY_ADVICE_PREFER_DEVICE);
+	if (err == ENOTTY)
+		printf("# prefer_fault: skipped: this hmm_dummy has no HMM_DUMMY_ADVISE\n");
+	else
+		check_ok("prefer_fault", "HMM_DUMMY_ADVISE", err);
+	if (!err) {
+		t0 = now_ns();
+		check_ok("prefer_fault", "READ",
+			 dmirror(fd, HMM_DMIRROR_READ, buf, out, msize, &cmd));
+		record("prefer_fault", t0, now_ns(), msize);
+		check("prefer_fault", out, msize, seed);
+		check_pages("prefer_fault", &cmd);
+		check_where("prefer_fault", fd, buf, msize, 1);
+	}
+	close(fd);
+	munmap(buf, msize);
+	return !err;
+}
+
+/* fault_migrate: the same, migrated by MIGRATE_TO_DEV then READ, both timed. */
+static void fault_migrate_run(char *out, uint32_t seed)
+{
+	char *buf = map(msize, 0);
+	struct hmm_dmirror_cmd cmd;
+	int fd = open_device();
+	unsigned long long t0, t1;
+
+	fill(buf, msize, seed);
+	memset(out, 0, msize);
+	t0 = now_ns();
+	check_ok("fault_migrate", "MIGRATE_TO_DEV",
+		 dmirror(fd, HMM_DMIRROR_MIGRATE_TO_DEV, buf, out, msize, NULL));
+	check_ok("fault_migrate", "READ", dmirror(fd, HMM_DMIRROR_READ, buf, out, msize, &cmd));
+	t1 = now_ns();
+	record("fault_migrate", t0, t1, msize);
+	check("fault_migrate", out, msize, seed);
+	check_pages("fault_migrate", &cmd);
+	check_where("fault_migrate", fd, buf, msize, 1);
+	close(fd);
+	munmap(buf, msize);
+}
+
+/*
+ * Memory advised to the device, migrated by the device's first fault
+ * (prefer_fault, hmm_dummy only), against an explicit migration before
+ * the access (fault_migrate, both drivers): the migration rows' size.
+ */
+static void prefer_vs_migrate(void)
+{
+	int prefer = want("prefer_fault"), migrate = want("fault_migrate");
+	char *out = map(msize, 0);
+	unsigned int r;
+
+	if (prefer && !is_dummy()) {
+		printf("# prefer_fault: skipped: not hmm_dummy (no HMM_DUMMY_ADVISE)\n");
+		prefer = 0;
+	}
+	for (r = 0; r < runs; r++) {
+		if (prefer)
+			prefer = prefer_run(out, 1100 + r);
+		if (migrate)
+			fault_migrate_run(out, 1200 + r);
+	}
+	munmap(out, msize);
+}
+
+/*
+ * The oversubscription rows: those -o names; without -o, only with -m or
+ * with hmm_dummy loaded with devmem_mib <= 64 (else 4 x 512 MiB).
+ */
+static void oversubscription(void)
+{
+	static const struct {
+		const char *name;
+		unsigned int num, den;
+	} rows[] = {
+		{ "oversub_half", 1, 2 }, { "oversub_2x", 2, 1 }, { "oversub_4x", 4, 1 },
+	};
+	int any = 0, param = !strcmp(devmem_from, DEVMEM_MIB_PARAM);
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(rows); i++)
+		any |= want(rows[i].name);
+	if (!any)
+		return;
+	if (!*only && !devmem_given && !(param && devmem_mib <= 64)) {
+		fprintf(stdout,
+			"# oversub: not run (device memory %lu MiB, from %s): -m MIB or -o oversub runs them\n",
+			devmem_mib, devmem_from);
+		return;
+	}
+	printf("# oversub: device memory %lu MiB (from %s), working sets 0.5, 2 and 4 times it\n",
+	       devmem_mib, devmem_from);
+	for (i = 0; i < ARRAY_SIZE(rows); i++)
+		if (want(rows[i].name))
+			oversub(rows[i].name, rows[i].num, rows[i].den);
+}
+
 int main(int argc, char **argv)
 {
+	unsigned long mib;
 	unsigned int i;
+	char *end;
+	FILE *f;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "sn:cko:")) != -1) {
+	while ((opt = getopt(argc, argv, "sn:cko:m:")) != -1) {
 		switch (opt) {
 		case 's':
 			runs = 3;
 			size = 8UL << 20;
 			msize = 4UL << 20;
 			isize = 4UL << 20;
+			alternations = 40;
+			break;
+		case 'm':
+			devmem_mib = strtoul(optarg, &end, 10);
+			if (*end || devmem_mib < 1 || devmem_mib > (1UL << 20)) {
+				fprintf(stderr, "-m: the device memory in MiB, 1 to %lu\n",
+					1UL << 20);
+				return 2;
+			}
+			devmem_from = "-m";
+			devmem_given = 1;
 			break;
 		case 'n':
 			runs = atoi(optarg);
@@ -1208,6 +1739,14 @@ int main(int argc, char **argv)
 	}
 	if (argc - optind != 1)
 		goto usage;
+	f = devmem_given ? NULL : fopen(DEVMEM_MIB_PARAM, "r");
+	if (f) {
+		if (fscanf(f, "%lu", &mib) == 1 && mib >= 1 && mib <= (1UL << 20)) {
+			devmem_mib = mib;
+			devmem_from = DEVMEM_MIB_PARAM;
+		}
+		fclose(f);
+	}
 	printf("# %s: %u runs, %lu MiB (migrations %lu, invalidations %lu), ns per 4 KiB page\n",
 	       argv[optind], runs, size >> 20, msize >> 20, isize >> 20);
 	if (want("read_cold"))
@@ -1245,6 +1784,11 @@ int main(int argc, char **argv)
 	if (want("window_batch_1t") || want("window_batch_4t") || want("window_fault_1t") ||
 	    want("window_fault_4t"))
 		window_batches();
+	oversubscription();
+	if (want("pingpong_nothrash") || want("pingpong_thrash"))
+		pingpong();
+	if (want("prefer_fault") || want("fault_migrate"))
+		prefer_vs_migrate();
 	if (want("slow"))
 		slow_devices();
 	for (i = 0; i < nresults; i++) {
@@ -1253,8 +1797,13 @@ int main(int argc, char **argv)
 
 		if (!r->n)
 			continue;
-		printf("R %s %.1f %.1f (device faults per run: %.1f; runs:", r->name, median(r),
+		printf("R %s %.1f %.1f (device faults per run: %.1f", r->name, median(r),
 		       minimum(r), (double)r->faults / r->n);
+		if (r->total)
+			printf("; placed %llu of %llu", r->placed, r->total);
+		if (r->tries)
+			printf("; moves %llu of %llu", r->moves, r->tries);
+		printf("; runs:");
 		for (k = 0; k < r->n; k++)
 			printf(" %.0f", r->ns[k]);
 		printf(")\n");
@@ -1263,7 +1812,8 @@ int main(int argc, char **argv)
 	printf("# %s: %d failure(s)\n", argv[optind], failures);
 	return failures ? 1 : 0;
 usage:
-	fprintf(stderr, "usage: %s [-s] [-n RUNS] [-o WORKLOAD] LABEL | -c OURS THEIRS | [-s] -k\n",
+	fprintf(stderr,
+		"usage: %s [-s] [-n RUNS] [-m MIB] [-o WORKLOAD] LABEL | -c OURS THEIRS | [-s] -k\n",
 		argv[0]);
 	return 2;
 }
