@@ -112,6 +112,29 @@ stress() {
 	fi
 	kmemleak_check stress
 	unload hmm_dummy
+	# Device memory under pressure: 32 MiB per device, 4 x smaller than
+	# the storm's pressure working set, so that migrations evict all the
+	# time; plain and injected.
+	load hmm_dummy devmem_mib=32
+	run_as hmm_storm@oversub /stress/hmm_storm -e -t "$1"
+	if inject_on; then
+		echo "HMMRS-INJECT-BEGIN" > /dev/kmsg
+		run_as hmm_storm-injected@oversub sh -c \
+			"echo 1 > /proc/self/make-it-fail && exec /stress/hmm_storm -e -i -t $1"
+		inject_off _oversub
+		echo "HMMRS-INJECT-END" > /dev/kmsg
+	fi
+	echo "HMMRS-NOTE hmm_rs: $(head -n1 /sys/kernel/debug/hmm_rs/stats)"
+	kmemleak_check stress_oversub
+	unload hmm_dummy
+}
+
+# The suite of device memory under pressure again with 32 MiB of device
+# memory per device (its oversubscription tests need it small).
+pressure_suite() {
+	load hmm_dummy devmem_mib=32
+	run_as devmem_pressure@devmem32 /tests/devmem_pressure
+	unload hmm_dummy
 }
 
 # failslab and fail_page_alloc for tasks with make-it-fail only, for
@@ -163,10 +186,11 @@ inject_off() {
 		echo -1 > $d/times
 	done
 	echo "HMMRS-NOTE injected failures in hmm-rs code: $hits"
+	# $1: the check's suffix, one per injected run.
 	if [ "$hits" -gt 0 ]; then
-		echo "HMMRS-CHECK-PASSED injected_failures_hit_hmm_rs"
+		echo "HMMRS-CHECK-PASSED injected_failures_hit_hmm_rs$1"
 	else
-		echo "HMMRS-CHECK-FAILED injected_failures_hit_hmm_rs"
+		echo "HMMRS-CHECK-FAILED injected_failures_hit_hmm_rs$1"
 	fi
 }
 
@@ -282,6 +306,7 @@ test)
 		# reference, test_hmm.ko, has a boot of its own (mode reference).
 		echo "HMMRS-NOTE hmm-tests: benchmark_thp_migration runs on the performance kernel (bench-short)"
 		user_suites "$SPM0" "$SPM1" -- /upstream/hmm-tests -T benchmark_thp_migration
+		pressure_suite
 		# The short stress: ~20 s of storm each, plain and injected.
 		stress 20 1500
 		unload hmm_rs
