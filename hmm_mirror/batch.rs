@@ -266,6 +266,12 @@ impl HmmMirror {
                 set_all(&order[k..], results, EINTR);
                 break;
             }
+            // A window in a PREFER_DEVICE range migrates first, as a
+            // single fault does (what cannot move is faulted where it is).
+            if advised && self.advise_fault(false, start, end) == Err(EINTR) {
+                set_all(&order[k..], results, EINTR);
+                break;
+            }
             let of = |&i: &u32| &reqs[i as usize];
             let r = match self.unmirrored(members.iter().map(of)) {
                 None => Ok(true),

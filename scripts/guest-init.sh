@@ -112,10 +112,11 @@ stress() {
 	fi
 	kmemleak_check stress
 	unload hmm_dummy
-	# Device memory under pressure: 32 MiB per device, 4 x smaller than
-	# the storm's pressure working set, so that migrations evict all the
-	# time; plain and injected.
-	load hmm_dummy devmem_mib=32
+	# Device memory under pressure: 8 MiB per device, 4 x smaller than
+	# the storm's pressure working set (so that a 20 s storm under TCG,
+	# a 2 MiB migration every second or so, fills it many times over and
+	# migrations evict all the time); plain and injected.
+	load hmm_dummy devmem_mib=8
 	run_as hmm_storm@oversub /stress/hmm_storm -e -t "$1"
 	if inject_on; then
 		echo "HMMRS-INJECT-BEGIN" > /dev/kmsg
@@ -395,6 +396,26 @@ bench | bench-short)
 		unload test_hmm
 		echo "== hmm_dummy against test_hmm.ko, this boot ($(uname -r)), ns per 4 KiB page"
 		run_as hmm_bench-compare /bench/hmm_bench -c /tmp/ours /tmp/theirs
+		# Oversubscription (make bench only, or -o oversub): 64 MiB of
+		# device memory with LRU eviction, without it (evict=0), and
+		# test_hmm.ko, which grows its memory, at the same sizes.
+		if [ "$mode" = bench ] && { [ -z "$extra" ] || [ "${extra#*oversub}" != "$extra" ]; }; then
+			load hmm_rs
+			load hmm_dummy devmem_mib=64
+			run_as hmm_bench-oversub@hmm_dummy bench_to /tmp/ov_evict /bench/hmm_bench -m 64 -o oversub hmm_dummy
+			unload hmm_dummy
+			load hmm_dummy devmem_mib=64 evict=0
+			run_as hmm_bench-oversub@noevict bench_to /tmp/ov_noevict /bench/hmm_bench -m 64 -o oversub hmm_dummy
+			unload hmm_dummy
+			unload hmm_rs
+			load test_hmm
+			run_as hmm_bench-oversub@test_hmm bench_to /tmp/ov_theirs /bench/hmm_bench -m 64 -o oversub test_hmm
+			unload test_hmm
+			echo "== oversubscription: hmm_dummy (64 MiB, LRU eviction) against test_hmm.ko"
+			run_as hmm_bench-oversub-compare /bench/hmm_bench -c /tmp/ov_evict /tmp/ov_theirs
+			echo "== oversubscription: hmm_dummy (64 MiB, LRU eviction) against hmm_dummy without eviction"
+			run_as hmm_bench-oversub-noevict /bench/hmm_bench -c /tmp/ov_evict /tmp/ov_noevict
+		fi
 	} > "$out"
 	;;
 bench-dma)

@@ -26,8 +26,8 @@
  *   module is loaded, else 64) swept to the device 3 times, 2 MiB per
  *   MIGRATE_TO_DEV, on an emptied device (HMM_DMIRROR_RELEASE); "placed P
  *   of T": the pages the device then held, of those swept. Both drivers.
- *   A run without -o includes them only with -m, or when hmm_dummy's
- *   devmem_mib is 64 or less (4 x 512 MiB does not fit the VM). To run them:
+ *   They run only with -m, or when hmm_dummy's devmem_mib is 64 or less
+ *   (4 x 512 MiB does not fit the VM), -o or not. To run them:
  *     insmod hmm_dummy.ko devmem_mib=64 [evict=0]; hmm_bench -o oversub hmm_dummy
  *     insmod test_hmm.ko;                       hmm_bench -m 64 -o oversub test_hmm
  *   pingpong_nothrash, pingpong_thrash (hmm_dummy only): one 2 MiB block
@@ -1659,8 +1659,9 @@ static void prefer_vs_migrate(void)
 }
 
 /*
- * The oversubscription rows: those -o names; without -o, only with -m or
- * with hmm_dummy loaded with devmem_mib <= 64 (else 4 x 512 MiB).
+ * The oversubscription rows (those -o names): only with -m or with
+ * hmm_dummy loaded with devmem_mib <= 64 (else 4 x 512 MiB, too much for
+ * the VM), even when -o names them.
  */
 static void oversubscription(void)
 {
@@ -1677,9 +1678,9 @@ static void oversubscription(void)
 		any |= want(rows[i].name);
 	if (!any)
 		return;
-	if (!*only && !devmem_given && !(param && devmem_mib <= 64)) {
+	if (!devmem_given && !(param && devmem_mib <= 64)) {
 		fprintf(stdout,
-			"# oversub: not run (device memory %lu MiB, from %s): -m MIB or -o oversub runs them\n",
+			"# oversub: not run (device memory %lu MiB, from %s): -m MIB runs them\n",
 			devmem_mib, devmem_from);
 		return;
 	}
