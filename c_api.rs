@@ -775,7 +775,12 @@ unsafe fn devmem_create(
 #[no_mangle]
 unsafe extern "C" fn hmm_rs_devmem_destroy(mem: *const DevMem) {
     // SAFETY: From `Arc::into_raw` in `hmm_rs_devmem_create`.
-    drop(unsafe { Arc::from_raw(mem) });
+    let mem = unsafe { Arc::from_raw(mem) };
+    // Now, even if a mirror's advice still holds the object.
+    if let Err(e) = mem.retire() {
+        pr_err!("devmem: eviction failed ({e:?})\n");
+    }
+    drop(mem);
 }
 
 /// # Safety

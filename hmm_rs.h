@@ -171,11 +171,17 @@ void hmm_rs_mirror_unregister(struct hmm_rs_mirror *mirror);
  * @start: first address of the range
  * @end: the address after the range
  *
- * May sleep; faults may drop mmap_lock (userfaultfd).
+ * May sleep; faults may drop mmap_lock (userfaultfd). Where advice says
+ * PREFER_DEVICE, the fault first migrates the 2 MiB blocks around the range
+ * to the preferred device memory (hmm_rs_mirror_advise()): it then calls
+ * the memory's copy callbacks and may evict other processes' pages, whose
+ * mirrors' update() it calls, so a driver must not hold across a fault a
+ * lock those take.
  *
  * Return: 0, -EINVAL (type, range), -EFAULT (unmapped, no access), -EPERM
- * (write to read-only), -ESRCH (mm exiting), -EINTR (fatal signal),
- * -ENOMEM or -EAGAIN (raced with invalidations too often).
+ * (write to read-only memory, or where advice says READ_ONLY), -ESRCH (mm
+ * exiting), -EINTR (fatal signal), -ENOMEM or -EAGAIN (raced with
+ * invalidations too often).
  */
 int hmm_rs_mirror_fault(struct hmm_rs_mirror *mirror,
 			enum hmm_rs_event_type type,
@@ -523,7 +529,8 @@ u64 hmm_rs_devmem_pfn(struct hmm_rs_devmem *mem, unsigned long index);
  * hmm_rs_devmem_destroy() - destroy device memory
  * @mem: the device memory
  *
- * Evicts every page to system memory, then frees the memory. May sleep.
+ * Evicts every page to system memory, then frees the memory (once no
+ * mirror's advice names it; until then it takes no pages). May sleep.
  */
 void hmm_rs_devmem_destroy(struct hmm_rs_devmem *mem);
 
@@ -544,7 +551,9 @@ long hmm_rs_devmem_evict(struct hmm_rs_devmem *mem);
  *
  * Migrates the pages of @mem's least-recently-used 2 MiB blocks back to
  * system memory, whole blocks, until @npages moved or every block in use
- * was tried once (a shrinker's scan). Recency: when pages arrive and when a
+ * was tried once (what a device-memory shrinker's scan wants; it allocates
+ * system memory with GFP_KERNEL, so not from the kernel's own reclaim).
+ * Recency: when pages arrive and when a
  * device fault maps them. A block with pages it cannot move (locked by a
  * CPU fault or another migration, pinned) is skipped and counted
  * (HMM_RS_DEVMEM_EVICT_SKIPPED): it never waits for one. May sleep.
@@ -560,8 +569,8 @@ long hmm_rs_devmem_evict_lru(struct hmm_rs_devmem *mem, unsigned long npages);
  * @index: the first page
  * @npages: how many pages
  *
- * hmm_rs_devmem_evict() of pages [@index, @index + @npages) only (a huge
- * folio starting there moves whole). May sleep.
+ * hmm_rs_devmem_evict() of the 2 MiB blocks of @mem that [@index, @index +
+ * @npages) overlaps (huge folios move whole, so whole blocks do). May sleep.
  *
  * Return: how many pages moved, or -EINVAL (beyond the memory), -ENOMEM.
  */

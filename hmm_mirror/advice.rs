@@ -26,6 +26,10 @@ use kernel::{
 };
 
 use super::{devmem::DevMem, HmmMirror};
+use crate::{
+    hmm_event::{HmmEvent, HmmEventType},
+    hmm_pt::{PtFlags, HUGE_SIZE},
+};
 
 /// Advice flags (`HMM_RS_ADVICE_*` of hmm_rs.h).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -64,17 +68,17 @@ pub(crate) struct Span {
     pub(crate) advice: Advice,
 }
 
-/// Room kept beyond the spans: two for the cuts of [`Spans::set`], one
-/// for a cut by munmap.
-const SPARE: usize = 3;
+/// Room kept beyond the spans: two for the cuts of [`Spans::apply`], and
+/// some for munmap's cuts (one each) until the next [`AdviceMap::set`].
+const SPARE: usize = 8;
 
 /// Sorted spans of advice.
 ///
 /// # Invariants
 ///
 /// Sorted by address, non-empty, non-overlapping, none with no advice, no
-/// two touching ones with the same advice; after every [`Spans::set`] the
-/// vector has room for one more span.
+/// two touching ones with the same advice; after every [`AdviceMap::set`]
+/// the vector has room for [`SPARE`] - 2 more spans.
 pub(crate) struct Spans(KVec<Span>);
 
 impl Spans {
@@ -268,13 +272,29 @@ impl HmmMirror {
         if mem.as_ref().is_some_and(|m| m.owner() != self.owner) {
             return Err(EINVAL);
         }
-        let mut preferred = self.preferred.lock();
-        if advice.contains(Advice::PREFER_DEVICE) && mem.is_none() && preferred.is_none() {
-            return Err(EINVAL);
-        }
-        self.advice.set(start, end, advice)?;
-        if mem.is_some() {
-            *preferred = mem;
+        let old = {
+            let mut preferred = self.preferred.lock();
+            if advice.contains(Advice::PREFER_DEVICE) && mem.is_none() && preferred.is_none() {
+                return Err(EINVAL);
+            }
+            self.advice.set(start, end, advice)?;
+            match mem {
+                Some(mem) => preferred.replace(mem),
+                None => None,
+            }
+        };
+        // The memory it replaced may be the last reference, whose drop
+        // evicts: not under the lock faults take.
+        drop(old);
+        // Entries mapped writable before go read-only, in the device first.
+        if advice.contains(Advice::READ_ONLY) {
+            let event = HmmEvent {
+                ty: HmmEventType::WriteProtect,
+                start,
+                end,
+                keep: !PtFlags::WRITE,
+            };
+            let _ = self.invalidate(&event, true);
         }
         Ok(())
     }
@@ -290,6 +310,11 @@ impl HmmMirror {
     /// Errors: as [`Self::migrate_to_device`].
     pub(crate) fn prefetch(&self, start: u64, end: u64) -> Result<usize> {
         self.pt.check_range(start, end)?;
+        // A part without VMAs (EINVAL) is passed over.
+        let skip_holes = |r: Result<usize>| match r {
+            Err(EINVAL) => Ok(0),
+            r => r,
+        };
         let mut moved = 0;
         if let Some(mem) = self.preferred_mem() {
             for &(a, e) in self
@@ -297,7 +322,7 @@ impl HmmMirror {
                 .ranges(start, end, Advice::PREFER_DEVICE)?
                 .iter()
             {
-                moved += self.migrate_to_device(&mem, a, e)?;
+                moved += skip_holes(self.migrate_to_device(&mem, a, e))?;
             }
         }
         for &(a, e) in self
@@ -305,19 +330,33 @@ impl HmmMirror {
             .ranges(start, end, Advice::PREFER_SYSTEM)?
             .iter()
         {
-            moved += self.migrate_to_system(a, e)?;
+            moved += skip_holes(self.migrate_to_system(a, e))?;
         }
         Ok(moved)
     }
 
+    /// The preferred device memory, unless its driver destroyed it.
     fn preferred_mem(&self) -> Option<Arc<DevMem>> {
-        self.preferred.lock().clone()
+        self.preferred.lock().clone().filter(|m| !m.is_dead())
+    }
+
+    /// Whether the mirror maps all of `[start, end)` as device pages.
+    fn on_device(&self, start: u64, end: u64) -> bool {
+        let mut addr = start;
+        while addr < end {
+            match self.pt.lookup(addr) {
+                Some(m) if m.entry.flags().contains(PtFlags::DEVICE) => addr = m.end(),
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// What advice does to a device fault of `[start, end)` before it
     /// faults: `EPERM` for a write where the device only reads; what is
-    /// not on the preferred device yet moves there (best effort: what
-    /// cannot move is faulted where it is).
+    /// not on the preferred device yet moves there, a 2 MiB block at a time
+    /// (so that thrash control sees whole blocks; best effort: what cannot
+    /// move is faulted where it is).
     pub(super) fn advise_fault(&self, write: bool, start: u64, end: u64) -> Result {
         if self.advice.is_empty() {
             return Ok(());
@@ -331,11 +370,20 @@ impl HmmMirror {
         let Some(mem) = self.preferred_mem() else {
             return Ok(());
         };
+        let (first, last) = (
+            start - start % HUGE_SIZE,
+            end.next_multiple_of(HUGE_SIZE).min(self.pt.limit()),
+        );
         for &(a, e) in self
             .advice
-            .ranges(start, end, Advice::PREFER_DEVICE)?
+            .ranges(first, last, Advice::PREFER_DEVICE)?
             .iter()
         {
+            // Already there: no migration (whose invalidation would cost
+            // every other mirror of the mm its entries).
+            if self.on_device(a, e) {
+                continue;
+            }
             if let Err(EINTR) = self.migrate_to_device(&mem, a, e) {
                 return Err(EINTR);
             }

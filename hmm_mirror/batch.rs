@@ -410,6 +410,16 @@ impl HmmMirror {
         access: Access,
         bufs: &mut Option<FaultBufs>,
     ) -> Result {
+        // Where the device only reads (advice) anywhere in the block, the
+        // window is read (its chunk may grow to the block): its writes then
+        // fault alone, and those in the read-only part fail.
+        let block = start - start % HUGE_SIZE;
+        let access =
+            if access == Access::Write && !self.may_write(block, (block + HUGE_SIZE).max(end)) {
+                Access::Read
+            } else {
+                access
+            };
         let ty = access.event();
         trace::fault_begin(self.id, ty, start, end);
         let mut counts = WindowCounts::default();

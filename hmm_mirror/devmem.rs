@@ -185,6 +185,9 @@ pub(crate) struct DevMem {
     #[pin]
     free_huge: SpinLock<KVec<u32>>,
     policy: Policy,
+    /// Destroyed by its driver: it takes no more pages (mirrors' advice may
+    /// still hold the object).
+    dead: Atomic<bool>,
     lru: Lru,
     thrash: ThrashSettings,
     counters: DevMemCounters,
@@ -372,6 +375,7 @@ impl DevMem {
                 free <- new_spinlock!(free, "hmm_rs_devmem_free"),
                 free_huge <- new_spinlock!(free_huge, "hmm_rs_devmem_free_huge"),
                 policy,
+                dead: Atomic::new(false),
                 lru,
                 thrash: ThrashSettings {
                     window_ns: Atomic::new(0),
@@ -415,6 +419,19 @@ impl DevMem {
     /// so mirrors map them as ordinary pages.
     pub(crate) fn is_coherent(&self) -> bool {
         self.coherent
+    }
+
+    /// Its driver destroys it: it takes no more pages, and those it has
+    /// go back to system memory now (a mirror whose advice prefers it may
+    /// keep the object a while). May sleep.
+    pub(crate) fn retire(&self) -> Result<usize> {
+        self.dead.store(true, Relaxed);
+        self.evict()
+    }
+
+    /// Whether its driver destroyed it.
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead.load(Relaxed)
     }
 
     /// What it did so far.
@@ -472,6 +489,9 @@ impl DevMem {
     /// PFN, now referenced once; `None` if the memory is full or the copy
     /// failed.
     pub(crate) fn fill_page(&self, src: Option<u64>) -> Option<u64> {
+        if self.is_dead() {
+            return None;
+        }
         let src = src.map(SysPage);
         let index = self.free_page()?;
         if self.ops.copy_to_device(index, src).is_err() {
@@ -504,6 +524,9 @@ impl DevMem {
     /// zeros) into a free 2 MiB block. `None` if there is no free block or
     /// a copy failed.
     pub(crate) fn fill_huge(&self, src: Option<u64>) -> Option<u64> {
+        if self.is_dead() {
+            return None;
+        }
         let index = self.free_huge.lock().pop()? as usize;
         if self
             .ops

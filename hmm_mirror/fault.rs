@@ -104,6 +104,9 @@ fn is_device_private(dev: DevicePfns, pfn: c_ulong) -> bool {
 /// skipped): their blocks of device memory are recently used, for
 /// eviction. Called under the mirror's table lock with the pages as the
 /// fault found them, before any invalidation could start.
+/// Device-coherent pages look like system pages here; telling them apart
+/// would cost every fault a look at each page, so their recency is when
+/// they arrived.
 fn touch_device_pages(dev: DevicePfns, pfns: impl Iterator<Item = c_ulong>) {
     let mut last_block = None;
     for pfn in pfns.filter(|&p| is_device_private(dev, p)) {

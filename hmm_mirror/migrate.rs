@@ -26,7 +26,7 @@ use super::devmem::{DevMem, Policy};
 use super::{interval::fatal_signal_pending, HmmMirror};
 use crate::{
     hmm_event::HmmEventType,
-    hmm_pt::{huge_chunk_end, PtEntry, PtFlags, HUGE_ORDER, PAGE_SIZE},
+    hmm_pt::{huge_chunk_end, PtEntry, PtFlags, HUGE_ORDER, HUGE_SIZE, PAGE_SIZE},
     shim, stats,
     trace::{self, MigrateCounts},
 };
@@ -39,13 +39,15 @@ const MIGRATE_MAX: usize = 512;
 /// Pages of a huge folio.
 pub(crate) const HUGE_PAGES: usize = 1 << HUGE_ORDER;
 
-/// Where page `i` of a step goes: `pfn` (0: nowhere), whether writable, and
-/// the index whose migration decides whether it moved (a huge folio's head).
+/// Where page `i` of a step goes: `pfn` (0: nowhere), whether writable,
+/// the index whose migration decides whether it moved (a huge folio's
+/// head), and whether it found no room in device memory.
 #[derive(Clone, Copy)]
 struct Planned {
     pfn: u64,
     write: bool,
     head: usize,
+    no_room: bool,
 }
 
 impl HmmMirror {
@@ -109,6 +111,8 @@ impl HmmMirror {
             .filter(|s| s.window != 0);
         let mut addr = start;
         let mut tries = 0;
+        // Pages of the current step moved so far, over its tries.
+        let mut step_moved = 0;
         while addr < end {
             // A task being killed stops between steps (what moved stays
             // moved), so that its exit does not wait for a long migration.
@@ -118,19 +122,13 @@ impl HmmMirror {
             // Steps end on 2 MiB boundaries so that huge pages move whole.
             let step_end = huge_chunk_end(addr, end);
             let step_pages = ((step_end - addr) / PAGE_SIZE) as usize;
-            if let Some(mem) = to {
-                if thrash.is_some() && self.thrash.held(addr, now_ns()) {
+            if let (Some(mem), Some(_), 0) = (to, thrash, tries) {
+                if self.thrash.held(addr, now_ns()) {
                     mem.counters().thrash_held.add(step_pages as u64);
                     counts.held += step_pages;
                     trace::thrash(self.id, addr, 0, true);
                     addr = step_end;
                     continue;
-                }
-                // Room for the step before its pages are collected (no
-                // migration is set up while eviction runs its own). Without
-                // room the pages that do not fit stay.
-                if let Err(EINTR) = mem.make_room(step_pages) {
-                    return Err(EINTR);
                 }
             }
             // To the device the invalidation names this mirror (see the
@@ -146,9 +144,21 @@ impl HmmMirror {
                 pfn: 0,
                 write: false,
                 head: 0,
+                no_room: false,
             };
             plan.clear();
             plan.resize(n, none, GFP_KERNEL)?;
+            // Room for what the step moves, now that it is known (pages
+            // already there need none). Eviction runs a migration of its
+            // own on other pages, device pages it only try-locks, while
+            // this one holds its system pages: no lock of one waits for
+            // the other. Without room, the pages that do not fit stay.
+            if let Some(mem) = to {
+                let need = m.pages_to_move();
+                if need != 0 && mem.make_room(need) == Err(EINTR) {
+                    return Err(EINTR);
+                }
+            }
             let mut not_placed = 0;
             let mut i = 0;
             while i < n {
@@ -194,7 +204,13 @@ impl HmmMirror {
                 }
                 for (k, &pfn) in filled.iter().enumerate() {
                     let head = if one_folio { i } else { i + k };
-                    plan[i + k] = Planned { pfn, write, head };
+                    let no_room = to.is_some() && pfn == 0;
+                    plan[i + k] = Planned {
+                        pfn,
+                        write,
+                        head,
+                        no_room,
+                    };
                 }
                 i += span;
             }
@@ -237,33 +253,36 @@ impl HmmMirror {
                     }
                 }
             }
-            let step_moved = plan.iter().filter(|p| p.pfn != 0).count();
-            moved += step_moved;
+            let try_moved = plan.iter().filter(|p| p.pfn != 0).count();
+            moved += try_moved;
+            step_moved += try_moved;
             counts.moved = moved;
-            if let (Some(mem), true) = (to, step_moved != 0) {
-                mem.counters().migrated.add(step_moved as u64);
-                if let Some(s) = thrash {
-                    if let Some(hold) = self.thrash.moved(addr, now_ns(), s)? {
-                        mem.counters().thrash_detected.add(1);
-                        trace::thrash(self.id, addr, hold, false);
-                    }
-                }
+            if let Some(mem) = to {
+                mem.counters().migrated.add(try_moved as u64);
             }
-            let mut busy = (0..n).filter(|&i| m.busy(i)).count();
-            // Pages that found no room while eviction may make some: the
-            // step again, after more eviction.
-            let unplaced = if to.is_some_and(|mem| mem.policy() == Policy::EvictLru) {
-                not_placed
-            } else {
-                0
-            };
-            busy += unplaced;
+            // Pages without room are not busy: they stay unless eviction
+            // can make room (below).
+            let mut busy = (0..n).filter(|&i| m.busy(i) && !plan[i].no_room).count();
             if tries < BUSY_TRIES {
                 let dropped = m.dropped(&mm, self.owner.as_ptr(), to.is_some());
                 stats::MIGRATE_DROPPED.add(dropped as u64);
                 busy += dropped;
             }
             m.finalize();
+            // Pages that found no room while more can be evicted: the step
+            // again, after eviction.
+            let mut unplaced = 0;
+            if let Some(mem) = to.filter(|mem| mem.policy() == Policy::EvictLru) {
+                if not_placed != 0 && tries < BUSY_TRIES {
+                    if mem.make_room(not_placed) == Err(EINTR) {
+                        return Err(EINTR);
+                    }
+                    if mem.free_pages() != 0 {
+                        unplaced = not_placed;
+                        busy += unplaced;
+                    }
+                }
+            }
             // Pages the kernel could not isolate or move just now (an
             // extra reference, the lock taken) get another chance; what
             // moved is not selected again.
@@ -280,8 +299,20 @@ impl HmmMirror {
                 stats::NOT_PLACED.add(not_placed as u64);
                 mem.counters().not_placed.add(not_placed as u64);
                 counts.not_placed += not_placed;
+                // Thrash control counts whole 2 MiB blocks that moved: a
+                // part of a block moving again (a fault's, the rest of a
+                // VMA) does not mean it came back.
+                let whole = addr % HUGE_SIZE == 0 && n == HUGE_PAGES;
+                if let (Some(s), true) = (thrash, whole && step_moved != 0) {
+                    // No memory for its history: the block goes unwatched.
+                    if let Ok(Some(hold)) = self.thrash.moved(addr, now_ns(), s) {
+                        mem.counters().thrash_detected.add(1);
+                        trace::thrash(self.id, addr, hold, false);
+                    }
+                }
             }
             tries = 0;
+            step_moved = 0;
             addr += n as u64 * PAGE_SIZE;
         }
         drop(mm);

@@ -117,6 +117,11 @@ impl HmmMirror {
     /// [`Self::make_exclusive`] without its trace.
     fn make_exclusive_untraced(&self, start: u64, end: u64) -> Result {
         self.pt.check_range(start, end)?;
+        // Exclusive access is for writing (it breaks COW): not where the
+        // device only reads.
+        if !self.may_write(start, end) {
+            return Err(EPERM);
+        }
         if self.released.load(Relaxed) {
             return Err(ESRCH);
         }

@@ -87,8 +87,8 @@ impl DevMem {
         self.evict_range(0, self.npages)
     }
 
-    /// [`Self::evict`] of pages `[first, first + n)` only (whole huge
-    /// folios: one that starts in the range moves whole).
+    /// [`Self::evict`] of the 2 MiB blocks overlapping pages `[first,
+    /// first + n)` (huge folios move whole, so whole blocks do).
     ///
     /// Errors: `EINVAL` for a range beyond the memory; `ENOMEM`; `EINTR`.
     pub(crate) fn evict_range(&self, first: usize, n: usize) -> Result<usize> {
@@ -96,6 +96,10 @@ impl DevMem {
             .checked_add(n)
             .filter(|&e| e <= self.npages)
             .ok_or(EINVAL)?;
+        let (first, end) = (
+            first - first % HUGE_PAGES,
+            end.next_multiple_of(HUGE_PAGES).min(self.npages),
+        );
         let in_use = self.in_use.count();
         let r = if in_use == 0 {
             Ok(0)
@@ -145,13 +149,18 @@ impl DevMem {
         r
     }
 
-    /// With [`Policy::EvictLru`], evicts until `want` pages are free (or
-    /// nothing more can go). Returns how many pages moved.
+    /// With [`Policy::EvictLru`], evicts until `want` pages are free, or
+    /// it evicted as many as were missing (another migration may take the
+    /// room meanwhile: it does not evict on its behalf), or nothing more
+    /// can go. Returns how many pages moved.
     pub(crate) fn make_room(&self, want: usize) -> Result<usize> {
-        if self.policy != Policy::EvictLru || self.free_pages() >= want.min(self.npages) {
+        let want = want.min(self.npages);
+        let free = self.free_pages();
+        if self.policy != Policy::EvictLru || free >= want {
             return Ok(0);
         }
-        self.evict_lru(&|_| self.free_pages() >= want.min(self.npages))
+        let missing = want - free;
+        self.evict_lru(&|moved| moved >= missing || self.free_pages() >= want)
     }
 
     /// Pages not in use.

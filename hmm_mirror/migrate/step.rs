@@ -342,6 +342,29 @@ impl Migration {
         self.moved = true;
     }
 
+    /// How many pages of the set-up step would move: those selected,
+    /// a huge folio (or hole) counting its 512.
+    pub(crate) fn pages_to_move(&self) -> usize {
+        let mut need = 0;
+        let mut i = 0;
+        while i < self.npages {
+            let span = match self.source(i) {
+                Source::Stays => 1,
+                Source::Empty { huge, .. } | Source::Page { huge, .. } => {
+                    let span = if huge {
+                        HUGE_PAGES.min(self.npages - i)
+                    } else {
+                        1
+                    };
+                    need += span;
+                    span
+                }
+            };
+            i += span;
+        }
+        need
+    }
+
     /// Whether page `i` moved (after [`Self::pages`]).
     pub(crate) fn moved(&self, i: usize) -> bool {
         let b = self.bits;

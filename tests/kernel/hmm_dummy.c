@@ -1084,6 +1084,7 @@ static int dummy_migrate_to_device(struct dummy_file *df, struct hmm_dmirror_cmd
 			ret = -EINTR;
 			break;
 		}
+		cond_resched();
 		ret = dummy_fault_round(df, &a, HMM_RS_DEVICE_READ_FAULT);
 	}
 	if (ret == -ENOENT)
