@@ -6,7 +6,8 @@
  *
  *   hmm_bench [-s] [-n RUNS] [-m MIB] [-o W] LABEL
  *                                      runs every workload (-o: those whose
- *                                      name starts with W), prints results
+ *                                      name starts with W, or with one of
+ *                                      W1+W2+...), prints results
  *   hmm_bench -c OURS THEIRS           the side-by-side table of two runs
  *   hmm_bench [-s] -k                  the core's floor (hmm_rs/core_bench):
  *                                      fault and snapshot against the bare
@@ -79,9 +80,20 @@ static int devmem_given;	/* -m */
 /* The ping-pong rows' alternations. */
 static unsigned int alternations = 200;
 
+/* Whether -o selects @name: it starts with one of -o's '+'-separated words. */
 static int want(const char *name)
 {
-	return !strncmp(name, only, strlen(only));
+	const char *w = only;
+
+	for (;;) {
+		size_t n = strcspn(w, "+");
+
+		if (!strncmp(name, w, n))
+			return 1;
+		if (!w[n])
+			return 0;
+		w += n + 1;
+	}
 }
 
 struct result {
