@@ -623,10 +623,11 @@ static int pressure_explains(const struct devmem_counts *before)
 }
 
 /*
- * Whether @err is what @want allows; under injection, clean allocation
- * failures too, and EFAULT if @efault_ok (see the header); counted.
+ * Whether @err is what @want allows: 1; under injection, clean allocation
+ * failures too, and EFAULT if @efault_ok (see the header): 0, counted;
+ * else -1.
  */
-static int expect(int err, int want, const char *what, struct region *r, int efault_ok)
+static int allowed(int err, int want, int efault_ok)
 {
 	if (err == want)
 		return 1;
@@ -638,6 +639,16 @@ static int expect(int err, int want, const char *what, struct region *r, int efa
 		ADD(efault_explained, 1);
 		return 0;
 	}
+	return -1;
+}
+
+/* allowed() for a region; an errno it does not allow is a failure. */
+static int expect(int err, int want, const char *what, struct region *r, int efault_ok)
+{
+	int a = allowed(err, want, efault_ok);
+
+	if (a >= 0)
+		return a;
 	fail(BAD_ERRNO, "%s on region %u (%s): %s, expected %s", what, r->idx,
 	     state_name[r->state], err ? strerror(err) : "success",
 	     want ? strerror(want) : "success");
@@ -1236,16 +1247,10 @@ static void bad_block(enum failure f, const char *what, const char *p, struct bl
 /* expect() for a block: its pages are read-write, always. */
 static int bexpect(int err, int want, const char *what, struct block *b, int efault_ok)
 {
-	if (err == want)
-		return 1;
-	if (inject && (err == ENOMEM || err == EAGAIN)) {
-		ADD(clean_errors, 1);
-		return 0;
-	}
-	if (inject && err == EFAULT && efault_ok) {
-		ADD(efault_explained, 1);
-		return 0;
-	}
+	int a = allowed(err, want, efault_ok);
+
+	if (a >= 0)
+		return a;
 	fail(BAD_ERRNO, "%s on block %u: %s, expected %s", what, b->idx,
 	     err ? strerror(err) : "success", want ? strerror(want) : "success");
 	return 0;
