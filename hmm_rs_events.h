@@ -327,7 +327,7 @@ TRACE_EVENT(hmm_rs_thrash,
 		__entry->hold_ns = hold_ns;
 		__entry->held = held;
 	),
-	TP_printk("mirror=%llu addr=0x%lx %s hold_ns=%llu",
+	TP_printk("mirror=%llu addr=0x%lx action=%s hold_ns=%llu",
 		  __entry->mirror, __entry->addr,
 		  __entry->held ? "held" : "repeat", __entry->hold_ns)
 );

@@ -3,8 +3,9 @@
  * The hmm_rs: tracepoints, read back from tracefs: known operations through
  * hmm_dummy (fault, mprotect, munmap, migration, snapshot, RELEASE, close)
  * must leave the events they imply, with the right mirror, type, range and
- * result, in the right order. Only this process's events are recorded
- * (set_event_pid).
+ * result, in the right order; thrash control's repeat and hold of a block
+ * bounced between device and CPU too. Only this process's events are
+ * recorded (set_event_pid).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +21,7 @@
 
 #include "kselftest_harness.h"
 #include <lib/test_hmm_uapi.h>
+#include "hmm_dummy_uapi.h"
 
 #define PAGE		4096UL
 #define NPAGES		16UL
@@ -308,6 +310,53 @@ TEST_F(trace, migration_snapshot_release_close)
 	i = find(self, i + 1, "hmm_rs_mirror_register", "mirror", self->mirror, 0, 0);
 	ASSERT_LE(0, i) dump(self);
 	EXPECT_TRUE(field_is(&self->ev[i], "mm", "0"));
+}
+
+/*
+ * A 2 MiB block moved to the device, pulled back by the CPU, moved again
+ * (a repeat: held for the first backoff), pulled back, and asked again:
+ * held back. hmm_rs_thrash says both, for this mirror and block.
+ */
+TEST_F(trace, thrash_repeat_then_held)
+{
+	const unsigned long huge = 2UL << 20, pages = huge / PAGE;
+	struct hmm_dummy_thrash on = { .window_us = 10000000, .backoff_us = 1000000 };
+	struct hmm_dummy_thrash off = { 0 };
+	char *raw, *block, *copy;
+	long long addr, hold;
+	int i, k, err = 0;
+
+	raw = mmap(NULL, 2 * huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, raw);
+	block = (char *)(((uintptr_t)raw + huge - 1) & ~(huge - 1));
+	copy = malloc(huge);
+	ASSERT_NE(NULL, copy);
+	ASSERT_EQ(0, ioctl(self->fd, HMM_DUMMY_SET_THRASH, &on));
+	for (k = 0; k < 3 && !err; k++) {
+		memset(block, k + 1, huge);	/* pulls the block back (after the first) */
+		err = dmirror(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, block, copy, pages);
+	}
+	ASSERT_EQ(0, ioctl(self->fd, HMM_DUMMY_SET_THRASH, &off));
+	ASSERT_EQ(0, err);
+	/* Held or not, the device read the CPU's last bytes. */
+	for (i = 0; i < (int)huge; i += PAGE)
+		ASSERT_EQ(3, copy[i]);
+	free(copy);
+	ASSERT_EQ(0, stop_and_read(self));
+
+	i = find(self, 0, "hmm_rs_thrash", "mirror", self->mirror, 0, 0);
+	ASSERT_LE(0, i) dump(self);
+	EXPECT_TRUE(field_is(&self->ev[i], "action", "repeat")) dump(self);
+	ASSERT_EQ(0, field(&self->ev[i], "addr", &addr));
+	EXPECT_EQ((uintptr_t)block, (unsigned long long)addr);
+	ASSERT_EQ(0, field(&self->ev[i], "hold_ns", &hold));
+	EXPECT_EQ(1000000000LL, hold);
+	i = find(self, i + 1, "hmm_rs_thrash", "mirror", self->mirror, 0, 0);
+	ASSERT_LE(0, i) dump(self);
+	EXPECT_TRUE(field_is(&self->ev[i], "action", "held")) dump(self);
+	ASSERT_EQ(0, field(&self->ev[i], "addr", &addr));
+	EXPECT_EQ((uintptr_t)block, (unsigned long long)addr);
+	munmap(raw, 2 * huge);
 }
 
 TEST_HARNESS_MAIN
