@@ -14,7 +14,11 @@
 //! end of the hold; a block whose next move comes later than that has
 //! settled, and its backoff halves. The window and first backoff are the
 //! device memory's (per device, `hmm_rs_devmem_set_thrash`); the state is
-//! the mirror's, per block, as UVM keeps it per VA block.
+//! the mirror's, per block, as UVM keeps it per VA block. A block's history
+//! (32 bytes) stays until the mirror goes, munmap or not: pruning it from
+//! the notifier would mean walking every block of an unmapped range.
+//! Only whole-block moves count (`migrate.rs`), so a block is only held
+//! after it moved whole twice within the window.
 
 use kernel::{
     prelude::*,
