@@ -1709,6 +1709,7 @@ static void *pressure(void *arg)
 	unsigned long long rs = w->seed;
 	struct inflight *me = &inflight[w->id];
 	char *buf = w->buf;
+	unsigned int done = 0;
 
 	STORE(me->tid, gettid());
 	cmd_area = (struct hmm_dmirror_cmd *)(buf + BSIZE);
@@ -1718,8 +1719,15 @@ static void *pressure(void *arg)
 		struct block *b = &blocks[bi];
 		enum pop op = 0;
 
-		while (x >= pop_weight[op])
-			x -= pop_weight[op++];
+		/*
+		 * Each kind once first, so that a short run under emulation
+		 * (70 block operations in 20 s) still runs the rare ones.
+		 */
+		if (done < NPOPS)
+			op = done++;
+		else
+			while (x >= pop_weight[op])
+				x -= pop_weight[op++];
 		pthread_mutex_lock(&b->lock);
 		STORE(me->region, (int)bi);
 		STORE(me->since, now());
