@@ -5,7 +5,7 @@
 //! commits a chunk only if no invalidation of the range started since, else
 //! faults the chunk in again.
 
-use core::marker::PhantomData;
+use core::{cell::Cell, marker::PhantomData};
 use kernel::{ffi::c_ulong, prelude::*, sync::atomic::Relaxed};
 
 use super::{
@@ -100,27 +100,25 @@ fn is_device_private(dev: DevicePfns, pfn: c_ulong) -> bool {
     dev.may_be_device(pfn as u64) && pfn_is_device_private(pfn)
 }
 
-/// A device fault maps device-private pages `pfns` (the others are
-/// skipped): their blocks of device memory are recently used, for
-/// eviction. Called under the mirror's table lock with the pages as the
-/// fault found them, before any invalidation could start.
-/// Device-coherent pages look like system pages here; telling them apart
-/// would cost every fault a look at each page, so their recency is when
-/// they arrived.
-fn touch_device_pages(dev: DevicePfns, pfns: impl Iterator<Item = c_ulong>) {
-    let mut last_block = None;
-    for pfn in pfns.filter(|&p| is_device_private(dev, p)) {
-        let block = pfn >> HUGE_ORDER;
-        if last_block == Some(block) {
-            continue;
-        }
-        last_block = Some(block);
-        // SAFETY: The CPU maps the page (no invalidation of it started
-        // since the fault found it, and one would need the table lock
-        // held by the caller): it is referenced.
-        if let Some(mem) = unsafe { DevMem::of_pfn(pfn as u64) } {
-            mem.touch(pfn as u64);
-        }
+/// A device fault maps device-private page `pfn`: its block of device
+/// memory is recently used, for eviction (once per block: `last_block`).
+/// Device-coherent pages look like system pages to a fault; telling them
+/// apart would cost every page a look at its `struct page`, so their
+/// recency is when they arrived.
+///
+/// # Safety
+///
+/// Called under the mirror's table lock with the page as the fault found
+/// it, after the fault's sequence check: the CPU still maps it (an
+/// invalidation would need that lock first), so it is referenced.
+unsafe fn touch_device_page(pfn: u64, last_block: &Cell<u64>) {
+    let block = pfn >> HUGE_ORDER;
+    if last_block.replace(block) == block {
+        return;
+    }
+    // SAFETY: Referenced, by the caller's guarantee.
+    if let Some(mem) = unsafe { DevMem::of_pfn(pfn) } {
+        mem.touch(pfn);
     }
 }
 
@@ -309,10 +307,15 @@ impl HmmMirror {
             && order >= HUGE_ORDER
             && first % (1 << HUGE_ORDER) == 0;
         let dev = DevicePfns::now();
-        // hmm pfns have fewer bits than entries: every PFN fits.
+        let last_block = Cell::new(u64::MAX);
+        // hmm pfns have fewer bits than entries: every PFN fits. Only
+        // called below, under the table lock after the sequence check.
         let entry = |&p: &c_ulong| {
             let pfn = bits.pfn(p);
             let flags = if is_device_private(dev, pfn) {
+                // SAFETY: `entry` runs only under the table lock after the
+                // sequence check (below), on the pages the fault found.
+                unsafe { touch_device_page(pfn as u64, &last_block) };
                 flags | PtFlags::DEVICE
             } else {
                 flags
@@ -328,7 +331,6 @@ impl HmmMirror {
         if watch.0.read_retry(seq) {
             return Ok(None);
         }
-        touch_device_pages(dev, hmm_pfns.iter().map(|&p| bits.pfn(p)));
         // The device's mappings first: one that fails leaves the mirror as
         // it was.
         if let (Some(dma), Some(dma_res)) = (&self.dma, dma_res.as_mut()) {
