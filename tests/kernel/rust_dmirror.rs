@@ -1,0 +1,707 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! rust_dmirror: the dmirror device of `lib/test_hmm.c`, in Rust, on the
+//! hmm-rs driver API alone (`rust/hmm_rs_driver.rs`).
+//!
+//! It creates `/dev/hmm_dmirror0` and `1` (512 MiB of device-private memory
+//! each, `devmem_mib`), and with `spm_addr_dev0` and `spm_addr_dev1` (256 MiB
+//! each of memory that is not System RAM, as test_hmm takes them)
+//! `/dev/hmm_dmirror2` and `3` with device-coherent memory; each open
+//! mirrors the opener's mm. It answers `lib/test_hmm_uapi.h`: READ,
+//! READ_UNLOCKED and WRITE (the "device" copies the mirrored pages through a
+//! bounce buffer, faulting what is missing), MIGRATE_TO_DEV and
+//! MIGRATE_TO_SYS, SNAPSHOT, EXCLUSIVE and CHECK_EXCLUSIVE, RELEASE, FLAGS,
+//! and mmap() of zeroed pages: what `tests/kernel/hmm_dummy.c` answers of
+//! it, the same way, so that hmm-tests, the storm and the fuzzer judge
+//! both. hmm_dummy's own ioctls (`tests/hmm_dummy_uapi.h`) get `ENOTTY`.
+//! Load one of the two, never both.
+//!
+//! Device-private pages keep their contents in kernel memory, a 4 KiB
+//! buffer per page in use (an `XArray` by page index), as a real device
+//! keeps them in its own memory; device-coherent pages hold their own.
+
+use core::borrow::Borrow;
+use kernel::{
+    alloc::flags::__GFP_ZERO,
+    fs::File,
+    ioctl::_IOWR,
+    miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
+    mm::virt::VmaNew,
+    page::{Page, PAGE_SIZE},
+    prelude::*,
+    sync::Arc,
+    uaccess::{UserPtr, UserSlice},
+    xarray::{AllocKind, XArray},
+};
+
+#[path = "../../rust/hmm_rs_driver.rs"]
+pub mod hmm_rs_driver;
+
+use hmm_rs_driver::{
+    Access, DevMem, DevMemOps, DevPage, Device, Event, Mapping, Mirror, MirrorOps, PageRef,
+    PtFlags, Snap, Update,
+};
+
+module! {
+    type: RustDmirror,
+    name: "rust_dmirror",
+    authors: ["hmm-rs developers"],
+    description: "The dmirror device of test_hmm, in Rust on the hmm-rs driver API",
+    license: "GPL",
+    params: {
+        devmem_mib: u32 {
+            default: 512,
+            description: "Device-private memory per device, in MiB (2 to 4096)",
+        },
+        evict: u32 {
+            default: 1,
+            description: "1: a migration to full device memory evicts its least-recently-used 2 MiB blocks",
+        },
+        spm_addr_dev0: u64 {
+            default: 0,
+            description: "Start of 256 MiB of device-coherent memory for hmm_dmirror2",
+        },
+        spm_addr_dev1: u64 {
+            default: 0,
+            description: "Start of 256 MiB of device-coherent memory for hmm_dmirror3",
+        },
+    },
+}
+
+/// A parameter's value: `value()` gives it by value on 7.3, by reference
+/// on 7.2.
+fn param<T: Copy>(v: impl Borrow<T>) -> T {
+    *v.borrow()
+}
+
+const NDEVICES: usize = 4;
+const COHERENT_PAGES: usize = (256 << 20) / PAGE_SIZE;
+
+// lib/test_hmm_uapi.h
+const CMD_SIZE: usize = 40;
+type CmdBytes = [u8; CMD_SIZE];
+const HMM_DMIRROR_READ: u32 = _IOWR::<CmdBytes>(b'H' as u32, 0x00);
+const HMM_DMIRROR_WRITE: u32 = _IOWR::<CmdBytes>(b'H' as u32, 0x01);
+const HMM_DMIRROR_MIGRATE_TO_DEV: u32 = _IOWR::<CmdBytes>(b'H' as u32, 0x02);
+const HMM_DMIRROR_MIGRATE_TO_SYS: u32 = _IOWR::<CmdBytes>(b'H' as u32, 0x03);
+const HMM_DMIRROR_SNAPSHOT: u32 = _IOWR::<CmdBytes>(b'H' as u32, 0x04);
+const HMM_DMIRROR_EXCLUSIVE: u32 = _IOWR::<CmdBytes>(b'H' as u32, 0x05);
+const HMM_DMIRROR_CHECK_EXCLUSIVE: u32 = _IOWR::<CmdBytes>(b'H' as u32, 0x06);
+const HMM_DMIRROR_RELEASE: u32 = _IOWR::<CmdBytes>(b'H' as u32, 0x07);
+const HMM_DMIRROR_FLAGS: u32 = _IOWR::<CmdBytes>(b'H' as u32, 0x08);
+/// Linux 7.3's uapi; hmm-rs faults "unlocked" always, so it is READ.
+const HMM_DMIRROR_READ_UNLOCKED: u32 = _IOWR::<CmdBytes>(b'H' as u32, 0x09);
+
+const PROT_ERROR: u8 = 0xff;
+const PROT_NONE: u8 = 0x00;
+const PROT_READ: u8 = 0x01;
+const PROT_WRITE: u8 = 0x02;
+const PROT_PMD: u8 = 0x04;
+const PROT_PUD: u8 = 0x08;
+const PROT_ZERO: u8 = 0x10;
+const PROT_DEV_PRIVATE_LOCAL: u8 = 0x20;
+const PROT_DEV_PRIVATE_REMOTE: u8 = 0x30;
+const PROT_DEV_COHERENT_LOCAL: u8 = 0x40;
+const PROT_DEV_COHERENT_REMOTE: u8 = 0x50;
+
+/// `struct hmm_dmirror_cmd`.
+struct Cmd {
+    addr: u64,
+    ptr: u64,
+    npages: u64,
+    cpages: u64,
+    faults: u64,
+}
+
+/// The contents of device-private pages, by page index.
+#[pin_data]
+struct Backing {
+    #[pin]
+    pages: XArray<KBox<[u8; PAGE_SIZE]>>,
+}
+
+impl Backing {
+    fn new() -> impl PinInit<Self, Error> {
+        try_pin_init!(Backing {
+            pages <- XArray::new(AllocKind::Alloc),
+        })
+    }
+}
+
+impl DevMemOps for Backing {
+    fn copy_to_device(&self, dst: DevPage<'_>, src: Option<PageRef<'_>>) -> Result {
+        if let Some(page) = dst.page() {
+            match src {
+                Some(src) => page.copy_from(&src),
+                None => page.zero(),
+            }
+            return Ok(());
+        }
+        let mut buf = KBox::init(pin_init::zeroed::<[u8; PAGE_SIZE]>(), GFP_KERNEL)?;
+        if let Some(src) = src {
+            src.read(0, &mut buf[..])?;
+        }
+        let old = self.pages.lock().store(dst.index(), buf, GFP_KERNEL)?;
+        drop(old);
+        Ok(())
+    }
+
+    fn copy_from_device(&self, src: DevPage<'_>, dst: PageRef<'_>) -> Result {
+        if let Some(page) = src.page() {
+            dst.copy_from(&page);
+            return Ok(());
+        }
+        let pages = self.pages.lock();
+        let buf = pages.get(src.index()).ok_or(EIO)?;
+        dst.write(0, &buf[..])
+    }
+
+    fn free(&self, index: usize) {
+        let old = self.pages.lock().remove(index);
+        drop(old);
+    }
+}
+
+/// One device node: its hmm-rs device and memory.
+struct Dmirror {
+    name: &'static CStr,
+    mem: DevMem<FileMirror, Backing>,
+    /// Keeps the device registered as long as the memory is (which holds it
+    /// too); here for new mirrors.
+    device: Arc<Device<FileMirror>>,
+}
+
+impl Dmirror {
+    fn new(name: &'static CStr, spm: u64) -> Result<Arc<Self>> {
+        let device = Device::new()?;
+        let evict = param::<u32>(module_parameters::evict.value()) != 0;
+        let mem = if spm != 0 {
+            DevMem::new_coherent(&device, spm, COHERENT_PAGES, evict, Backing::new())?
+        } else {
+            let mib = param::<u32>(module_parameters::devmem_mib.value()) as usize;
+            DevMem::new(
+                &device,
+                mib << (20 - kernel::page::PAGE_SHIFT),
+                evict,
+                Backing::new(),
+            )?
+        };
+        Ok(Arc::new(Dmirror { name, mem, device }, GFP_KERNEL)?)
+    }
+
+    /// Where the contents of device-private page `pfn` are: copies them
+    /// into `buf`, or from it with `write`.
+    fn device_page(&self, pfn: u64, buf: &mut [u8], write: bool) -> Result {
+        let index = self.mem.index(pfn).ok_or(EIO)?;
+        let mut pages = self.mem.ops().pages.lock();
+        if write {
+            let page = pages.get_mut(index).ok_or(EIO)?;
+            page.copy_from_slice(buf);
+        } else {
+            let page = pages.get(index).ok_or(EIO)?;
+            buf.copy_from_slice(&page[..]);
+        }
+        Ok(())
+    }
+}
+
+kernel::sync::global_lock! {
+    // SAFETY: Initialized in the module's init, before any device exists.
+    unsafe(uninit) static DEVICES: Mutex<[Option<Arc<Dmirror>>; NDEVICES]> =
+        [None, None, None, None];
+}
+
+/// A mirror's callbacks: nothing to do, since the device touches mirrored
+/// pages only in [`Mirror::access`] and [`Mirror::fault_walk`], which the
+/// API keeps apart from invalidations.
+struct FileMirror;
+
+impl MirrorOps for FileMirror {
+    fn update(&self, _event: &Event, _blockable: bool) -> Result<Update> {
+        Ok(Update::Done)
+    }
+}
+
+/// Per-page bits, as the C bitmap of hmm_dummy.
+struct Bits(KVVec<u64>);
+
+impl Bits {
+    fn new(n: usize) -> Result<Self> {
+        let mut v = KVVec::with_capacity(n.div_ceil(64), GFP_KERNEL | __GFP_NOWARN)?;
+        v.resize(n.div_ceil(64), 0, GFP_KERNEL)?;
+        Ok(Bits(v))
+    }
+
+    fn test_and_set(&mut self, k: usize) -> bool {
+        let (w, b) = (k / 64, 1u64 << (k % 64));
+        let old = self.0[w] & b != 0;
+        self.0[w] |= b;
+        old
+    }
+
+    fn first_zero(&self, n: usize) -> usize {
+        (0..n)
+            .find(|&k| self.0[k / 64] & (1u64 << (k % 64)) == 0)
+            .unwrap_or(n)
+    }
+}
+
+/// One device access: copies between the bounce buffer and mirrored pages;
+/// `done` has a bit per page copied, kept across rounds.
+struct Transfer<'a> {
+    dev: &'a Dmirror,
+    start: usize,
+    end: usize,
+    bounce: KVVec<u8>,
+    write: bool,
+    pages: usize,
+    done: Bits,
+}
+
+impl<'a> Transfer<'a> {
+    fn new(dev: &'a Dmirror, start: usize, end: usize, write: bool) -> Result<Self> {
+        let size = end - start;
+        let mut bounce = KVVec::with_capacity(size, GFP_KERNEL | __GFP_NOWARN)?;
+        bounce.resize(size, 0, GFP_KERNEL)?;
+        Ok(Transfer {
+            dev,
+            start,
+            end,
+            bounce,
+            write,
+            pages: 0,
+            done: Bits::new(size / PAGE_SIZE)?,
+        })
+    }
+
+    fn npages(&self) -> usize {
+        (self.end - self.start) / PAGE_SIZE
+    }
+
+    /// Copies what of `m` is in the range and not done yet.
+    fn mapping(&mut self, m: &Mapping<'_>) -> Result {
+        if self.write && !m.flags().contains(PtFlags::WRITE) {
+            return Ok(());
+        }
+        for k in 0..m.pages() {
+            let va = m.addr() + k * PAGE_SIZE;
+            if va < self.start
+                || va >= self.end
+                || self.done.test_and_set((va - self.start) / PAGE_SIZE)
+            {
+                continue;
+            }
+            self.pages += 1;
+            let off = va - self.start;
+            let buf = &mut self.bounce[off..off + PAGE_SIZE];
+            if m.flags().contains(PtFlags::DEVICE) {
+                self.dev.device_page(m.pfn() + k as u64, buf, self.write)?;
+            } else {
+                let page = m.page(k).ok_or(EIO)?;
+                if self.write {
+                    page.write(0, buf)?;
+                } else {
+                    page.read(0, buf)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn complete(&self) -> Result {
+        if self.pages == self.npages() {
+            Ok(())
+        } else {
+            Err(ENOENT)
+        }
+    }
+}
+
+/// An open device file: the opener's mm mirrored for the device.
+#[pin_data]
+struct DmirrorFile<const ID: usize> {
+    dev: Arc<Dmirror>,
+    mirror: Mirror<FileMirror>,
+}
+
+impl<const ID: usize> DmirrorFile<ID> {
+    /// The device reads or writes what is mirrored of the range and not
+    /// done yet; `ENOENT` if some of it is not mirrored.
+    fn access(&self, c: &mut Transfer<'_>) -> Result {
+        self.mirror.access(c.start..c.end, |m| c.mapping(m))?;
+        c.complete()
+    }
+
+    /// One round of an access that found pages not mirrored: faults the
+    /// rest, from the first page not done, and copies it under the mirror's
+    /// lock as the fault commits it.
+    fn fault_round(&self, c: &mut Transfer<'_>, access: Access) -> Result {
+        let first = c.done.first_zero(c.npages());
+        let start = c.start + first * PAGE_SIZE;
+        self.mirror
+            .fault_walk(access, start..c.end, |m| c.mapping(m))?;
+        c.complete()
+    }
+
+    /// READ, WRITE and EXCLUSIVE's read: progress under any rate of
+    /// invalidations (pages copied stay copied), a kill ends it.
+    fn read_write(&self, cmd: &mut Cmd, end: usize, write: bool, exclusive: bool) -> Result {
+        if cmd.npages == 0 {
+            return Err(EINVAL);
+        }
+        let start = cmd.addr as usize;
+        let mut c = Transfer::new(&self.dev, start, end, write)?;
+        let user = UserSlice::new(UserPtr::from_addr(cmd.ptr as usize), end - start);
+        if write {
+            user.reader().read_slice(&mut c.bounce)?;
+        }
+        if exclusive {
+            self.mirror.make_exclusive(start..end)?;
+        }
+        let access = if write { Access::Write } else { Access::Read };
+        let mut ret = self.access(&mut c);
+        while ret == Err(ENOENT) || ret == Err(EAGAIN) {
+            if hmm_rs_driver::fatal_signal_pending() {
+                return Err(EINTR);
+            }
+            hmm_rs_driver::cond_resched();
+            ret = self.fault_round(&mut c, access);
+            if ret != Err(EAGAIN) {
+                cmd.faults += 1;
+            }
+        }
+        ret?;
+        if !write {
+            let user = UserSlice::new(UserPtr::from_addr(cmd.ptr as usize), end - start);
+            user.writer().write_slice(&c.bounce)?;
+        }
+        cmd.cpages = cmd.npages;
+        Ok(())
+    }
+
+    /// SNAPSHOT: what the CPU maps, 2 MiB at a time, as test_hmm reports it.
+    fn snapshot(&self, cmd: &mut Cmd, end: usize) -> Result {
+        const CHUNK: usize = 512;
+        let mut snap = KVec::from_elem(0u32, CHUNK, GFP_KERNEL)?;
+        let mut perm = KVec::from_elem(0u8, CHUNK, GFP_KERNEL)?;
+        let mut out = UserSlice::new(
+            UserPtr::from_addr(cmd.ptr as usize),
+            (end - cmd.addr as usize) / PAGE_SIZE,
+        )
+        .writer();
+        let mut addr = cmd.addr as usize;
+        while addr < end {
+            if hmm_rs_driver::fatal_signal_pending() {
+                return Err(EINTR);
+            }
+            hmm_rs_driver::cond_resched();
+            let next = end.min(addr + CHUNK * PAGE_SIZE);
+            let n = (next - addr) / PAGE_SIZE;
+            self.mirror.snapshot(addr..next, &mut snap[..n])?;
+            for (p, s) in perm.iter_mut().zip(snap.iter()).take(n) {
+                *p = perm_of(Snap(*s));
+            }
+            out.write_slice(&perm[..n]).map_err(|_| EFAULT)?;
+            cmd.cpages += n as u64;
+            addr = next;
+        }
+        Ok(())
+    }
+
+    /// After a migration, pages of the range in this device's memory but no
+    /// longer mirrored (an invalidation took their entries: khugepaged
+    /// trying to collapse the range) are faulted in, which moves nothing,
+    /// and read. Pages that did not move stay unread: `ENOENT`.
+    fn refault_own(&self, c: &mut Transfer<'_>) -> Result {
+        let own = Snap::VALID | Snap::DEVICE;
+        for k in 0..c.npages() {
+            if c.done.0[k / 64] & (1u64 << (k % 64)) != 0 {
+                continue;
+            }
+            if hmm_rs_driver::fatal_signal_pending() {
+                return Err(EINTR);
+            }
+            let va = c.start + k * PAGE_SIZE;
+            let mut snap = [0u32; 1];
+            self.mirror.snapshot(va..va + PAGE_SIZE, &mut snap)?;
+            if snap[0] & (own | Snap::REMOTE) != own {
+                continue;
+            }
+            match self
+                .mirror
+                .fault_walk(Access::Read, va..va + PAGE_SIZE, |m| c.mapping(m))
+            {
+                Ok(()) | Err(EAGAIN) | Err(EFAULT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        c.complete()
+    }
+
+    /// To the device's memory, then what the device reads there (pages
+    /// that could not move are read where they are mirrored), as test_hmm.
+    fn migrate_to_device(&self, cmd: &mut Cmd, end: usize) -> Result {
+        if cmd.npages == 0 {
+            return Err(EINVAL);
+        }
+        let start = cmd.addr as usize;
+        let moved = self.mirror.migrate_to_device(&self.dev.mem, start..end)?;
+        let mut c = Transfer::new(&self.dev, start, end, false)?;
+        let mut ret = self.access(&mut c);
+        if ret == Err(ENOENT) {
+            ret = self.refault_own(&mut c);
+        }
+        if ret == Err(ENOENT) {
+            let k = c.done.first_zero(c.npages());
+            pr_warn!(
+                "rust_dmirror: {}: migration of [{:#x}, {:#x}) to the device moved {} of {} pages and left {:#x} neither moved nor mirrored\n",
+                self.dev.name,
+                start,
+                end,
+                moved,
+                c.npages(),
+                start + k * PAGE_SIZE
+            );
+        }
+        ret?;
+        let user = UserSlice::new(UserPtr::from_addr(cmd.ptr as usize), end - start);
+        user.writer().write_slice(&c.bounce)?;
+        cmd.cpages = c.pages as u64;
+        Ok(())
+    }
+
+    fn command(&self, cmd_code: u32, cmd: &mut Cmd) -> Result {
+        // [addr, end): page aligned, not wrapping, within user space (so
+        // that a huge range fails at once).
+        let end = cmd
+            .npages
+            .checked_mul(PAGE_SIZE as u64)
+            .and_then(|len| cmd.addr.checked_add(len))
+            .filter(|&end| {
+                cmd.addr % PAGE_SIZE as u64 == 0 && end <= hmm_rs_driver::user_space_end() as u64
+            })
+            .ok_or(EINVAL)? as usize;
+        cmd.cpages = 0;
+        cmd.faults = 0;
+        match cmd_code {
+            HMM_DMIRROR_SNAPSHOT => self.snapshot(cmd, end),
+            HMM_DMIRROR_CHECK_EXCLUSIVE => {
+                if cmd.npages == 0 {
+                    return Err(EINVAL);
+                }
+                self.mirror.walk(cmd.addr as usize..end, |m| {
+                    if m.flags().contains(PtFlags::EXCLUSIVE) {
+                        Err(EPERM)
+                    } else {
+                        Ok(())
+                    }
+                })
+            }
+            HMM_DMIRROR_MIGRATE_TO_DEV => self.migrate_to_device(cmd, end),
+            HMM_DMIRROR_MIGRATE_TO_SYS => {
+                if cmd.npages == 0 {
+                    return Err(EINVAL);
+                }
+                cmd.cpages = self.mirror.migrate_to_system(cmd.addr as usize..end)? as u64;
+                Ok(())
+            }
+            // Every page of the device's memory back to system memory.
+            HMM_DMIRROR_RELEASE => self.dev.mem.evict().map(|_| ()),
+            // test_hmm's FLAG_FAIL_ALLOC fails its next huge device
+            // allocation; hmm-rs has none to fail.
+            HMM_DMIRROR_FLAGS => Ok(()),
+            HMM_DMIRROR_WRITE => self.read_write(cmd, end, true, false),
+            HMM_DMIRROR_EXCLUSIVE => self.read_write(cmd, end, false, true),
+            _ => self.read_write(cmd, end, false, false),
+        }
+    }
+}
+
+/// A snapshot value as test_hmm reports it.
+fn perm_of(snap: Snap) -> u8 {
+    if snap.has(Snap::ERROR) {
+        return PROT_ERROR;
+    }
+    if !snap.has(Snap::VALID) {
+        return PROT_NONE;
+    }
+    let remote = snap.has(Snap::REMOTE);
+    let mut perm = if snap.has(Snap::COHERENT) {
+        if remote {
+            PROT_DEV_COHERENT_REMOTE
+        } else {
+            PROT_DEV_COHERENT_LOCAL
+        }
+    } else if snap.has(Snap::DEVICE) {
+        if remote {
+            PROT_DEV_PRIVATE_REMOTE
+        } else {
+            PROT_DEV_PRIVATE_LOCAL
+        }
+    } else if snap.has(Snap::ZERO) {
+        PROT_ZERO
+    } else {
+        PROT_NONE
+    };
+    perm |= if snap.has(Snap::WRITE) {
+        PROT_WRITE
+    } else {
+        PROT_READ
+    };
+    match snap.order() {
+        9 => perm | PROT_PMD,
+        18 => perm | PROT_PUD,
+        _ => perm,
+    }
+}
+
+fn read_cmd(arg: usize) -> Result<Cmd> {
+    let mut r = UserSlice::new(UserPtr::from_addr(arg), CMD_SIZE).reader();
+    Ok(Cmd {
+        addr: r.read::<u64>()?,
+        ptr: r.read::<u64>()?,
+        npages: r.read::<u64>()?,
+        cpages: r.read::<u64>()?,
+        faults: r.read::<u64>()?,
+    })
+}
+
+fn write_cmd(arg: usize, cmd: &Cmd) -> Result {
+    let mut w = UserSlice::new(UserPtr::from_addr(arg), CMD_SIZE).writer();
+    for v in [cmd.addr, cmd.ptr, cmd.npages, cmd.cpages, cmd.faults] {
+        w.write(&v)?;
+    }
+    Ok(())
+}
+
+#[vtable]
+impl<const ID: usize> MiscDevice for DmirrorFile<ID> {
+    type Ptr = Pin<KBox<Self>>;
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Self::Ptr> {
+        let dev = DEVICES.lock()[ID].clone().ok_or(ENODEV)?;
+        let task = kernel::current!();
+        let mm = task.mm().ok_or(EINVAL)?;
+        let mirror = Mirror::new(&dev.device, mm, FileMirror)?;
+        Ok(KBox::pin(DmirrorFile { dev, mirror }, GFP_KERNEL)?)
+    }
+
+    fn ioctl(me: Pin<&Self>, _file: &File, cmd_code: u32, arg: usize) -> Result<isize> {
+        match cmd_code {
+            HMM_DMIRROR_READ
+            | HMM_DMIRROR_READ_UNLOCKED
+            | HMM_DMIRROR_WRITE
+            | HMM_DMIRROR_MIGRATE_TO_DEV
+            | HMM_DMIRROR_MIGRATE_TO_SYS
+            | HMM_DMIRROR_SNAPSHOT
+            | HMM_DMIRROR_EXCLUSIVE
+            | HMM_DMIRROR_CHECK_EXCLUSIVE
+            | HMM_DMIRROR_RELEASE
+            | HMM_DMIRROR_FLAGS => {}
+            _ => return Err(ENOTTY),
+        }
+        let mut cmd = read_cmd(arg)?;
+        me.command(cmd_code, &mut cmd)?;
+        write_cmd(arg, &cmd)?;
+        Ok(0)
+    }
+
+    /// Zeroed kernel pages (a mixed map), as test_hmm, so that mirroring
+    /// such mappings can be tested.
+    fn mmap(_me: Pin<&Self>, _file: &File, vma: &VmaNew) -> Result {
+        let vma = vma.set_mixedmap();
+        let mut addr = vma.start();
+        while addr < vma.end() {
+            let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+            // The mapping takes its own reference.
+            vma.vm_insert_page(addr, &page)?;
+            addr += PAGE_SIZE;
+        }
+        Ok(())
+    }
+}
+
+/// The loaded module: the device nodes (`None` once being unloaded, and
+/// for the coherent ones without their memory).
+struct RustDmirror {
+    misc0: Option<Pin<KBox<MiscDeviceRegistration<DmirrorFile<0>>>>>,
+    misc1: Option<Pin<KBox<MiscDeviceRegistration<DmirrorFile<1>>>>>,
+    misc2: Option<Pin<KBox<MiscDeviceRegistration<DmirrorFile<2>>>>>,
+    misc3: Option<Pin<KBox<MiscDeviceRegistration<DmirrorFile<3>>>>>,
+}
+
+fn register<const ID: usize>(
+    name: &'static CStr,
+) -> Result<Pin<KBox<MiscDeviceRegistration<DmirrorFile<ID>>>>> {
+    KBox::try_pin_init(
+        MiscDeviceRegistration::register(MiscDeviceOptions { name }),
+        GFP_KERNEL,
+    )
+}
+
+impl kernel::Module for RustDmirror {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        // SAFETY: Called once, before anything uses `DEVICES`.
+        unsafe { DEVICES.init() };
+        let mib = param::<u32>(module_parameters::devmem_mib.value());
+        if !(2..=4096).contains(&mib) {
+            pr_err!("rust_dmirror: devmem_mib={}: 2 to 4096\n", mib);
+            return Err(EINVAL);
+        }
+        let spm = [
+            0,
+            0,
+            param::<u64>(module_parameters::spm_addr_dev0.value()),
+            param::<u64>(module_parameters::spm_addr_dev1.value()),
+        ];
+        // The coherent devices only with both their memories, as test_hmm.
+        let n = if spm[2] != 0 && spm[3] != 0 { 4 } else { 2 };
+        let names = [
+            c"hmm_dmirror0",
+            c"hmm_dmirror1",
+            c"hmm_dmirror2",
+            c"hmm_dmirror3",
+        ];
+        let made = (|| {
+            let mut devices = DEVICES.lock();
+            for id in 0..n {
+                devices[id] = Some(Dmirror::new(names[id], spm[id])?);
+            }
+            Ok::<(), Error>(())
+        })();
+        let module = made.and_then(|()| {
+            Ok(RustDmirror {
+                misc0: Some(register::<0>(names[0])?),
+                misc1: Some(register::<1>(names[1])?),
+                misc2: if n == 4 {
+                    Some(register::<2>(names[2])?)
+                } else {
+                    None
+                },
+                misc3: if n == 4 {
+                    Some(register::<3>(names[3])?)
+                } else {
+                    None
+                },
+            })
+        });
+        if module.is_err() {
+            *DEVICES.lock() = [None, None, None, None];
+        }
+        module
+    }
+}
+
+impl Drop for RustDmirror {
+    fn drop(&mut self) {
+        // No new opens; then each device goes with its last open file.
+        drop((
+            self.misc0.take(),
+            self.misc1.take(),
+            self.misc2.take(),
+            self.misc3.take(),
+        ));
+        let devices = core::mem::take(&mut *DEVICES.lock());
+        drop(devices);
+    }
+}
