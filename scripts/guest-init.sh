@@ -130,6 +130,30 @@ stress() {
 	unload hmm_dummy
 }
 
+# rust_dmirror (tests/kernel/rust_dmirror.rs), a driver that answers the
+# dmirror uapi (lib/test_hmm_uapi.h) only, loaded instead of hmm_dummy and
+# with the same device-coherent memory: hmm-tests (the arguments), then
+# what else speaks only that uapi: on the test kernel ($1 test) the suites
+# of tests/*.c that do (forward_progress), the storm and the fuzzer without
+# hmm_dummy's own ioctls (-u; the storm reads only /dev/hmm_dmirror0 and 1,
+# device-private here as without the SPM arguments) and a leak scan; on
+# Debian's kernels ($1 stock) the storm. Each is named NAME@rust_dmirror.
+rust_driver() {
+	where=$1
+	shift
+	load rust_dmirror "$SPM0" "$SPM1"
+	run_as hmm-tests@rust_dmirror "$@"
+	if [ "$where" = test ]; then
+		run_as forward_progress@rust_dmirror /tests/forward_progress
+		run_as hmm_storm@rust_dmirror /stress/hmm_storm -u -t 20
+		run_as hmm_fuzz@rust_dmirror /stress/hmm_fuzz -u -n 1500
+		kmemleak_check rust_dmirror
+	else
+		run_as hmm_storm@rust_dmirror /stress/hmm_storm -u -t 20
+	fi
+	unload rust_dmirror
+}
+
 # The suite of device memory under pressure again with 32 MiB of device
 # memory per device (its oversubscription tests need it small).
 pressure_suite() {
@@ -211,7 +235,7 @@ kmemleak_check() {
 	# Ours: hmm-rs symbols in the stack, or, once unloaded, bare
 	# addresses in the module area (where only our modules were).
 	ours=$(awk '/^unreferenced object/ { n += o; o = 0 }
-		/hmm_rs|hmm_dummy|^ *0xffffffff[a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]$/ { o = 1 }
+		/hmm_rs|hmm_dummy|rust_dmirror|^ *0xffffffff[a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]$/ { o = 1 }
 		END { print n + o }' /tmp/kmemleak)
 	echo "HMMRS-NOTE kmemleak ($1): $all unreferenced object(s), $ours allocated by hmm-rs code"
 	if [ "$ours" -eq 0 ]; then
@@ -310,6 +334,9 @@ test)
 		pressure_suite
 		# The short stress: ~20 s of storm each, plain and injected.
 		stress 20 1500
+		# The same hmm-tests, the dmirror-only suites, storm and fuzzer
+		# against rust_dmirror.
+		rust_driver test /upstream/hmm-tests -T benchmark_thp_migration
 		unload hmm_rs
 		kmemleak_check unloaded
 	} > "$out"
@@ -324,6 +351,7 @@ stock)
 		echo "HMMRS-NOTE kernel $(uname -r): no KUnit (CONFIG_KUNIT is not set) and no test_hmm.ko here"
 		load hmm_rs
 		user_suites "$SPM0" "$SPM1" -- /upstream/hmm-tests
+		rust_driver stock /upstream/hmm-tests
 		unload hmm_rs
 	} > "$out"
 	;;
@@ -358,8 +386,9 @@ trace)
 	unload hmm_rs
 	;;
 bench | bench-short)
-	# The end-to-end benchmark against hmm_dummy, then against test_hmm.ko
-	# on the same device node, in this boot; then the side-by-side table.
+	# The end-to-end benchmark against hmm_dummy, rust_dmirror (the rows
+	# of the dmirror uapi only), then against test_hmm.ko on the same
+	# device node, in this boot; then the side-by-side tables.
 	# bench-short (make test): small sizes, 3 runs, no page-table benchmark.
 	{
 		cpus_check
@@ -389,6 +418,13 @@ bench | bench-short)
 		# timed assertion, so it runs here, on the performance kernel.
 		run_as hmm-tests-bench@hmm_dummy /upstream/hmm-tests -t benchmark_thp_migration
 		unload hmm_dummy
+		# rust_dmirror, in place of hmm_dummy: the rows the dmirror uapi
+		# has (-u), and hmm-tests' migration benchmark.
+		load rust_dmirror "$SPM0" "$SPM1"
+		# shellcheck disable=SC2086 # the arguments are single words
+		run_as hmm_bench@rust_dmirror bench_to /tmp/rust /bench/hmm_bench $bargs -u rust_dmirror
+		run_as hmm-tests-bench@rust_dmirror /upstream/hmm-tests -t benchmark_thp_migration
+		unload rust_dmirror
 		unload hmm_rs
 		load test_hmm "$SPM0" "$SPM1"
 		# shellcheck disable=SC2086 # as above
@@ -396,6 +432,10 @@ bench | bench-short)
 		unload test_hmm
 		echo "== hmm_dummy against test_hmm.ko, this boot ($(uname -r)), ns per 4 KiB page"
 		run_as hmm_bench-compare /bench/hmm_bench -c /tmp/ours /tmp/theirs
+		echo "== rust_dmirror against hmm_dummy, this boot ($(uname -r)), ns per 4 KiB page"
+		run_as hmm_bench-compare@rust_dmirror /bench/hmm_bench -c /tmp/rust /tmp/ours rust_dmirror hmm_dummy
+		echo "== rust_dmirror against test_hmm.ko, this boot ($(uname -r)), ns per 4 KiB page"
+		run_as hmm_bench-compare-test_hmm@rust_dmirror /bench/hmm_bench -c /tmp/rust /tmp/theirs rust_dmirror test_hmm
 		# Oversubscription (make bench only, or -o oversub): 64 MiB of
 		# device memory with LRU eviction, without it (evict=0), and
 		# test_hmm.ko, which grows its memory, at the same sizes.

@@ -39,6 +39,13 @@ Counted as tests:
   hmm_dummy ("hmm-tests@hmm_dummy") too, comparing this boot's results
   with another boot's (--parity-with), or within this one if it ran both;
   tests test_hmm.ko passes that hmm_dummy's run left out are listed;
+- rust_dmirror (a driver of the dmirror uapi alone, loaded instead of
+  hmm_dummy): a program "NAME@rust_dmirror" is compared with hmm_dummy's
+  run of it in the same boot, "NAME@hmm_dummy" (hmm-tests, hmm-tests-bench)
+  or, for a suite of tests/*.c, "NAME": every test that passed against
+  hmm_dummy must pass against rust_dmirror, every test skipped there must
+  be skipped (or pass) here, and none may be left out; one test each. The
+  others (the storm, the fuzzer) must pass at least one test;
 - each module load and unload, each HMMRS-CHECK, the VM finishing by itself
   (HMMRS-DONE), and each expected item (above);
 - no user-space crash report (a "segfault at", "traps:" or "general
@@ -98,8 +105,10 @@ TAP_RESULT = re.compile(r'^(ok|not ok) \d+ (\S+)(.*)$')
 TOTALS = re.compile(r'^# Totals: pass:(\d+) fail:(\d+) xfail:(\d+) xpass:(\d+) '
                     r'skip:(\d+) error:(\d+)')
 REFERENCE, DUMMY = 'hmm-tests@test_hmm', 'hmm-tests@hmm_dummy'
+# The driver of the dmirror uapi alone, judged against hmm_dummy's runs.
+RUST = 'rust_dmirror'
 # Programs named after the device driver they run against, when loaded.
-DRIVERS = ('test_hmm', 'hmm_dummy')
+DRIVERS = ('test_hmm', 'hmm_dummy', RUST)
 KINDS = ('program', 'bench', 'kunit', 'check', 'module')
 
 
@@ -449,6 +458,61 @@ def judge_parity(ours, ref, tally, source):
     tally.add(name, 'FAIL' if missing else 'PASS', ' '.join(missing))
 
 
+def rust_counterpart(name, programs):
+    """hmm_dummy's run in this boot that program NAME@rust_dmirror is judged
+    against: NAME@hmm_dummy for hmm-tests (there must be one), NAME for a
+    suite of tests/*.c if it ran; its name, or None (the storm, the fuzzer
+    and the benchmarks are judged on their own)."""
+    base = name[:-len('@' + RUST)]
+    if base.startswith('hmm-tests'):
+        return f'{base}@hmm_dummy'
+    suites = {os.path.splitext(os.path.basename(p))[0]
+              for p in glob.glob(os.path.join(REPO, 'tests', '*.c'))}
+    if base in suites and base in programs:
+        return base
+    return None
+
+
+def judge_rust_parity(programs, tally):
+    """Each NAME@rust_dmirror passes what hmm_dummy's run of it passed and
+    skips only what that skipped, in the same boot; one with nothing to
+    compare with and kselftest totals must pass something (a run that only
+    skipped, as the storm does without a device, proved nothing)."""
+    for name, rust in programs.items():
+        if not name.endswith('@' + RUST):
+            continue
+        other = rust_counterpart(name, programs)
+        if other is None:
+            if rust.totals is not None:
+                p, _, xf = rust.totals[:3]
+                tally.add(f'{name} passed something', 'PASS' if p + xf else 'FAIL',
+                          'every test skipped: it ran against no device')
+            continue
+        what = f'{name} parity ({other}\'s passes pass, its skips skip)'
+        dummy = programs.get(other)
+        if dummy is None or dummy.totals is None:
+            tally.add(what, 'FAIL', f'no complete {other} run to compare')
+            continue
+        wrong, left_out, better = [], [], []
+        for test, status in dummy.tests.items():
+            got = rust.tests.get(test)
+            if got is None:
+                left_out.append(test)
+            elif status == 'PASS' and got != 'PASS':
+                wrong.append(f'{test} ({got.lower()}, passed against hmm_dummy)')
+            elif status == 'SKIP' and got not in ('SKIP', 'PASS'):
+                wrong.append(f'{test} ({got.lower()}, skipped against hmm_dummy)')
+            elif status == 'SKIP' and got == 'PASS':
+                better.append(test)
+        extra = [t for t in rust.tests if t not in dummy.tests]
+        print(f'{name}: {len(dummy.tests) - len(left_out) - len(wrong)} of the '
+              f'{len(dummy.tests)} tests of {other} as there'
+              + (f'; passed where hmm_dummy skipped: {" ".join(better)}' if better else '')
+              + (f'; run only here: {" ".join(extra)}' if extra else ''))
+        why = wrong + [f'{t} (not run)' for t in left_out]
+        tally.add(what, 'FAIL' if why else 'PASS', '; '.join(why[:10]))
+
+
 def judge_console(console, tally, excused):
     """Kernel bug reports and user-space crash reports on the console.
     Returns whether the only reports came while booting."""
@@ -574,6 +638,7 @@ def main():
             judge_parity(ours.get(DUMMY), other.get(REFERENCE), tally, source)
     elif REFERENCE in ours and DUMMY in ours:
         judge_parity(ours[DUMMY], ours[REFERENCE], tally, 'this boot')
+    judge_rust_parity(programs_by_name(events), tally)
 
     judge_manifest(manifest, ran, tally, not args.bench)
     failed_before = tally.failed

@@ -95,6 +95,9 @@ esac
 case "$mode" in
 test | stock | stress | reference | dummy-reference | dma)
 	timeout=${HMMRS_VM_TIMEOUT:-900}
+	# test: hmm-tests and the short stress against hmm_dummy, then again
+	# against rust_dmirror (about 7 min of the 2-vCPU guest's time before).
+	[ "$mode" = test ] && timeout=${HMMRS_VM_TIMEOUT:-1200}
 	[ "$mode" = stress ] && timeout=$((${STRESS_S:-600} * 2 + 900))
 	[ "$mode" = dma ] && timeout=${HMMRS_VM_TIMEOUT:-1500}
 	for attempt in 1 2 3; do

@@ -2,13 +2,16 @@
 /*
  * The end-to-end benchmark: the same workloads through the dmirror uapi
  * (lib/test_hmm_uapi.h) against whichever driver owns /dev/hmm_dmirror0,
- * hmm_dummy on hmm-rs or the kernel's lib/test_hmm.ko, in the same boot.
+ * hmm_dummy on hmm-rs, rust_dmirror or the kernel's lib/test_hmm.ko, in the
+ * same boot.
  *
- *   hmm_bench [-s] [-n RUNS] [-m MIB] [-o W] LABEL
+ *   hmm_bench [-s] [-n RUNS] [-m MIB] [-o W] [-u] LABEL
  *                                      runs every workload (-o: those whose
  *                                      name starts with W, or with one of
  *                                      W1+W2+...), prints results
- *   hmm_bench -c OURS THEIRS           the side-by-side table of two runs
+ *   hmm_bench -c OURS THEIRS [OURS_LABEL THEIRS_LABEL]
+ *                                      the side-by-side table of two runs
+ *                                      (labels: hmm_dummy and test_hmm)
  *   hmm_bench [-s] -k                  the core's floor (hmm_rs/core_bench):
  *                                      fault and snapshot against the bare
  *                                      hmm_range_fault() walk, on our memory
@@ -18,6 +21,12 @@
  * what the operation must have done to the mirrors) and any mismatch is a
  * "FAIL:" line and a non-zero exit: numbers are printed, never judged.
  * -s is the short version make test runs: small sizes, 3 runs.
+ *
+ * -u (and LABEL rust_dmirror): the device answers only the dmirror uapi,
+ * none of hmm_dummy's own ioctls (rust_dmirror): none is sent, not even to
+ * probe, and the rows that need one are left out (listed as it starts):
+ * those test_hmm.ko runs too. Without -u, hmm_dummy is told from test_hmm.ko
+ * by probing (is_dummy()).
  *
  * Device memory under pressure (hmm_dummy's devmem_mib, evict and thrash
  * control; the uapi at the end of tests/hmm_dummy_uapi.h):
@@ -79,6 +88,8 @@ static const char *devmem_from = "the default";
 static int devmem_given;	/* -m */
 /* The ping-pong rows' alternations. */
 static unsigned int alternations = 200;
+/* -u: the dmirror uapi only: no HMM_DUMMY_* ioctl is sent. */
+static int uapi_only;
 
 /* Whether -o selects @name: it starts with one of -o's '+'-separated words. */
 static int want(const char *name)
@@ -675,12 +686,16 @@ static unsigned long *scatter_pages(unsigned long n, unsigned long bytes)
 	return k;
 }
 
-/* Whether the driver has HMM_DUMMY_BATCH (hmm_dummy). */
+/* Whether the driver has HMM_DUMMY_BATCH (hmm_dummy; never asked with -u). */
 static int have_batch(void)
 {
 	struct hmm_dummy_batch b = { 0 };
-	int fd = open_device(), ok = !ioctl(fd, HMM_DUMMY_BATCH, &b);
+	int fd, ok;
 
+	if (uapi_only)
+		return 0;
+	fd = open_device();
+	ok = !ioctl(fd, HMM_DUMMY_BATCH, &b);
 	close(fd);
 	return ok;
 }
@@ -1085,15 +1100,27 @@ static void print_count(const struct result *r, int moves)
 		printf(" - |");
 }
 
-/* The side-by-side table: ns per page, then each driver's own ratios. */
-static int compare(const char *ours, const char *theirs)
+/*
+ * The side-by-side table: ns per page, then each driver's own ratios. @la
+ * and @lb name the two runs' drivers (the ratio column: @la/@lb), or are
+ * NULL: hmm_dummy and test_hmm ("ours/test_hmm").
+ */
+static int compare(const char *ours, const char *theirs, const char *la, const char *lb)
 {
 	static struct result a[MAX_RESULTS], b[MAX_RESULTS];
 	double ma[MAX_RESULTS], mb[MAX_RESULTS];
 	unsigned int na = load(ours, a, ma), nb = load(theirs, b, mb), i;
 	int j, batched, counts = 0;
+	char ratio[80];
 
-	printf("| workload | hmm_dummy median | min | test_hmm median | min | ours/test_hmm |\n");
+	if (la && lb) {
+		snprintf(ratio, sizeof(ratio), "%s/%s", la, lb);
+	} else {
+		la = "hmm_dummy";
+		lb = "test_hmm";
+		snprintf(ratio, sizeof(ratio), "ours/test_hmm");
+	}
+	printf("| workload | %s median | min | %s median | min | %s |\n", la, lb, ratio);
 	printf("| --- | ---: | ---: | ---: | ---: | ---: |\n");
 	for (i = 0; i < na; i++) {
 		if (!a[i].n)
@@ -1105,15 +1132,19 @@ static int compare(const char *ours, const char *theirs)
 			printf("| %s | %.0f | %.0f | %.0f | %.0f | %.2f |\n", a[i].name, ma[i],
 			       a[i].ns[0], mb[j], b[j].ns[0], ma[i] / mb[j]);
 	}
+	/* What only the second run has (rows the first left out, as -u does). */
+	for (i = 0; i < nb; i++)
+		if (b[i].n && find(a, na, b[i].name) < 0)
+			printf("| %s | - | - | %.0f | %.0f | - |\n", b[i].name, mb[i], b[i].ns[0]);
 	/* Batched faults on hmm_dummy against test_hmm.ko's one READ per page. */
 	j = find(b, nb, "scatter_read");
 	batched = find(a, na, "scatter_batch256");
 	if (batched >= 0 && j >= 0)
-		printf("| scatter_batch256 / test_hmm's scatter_read | | | | | %.2f |\n",
+		printf("| scatter_batch256 / %s's scatter_read | | | | | %.2f |\n", lb,
 		       ma[batched] / mb[j]);
 	batched = find(a, na, "scatter_fault256");
 	if (batched >= 0 && j >= 0)
-		printf("| scatter_fault256 / test_hmm's scatter_read | | | | | %.2f |\n",
+		printf("| scatter_fault256 / %s's scatter_read | | | | | %.2f |\n", lb,
 		       ma[batched] / mb[j]);
 	/* Pages placed (oversub) and blocks moved (pingpong), summed over the runs. */
 	for (i = 0; i < na; i++) {
@@ -1122,9 +1153,8 @@ static int compare(const char *ours, const char *theirs)
 		if (!a[i].n || !(a[i].total || a[i].tries))
 			continue;
 		if (!counts++)
-			printf("\n"
-			       "| workload: pages placed, alternations moved | hmm_dummy | test_hmm |\n"
-			       "| --- | ---: | ---: |\n");
+			printf("\n| workload: pages placed, alternations moved | %s | %s |\n"
+			       "| --- | ---: | ---: |\n", la, lb);
 		moves = !a[i].total;
 		j = find(b, nb, a[i].name);
 		printf("| %s %s |", a[i].name, moves ? "moves" : "placed");
@@ -1136,7 +1166,7 @@ static int compare(const char *ours, const char *theirs)
 			printf("\n");
 		}
 	}
-	printf("\n| ratio of medians | hmm_dummy | test_hmm |\n| --- | ---: | ---: |\n");
+	printf("\n| ratio of medians | %s | %s |\n| --- | ---: | ---: |\n", la, lb);
 	for (i = 0; i < na; i++) {
 		if (a[i].n)
 			continue;
@@ -1243,12 +1273,14 @@ static double slow_munmap(unsigned long bytes, unsigned int k, int two_pass)
 	return median(&r);
 }
 
-/* Whether @k devices are there, with hmm_dummy's latency ioctl. */
+/* Whether @k devices are there, with hmm_dummy's latency ioctl (never asked with -u). */
 static int have_slow_devices(unsigned int k)
 {
 	char node[32];
 	int fd, ok;
 
+	if (uapi_only)
+		return 0;
 	snprintf(node, sizeof(node), "/dev/hmm_dmirror%u", k - 1);
 	fd = open(node, O_RDWR);
 	if (fd < 0)
@@ -1291,6 +1323,7 @@ static void slow_devices(void)
  * ioctl it does not know with EINVAL (after reading a struct
  * hmm_dmirror_cmd from the argument), so hmm_dummy's own ioctls are not
  * sent to it at all; hmm_dummy answers those it does not know with ENOTTY.
+ * With -u, never: nothing is probed.
  */
 static int is_dummy(void)
 {
@@ -1711,7 +1744,7 @@ int main(int argc, char **argv)
 	FILE *f;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "sn:cko:m:")) != -1) {
+	while ((opt = getopt(argc, argv, "sn:cko:m:u")) != -1) {
 		switch (opt) {
 		case 's':
 			runs = 3;
@@ -1738,13 +1771,19 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'c':
-			if (argc - optind != 2)
-				goto usage;
-			return compare(argv[optind], argv[optind + 1]);
+			if (argc - optind == 2)
+				return compare(argv[optind], argv[optind + 1], NULL, NULL);
+			if (argc - optind == 4)
+				return compare(argv[optind], argv[optind + 1], argv[optind + 2],
+					       argv[optind + 3]);
+			goto usage;
 		case 'k':
 			return core_floor();
 		case 'o':
 			only = optarg;
+			break;
+		case 'u':
+			uapi_only = 1;
 			break;
 		default:
 			goto usage;
@@ -1752,6 +1791,9 @@ int main(int argc, char **argv)
 	}
 	if (argc - optind != 1)
 		goto usage;
+	/* rust_dmirror speaks the dmirror uapi only. */
+	if (!strcmp(argv[optind], "rust_dmirror"))
+		uapi_only = 1;
 	f = devmem_given ? NULL : fopen(DEVMEM_MIB_PARAM, "r");
 	if (f) {
 		if (fscanf(f, "%lu", &mib) == 1 && mib >= 1 && mib <= (1UL << 20)) {
@@ -1762,6 +1804,12 @@ int main(int argc, char **argv)
 	}
 	printf("# %s: %u runs, %lu MiB (migrations %lu, invalidations %lu), ns per 4 KiB page\n",
 	       argv[optind], runs, size >> 20, msize >> 20, isize >> 20);
+	if (uapi_only) {
+		printf("# %s: dmirror uapi only (-u): no HMM_DUMMY_* ioctl sent; left out:",
+		       argv[optind]);
+		printf(" scatter_batch*, scatter_fault*, window_*, pingpong_*, prefer_fault,");
+		printf(" slow devices, hmm_dummy's device-memory counters\n");
+	}
 	if (want("read_cold"))
 		read_cold("read_cold", 0);
 	if (want("read_warm") || want("write_warm"))
@@ -1826,7 +1874,9 @@ int main(int argc, char **argv)
 	return failures ? 1 : 0;
 usage:
 	fprintf(stderr,
-		"usage: %s [-s] [-n RUNS] [-m MIB] [-o WORKLOAD] LABEL | -c OURS THEIRS | [-s] -k\n",
-		argv[0]);
+		"usage: %s [-s] [-n RUNS] [-m MIB] [-o WORKLOAD] [-u] LABEL\n"
+		"       %s -c OURS THEIRS [OURS_LABEL THEIRS_LABEL]\n"
+		"       %s [-s] -k\n",
+		argv[0], argv[0], argv[0]);
 	return 2;
 }

@@ -2,7 +2,7 @@
 /*
  * hmm_fuzz: a bounded, seeded ioctl fuzzer for hmm_dummy.
  *
- *   hmm_fuzz [-n CALLS] [-s SEED] [-p PROCESSES]
+ *   hmm_fuzz [-n CALLS] [-s SEED] [-p PROCESSES] [-u]
  *
  * Each of PROCESSES processes (one seed each, derived from SEED) makes
  * CALLS calls on /dev/hmm_dmirror0..1: random commands (test_hmm's, ours,
@@ -14,8 +14,15 @@
  * seconds, whatever range it names; the kernel's side (no oops, warning
  * or leak) is judged from the VM's log. First, the hostile RELEASE of issue 11
  * (a kernel address, 16 pages) is timed on its own.
+ *
+ * -u: dmirror uapi only: the device answers only lib/test_hmm_uapi.h (e.g.
+ * rust_dmirror). hmm_dummy's own commands (HMM_DUMMY_EVENTS, _BATCH) are
+ * never drawn (the first lines say so); unknown commands still are. Such a
+ * device claims every command of the uapi: a third test fails if one of
+ * them was answered ENOTTY.
  */
 #define _GNU_SOURCE
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -55,6 +62,11 @@ static unsigned long long rnd(void)
 	return rs;
 }
 
+/* The commands drawn from: cmds[], or (-u) all but hmm_dummy's own. */
+static unsigned long drawn[32];
+static unsigned int ndrawn;
+static int uapi_only;		/* -u */
+
 static const unsigned long cmds[] = {
 	HMM_DMIRROR_READ, HMM_DMIRROR_WRITE, HMM_DMIRROR_MIGRATE_TO_DEV,
 	HMM_DMIRROR_MIGRATE_TO_SYS, HMM_DMIRROR_SNAPSHOT, HMM_DMIRROR_EXCLUSIVE,
@@ -65,6 +77,19 @@ static const unsigned long cmds[] = {
 	HMM_DUMMY_EVENTS, HMM_DUMMY_BATCH,
 	_IOWR('H', 0x3f, struct hmm_dmirror_cmd), 0xdeadbeef,
 };
+
+/* hmm_dummy's own commands: not drawn with -u. */
+static int is_dummy_cmd(unsigned long req)
+{
+	return req == HMM_DUMMY_EVENTS || req == HMM_DUMMY_BATCH;
+}
+
+/* A command of the dmirror uapi: known to any device that speaks it. */
+static int is_uapi_cmd(unsigned long req)
+{
+	return !is_dummy_cmd(req) && req != _IOWR('H', 0x3f, struct hmm_dmirror_cmd) &&
+	       req != 0xdeadbeef;
+}
 
 /*
  * An HMM_DUMMY_BATCH of hostile entries (the addresses pick_addr() gives,
@@ -145,8 +170,11 @@ static unsigned long pick_ptr(char *out)
 	}
 }
 
-/* One process's calls; returns how many exceeded the bound. */
-static int fuzz(int calls, int id)
+/*
+ * One process's calls; returns how many exceeded the bound, and (-u) in
+ * *@enotty how many commands of the uapi were answered ENOTTY.
+ */
+static int fuzz(int calls, int id, int *enotty)
 {
 	int fd[2] = { open("/dev/hmm_dmirror0", O_RDWR), open("/dev/hmm_dmirror1", O_RDWR) };
 	char *buf = mmap(NULL, BUF_PAGES * PAGE, PROT_READ | PROT_WRITE,
@@ -158,6 +186,7 @@ static int fuzz(int calls, int id)
 	double worst = 0;
 	int slow = 0, writable = 1;
 
+	*enotty = 0;
 	if (fd[0] < 0 || fd[1] < 0 || buf == MAP_FAILED || out == MAP_FAILED)
 		return -1;
 	/* A hint above 47 bits is honoured only with 5-level paging. */
@@ -175,7 +204,7 @@ static int fuzz(int calls, int id)
 			.ptr = pick_ptr(out),
 			.npages = pick_npages(),
 		};
-		unsigned long req = cmds[rnd() % ARRAY_SIZE(cmds)];
+		unsigned long req = drawn[rnd() % ndrawn];
 
 		/*
 		 * A snapshot of 2^40 pages into the 16 MiB buffer must cost
@@ -209,6 +238,11 @@ static int fuzz(int calls, int id)
 		err = ioctl(fd[rnd() % 2], req, arg) ? errno : 0;
 		t = seconds() - t;
 		by_errno[err & 255]++;
+		if (uapi_only && err == ENOTTY && is_uapi_cmd(req)) {
+			if (!(*enotty)++)
+				printf("# process %d call %d: cmd 0x%lx %s\n", id, i, req,
+				       "of the dmirror uapi answered ENOTTY");
+		}
 		if (t > worst)
 			worst = t;
 		if (t > BOUND_S) {
@@ -231,11 +265,11 @@ static int fuzz(int calls, int id)
 int main(int argc, char **argv)
 {
 	unsigned long long seed = (unsigned long long)time(NULL);
-	int calls = 2000, procs = 3, opt, bad = 0, fd;
+	int calls = 2000, procs = 3, opt, bad = 0, enotty = 0, fd, ntests;
 	struct hmm_dmirror_cmd cmd = { .addr = KERNEL_ADDR, .npages = 16 };
 	double t;
 
-	while ((opt = getopt(argc, argv, "n:s:p:")) != -1) {
+	while ((opt = getopt(argc, argv, "n:s:p:u")) != -1) {
 		switch (opt) {
 		case 'n':
 			calls = atoi(optarg);
@@ -246,18 +280,31 @@ int main(int argc, char **argv)
 		case 'p':
 			procs = atoi(optarg);
 			break;
+		case 'u':
+			uapi_only = 1;
+			break;
 		default:
-			fprintf(stderr, "usage: %s [-n CALLS] [-s SEED] [-p PROCESSES]\n", argv[0]);
+			fprintf(stderr, "usage: %s [-n CALLS] [-s SEED] [-p PROCESSES] [-u]\n",
+				argv[0]);
 			return 2;
 		}
 	}
+	static_assert(ARRAY_SIZE(cmds) <= ARRAY_SIZE(drawn), "drawn[] holds every command");
+	for (unsigned int i = 0; i < ARRAY_SIZE(cmds); i++)
+		if (!uapi_only || !is_dummy_cmd(cmds[i]))
+			drawn[ndrawn++] = cmds[i];
+	ntests = uapi_only ? 3 : 2;
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	printf("TAP version 13\n1..2\n");
-	printf("# hmm_fuzz -n %d -s %llu -p %d\n", calls, seed, procs);
+	printf("TAP version 13\n1..%d\n", ntests);
+	printf("# hmm_fuzz -n %d -s %llu -p %d%s\n", calls, seed, procs, uapi_only ? " -u" : "");
+	if (uapi_only)
+		printf("# -u: dmirror uapi only; left out, as hmm_dummy's own: %s\n",
+		       "HMM_DUMMY_EVENTS, HMM_DUMMY_BATCH");
 	fd = open("/dev/hmm_dmirror0", O_RDWR);
 	if (fd < 0) {
-		printf("ok 1 # SKIP no /dev/hmm_dmirror0\nok 2 # SKIP\n");
-		printf("# Totals: pass:0 fail:0 xfail:0 xpass:0 skip:2 error:0\n");
+		printf("ok 1 # SKIP no /dev/hmm_dmirror0\nok 2 # SKIP\n%s",
+		       uapi_only ? "ok 3 # SKIP\n" : "");
+		printf("# Totals: pass:0 fail:0 xfail:0 xpass:0 skip:%d error:0\n", ntests);
 		return 4;
 	}
 	t = seconds();
@@ -270,19 +317,30 @@ int main(int argc, char **argv)
 
 	for (int p = 0; p < procs; p++) {
 		if (fork() == 0) {
+			int slow, n;
+
 			rs = seed * 0x9e3779b97f4a7c15ULL + p + 1;
-			_exit(fuzz(calls, p) ? 1 : 0);
+			slow = fuzz(calls, p, &n);
+			/* Exit status: bit 0 a call over the bound, bit 1 (-u) an ENOTTY. */
+			_exit((slow ? 1 : 0) | (n ? 2 : 0));
 		}
 	}
 	for (int p = 0; p < procs; p++) {
 		int status;
 
-		if (wait(&status) < 0 || !WIFEXITED(status) || WEXITSTATUS(status))
+		if (wait(&status) < 0 || !WIFEXITED(status)) {
 			bad++;
+			continue;
+		}
+		bad += !!(WEXITSTATUS(status) & ~2);
+		enotty += !!(WEXITSTATUS(status) & 2);
 	}
 	printf("%sok 2 %d processes x %d calls, each within %.0f s (seed %llu)\n",
 	       bad ? "not " : "", procs, calls, BOUND_S, seed);
+	if (uapi_only)
+		printf("%sok 3 every command of the dmirror uapi known (no ENOTTY)%s\n",
+		       enotty ? "not " : "", enotty ? " (see above)" : "");
 	printf("# Totals: pass:%d fail:%d xfail:0 xpass:0 skip:0 error:0\n",
-	       (t <= 1.0) + !bad, (t > 1.0) + !!bad);
-	return bad ? 1 : 0;
+	       (t <= 1.0) + !bad + (uapi_only && !enotty), (t > 1.0) + !!bad + !!enotty);
+	return bad || enotty ? 1 : 0;
 }

@@ -2,7 +2,7 @@
 /*
  * hmm_storm: the core under racing CPU page-table changes, with an oracle.
  *
- *   hmm_storm [-t SECONDS] [-s SEED] [-j THREADS] [-i] [-e]
+ *   hmm_storm [-t SECONDS] [-s SEED] [-j THREADS] [-i] [-e | -u]
  *
  * Several mirrors of this process's mm (three opens of /dev/hmm_dmirror0,
  * one of /dev/hmm_dmirror1) and REGIONS regions of 16 pages. Worker
@@ -101,6 +101,14 @@
  * evicted nothing (the mode did not oversubscribe: it proved nothing).
  * Thrash control stays off (no HMM_DUMMY_SET_THRASH). Without -e none of
  * this runs and nothing else changes.
+ *
+ * -u: dmirror uapi only: the device answers only lib/test_hmm_uapi.h (e.g.
+ * rust_dmirror), none of hmm_dummy's own ioctls. Operations that need one
+ * are never drawn: batches (HMM_DUMMY_BATCH), the workers' and the killed
+ * children's; the first output lines say so. -e (HMM_DUMMY_DEVMEM and
+ * hmm_dummy's devmem_mib) is refused with it. Every other operation, the
+ * oracle and the errno rules are as without -u. Without -u the device must
+ * answer HMM_DUMMY_BATCH: ENOTTY there is an unexpected errno.
  *
  * Output: TAP, one line per kind of failure (stale reads, lost device
  * writes, COW violations, unexpected errnos, hangs, partial migrations,
@@ -206,6 +214,16 @@ enum op {
 	OP_SNAPSHOT, OP_EXCLUSIVE, OP_BATCH, NOPS
 };
 
+/* The operations workers draw from: all, or (-u) those of the dmirror uapi. */
+static enum op drawn[NOPS];
+static unsigned int ndrawn;
+
+/* Whether operation @op needs one of hmm_dummy's own ioctls (not drawn with -u). */
+static int op_needs_dummy(enum op op)
+{
+	return op == OP_BATCH;
+}
+
 static const char *const op_name[NOPS] = {
 	"cpu_write", "device_read", "device_write", "munmap", "mmap_fresh", "dontneed",
 	"mprotect_ro", "mprotect_none", "mprotect_rw", "mremap", "fork_cow",
@@ -277,8 +295,8 @@ static unsigned long batch_reads;
 static unsigned long batch_writes;
 static unsigned long batch_failed;
 static unsigned long batch_refaults;
-/* The device has no HMM_DUMMY_BATCH (ENOTTY): no batches. */
-static int no_batch;
+/* -u: the device speaks only the dmirror uapi (no batches are drawn). */
+static int uapi_only;
 /* Answers a competitor explained (see the header), and idle checks made. */
 static unsigned long enoent_explained;
 static unsigned long ebusy_explained;
@@ -1064,10 +1082,10 @@ struct batch_entry {
  * their order (one refaulted alone comes later, but after the batch's
  * accesses of its page that went before it: the mapping they lost stays
  * lost until the refaults), so the results are checked in that order,
- * each against the oracle as the entries before it left it. Returns
- * whether the device does batches.
+ * each against the oracle as the entries before it left it. Never drawn
+ * with -u.
  */
-static int do_batch(struct region *r, unsigned long long *rs, int fd, char *buf)
+static void do_batch(struct region *r, unsigned long long *rs, int fd, char *buf)
 {
 	/* In the buffer's last page, after the command: see main(). */
 	struct hmm_dummy_batch *b = (void *)(buf + DATA_SIZE + 256);
@@ -1081,8 +1099,6 @@ static int do_batch(struct region *r, unsigned long long *rs, int fd, char *buf)
 	long bad;
 
 	static_assert(512 + BATCH_MAX * sizeof(*e) <= PAGE, "a batch's entries fit");
-	if (LOAD(no_batch))
-		return 0;
 	want = rnd(rs) % 4 ? 1 : 2 + rnd(rs) % (BATCH_REGIONS - 1);
 	while (nheld < want) {
 		int ni = rnd(rs) & 1 ? hi + 1 : lo - 1;
@@ -1129,11 +1145,6 @@ static int do_batch(struct region *r, unsigned long long *rs, int fd, char *buf)
 		.count = n,
 	};
 	err = ioctl(fd, HMM_DUMMY_BATCH, b) ? errno : 0;
-	if (err == ENOTTY) {
-		/* Not hmm_dummy's: no batches for anyone. */
-		STORE(no_batch, 1);
-		goto out;
-	}
 	if (err) {
 		/* No status came back, but entries may have been done. */
 		for (i = 0; i < n; i++)
@@ -1196,7 +1207,6 @@ static int do_batch(struct region *r, unsigned long long *rs, int fd, char *buf)
 out:
 	for (int k = 1; k < nheld; k++)
 		pthread_mutex_unlock(&held[k]->lock);
-	return !LOAD(no_batch);
 }
 
 /*
@@ -1583,8 +1593,7 @@ static void do_op(enum op op, struct region *r, unsigned long long *rs, char *bu
 		do_exclusive(r, fd2, buf);
 		break;
 	case OP_BATCH:
-		if (!do_batch(r, rs, fd, buf))
-			return;
+		do_batch(r, rs, fd, buf);
 		break;
 	case NOPS:
 		break;
@@ -1618,7 +1627,7 @@ static void *worker(void *arg)
 	devmem_area = (struct hmm_dummy_devmem *)(buf + DATA_SIZE + DEVMEM_AT);
 	while (!LOAD(stop)) {
 		int ri = rnd(&rs) % REGIONS;
-		enum op op = rnd(&rs) % NOPS;
+		enum op op = drawn[rnd(&rs) % ndrawn];
 		struct region *r = &regions[ri];
 
 		pthread_mutex_lock(&r->lock);
@@ -1674,7 +1683,8 @@ static void *killer(void *arg)
 					.data = (uintptr_t)b,
 					.count = 512,
 				};
-				ioctl(fd, HMM_DUMMY_BATCH, &bt);
+				if (!uapi_only)
+					ioctl(fd, HMM_DUMMY_BATCH, &bt);
 				dmirror(fd, HMM_DMIRROR_READ, p, b, 512);
 				dmirror(fd, HMM_DMIRROR_WRITE, p, b, 512);
 			}
@@ -1890,7 +1900,7 @@ int main(int argc, char **argv)
 	char *arena, *bufs, *pbufs = NULL;
 	time_t end;
 
-	while ((opt = getopt(argc, argv, "t:s:j:ie")) != -1) {
+	while ((opt = getopt(argc, argv, "t:s:j:ieu")) != -1) {
 		switch (opt) {
 		case 't':
 			seconds = atoi(optarg);
@@ -1907,18 +1917,36 @@ int main(int argc, char **argv)
 		case 'e':
 			oversub = 1;
 			break;
+		case 'u':
+			uapi_only = 1;
+			break;
 		default:
-			fprintf(stderr, "usage: %s [-t SECONDS] [-s SEED] [-j THREADS] [-i] [-e]\n",
-				argv[0]);
-			return 2;
+			goto usage;
 		}
 	}
+	/* -e needs HMM_DUMMY_DEVMEM and hmm_dummy's devmem_mib. */
+	if (oversub && uapi_only) {
+		fprintf(stderr, "%s: -e needs hmm_dummy's own ioctls: not with -u\n", argv[0]);
+		goto usage;
+	}
+	for (int i = 0; i < NOPS; i++)
+		if (!uapi_only || !op_needs_dummy(i))
+			drawn[ndrawn++] = i;
 	if (nthreads < 1 || nthreads > MAX_THREADS)
 		nthreads = 4;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	printf("TAP version 13\n");
-	printf("# hmm_storm -t %d -s %llu -j %d%s%s: %d regions, %d mirrors\n", seconds, seed,
-	       nthreads, inject ? " -i" : "", oversub ? " -e" : "", REGIONS, MIRRORS);
+	printf("# hmm_storm -t %d -s %llu -j %d%s%s%s: %d regions, %d mirrors\n", seconds, seed,
+	       nthreads, inject ? " -i" : "", oversub ? " -e" : "", uapi_only ? " -u" : "",
+	       REGIONS, MIRRORS);
+	if (uapi_only) {
+		printf("# -u: dmirror uapi only (lib/test_hmm_uapi.h); left out, as they need %s",
+		       "hmm_dummy's own ioctls:");
+		for (int i = 0; i < NOPS; i++)
+			if (op_needs_dummy(i))
+				printf(" %s", op_name[i]);
+		printf(" (HMM_DUMMY_BATCH), the killed children's batches; -e refused\n");
+	}
 	for (int i = 0; i < MIRRORS; i++) {
 		const char *dev = i < 3 ? "/dev/hmm_dmirror0" : "/dev/hmm_dmirror1";
 
@@ -2027,6 +2055,10 @@ int main(int argc, char **argv)
 	}
 
 	for (int i = 0; i < NOPS; i++) {
+		if (uapi_only && op_needs_dummy(i)) {
+			printf("# %-24s left out (-u)\n", op_name[i]);
+			continue;
+		}
 		printf("# %-24s %lu\n", op_name[i], ops_done[i]);
 		total += ops_done[i];
 	}
@@ -2037,13 +2069,11 @@ int main(int argc, char **argv)
 	printf("# EFAULT under injection, explained by device pages %lu\n", efault_explained);
 	printf("# idle checks made: migrations seen whole %lu, fresh writes snapshotted %lu\n",
 	       whole_checked, fresh_checked);
-	if (no_batch)
-		printf("# batches: none (the device has no HMM_DUMMY_BATCH)\n");
-	else
+	if (!uapi_only)
 		printf("# batch entries: reads %lu, writes %lu, errnos %lu, refaulted %lu\n",
 		       batch_reads, batch_writes, batch_failed, batch_refaults);
 	ran = total && ops_done[OP_MIGRATE] && ops_done[OP_DEV_READ] && ops_done[OP_FORK] &&
-	      (ops_done[OP_BATCH] || no_batch) && kills;
+	      (ops_done[OP_BATCH] || uapi_only) && kills;
 	if (oversub) {
 		unsigned long ptotal = 0;
 
@@ -2093,7 +2123,7 @@ int main(int argc, char **argv)
 		printf("%sok %d device memory oversubscribed: device 0 evicted %llu pages\n",
 		       oversubscribed ? "" : "not ", ++tests, grew[0][C_EVICTED]);
 	printf("# seed %llu (hmm_storm -s %llu -t %d%s reproduces the choices)\n", seed, seed,
-	       seconds, oversub ? " -e" : "");
+	       seconds, oversub ? " -e" : uapi_only ? " -u" : "");
 	{
 		int failed = 0;
 
@@ -2108,4 +2138,7 @@ int main(int argc, char **argv)
 	if (failures[HANG])
 		_exit(1);
 	return 0;
+usage:
+	fprintf(stderr, "usage: %s [-t SECONDS] [-s SEED] [-j THREADS] [-i] [-e | -u]\n", argv[0]);
+	return 2;
 }
