@@ -46,11 +46,11 @@ use kernel::{
     bindings,
     error::{from_err_ptr, to_result},
     ffi::{c_int, c_long, c_uint, c_ulong},
-    mm::MmWithUser,
+    mm::{Mm, MmWithUser},
     new_condvar, new_mutex, new_spinlock,
     page::PAGE_SIZE,
     prelude::*,
-    sync::{Arc, CondVar, Mutex, SpinLock},
+    sync::{aref::ARef, Arc, CondVar, Mutex, SpinLock},
 };
 
 /// The C declarations of `hmm_rs.h` this API wraps, spelled as in C.
@@ -304,6 +304,11 @@ mod ffi {
         pub(super) fn hmm_rs_drv_fatal_signal_pending() -> bool;
         pub(super) fn hmm_rs_drv_cond_resched();
         pub(super) fn hmm_rs_drv_user_end() -> c_ulong;
+        pub(super) fn hmm_rs_drv_next_vma(
+            mm: *mut bindings::mm_struct,
+            addr: c_ulong,
+            end: c_ulong,
+        ) -> c_long;
     }
 }
 
@@ -965,6 +970,9 @@ pub mod advice {
 pub struct Mirror<T: MirrorOps> {
     raw: NonNull<ffi::hmm_rs_mirror>,
     inner: Pin<KBox<MirrorInner<T>>>,
+    /// The mirrored mm (its `mm_count`, not its users: the mirror does not
+    /// keep the address space alive).
+    mm: ARef<Mm>,
     _device: Arc<Device<T>>,
 }
 
@@ -1002,8 +1010,19 @@ impl<T: MirrorOps> Mirror<T> {
         Ok(Mirror {
             raw: NonNull::new(raw).ok_or(ENOMEM)?,
             inner,
+            mm: ARef::from(&**mm),
             _device: device.clone(),
         })
+    }
+
+    /// `addr` if a VMA of the mirrored mm holds it, else where the first VMA
+    /// above it starts, or `end` if none starts below `end`: how a range
+    /// operation skips a hole without walking it. `ESRCH` once the mm has
+    /// no users, `EINTR` for a fatal signal. May sleep.
+    pub fn next_vma(&self, addr: usize, end: usize) -> Result<usize> {
+        // SAFETY: `mm` is held (`mm_count`); the helper takes its users and
+        // its lock, and lets both go.
+        count(unsafe { ffi::hmm_rs_drv_next_vma(self.mm.as_raw(), addr, end) })
     }
 
     /// The mirror's callbacks and state.

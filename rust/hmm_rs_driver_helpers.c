@@ -15,6 +15,8 @@
 #include <linux/build_bug.h>
 #include <linux/highmem.h>
 #include <linux/mm.h>
+#include <linux/mmap_lock.h>
+#include <linux/sched/mm.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/stddef.h>
@@ -102,6 +104,35 @@ void hmm_rs_drv_cond_resched(void)
 unsigned long hmm_rs_drv_user_end(void)
 {
 	return TASK_SIZE_MAX;
+}
+
+/**
+ * hmm_rs_drv_next_vma() - where the next VMA starts
+ * @mm: the address space (mmgrab()ed by the caller)
+ * @addr: from where
+ * @end: up to where
+ *
+ * Return: @addr if a VMA holds it, else where the first VMA above it
+ * starts, or @end if none starts below @end; -ESRCH once @mm has no users,
+ * -EINTR for a fatal signal.
+ */
+long hmm_rs_drv_next_vma(struct mm_struct *mm, unsigned long addr, unsigned long end)
+{
+	struct vm_area_struct *vma;
+	unsigned long next = end;
+
+	if (!mmget_not_zero(mm))
+		return -ESRCH;
+	if (mmap_read_lock_killable(mm)) {
+		mmput(mm);
+		return -EINTR;
+	}
+	vma = find_vma(mm, addr);
+	if (vma && vma->vm_start < end)
+		next = max(vma->vm_start, addr);
+	mmap_read_unlock(mm);
+	mmput(mm);
+	return next;
 }
 
 /*

@@ -8,6 +8,7 @@
 
 #include <linux/types.h>
 
+struct mm_struct;
 struct page;
 
 void hmm_rs_drv_page_read(u64 pfn, size_t offset, void *dst, size_t len);
@@ -18,5 +19,6 @@ u64 hmm_rs_drv_page_pfn(struct page *page);
 bool hmm_rs_drv_fatal_signal_pending(void);
 void hmm_rs_drv_cond_resched(void);
 unsigned long hmm_rs_drv_user_end(void);
+long hmm_rs_drv_next_vma(struct mm_struct *mm, unsigned long addr, unsigned long end);
 
 #endif /* HMM_RS_DRIVER_HELPERS_H */

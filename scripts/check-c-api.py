@@ -15,6 +15,18 @@ structures are checked at run time, by the hmm_rs_c_header KUnit suite.
 
     check-c-api.py HMM_RS_H C_API_RS HMM_RS_API_C
 
+With --driver, the other side: the Rust driver API (rust/hmm_rs_driver.rs)
+declares hmm_rs.h's functions, structures and constants again for driver
+crates, spelled as in C (extern "C" block, #[repr(C)] copies, consts).
+Each function it declares must be in hmm_rs.h with the same parameters,
+each copied structure must have the header's members and types; and the
+layout numbers it asserts (check_size!, check_offset!, check_value!) must
+be exactly those its C half asserts on the header (HMM_RS_DRV_SIZE,
+_OFFSET, _VALUE in rust/hmm_rs_driver_helpers.c), which must cover every
+member of every copy and every constant:
+
+    check-c-api.py --driver HMM_RS_H HMM_RS_DRIVER_RS HMM_RS_DRIVER_HELPERS_C
+
 Exits 1 and names each difference if they do not match.
 """
 import re
@@ -184,7 +196,116 @@ def compare(what, c, rust, errors):
             errors.append(f"{what}: parameter {i + 1}: {cp} in C, {rp} in Rust")
 
 
+def parse_driver(src):
+    """The driver API's extern functions, structures, walk alias, consts."""
+    text = re.sub(r"//.*$", "", src, flags=re.M)
+    fns = {}
+    pat = r"pub\(super\) fn (hmm_rs_\w+)\s*\((.*?)\)\s*(?:->\s*([^;]+?))?\s*;"
+    for m in re.finditer(pat, text, flags=re.S):
+        if m.group(1).startswith("hmm_rs_drv_"):
+            continue
+        params = [norm_rust(p.split(":", 1)[1]) for p in split_params(m.group(2))]
+        fns[m.group(1)] = (norm_rust(m.group(3) or ""), params)
+    aliases = {}
+    pat = r'type (\w+)\s*=\s*unsafe extern "C" fn\s*\((.*?)\)\s*(?:->\s*([^;]+?))?\s*;'
+    for m in re.finditer(pat, text, flags=re.S):
+        params = [norm_rust(p) for p in split_params(m.group(2))]
+        aliases[m.group(1)] = (norm_rust(m.group(3) or ""), params)
+    structs = {}
+    for m in re.finditer(r"struct (hmm_rs_\w+) \{(.*?)\n    \}", text, flags=re.S):
+        members = {}
+        body = m.group(2).replace("pub(super) ", "")
+        for field in split_params(body):
+            name, ty = (x.strip() for x in field.split(":", 1))
+            if name.startswith("_"):
+                continue
+            f = re.fullmatch(r'Option<\s*unsafe extern "C" fn\s*\((.*)\)\s*(?:->\s*(.+?))?\s*,?\s*>', ty, re.S)
+            if f:
+                params = [norm_rust(p) for p in split_params(f.group(1))]
+                members[name] = ("fn", norm_rust(f.group(2) or ""), params)
+            else:
+                members[name] = ("data", norm_rust(ty))
+        if members:
+            structs[m.group(1)] = members
+    consts = {}
+    for m in re.finditer(r"pub\(super\) const (HMM_RS_\w+): \w+ = (\d+);", text):
+        consts[m.group(1)] = int(m.group(2))
+    return fns, aliases, structs, consts
+
+
+def layout_lines(text, size, offset, value):
+    """The (kind, names..., number) lines of one side of the layout check."""
+    lines = set()
+    for m in re.finditer(size + r"\((\w+), (\d+)\);", text):
+        lines.add(("size", m.group(1), int(m.group(2))))
+    for m in re.finditer(offset + r"\((\w+), (\w+), (\d+)\);", text):
+        lines.add(("offset", m.group(1), MEMBERS.get(m.group(2), m.group(2)), int(m.group(3))))
+    for m in re.finditer(value + r"\((HMM_RS_\w+), (\d+)\);", text):
+        lines.add(("value", m.group(1), int(m.group(2))))
+    return lines
+
+
+def main_driver(header, rust, helpers):
+    global STRUCTS, TYPEDEFS, MEMBERS
+    protos, typedefs, c_structs = parse_c(header)
+    fns, aliases, r_structs, consts = parse_driver(rust)
+    # The driver API spells C's names as C does.
+    STRUCTS = {k: k for k in STRUCTS}
+    TYPES["hmm_rs_walk_fn"] = ["Option<hmm_rs_walk_fn>"]
+    MEMBERS = {"type": "type_"}
+    errors = []
+    if not fns:
+        errors.append("no hmm_rs_* function declared in the driver API")
+    for name, sig in fns.items():
+        if name not in protos:
+            errors.append(f"{name}: declared in the driver API, not in hmm_rs.h")
+        else:
+            compare(name, protos[name], sig, errors)
+    if "hmm_rs_walk_fn" not in aliases:
+        errors.append("hmm_rs_walk_fn: no alias in the driver API")
+    else:
+        compare("hmm_rs_walk_fn", typedefs["hmm_rs_walk_fn"], aliases["hmm_rs_walk_fn"], errors)
+    for c_name in COPIES:
+        c_members, r_members = c_structs.get(c_name), r_structs.get(c_name)
+        if c_members is None or r_members is None:
+            errors.append(f"struct {c_name}: missing in hmm_rs.h or in the driver API")
+            continue
+        c_names = [MEMBERS.get(n, n) for n in c_members]
+        if c_names != list(r_members):
+            errors.append(f"struct {c_name}: members {c_names} in C, {list(r_members)} in Rust")
+            continue
+        for (n, c), r in zip(c_members.items(), r_members.values()):
+            what = f"struct {c_name}.{n}"
+            if c[0] != r[0]:
+                errors.append(f"{what}: a function pointer on one side only")
+            elif c[0] == "fn":
+                compare(what, c[1:], r[1:], errors)
+            elif r[1] not in rust_types(c[1]):
+                errors.append(f"{what}: {c[1]} in C, {r[1]} in Rust")
+    r_lines = layout_lines(rust, "check_size!", "check_offset!", "check_value!")
+    c_lines = layout_lines(helpers, "HMM_RS_DRV_SIZE", "HMM_RS_DRV_OFFSET", "HMM_RS_DRV_VALUE")
+    for line in sorted(c_lines - r_lines, key=str):
+        errors.append(f"layout: {line} asserted in C only")
+    for line in sorted(r_lines - c_lines, key=str):
+        errors.append(f"layout: {line} asserted in Rust only")
+    for c_name in COPIES:
+        if ("size", c_name) not in {l[:2] for l in c_lines}:
+            errors.append(f"layout: no size of struct {c_name}")
+        for n in c_structs.get(c_name, {}):
+            if not any(l[:3] == ("offset", c_name, MEMBERS.get(n, n)) for l in c_lines):
+                errors.append(f"layout: no offset of struct {c_name}.{n}")
+    for name, v in consts.items():
+        if ("value", name, v) not in c_lines:
+            errors.append(f"{name}: {v} in the driver API, not asserted so on hmm_rs.h")
+    return errors
+
+
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "--driver":
+        errors = main_driver(*(open(f, encoding="utf-8").read() for f in sys.argv[2:]))
+        for e in errors:
+            print(f"check-c-api --driver: {e}", file=sys.stderr)
+        sys.exit(1 if errors else 0)
     if len(sys.argv) != 4:
         sys.exit(__doc__.split("\n\n")[2])
     header, rust, api = (open(f, encoding="utf-8").read() for f in sys.argv[1:])

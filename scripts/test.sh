@@ -44,8 +44,8 @@ echo "ok: build (kernel, modules with clippy, test programs)"
 mapfile -t rsrc < <(cd "$repo" && git ls-files --cached --others --exclude-standard '*.rs' | sed "s|^|$repo/|")
 check "rustfmt" rustfmt --check --edition 2021 --config-path "$(ksrc)/.rustfmt.toml" "${rsrc[@]}"
 check "shellcheck" shellcheck -x -P "$here" "$here"/*.sh "$repo"/.ci/run
-csrc=("$repo"/*.c "$repo"/tests/*.c "$repo"/tests/kernel/*.c "$repo"/tests/demo/*.c "$repo"/tests/bench/*.c)
-csrc+=("$repo"/hmm_rs.h "$repo"/hmm_shim.h)
+csrc=("$repo"/*.c "$repo"/rust/*.c "$repo"/tests/*.c "$repo"/tests/kernel/*.c "$repo"/tests/demo/*.c "$repo"/tests/bench/*.c)
+csrc+=("$repo"/hmm_rs.h "$repo"/hmm_shim.h "$repo"/rust/*.h)
 check "checkpatch" perl "$(ksrc)/scripts/checkpatch.pl" --no-tree --quiet --strict -f "${csrc[@]}"
 # TRACE_EVENT()'s layout, as in include/trace/events/, is what --strict's
 # alignment checks misread: the events' header gets the default checks.

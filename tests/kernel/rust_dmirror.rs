@@ -8,7 +8,7 @@
 //! each of memory that is not System RAM, as test_hmm takes them)
 //! `/dev/hmm_dmirror2` and `3` with device-coherent memory; each open
 //! mirrors the opener's mm. It answers `lib/test_hmm_uapi.h`: READ,
-//! READ_UNLOCKED and WRITE (the "device" copies the mirrored pages through a
+//! READ_UNLOCKED (where the uapi has it) and WRITE (the "device" copies the mirrored pages through a
 //! bounce buffer, faulting what is missing), MIGRATE_TO_DEV and
 //! MIGRATE_TO_SYS, SNAPSHOT, EXCLUSIVE and CHECK_EXCLUSIVE, RELEASE, FLAGS,
 //! and mmap() of zeroed pages: what `tests/kernel/hmm_dummy.c` answers of
@@ -89,7 +89,9 @@ const HMM_DMIRROR_EXCLUSIVE: u32 = _IOWR::<CmdBytes>(b'H' as u32, 0x05);
 const HMM_DMIRROR_CHECK_EXCLUSIVE: u32 = _IOWR::<CmdBytes>(b'H' as u32, 0x06);
 const HMM_DMIRROR_RELEASE: u32 = _IOWR::<CmdBytes>(b'H' as u32, 0x07);
 const HMM_DMIRROR_FLAGS: u32 = _IOWR::<CmdBytes>(b'H' as u32, 0x08);
-/// Linux 7.3's uapi; hmm-rs faults "unlocked" always, so it is READ.
+/// Linux 7.3's uapi, not 7.2's; hmm-rs faults "unlocked" always, so it
+/// is READ.
+#[cfg(hmm_rs_have_read_unlocked)]
 const HMM_DMIRROR_READ_UNLOCKED: u32 = _IOWR::<CmdBytes>(b'H' as u32, 0x09);
 
 const PROT_ERROR: u8 = 0xff;
@@ -223,11 +225,11 @@ impl MirrorOps for FileMirror {
 }
 
 /// Per-page bits, as the C bitmap of hmm_dummy.
-struct Bits(KVVec<u64>);
+struct Bits(VVec<u64>);
 
 impl Bits {
     fn new(n: usize) -> Result<Self> {
-        let mut v = KVVec::with_capacity(n.div_ceil(64), GFP_KERNEL | __GFP_NOWARN)?;
+        let mut v = VVec::with_capacity(n.div_ceil(64), GFP_KERNEL | __GFP_NOWARN)?;
         v.resize(n.div_ceil(64), 0, GFP_KERNEL)?;
         Ok(Bits(v))
     }
@@ -247,12 +249,15 @@ impl Bits {
 }
 
 /// One device access: copies between the bounce buffer and mirrored pages;
-/// `done` has a bit per page copied, kept across rounds.
+/// `done` has a bit per page copied, kept across rounds. Both in vmalloc()
+/// memory, 4 KiB pages, as test_hmm has them: kvmalloc() may back a large
+/// buffer with a huge page, whose allocation compacts memory (measured for
+/// hmm_dummy: a READ of 8 MiB about 8 times slower).
 struct Transfer<'a> {
     dev: &'a Dmirror,
     start: usize,
     end: usize,
-    bounce: KVVec<u8>,
+    bounce: VVec<u8>,
     write: bool,
     pages: usize,
     done: Bits,
@@ -261,7 +266,7 @@ struct Transfer<'a> {
 impl<'a> Transfer<'a> {
     fn new(dev: &'a Dmirror, start: usize, end: usize, write: bool) -> Result<Self> {
         let size = end - start;
-        let mut bounce = KVVec::with_capacity(size, GFP_KERNEL | __GFP_NOWARN)?;
+        let mut bounce = VVec::with_capacity(size, GFP_KERNEL | __GFP_NOWARN)?;
         bounce.resize(size, 0, GFP_KERNEL)?;
         Ok(Transfer {
             dev,
@@ -379,17 +384,18 @@ impl<const ID: usize> DmirrorFile<ID> {
         Ok(())
     }
 
-    /// SNAPSHOT: what the CPU maps, 2 MiB at a time, as test_hmm reports it.
+    /// SNAPSHOT: what the CPU maps, 2 MiB at a time, as test_hmm reports
+    /// it. It costs what the result buffer holds, not what `npages` says: a
+    /// hole between VMAs is no walk, only its bytes (errors) written, and
+    /// the first byte the buffer cannot take ends it (`EFAULT`).
     fn snapshot(&self, cmd: &mut Cmd, end: usize) -> Result {
         const CHUNK: usize = 512;
         let mut snap = KVec::from_elem(0u32, CHUNK, GFP_KERNEL)?;
         let mut perm = KVec::from_elem(0u8, CHUNK, GFP_KERNEL)?;
-        let mut out = UserSlice::new(
-            UserPtr::from_addr(cmd.ptr as usize),
-            (end - cmd.addr as usize) / PAGE_SIZE,
-        )
-        .writer();
+        let len = (end - cmd.addr as usize) / PAGE_SIZE;
+        let mut out = UserSlice::new(UserPtr::from_addr(cmd.ptr as usize), len).writer();
         let mut addr = cmd.addr as usize;
+        let mut vma = 0;
         while addr < end {
             if hmm_rs_driver::fatal_signal_pending() {
                 return Err(EINTR);
@@ -397,9 +403,16 @@ impl<const ID: usize> DmirrorFile<ID> {
             hmm_rs_driver::cond_resched();
             let next = end.min(addr + CHUNK * PAGE_SIZE);
             let n = (next - addr) / PAGE_SIZE;
-            self.mirror.snapshot(addr..next, &mut snap[..n])?;
-            for (p, s) in perm.iter_mut().zip(snap.iter()).take(n) {
-                *p = perm_of(Snap(*s));
+            if vma <= addr {
+                vma = self.mirror.next_vma(addr, end)?;
+            }
+            if vma >= next {
+                perm[..n].fill(PROT_ERROR);
+            } else {
+                self.mirror.snapshot(addr..next, &mut snap[..n])?;
+                for (p, s) in perm.iter_mut().zip(snap.iter()).take(n) {
+                    *p = perm_of(Snap(*s));
+                }
             }
             out.write_slice(&perm[..n]).map_err(|_| EFAULT)?;
             cmd.cpages += n as u64;
@@ -588,8 +601,9 @@ impl<const ID: usize> MiscDevice for DmirrorFile<ID> {
 
     fn ioctl(me: Pin<&Self>, _file: &File, cmd_code: u32, arg: usize) -> Result<isize> {
         match cmd_code {
+            #[cfg(hmm_rs_have_read_unlocked)]
+            HMM_DMIRROR_READ_UNLOCKED => {}
             HMM_DMIRROR_READ
-            | HMM_DMIRROR_READ_UNLOCKED
             | HMM_DMIRROR_WRITE
             | HMM_DMIRROR_MIGRATE_TO_DEV
             | HMM_DMIRROR_MIGRATE_TO_SYS
