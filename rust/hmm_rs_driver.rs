@@ -41,16 +41,17 @@
 //! `PREFER_DEVICE` advice naming device memory (the mirror would have to
 //! keep that memory's callbacks alive past [`DevMem`]'s drop).
 
-use core::{ffi::c_void, marker::PhantomData, ops::Range, ptr::NonNull};
+use core::{ffi::c_void, marker::PhantomData, mem::MaybeUninit, ops::Range, ptr::NonNull};
 use kernel::{
     bindings,
     error::{from_err_ptr, to_result},
     ffi::{c_int, c_long, c_uint, c_ulong},
     mm::{Mm, MmWithUser},
     new_condvar, new_mutex, new_spinlock,
-    page::PAGE_SIZE,
+    page::{Page, PAGE_SIZE},
     prelude::*,
     sync::{aref::ARef, Arc, CondVar, Mutex, SpinLock},
+    uaccess::{UserSliceReader, UserSliceWriter},
 };
 
 /// The C declarations of `hmm_rs.h` this API wraps, spelled as in C.
@@ -488,6 +489,8 @@ impl Event {
             ffi::HMM_RS_MUNMAP => EventType::Munmap,
             ffi::HMM_RS_DEVICE_READ_FAULT => EventType::DeviceReadFault,
             ffi::HMM_RS_DEVICE_WRITE_FAULT => EventType::DeviceWriteFault,
+            ffi::HMM_RS_WRITE_PROTECT => EventType::WriteProtect,
+            // The core sends no other type (type invariant).
             _ => EventType::WriteProtect,
         }
     }
@@ -744,7 +747,18 @@ pub struct PageRef<'a> {
     _life: PhantomData<&'a ()>,
 }
 
-impl PageRef<'_> {
+impl<'a> PageRef<'a> {
+    /// A page the driver owns, for as long as it is borrowed: e.g. one
+    /// holding the contents of a device-private page.
+    pub fn from_page(page: &'a Page) -> Self {
+        // INVARIANT: An owned page is addressable and lives while borrowed.
+        PageRef {
+            // SAFETY: `page` is a valid page.
+            pfn: unsafe { ffi::hmm_rs_drv_page_pfn(page.as_ptr()) },
+            _life: PhantomData,
+        }
+    }
+
     /// The page's pfn.
     pub fn pfn(&self) -> u64 {
         self.pfn
@@ -780,10 +794,103 @@ impl PageRef<'_> {
         unsafe { ffi::hmm_rs_drv_page_zero(self.pfn) };
     }
 
-    /// Copies all of `src` into this page.
+    /// Copies all of `src` into this page (`copy_highpage()`).
     pub fn copy_from(&self, src: &PageRef<'_>) {
         // SAFETY: By both type invariants.
         unsafe { ffi::hmm_rs_drv_page_copy(self.pfn, src.pfn) };
+    }
+}
+
+/// The buffer of a device access that moves whole pages between user
+/// space and mirrored pages: `npages` pages of vmalloc() memory (4 KiB
+/// pages: a kvmalloc()ed one may take a huge page, whose allocation
+/// compacts memory), not zeroed; each page is written whole before it can
+/// be read.
+///
+/// # Invariants
+///
+/// `buf` has room for `npages` pages; the bytes of page `k` are
+/// initialised if bit `k` of `filled` is set.
+pub struct PageBuffer {
+    buf: VVec<u8>,
+    filled: KVVec<u64>,
+    npages: usize,
+}
+
+impl PageBuffer {
+    /// A buffer of `npages` pages; `ENOMEM` (quietly) if there is no room.
+    pub fn new(npages: usize) -> Result<Self> {
+        let size = npages.checked_mul(PAGE_SIZE).ok_or(ENOMEM)?;
+        let buf = VVec::with_capacity(size, GFP_KERNEL | __GFP_NOWARN)?;
+        let words = npages.div_ceil(64);
+        let mut filled = KVVec::with_capacity(words, GFP_KERNEL | __GFP_NOWARN)?;
+        filled.resize(words, 0, GFP_KERNEL)?;
+        // INVARIANT: Room for `npages` pages, none filled.
+        Ok(PageBuffer {
+            buf,
+            filled,
+            npages,
+        })
+    }
+
+    /// How many pages.
+    pub fn npages(&self) -> usize {
+        self.npages
+    }
+
+    /// Whether page `k` is filled.
+    pub fn is_filled(&self, k: usize) -> bool {
+        k < self.npages && self.filled[k / 64] & (1u64 << (k % 64)) != 0
+    }
+
+    fn slot(&mut self, k: usize) -> Result<&mut [MaybeUninit<u8>]> {
+        if k >= self.npages {
+            return Err(EINVAL);
+        }
+        Ok(&mut self.buf.spare_capacity_mut()[k * PAGE_SIZE..(k + 1) * PAGE_SIZE])
+    }
+
+    /// Fills page `k` with a copy of `page`.
+    pub fn fill_from_page(&mut self, k: usize, page: &PageRef<'_>) -> Result {
+        let slot = self.slot(k)?;
+        // SAFETY: `page` is addressable and live (its invariant); `slot` is
+        // valid for `PAGE_SIZE` bytes of writes.
+        unsafe { ffi::hmm_rs_drv_page_read(page.pfn, 0, slot.as_mut_ptr().cast(), PAGE_SIZE) };
+        // INVARIANT: Page `k` was written whole.
+        self.filled[k / 64] |= 1u64 << (k % 64);
+        Ok(())
+    }
+
+    /// Fills every page from user space (`EFAULT` if it cannot).
+    pub fn fill_from_user(&mut self, reader: &mut UserSliceReader) -> Result {
+        let size = self.npages * PAGE_SIZE;
+        reader.read_raw(&mut self.buf.spare_capacity_mut()[..size])?;
+        // INVARIANT: `read_raw` initialised every byte.
+        self.filled.iter_mut().for_each(|w| *w = u64::MAX);
+        Ok(())
+    }
+
+    /// Page `k`, if filled.
+    pub fn page(&self, k: usize) -> Option<&[u8]> {
+        if !self.is_filled(k) {
+            return None;
+        }
+        // SAFETY: Within the buffer; initialised, since filled (type invariant).
+        Some(unsafe {
+            core::slice::from_raw_parts(self.buf.as_ptr().add(k * PAGE_SIZE), PAGE_SIZE)
+        })
+    }
+
+    /// Copies the whole buffer to user space: `ENOENT` if a page is not
+    /// filled, `EFAULT` if user space cannot take it.
+    pub fn write_to_user(&self, writer: &mut UserSliceWriter) -> Result {
+        if !(0..self.npages).all(|k| self.is_filled(k)) {
+            return Err(ENOENT);
+        }
+        // SAFETY: Every page of the buffer is filled, so initialised.
+        let all =
+            unsafe { core::slice::from_raw_parts(self.buf.as_ptr(), self.npages * PAGE_SIZE) };
+        writer.write_slice(all)
     }
 }
 

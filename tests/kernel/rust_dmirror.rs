@@ -38,8 +38,8 @@ use kernel::{
 pub mod hmm_rs_driver;
 
 use hmm_rs_driver::{
-    Access, DevMem, DevMemOps, DevPage, Device, Event, Mapping, Mirror, MirrorOps, PageRef,
-    PtFlags, Snap, Update,
+    Access, DevMem, DevMemOps, DevPage, Device, Event, Mapping, Mirror, MirrorOps, PageBuffer,
+    PageRef, PtFlags, Snap, Update,
 };
 
 module! {
@@ -115,11 +115,13 @@ struct Cmd {
     faults: u64,
 }
 
-/// The contents of device-private pages, by page index.
+/// The contents of device-private pages: a system page per device page in
+/// use (an `XArray` by page index), as test_hmm keeps one in each device
+/// page; a real device would keep them in its own memory.
 #[pin_data]
 struct Backing {
     #[pin]
-    pages: XArray<KBox<[u8; PAGE_SIZE]>>,
+    pages: XArray<KBox<Page>>,
 }
 
 impl Backing {
@@ -132,18 +134,23 @@ impl Backing {
 
 impl DevMemOps for Backing {
     fn copy_to_device(&self, dst: DevPage<'_>, src: Option<PageRef<'_>>) -> Result {
-        if let Some(page) = dst.page() {
-            match src {
-                Some(src) => page.copy_from(&src),
-                None => page.zero(),
+        // Device-coherent memory holds its own contents.
+        let page = match dst.page() {
+            Some(page) => {
+                match src {
+                    Some(src) => page.copy_from(&src),
+                    None => page.zero(),
+                }
+                return Ok(());
             }
-            return Ok(());
+            None => KBox::new(Page::alloc_page(GFP_KERNEL)?, GFP_KERNEL)?,
+        };
+        let to = PageRef::from_page(&page);
+        match src {
+            Some(src) => to.copy_from(&src),
+            None => to.zero(),
         }
-        let mut buf = KBox::init(pin_init::zeroed::<[u8; PAGE_SIZE]>(), GFP_KERNEL)?;
-        if let Some(src) = src {
-            src.read(0, &mut buf[..])?;
-        }
-        let old = self.pages.lock().store(dst.index(), buf, GFP_KERNEL)?;
+        let old = self.pages.lock().store(dst.index(), page, GFP_KERNEL)?;
         drop(old);
         Ok(())
     }
@@ -154,8 +161,9 @@ impl DevMemOps for Backing {
             return Ok(());
         }
         let pages = self.pages.lock();
-        let buf = pages.get(src.index()).ok_or(EIO)?;
-        dst.write(0, &buf[..])
+        let page = pages.get(src.index()).ok_or(EIO)?;
+        dst.copy_from(&PageRef::from_page(page));
+        Ok(())
     }
 
     fn free(&self, index: usize) {
@@ -191,19 +199,17 @@ impl Dmirror {
         Ok(Arc::new(Dmirror { name, mem, device }, GFP_KERNEL)?)
     }
 
-    /// Where the contents of device-private page `pfn` are: copies them
-    /// into `buf`, or from it with `write`.
-    fn device_page(&self, pfn: u64, buf: &mut [u8], write: bool) -> Result {
+    /// The device's copy of device-private page `pfn`: into page `k` of
+    /// `buf`, or out of it with `write`.
+    fn device_page(&self, pfn: u64, buf: &mut PageBuffer, k: usize, write: bool) -> Result {
         let index = self.mem.index(pfn).ok_or(EIO)?;
-        let mut pages = self.mem.ops().pages.lock();
+        let pages = self.mem.ops().pages.lock();
+        let page = PageRef::from_page(pages.get(index).ok_or(EIO)?);
         if write {
-            let page = pages.get_mut(index).ok_or(EIO)?;
-            page.copy_from_slice(buf);
+            page.write(0, buf.page(k).ok_or(EIO)?)
         } else {
-            let page = pages.get(index).ok_or(EIO)?;
-            buf.copy_from_slice(&page[..]);
+            buf.fill_from_page(k, &page)
         }
-        Ok(())
     }
 }
 
@@ -225,39 +231,37 @@ impl MirrorOps for FileMirror {
 }
 
 /// Per-page bits, as the C bitmap of hmm_dummy.
-struct Bits(VVec<u64>);
+struct Bits(KVVec<u64>);
 
 impl Bits {
     fn new(n: usize) -> Result<Self> {
-        let mut v = VVec::with_capacity(n.div_ceil(64), GFP_KERNEL | __GFP_NOWARN)?;
+        let mut v = KVVec::with_capacity(n.div_ceil(64), GFP_KERNEL | __GFP_NOWARN)?;
         v.resize(n.div_ceil(64), 0, GFP_KERNEL)?;
         Ok(Bits(v))
     }
 
+    fn test(&self, k: usize) -> bool {
+        self.0[k / 64] & (1u64 << (k % 64)) != 0
+    }
+
     fn test_and_set(&mut self, k: usize) -> bool {
-        let (w, b) = (k / 64, 1u64 << (k % 64));
-        let old = self.0[w] & b != 0;
-        self.0[w] |= b;
+        let old = self.test(k);
+        self.0[k / 64] |= 1u64 << (k % 64);
         old
     }
 
     fn first_zero(&self, n: usize) -> usize {
-        (0..n)
-            .find(|&k| self.0[k / 64] & (1u64 << (k % 64)) == 0)
-            .unwrap_or(n)
+        (0..n).find(|&k| !self.test(k)).unwrap_or(n)
     }
 }
 
-/// One device access: copies between the bounce buffer and mirrored pages;
-/// `done` has a bit per page copied, kept across rounds. Both in vmalloc()
-/// memory, 4 KiB pages, as test_hmm has them: kvmalloc() may back a large
-/// buffer with a huge page, whose allocation compacts memory (measured for
-/// hmm_dummy: a READ of 8 MiB about 8 times slower).
+/// One device access: copies between the buffer and mirrored pages;
+/// `done` has a bit per page copied, kept across rounds.
 struct Transfer<'a> {
     dev: &'a Dmirror,
     start: usize,
     end: usize,
-    bounce: VVec<u8>,
+    buf: PageBuffer,
     write: bool,
     pages: usize,
     done: Bits,
@@ -265,22 +269,20 @@ struct Transfer<'a> {
 
 impl<'a> Transfer<'a> {
     fn new(dev: &'a Dmirror, start: usize, end: usize, write: bool) -> Result<Self> {
-        let size = end - start;
-        let mut bounce = VVec::with_capacity(size, GFP_KERNEL | __GFP_NOWARN)?;
-        bounce.resize(size, 0, GFP_KERNEL)?;
+        let npages = (end - start) / PAGE_SIZE;
         Ok(Transfer {
             dev,
             start,
             end,
-            bounce,
+            buf: PageBuffer::new(npages)?,
             write,
             pages: 0,
-            done: Bits::new(size / PAGE_SIZE)?,
+            done: Bits::new(npages)?,
         })
     }
 
     fn npages(&self) -> usize {
-        (self.end - self.start) / PAGE_SIZE
+        self.buf.npages()
     }
 
     /// Copies what of `m` is in the range and not done yet.
@@ -288,25 +290,25 @@ impl<'a> Transfer<'a> {
         if self.write && !m.flags().contains(PtFlags::WRITE) {
             return Ok(());
         }
-        for k in 0..m.pages() {
-            let va = m.addr() + k * PAGE_SIZE;
-            if va < self.start
-                || va >= self.end
-                || self.done.test_and_set((va - self.start) / PAGE_SIZE)
-            {
+        for i in 0..m.pages() {
+            let va = m.addr() + i * PAGE_SIZE;
+            if va < self.start || va >= self.end {
+                continue;
+            }
+            let k = (va - self.start) / PAGE_SIZE;
+            if self.done.test_and_set(k) {
                 continue;
             }
             self.pages += 1;
-            let off = va - self.start;
-            let buf = &mut self.bounce[off..off + PAGE_SIZE];
             if m.flags().contains(PtFlags::DEVICE) {
-                self.dev.device_page(m.pfn() + k as u64, buf, self.write)?;
+                self.dev
+                    .device_page(m.pfn() + i as u64, &mut self.buf, k, self.write)?;
             } else {
-                let page = m.page(k).ok_or(EIO)?;
+                let page = m.page(i).ok_or(EIO)?;
                 if self.write {
-                    page.write(0, buf)?;
+                    page.write(0, self.buf.page(k).ok_or(EIO)?)?;
                 } else {
-                    page.read(0, buf)?;
+                    self.buf.fill_from_page(k, &page)?;
                 }
             }
         }
@@ -358,7 +360,7 @@ impl<const ID: usize> DmirrorFile<ID> {
         let mut c = Transfer::new(&self.dev, start, end, write)?;
         let user = UserSlice::new(UserPtr::from_addr(cmd.ptr as usize), end - start);
         if write {
-            user.reader().read_slice(&mut c.bounce)?;
+            c.buf.fill_from_user(&mut user.reader())?;
         }
         if exclusive {
             self.mirror.make_exclusive(start..end)?;
@@ -378,7 +380,7 @@ impl<const ID: usize> DmirrorFile<ID> {
         ret?;
         if !write {
             let user = UserSlice::new(UserPtr::from_addr(cmd.ptr as usize), end - start);
-            user.writer().write_slice(&c.bounce)?;
+            c.buf.write_to_user(&mut user.writer())?;
         }
         cmd.cpages = cmd.npages;
         Ok(())
@@ -428,7 +430,7 @@ impl<const ID: usize> DmirrorFile<ID> {
     fn refault_own(&self, c: &mut Transfer<'_>) -> Result {
         let own = Snap::VALID | Snap::DEVICE;
         for k in 0..c.npages() {
-            if c.done.0[k / 64] & (1u64 << (k % 64)) != 0 {
+            if c.done.test(k) {
                 continue;
             }
             if hmm_rs_driver::fatal_signal_pending() {
@@ -478,7 +480,7 @@ impl<const ID: usize> DmirrorFile<ID> {
         }
         ret?;
         let user = UserSlice::new(UserPtr::from_addr(cmd.ptr as usize), end - start);
-        user.writer().write_slice(&c.bounce)?;
+        c.buf.write_to_user(&mut user.writer())?;
         cmd.cpages = c.pages as u64;
         Ok(())
     }
@@ -569,22 +571,35 @@ fn perm_of(snap: Snap) -> u8 {
 }
 
 fn read_cmd(arg: usize) -> Result<Cmd> {
-    let mut r = UserSlice::new(UserPtr::from_addr(arg), CMD_SIZE).reader();
+    let mut raw = [0u8; CMD_SIZE];
+    UserSlice::new(UserPtr::from_addr(arg), CMD_SIZE)
+        .reader()
+        .read_slice(&mut raw)?;
+    let field = |i: usize| {
+        let mut v = [0u8; 8];
+        v.copy_from_slice(&raw[i * 8..i * 8 + 8]);
+        u64::from_ne_bytes(v)
+    };
     Ok(Cmd {
-        addr: r.read::<u64>()?,
-        ptr: r.read::<u64>()?,
-        npages: r.read::<u64>()?,
-        cpages: r.read::<u64>()?,
-        faults: r.read::<u64>()?,
+        addr: field(0),
+        ptr: field(1),
+        npages: field(2),
+        cpages: field(3),
+        faults: field(4),
     })
 }
 
 fn write_cmd(arg: usize, cmd: &Cmd) -> Result {
-    let mut w = UserSlice::new(UserPtr::from_addr(arg), CMD_SIZE).writer();
-    for v in [cmd.addr, cmd.ptr, cmd.npages, cmd.cpages, cmd.faults] {
-        w.write(&v)?;
+    let mut raw = [0u8; CMD_SIZE];
+    for (i, v) in [cmd.addr, cmd.ptr, cmd.npages, cmd.cpages, cmd.faults]
+        .iter()
+        .enumerate()
+    {
+        raw[i * 8..i * 8 + 8].copy_from_slice(&v.to_ne_bytes());
     }
-    Ok(())
+    UserSlice::new(UserPtr::from_addr(arg), CMD_SIZE)
+        .writer()
+        .write_slice(&raw)
 }
 
 #[vtable]
