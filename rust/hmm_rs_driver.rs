@@ -801,6 +801,37 @@ impl<'a> PageRef<'a> {
     }
 }
 
+/// A page of system memory the driver owns, e.g. to hold what a
+/// device-private page holds: a [`Page`] and its pfn, found once.
+pub struct OwnedPage {
+    page: Page,
+    pfn: u64,
+}
+
+impl OwnedPage {
+    /// Allocates a page (not zeroed unless `flags` say so).
+    pub fn alloc(flags: kernel::alloc::Flags) -> Result<Self> {
+        let page = Page::alloc_page(flags)?;
+        // SAFETY: `page` is a valid page.
+        let pfn = unsafe { ffi::hmm_rs_drv_page_pfn(page.as_ptr()) };
+        Ok(OwnedPage { page, pfn })
+    }
+
+    /// The page, to copy to or from, while borrowed.
+    pub fn page_ref(&self) -> PageRef<'_> {
+        // INVARIANT: An owned page is addressable and lives while borrowed.
+        PageRef {
+            pfn: self.pfn,
+            _life: PhantomData,
+        }
+    }
+
+    /// The page itself.
+    pub fn page(&self) -> &Page {
+        &self.page
+    }
+}
+
 /// The buffer of a device access that moves whole pages between user
 /// space and mirrored pages: `npages` pages of vmalloc() memory (4 KiB
 /// pages: a kvmalloc()ed one may take a huge page, whose allocation

@@ -414,15 +414,23 @@ bench | bench-short)
 		profile_stop
 		echo "== hmm_rs/stats after hmm_dummy's run"
 		cat /sys/kernel/debug/hmm_rs/stats
-		# hmm-tests' migration benchmark (both variants): a test with a
-		# timed assertion, so it runs here, on the performance kernel.
-		run_as hmm-tests-bench@hmm_dummy /upstream/hmm-tests -t benchmark_thp_migration
 		unload hmm_dummy
-		# rust_dmirror, in place of hmm_dummy: the rows the dmirror uapi
-		# has (-u), and hmm-tests' migration benchmark.
+		# rust_dmirror, in place of hmm_dummy and right after it (before
+		# the migration benchmark below churns memory): the rows the
+		# dmirror uapi has (-u).
 		load rust_dmirror "$SPM0" "$SPM1"
 		# shellcheck disable=SC2086 # the arguments are single words
 		run_as hmm_bench@rust_dmirror bench_to /tmp/rust /bench/hmm_bench $bargs -u rust_dmirror
+		echo "== hmm_rs/stats after rust_dmirror's run"
+		cat /sys/kernel/debug/hmm_rs/stats
+		unload rust_dmirror
+		# hmm-tests' migration benchmark (both variants): a test with a
+		# timed assertion, so it runs here, on the performance kernel;
+		# against both drivers.
+		load hmm_dummy "$SPM0" "$SPM1"
+		run_as hmm-tests-bench@hmm_dummy /upstream/hmm-tests -t benchmark_thp_migration
+		unload hmm_dummy
+		load rust_dmirror "$SPM0" "$SPM1"
 		run_as hmm-tests-bench@rust_dmirror /upstream/hmm-tests -t benchmark_thp_migration
 		unload rust_dmirror
 		unload hmm_rs

@@ -16,9 +16,9 @@
 //! both. hmm_dummy's own ioctls (`tests/hmm_dummy_uapi.h`) get `ENOTTY`.
 //! Load one of the two, never both.
 //!
-//! Device-private pages keep their contents in kernel memory, a 4 KiB
-//! buffer per page in use (an `XArray` by page index), as a real device
-//! keeps them in its own memory; device-coherent pages hold their own.
+//! Device-private pages keep their contents in system pages, one per page
+//! in use, as a real device keeps them in its own memory; device-coherent
+//! pages hold their own.
 
 use core::borrow::Borrow;
 use kernel::{
@@ -27,19 +27,19 @@ use kernel::{
     ioctl::_IOWR,
     miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
     mm::virt::VmaNew,
+    new_spinlock,
     page::{Page, PAGE_SIZE},
     prelude::*,
-    sync::Arc,
+    sync::{Arc, SpinLock},
     uaccess::{UserPtr, UserSlice},
-    xarray::{AllocKind, XArray},
 };
 
 #[path = "../../rust/hmm_rs_driver.rs"]
 pub mod hmm_rs_driver;
 
 use hmm_rs_driver::{
-    Access, DevMem, DevMemOps, DevPage, Device, Event, Mapping, Mirror, MirrorOps, PageBuffer,
-    PageRef, PtFlags, Snap, Update,
+    Access, DevMem, DevMemOps, DevPage, Device, Event, Mapping, Mirror, MirrorOps, OwnedPage,
+    PageBuffer, PageRef, PtFlags, Snap, Update,
 };
 
 module! {
@@ -116,19 +116,36 @@ struct Cmd {
 }
 
 /// The contents of device-private pages: a system page per device page in
-/// use (an `XArray` by page index), as test_hmm keeps one in each device
-/// page; a real device would keep them in its own memory.
+/// use, by page index, as test_hmm keeps one in each device page (a real
+/// device would keep them in its own memory). One spinlock for all: it
+/// covers a slot's change and a page copy (`copy_highpage()`, or one page
+/// of an access), never an allocation or a free.
 #[pin_data]
 struct Backing {
     #[pin]
-    pages: XArray<KBox<Page>>,
+    pages: SpinLock<KVVec<Option<OwnedPage>>>,
 }
 
 impl Backing {
-    fn new() -> impl PinInit<Self, Error> {
-        try_pin_init!(Backing {
-            pages <- XArray::new(AllocKind::Alloc),
-        })
+    fn new(npages: usize) -> Result<impl PinInit<Self, Error>> {
+        let mut slots = KVVec::with_capacity(npages, GFP_KERNEL)?;
+        for _ in 0..npages {
+            slots.push(None, GFP_KERNEL)?;
+        }
+        Ok(try_pin_init!(Backing {
+            pages <- new_spinlock!(slots),
+        }))
+    }
+
+    /// Puts `page` in slot `index`; what was there goes after the lock.
+    fn put(&self, index: usize, page: Option<OwnedPage>) -> Result {
+        let old = {
+            let mut pages = self.pages.lock();
+            let slot = pages.get_mut(index).ok_or(EINVAL)?;
+            core::mem::replace(slot, page)
+        };
+        drop(old);
+        Ok(())
     }
 }
 
@@ -143,16 +160,13 @@ impl DevMemOps for Backing {
                 }
                 return Ok(());
             }
-            None => KBox::new(Page::alloc_page(GFP_KERNEL)?, GFP_KERNEL)?,
+            None => OwnedPage::alloc(GFP_KERNEL)?,
         };
-        let to = PageRef::from_page(&page);
         match src {
-            Some(src) => to.copy_from(&src),
-            None => to.zero(),
+            Some(src) => page.page_ref().copy_from(&src),
+            None => page.page_ref().zero(),
         }
-        let old = self.pages.lock().store(dst.index(), page, GFP_KERNEL)?;
-        drop(old);
-        Ok(())
+        self.put(dst.index(), Some(page))
     }
 
     fn copy_from_device(&self, src: DevPage<'_>, dst: PageRef<'_>) -> Result {
@@ -161,14 +175,14 @@ impl DevMemOps for Backing {
             return Ok(());
         }
         let pages = self.pages.lock();
-        let page = pages.get(src.index()).ok_or(EIO)?;
-        dst.copy_from(&PageRef::from_page(page));
+        let page = pages.get(src.index()).and_then(Option::as_ref).ok_or(EIO)?;
+        dst.copy_from(&page.page_ref());
         Ok(())
     }
 
     fn free(&self, index: usize) {
-        let old = self.pages.lock().remove(index);
-        drop(old);
+        // Only indexes of this memory come here.
+        let _ = self.put(index, None);
     }
 }
 
@@ -186,15 +200,11 @@ impl Dmirror {
         let device = Device::new()?;
         let evict = param::<u32>(module_parameters::evict.value()) != 0;
         let mem = if spm != 0 {
-            DevMem::new_coherent(&device, spm, COHERENT_PAGES, evict, Backing::new())?
+            DevMem::new_coherent(&device, spm, COHERENT_PAGES, evict, Backing::new(0)?)?
         } else {
             let mib = param::<u32>(module_parameters::devmem_mib.value()) as usize;
-            DevMem::new(
-                &device,
-                mib << (20 - kernel::page::PAGE_SHIFT),
-                evict,
-                Backing::new(),
-            )?
+            let npages = mib << (20 - kernel::page::PAGE_SHIFT);
+            DevMem::new(&device, npages, evict, Backing::new(npages)?)?
         };
         Ok(Arc::new(Dmirror { name, mem, device }, GFP_KERNEL)?)
     }
@@ -204,7 +214,11 @@ impl Dmirror {
     fn device_page(&self, pfn: u64, buf: &mut PageBuffer, k: usize, write: bool) -> Result {
         let index = self.mem.index(pfn).ok_or(EIO)?;
         let pages = self.mem.ops().pages.lock();
-        let page = PageRef::from_page(pages.get(index).ok_or(EIO)?);
+        let page = pages
+            .get(index)
+            .and_then(Option::as_ref)
+            .ok_or(EIO)?
+            .page_ref();
         if write {
             page.write(0, buf.page(k).ok_or(EIO)?)
         } else {
