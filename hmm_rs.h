@@ -85,8 +85,9 @@ struct hmm_rs_mirror;
  *	and the event stands. Must not unregister mirrors.
  * @release: the mm is exiting; the mirror is emptied after this. May sleep.
  *	Must not unregister mirrors (unregister them later, e.g. on close).
- * @update_end: optional: after a successful @update, once the mirror
- *	reflects @event (same context). Keeping the device off the range from
+ * @update_end: optional: after @update (but one that returned -EAGAIN,
+ *	see above; after another error too), once the mirror reflects @event
+ *	(same context). Keeping the device off the range from
  *	@update to here (e.g. holding a lock) keeps it off pages the CPU will
  *	free.
  * @update_finish: optional: wait for the invalidation that @update started
@@ -699,7 +700,9 @@ long hmm_rs_devmem_index(struct hmm_rs_devmem *mem, u64 pfn);
  * pages it got. Shared, pinned or other devices' pages stay, as do pages
  * once @mem is full (with HMM_RS_DEVMEM_EVICT, only once nothing more can
  * be evicted) and the 2 MiB blocks thrash control holds. Each step raises
- * an HMM_RS_MIGRATE event. May sleep.
+ * an HMM_RS_MIGRATE event, except to @mirror itself, which maps what moved
+ * and whose old pages are freed: its device must keep off the range until
+ * this returns. May sleep.
  *
  * Return: the number of pages moved, or -EINVAL (range, VMA, @mem),
  * -ESRCH, -ENOMEM, -EINTR (the task is being killed; it stops between

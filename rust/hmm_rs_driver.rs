@@ -398,9 +398,8 @@ pub fn fatal_signal_pending() -> bool {
 
 /// Lets other tasks run, in a long loop. May sleep.
 pub fn cond_resched() {
-    // SAFETY: Called where the caller may sleep (it holds no spinlock: a
-    // safe caller cannot keep a kernel lock guard across this and sleep in
-    // atomic context undetected more than any other sleeping call).
+    // SAFETY: No precondition; it may sleep, as any sleeping call (not in
+    // a walk's closure, which must not sleep).
     unsafe { ffi::hmm_rs_drv_cond_resched() }
 }
 
@@ -490,8 +489,9 @@ impl Event {
             ffi::HMM_RS_DEVICE_READ_FAULT => EventType::DeviceReadFault,
             ffi::HMM_RS_DEVICE_WRITE_FAULT => EventType::DeviceWriteFault,
             ffi::HMM_RS_WRITE_PROTECT => EventType::WriteProtect,
-            // The core sends no other type (type invariant).
-            _ => EventType::WriteProtect,
+            // The core sends no other type (type invariant); were it to, the
+            // most cautious reading: the range is gone.
+            _ => EventType::Munmap,
         }
     }
 
@@ -524,7 +524,7 @@ pub enum Update {
 /// A device's callbacks for one mirror, implemented by the driver's
 /// per-mirror state (C's `mirror_priv`): the Rust side of the invalidation
 /// contract, as the core's own `MirrorOps`.
-pub trait MirrorOps: Send + Sync + Sized {
+pub trait MirrorOps: Send + Sync + Sized + 'static {
     /// An event is about to change `event.range()`: the device must stop
     /// using what it removes (see [`Event::keep`]), or start doing so and
     /// answer [`Update::Pending`]. Must not sleep unless `blockable`; if it
@@ -541,7 +541,9 @@ pub trait MirrorOps: Send + Sync + Sized {
         Ok(())
     }
 
-    /// The mirror reflects `event` now (after a successful update).
+    /// The mirror reflects `event` now: after every `update` but one that
+    /// answered `EAGAIN` when not `blockable` (another error is logged and
+    /// the event applied all the same).
     fn update_end(&self, _event: &Event) {}
 
     /// The mm is exiting; the mirror is emptied after this. May sleep.
@@ -556,6 +558,15 @@ struct Stopped {
 }
 
 /// A mirror's state that C's callbacks reach (as `mirror_priv`).
+///
+/// # Invariants
+///
+/// `stopped.invalidations` counts the invalidations between an `update`
+/// that did not leave the mirror alone and their `update_end`, and the
+/// mirror's own migrations under way ([`MirrorInner::fence`]): while it is
+/// not 0, pages of the mirror may be on their way to be freed, and no
+/// [`Mirror::access`] starts; each of those took `access` to count itself,
+/// so none starts while an access holds it.
 #[pin_data]
 struct MirrorInner<T> {
     /// Held by [`Mirror::access`] while the device uses pages, and by each
@@ -587,12 +598,23 @@ impl<T: MirrorOps> MirrorInner<T> {
         match self.ops.update(event, blockable) {
             Ok(Update::Done) => 0,
             Ok(Update::Pending) => ffi::HMM_RS_UPDATE_PENDING,
-            Err(e) => {
-                // No update_end follows a failed update.
+            // Only this leaves the mirror alone (no update_end follows);
+            // the core logs any other error, applies the event and calls
+            // update_end, which resumes.
+            Err(e) if e == EAGAIN && !blockable => {
                 self.resume();
                 e.to_errno()
             }
+            Err(e) => e.to_errno(),
         }
+    }
+
+    /// Holds [`Mirror::access`] off, as an invalidation between its
+    /// `update` and `update_end` does, until the fence is dropped.
+    fn fence(&self) -> AccessFence<'_, T> {
+        let _access = self.access.lock();
+        self.stopped.lock().invalidations += 1;
+        AccessFence(self)
     }
 
     fn resume(&self) {
@@ -608,6 +630,15 @@ impl<T: MirrorOps> MirrorInner<T> {
         // Waits for an access under way; later ones find the mirror released.
         let _access = self.access.lock();
         self.stopped.lock().released = true;
+    }
+}
+
+/// [`MirrorInner::fence`]: access resumes when it goes.
+struct AccessFence<'a, T: MirrorOps>(&'a MirrorInner<T>);
+
+impl<T: MirrorOps> Drop for AccessFence<'_, T> {
+    fn drop(&mut self) {
+        self.0.resume();
     }
 }
 
@@ -735,15 +766,20 @@ impl<T: MirrorOps> Drop for Device<T> {
     }
 }
 
-/// A page the holder may read and write, by pfn, for as long as `'a`.
+/// A page the holder may read, and write if it is writable, by pfn, for as
+/// long as `'a`.
 ///
 /// # Invariants
 ///
 /// `pfn` is a page the CPU addresses (not device-private), which is not
-/// freed during `'a`.
+/// freed during `'a`; if `writable`, the holder may change its contents: the
+/// driver owns it, the core hands it to be filled, or the mirror maps it
+/// writable (never the zero page, a read-only file's or a copy-on-write
+/// page).
 #[derive(Clone, Copy)]
 pub struct PageRef<'a> {
     pfn: u64,
+    writable: bool,
     _life: PhantomData<&'a ()>,
 }
 
@@ -755,6 +791,7 @@ impl<'a> PageRef<'a> {
         PageRef {
             // SAFETY: `page` is a valid page.
             pfn: unsafe { ffi::hmm_rs_drv_page_pfn(page.as_ptr()) },
+            writable: true,
             _life: PhantomData,
         }
     }
@@ -780,24 +817,43 @@ impl<'a> PageRef<'a> {
         Ok(())
     }
 
-    /// Copies `src` into the page from `offset`.
+    /// Whether the holder may change the page.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    fn check_writable(&self) -> Result {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(EPERM)
+        }
+    }
+
+    /// Copies `src` into the page from `offset`; `EPERM` if not writable.
     pub fn write(&self, offset: usize, src: &[u8]) -> Result {
+        self.check_writable()?;
         Self::check(offset, src.len())?;
         // SAFETY: As for `read`.
         unsafe { ffi::hmm_rs_drv_page_write(self.pfn, offset, src.as_ptr().cast(), src.len()) };
         Ok(())
     }
 
-    /// Fills the page with zeros.
-    pub fn zero(&self) {
-        // SAFETY: By the type invariant.
+    /// Fills the page with zeros; `EPERM` if not writable.
+    pub fn zero(&self) -> Result {
+        self.check_writable()?;
+        // SAFETY: By the type invariant, and writable.
         unsafe { ffi::hmm_rs_drv_page_zero(self.pfn) };
+        Ok(())
     }
 
-    /// Copies all of `src` into this page (`copy_highpage()`).
-    pub fn copy_from(&self, src: &PageRef<'_>) {
-        // SAFETY: By both type invariants.
+    /// Copies all of `src` into this page (`copy_highpage()`); `EPERM` if
+    /// not writable.
+    pub fn copy_from(&self, src: &PageRef<'_>) -> Result {
+        self.check_writable()?;
+        // SAFETY: By both type invariants, and writable.
         unsafe { ffi::hmm_rs_drv_page_copy(self.pfn, src.pfn) };
+        Ok(())
     }
 }
 
@@ -819,9 +875,11 @@ impl OwnedPage {
 
     /// The page, to copy to or from, while borrowed.
     pub fn page_ref(&self) -> PageRef<'_> {
-        // INVARIANT: An owned page is addressable and lives while borrowed.
+        // INVARIANT: An owned page is addressable, the owner's to change,
+        // and lives while borrowed.
         PageRef {
             pfn: self.pfn,
+            writable: true,
             _life: PhantomData,
         }
     }
@@ -975,9 +1033,11 @@ impl<'a> Mapping<'a> {
         if !self.live || self.flags.contains(PtFlags::DEVICE) || k >= self.pages() {
             return None;
         }
-        // INVARIANT: The walk keeps the pages alive for `'a`; not device-private.
+        // INVARIANT: The walk keeps the pages alive for `'a`; not
+        // device-private; writable only where the mirror maps it so.
         Some(PageRef {
             pfn: self.pfn + k as u64,
+            writable: self.flags.contains(PtFlags::WRITE),
             _life: PhantomData,
         })
     }
@@ -1307,6 +1367,10 @@ impl<T: MirrorOps> Mirror<T> {
         r: Range<usize>,
     ) -> Result<usize> {
         let (start, end) = range(&r)?;
+        // The core sends this mirror no event for its own migration to
+        // device memory: it maps what moved itself, and frees the source
+        // pages; no access may copy them meanwhile.
+        let _fence = self.inner.fence();
         // SAFETY: `raw` and `mem.raw` are live.
         count(unsafe {
             ffi::hmm_rs_mirror_migrate_to_device(self.raw.as_ptr(), mem.raw.as_ptr(), start, end)
@@ -1317,6 +1381,7 @@ impl<T: MirrorOps> Mirror<T> {
     /// the number of pages moved. May sleep.
     pub fn migrate_to_system(&self, r: Range<usize>) -> Result<usize> {
         let (start, end) = range(&r)?;
+        let _fence = self.inner.fence();
         // SAFETY: `raw` is live.
         count(unsafe { ffi::hmm_rs_mirror_migrate_to_system(self.raw.as_ptr(), start, end) })
     }
@@ -1344,6 +1409,8 @@ impl<T: MirrorOps> Mirror<T> {
     /// Moves `[start, end)` where its advice prefers; pages moved.
     pub fn prefetch(&self, r: Range<usize>) -> Result<usize> {
         let (start, end) = range(&r)?;
+        // A migration, as `migrate_to_device`.
+        let _fence = self.inner.fence();
         // SAFETY: `raw` is live.
         count(unsafe { ffi::hmm_rs_mirror_prefetch(self.raw.as_ptr(), start, end) })
     }
@@ -1379,7 +1446,7 @@ impl<'a> DevPage<'a> {
 
 /// How the core moves data to and from device memory, as the core's own
 /// `DevMemOps`: page indexes are `0..npages`.
-pub trait DevMemOps: Send + Sync + Sized {
+pub trait DevMemOps: Send + Sync + Sized + 'static {
     /// Fills device page `dst` from `src`, or with zeros if `None`.
     fn copy_to_device(&self, dst: DevPage<'_>, src: Option<PageRef<'_>>) -> Result;
     /// Copies device page `src` into `dst`.
@@ -1405,6 +1472,7 @@ impl<D: DevMemOps> DevMemInner<D> {
             // a page to its callbacks only while it is in use.
             page: self.coherent.map(|first| PageRef {
                 pfn: first + index as u64,
+                writable: true,
                 _life: PhantomData,
             }),
         }
@@ -1433,12 +1501,14 @@ impl<D: DevMemOps> DevMemVTable<D> {
 
     /// # Safety
     ///
-    /// `page` is NULL or a system page the core holds for the call.
-    unsafe fn page<'a>(page: *mut bindings::page) -> Option<PageRef<'a>> {
-        // INVARIANT: A system page, held for the call.
+    /// `page` is NULL or a system page the core holds for the call, which the
+    /// callback may change if `writable` (a migration's destination).
+    unsafe fn page<'a>(page: *mut bindings::page, writable: bool) -> Option<PageRef<'a>> {
+        // INVARIANT: A system page, held for the call; writable as said.
         (!page.is_null()).then(|| PageRef {
             // SAFETY: A valid page.
             pfn: unsafe { ffi::hmm_rs_drv_page_pfn(page) },
+            writable,
             _life: PhantomData,
         })
     }
@@ -1451,8 +1521,9 @@ impl<D: DevMemOps> DevMemVTable<D> {
         index: c_ulong,
         src: *mut bindings::page,
     ) -> c_int {
-        // SAFETY: hmm_rs passes the registered `devmem_priv` and a held page.
-        let (inner, src) = unsafe { (Self::inner(devmem_priv), Self::page(src)) };
+        // SAFETY: hmm_rs passes the registered `devmem_priv` and a held page,
+        // the migration's source: read only.
+        let (inner, src) = unsafe { (Self::inner(devmem_priv), Self::page(src, false)) };
         match inner.ops.copy_to_device(inner.dev_page(index), src) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
@@ -1467,8 +1538,9 @@ impl<D: DevMemOps> DevMemVTable<D> {
         index: c_ulong,
         dst: *mut bindings::page,
     ) -> c_int {
-        // SAFETY: hmm_rs passes the registered `devmem_priv` and a held page.
-        let (inner, dst) = unsafe { (Self::inner(devmem_priv), Self::page(dst)) };
+        // SAFETY: hmm_rs passes the registered `devmem_priv` and a held page,
+        // the migration's destination, to be filled.
+        let (inner, dst) = unsafe { (Self::inner(devmem_priv), Self::page(dst, true)) };
         let Some(dst) = dst else {
             return EINVAL.to_errno();
         };

@@ -154,30 +154,27 @@ impl DevMemOps for Backing {
         // Device-coherent memory holds its own contents.
         let page = match dst.page() {
             Some(page) => {
-                match src {
+                return match src {
                     Some(src) => page.copy_from(&src),
                     None => page.zero(),
-                }
-                return Ok(());
+                };
             }
             None => OwnedPage::alloc(GFP_KERNEL)?,
         };
         match src {
-            Some(src) => page.page_ref().copy_from(&src),
-            None => page.page_ref().zero(),
+            Some(src) => page.page_ref().copy_from(&src)?,
+            None => page.page_ref().zero()?,
         }
         self.put(dst.index(), Some(page))
     }
 
     fn copy_from_device(&self, src: DevPage<'_>, dst: PageRef<'_>) -> Result {
         if let Some(page) = src.page() {
-            dst.copy_from(&page);
-            return Ok(());
+            return dst.copy_from(&page);
         }
         let pages = self.pages.lock();
         let page = pages.get(src.index()).and_then(Option::as_ref).ok_or(EIO)?;
-        dst.copy_from(&page.page_ref());
-        Ok(())
+        dst.copy_from(&page.page_ref())
     }
 
     fn free(&self, index: usize) {
@@ -341,8 +338,9 @@ impl<'a> Transfer<'a> {
 /// An open device file: the opener's mm mirrored for the device.
 #[pin_data]
 struct DmirrorFile<const ID: usize> {
-    dev: Arc<Dmirror>,
+    /// First: unregistered before the device can go.
     mirror: Mirror<FileMirror>,
+    dev: Arc<Dmirror>,
 }
 
 impl<const ID: usize> DmirrorFile<ID> {
@@ -625,7 +623,7 @@ impl<const ID: usize> MiscDevice for DmirrorFile<ID> {
         let task = kernel::current!();
         let mm = task.mm().ok_or(EINVAL)?;
         let mirror = Mirror::new(&dev.device, mm, FileMirror)?;
-        Ok(KBox::pin(DmirrorFile { dev, mirror }, GFP_KERNEL)?)
+        Ok(KBox::pin(DmirrorFile { mirror, dev }, GFP_KERNEL)?)
     }
 
     fn ioctl(me: Pin<&Self>, _file: &File, cmd_code: u32, arg: usize) -> Result<isize> {
