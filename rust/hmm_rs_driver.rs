@@ -562,11 +562,12 @@ struct Stopped {
 /// # Invariants
 ///
 /// `stopped.invalidations` counts the invalidations between an `update`
-/// that did not leave the mirror alone and their `update_end`, and the
-/// mirror's own migrations under way ([`MirrorInner::fence`]): while it is
+/// that did not leave the mirror alone and their `update_end`: while it is
 /// not 0, pages of the mirror may be on their way to be freed, and no
-/// [`Mirror::access`] starts; each of those took `access` to count itself,
-/// so none starts while an access holds it.
+/// [`Mirror::access`] starts; each took `access` to count itself, so none
+/// starts while an access holds it. (Not counted: the mirror's own
+/// migrations, which the core sends it no event for; see
+/// [`Mirror::migrate_to_device`].)
 #[pin_data]
 struct MirrorInner<T> {
     /// Held by [`Mirror::access`] while the device uses pages, and by each
@@ -609,14 +610,6 @@ impl<T: MirrorOps> MirrorInner<T> {
         }
     }
 
-    /// Holds [`Mirror::access`] off, as an invalidation between its
-    /// `update` and `update_end` does, until the fence is dropped.
-    fn fence(&self) -> AccessFence<'_, T> {
-        let _access = self.access.lock();
-        self.stopped.lock().invalidations += 1;
-        AccessFence(self)
-    }
-
     fn resume(&self) {
         let mut stopped = self.stopped.lock();
         stopped.invalidations -= 1;
@@ -630,15 +623,6 @@ impl<T: MirrorOps> MirrorInner<T> {
         // Waits for an access under way; later ones find the mirror released.
         let _access = self.access.lock();
         self.stopped.lock().released = true;
-    }
-}
-
-/// [`MirrorInner::fence`]: access resumes when it goes.
-struct AccessFence<'a, T: MirrorOps>(&'a MirrorInner<T>);
-
-impl<T: MirrorOps> Drop for AccessFence<'_, T> {
-    fn drop(&mut self) {
-        self.0.resume();
     }
 }
 
@@ -1361,16 +1345,18 @@ impl<T: MirrorOps> Mirror<T> {
 
     /// Moves what can move of `[start, end)` to `mem`, which must be this
     /// mirror's device's; the number of pages moved. May sleep.
+    ///
+    /// The core sends this mirror no event for its own migration (it maps
+    /// what moved itself, then frees the source pages), so
+    /// [`Mirror::access`] is not held off meanwhile: a driver must not run
+    /// an access of the same range concurrently (rust_dmirror, as
+    /// hmm_dummy, does not keep two ioctls of one file apart: known gap).
     pub fn migrate_to_device<D: DevMemOps>(
         &self,
         mem: &DevMem<T, D>,
         r: Range<usize>,
     ) -> Result<usize> {
         let (start, end) = range(&r)?;
-        // The core sends this mirror no event for its own migration to
-        // device memory: it maps what moved itself, and frees the source
-        // pages; no access may copy them meanwhile.
-        let _fence = self.inner.fence();
         // SAFETY: `raw` and `mem.raw` are live.
         count(unsafe {
             ffi::hmm_rs_mirror_migrate_to_device(self.raw.as_ptr(), mem.raw.as_ptr(), start, end)
@@ -1381,7 +1367,6 @@ impl<T: MirrorOps> Mirror<T> {
     /// the number of pages moved. May sleep.
     pub fn migrate_to_system(&self, r: Range<usize>) -> Result<usize> {
         let (start, end) = range(&r)?;
-        let _fence = self.inner.fence();
         // SAFETY: `raw` is live.
         count(unsafe { ffi::hmm_rs_mirror_migrate_to_system(self.raw.as_ptr(), start, end) })
     }
@@ -1409,8 +1394,6 @@ impl<T: MirrorOps> Mirror<T> {
     /// Moves `[start, end)` where its advice prefers; pages moved.
     pub fn prefetch(&self, r: Range<usize>) -> Result<usize> {
         let (start, end) = range(&r)?;
-        // A migration, as `migrate_to_device`.
-        let _fence = self.inner.fence();
         // SAFETY: `raw` is live.
         count(unsafe { ffi::hmm_rs_mirror_prefetch(self.raw.as_ptr(), start, end) })
     }
