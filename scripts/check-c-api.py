@@ -151,34 +151,54 @@ def parse_c(header):
     return protos, typedefs, structs
 
 
-def parse_rust(src):
-    text = re.sub(r"//.*$", "", src, flags=re.M)
+def parse_fns(text, pat):
+    """Name -> (return type, parameter types) of the functions @pat finds."""
     fns = {}
-    pat = r'#\[no_mangle\]\s*(?:pub(?:\([\w:]+\))?\s+)?unsafe extern "C" fn (\w+)\s*\((.*?)\)\s*(?:->\s*([^{]+?))?\s*\{'
     for m in re.finditer(pat, text, flags=re.S):
         params = [norm_rust(p.split(":", 1)[1]) for p in split_params(m.group(2))]
         fns[m.group(1)] = (norm_rust(m.group(3) or ""), params)
+    return fns
+
+
+def parse_aliases(text):
+    """The `type X = unsafe extern "C" fn(...)` aliases of @text."""
     aliases = {}
     pat = r'type (\w+)\s*=\s*unsafe extern "C" fn\s*\((.*?)\)\s*(?:->\s*([^;]+?))?\s*;'
     for m in re.finditer(pat, text, flags=re.S):
         params = [norm_rust(p) for p in split_params(m.group(2))]
         aliases[m.group(1)] = (norm_rust(m.group(3) or ""), params)
+    return aliases
+
+
+def parse_rust(src):
+    text = re.sub(r"//.*$", "", src, flags=re.M)
+    pat = r'#\[no_mangle\]\s*(?:pub(?:\([\w:]+\))?\s+)?unsafe extern "C" fn (\w+)\s*\((.*?)\)\s*(?:->\s*([^{]+?))?\s*\{'
+    fns = parse_fns(text, pat)
+    aliases = parse_aliases(text)
     structs = {}
     for m in re.finditer(r"struct (\w+) \{(.*?)\n\}", text, flags=re.S):
-        members = {}
-        for field in split_params(m.group(2)):
-            name, ty = (x.strip() for x in field.split(":", 1))
-            f = re.fullmatch(r'Option<\s*unsafe extern "C" fn\s*\((.*)\)\s*(?:->\s*(.+?))?\s*,?\s*>', ty, re.S)
-            a = re.fullmatch(r"Option<\s*(\w+)\s*>", ty)
-            if f:
-                params = [norm_rust(p) for p in split_params(f.group(1))]
-                members[name] = ("fn", norm_rust(f.group(2) or ""), params)
-            elif a and a.group(1) in aliases:
-                members[name] = ("fn",) + aliases[a.group(1)]
-            else:
-                members[name] = ("data", norm_rust(ty))
-        structs[m.group(1)] = members
+        structs[m.group(1)] = parse_members(m.group(2), aliases)
     return fns, aliases, structs
+
+
+def parse_members(body, aliases):
+    """Member -> ("fn", return, parameters) or ("data", type) of a struct
+    body; members named _* (padding, opaque markers) are left out."""
+    members = {}
+    for field in split_params(body):
+        name, ty = (x.strip() for x in field.split(":", 1))
+        if name.startswith("_"):
+            continue
+        f = re.fullmatch(r'Option<\s*unsafe extern "C" fn\s*\((.*)\)\s*(?:->\s*(.+?))?\s*,?\s*>', ty, re.S)
+        a = re.fullmatch(r"Option<\s*(\w+)\s*>", ty)
+        if f:
+            params = [norm_rust(p) for p in split_params(f.group(1))]
+            members[name] = ("fn", norm_rust(f.group(2) or ""), params)
+        elif a and a.group(1) in aliases:
+            members[name] = ("fn",) + aliases[a.group(1)]
+        else:
+            members[name] = ("data", norm_rust(ty))
+    return members
 
 
 def compare(what, c, rust, errors):
@@ -196,35 +216,36 @@ def compare(what, c, rust, errors):
             errors.append(f"{what}: parameter {i + 1}: {cp} in C, {rp} in Rust")
 
 
+def compare_struct(c_name, c_members, r_members, where, errors):
+    """A struct of hmm_rs.h against its Rust copy: members, in order, with
+    the Rust types that stand for the C ones."""
+    if c_members is None or r_members is None:
+        errors.append(f"struct {c_name}: missing in hmm_rs.h, or {where}")
+        return
+    c_names = [MEMBERS.get(n, n) for n in c_members]
+    if c_names != list(r_members):
+        errors.append(f"struct {c_name}: members {c_names} in C, {list(r_members)} in Rust")
+        return
+    for (n, c), r in zip(c_members.items(), r_members.values()):
+        what = f"struct {c_name}.{n}"
+        if c[0] != r[0]:
+            errors.append(f"{what}: a function pointer on one side only")
+        elif c[0] == "fn":
+            compare(what, c[1:], r[1:], errors)
+        elif r[1] not in rust_types(c[1]):
+            errors.append(f"{what}: {c[1]} in C, {r[1]} in Rust")
+
+
 def parse_driver(src):
     """The driver API's extern functions, structures, walk alias, consts."""
     text = re.sub(r"//.*$", "", src, flags=re.M)
-    fns = {}
-    pat = r"pub\(super\) fn (hmm_rs_\w+)\s*\((.*?)\)\s*(?:->\s*([^;]+?))?\s*;"
-    for m in re.finditer(pat, text, flags=re.S):
-        if m.group(1).startswith("hmm_rs_drv_"):
-            continue
-        params = [norm_rust(p.split(":", 1)[1]) for p in split_params(m.group(2))]
-        fns[m.group(1)] = (norm_rust(m.group(3) or ""), params)
-    aliases = {}
-    pat = r'type (\w+)\s*=\s*unsafe extern "C" fn\s*\((.*?)\)\s*(?:->\s*([^;]+?))?\s*;'
-    for m in re.finditer(pat, text, flags=re.S):
-        params = [norm_rust(p) for p in split_params(m.group(2))]
-        aliases[m.group(1)] = (norm_rust(m.group(3) or ""), params)
+    # The C API's functions; the helpers (hmm_rs_drv_*) are not in hmm_rs.h.
+    pat = r"pub\(super\) fn (hmm_rs_(?!drv_)\w+)\s*\((.*?)\)\s*(?:->\s*([^;]+?))?\s*;"
+    fns = parse_fns(text, pat)
+    aliases = parse_aliases(text)
     structs = {}
     for m in re.finditer(r"struct (hmm_rs_\w+) \{(.*?)\n    \}", text, flags=re.S):
-        members = {}
-        body = m.group(2).replace("pub(super) ", "")
-        for field in split_params(body):
-            name, ty = (x.strip() for x in field.split(":", 1))
-            if name.startswith("_"):
-                continue
-            f = re.fullmatch(r'Option<\s*unsafe extern "C" fn\s*\((.*)\)\s*(?:->\s*(.+?))?\s*,?\s*>', ty, re.S)
-            if f:
-                params = [norm_rust(p) for p in split_params(f.group(1))]
-                members[name] = ("fn", norm_rust(f.group(2) or ""), params)
-            else:
-                members[name] = ("data", norm_rust(ty))
+        members = parse_members(m.group(2).replace("pub(super) ", ""), aliases)
         if members:
             structs[m.group(1)] = members
     consts = {}
@@ -266,22 +287,8 @@ def main_driver(header, rust, helpers):
     else:
         compare("hmm_rs_walk_fn", typedefs["hmm_rs_walk_fn"], aliases["hmm_rs_walk_fn"], errors)
     for c_name in COPIES:
-        c_members, r_members = c_structs.get(c_name), r_structs.get(c_name)
-        if c_members is None or r_members is None:
-            errors.append(f"struct {c_name}: missing in hmm_rs.h or in the driver API")
-            continue
-        c_names = [MEMBERS.get(n, n) for n in c_members]
-        if c_names != list(r_members):
-            errors.append(f"struct {c_name}: members {c_names} in C, {list(r_members)} in Rust")
-            continue
-        for (n, c), r in zip(c_members.items(), r_members.values()):
-            what = f"struct {c_name}.{n}"
-            if c[0] != r[0]:
-                errors.append(f"{what}: a function pointer on one side only")
-            elif c[0] == "fn":
-                compare(what, c[1:], r[1:], errors)
-            elif r[1] not in rust_types(c[1]):
-                errors.append(f"{what}: {c[1]} in C, {r[1]} in Rust")
+        compare_struct(c_name, c_structs.get(c_name), r_structs.get(c_name),
+                       "in the driver API", errors)
     r_lines = layout_lines(rust, "check_size!", "check_offset!", "check_value!")
     c_lines = layout_lines(helpers, "HMM_RS_DRV_SIZE", "HMM_RS_DRV_OFFSET", "HMM_RS_DRV_VALUE")
     for line in sorted(c_lines - r_lines, key=str):
@@ -329,23 +336,8 @@ def main():
         else:
             compare(f"{c_name} ({r_name})", typedefs[c_name], aliases[r_name], errors)
     for c_name, r_name in COPIES.items():
-        c_members, r_members = c_structs.get(c_name), r_structs.get(r_name)
-        if c_members is None or r_members is None:
-            errors.append(f"struct {c_name}: missing in hmm_rs.h, or {r_name} in c_api.rs")
-            continue
-        r_names = list(r_members)
-        c_names = [MEMBERS.get(n, n) for n in c_members]
-        if c_names != r_names:
-            errors.append(f"struct {c_name}: members {c_names} in C, {r_names} in Rust")
-            continue
-        for (n, c), r in zip(c_members.items(), r_members.values()):
-            what = f"struct {c_name}.{n}"
-            if c[0] != r[0]:
-                errors.append(f"{what}: a function pointer on one side only")
-            elif c[0] == "fn":
-                compare(what, c[1:], r[1:], errors)
-            elif r[1] not in rust_types(c[1]):
-                errors.append(f"{what}: {c[1]} in C, {r[1]} in Rust")
+        compare_struct(c_name, c_structs.get(c_name), r_structs.get(r_name),
+                       f"{r_name} in c_api.rs", errors)
     for e in errors:
         print(f"check-c-api: {e}", file=sys.stderr)
     sys.exit(1 if errors else 0)
