@@ -767,19 +767,7 @@ pub struct PageRef<'a> {
     _life: PhantomData<&'a ()>,
 }
 
-impl<'a> PageRef<'a> {
-    /// A page the driver owns, for as long as it is borrowed: e.g. one
-    /// holding the contents of a device-private page.
-    pub fn from_page(page: &'a Page) -> Self {
-        // INVARIANT: An owned page is addressable and lives while borrowed.
-        PageRef {
-            // SAFETY: `page` is a valid page.
-            pfn: unsafe { ffi::hmm_rs_drv_page_pfn(page.as_ptr()) },
-            writable: true,
-            _life: PhantomData,
-        }
-    }
-
+impl PageRef<'_> {
     /// The page's pfn.
     pub fn pfn(&self) -> u64 {
         self.pfn
