@@ -299,8 +299,10 @@ mod ffi {
             src: *const c_void,
             len: usize,
         );
-        pub(super) fn hmm_rs_drv_page_zero(pfn: u64);
-        pub(super) fn hmm_rs_drv_page_copy(dst: u64, src: u64);
+        pub(super) fn hmm_rs_drv_pages_zero(pfn: u64, n: c_ulong);
+        pub(super) fn hmm_rs_drv_pages_copy(dst: u64, src: u64, n: c_ulong);
+        pub(super) fn hmm_rs_drv_folio_alloc(order: c_uint) -> *mut bindings::page;
+        pub(super) fn hmm_rs_drv_folio_put(page: *mut bindings::page);
         pub(super) fn hmm_rs_drv_page_pfn(page: *mut bindings::page) -> u64;
         pub(super) fn hmm_rs_drv_fatal_signal_pending() -> bool;
         pub(super) fn hmm_rs_drv_cond_resched();
@@ -815,7 +817,7 @@ impl PageRef<'_> {
     pub fn zero(&self) -> Result {
         self.check_writable()?;
         // SAFETY: By the type invariant, and writable.
-        unsafe { ffi::hmm_rs_drv_page_zero(self.pfn) };
+        unsafe { ffi::hmm_rs_drv_pages_zero(self.pfn, 1) };
         Ok(())
     }
 
@@ -824,7 +826,78 @@ impl PageRef<'_> {
     pub fn copy_from(&self, src: &PageRef<'_>) -> Result {
         self.check_writable()?;
         // SAFETY: By both type invariants, and writable.
-        unsafe { ffi::hmm_rs_drv_page_copy(self.pfn, src.pfn) };
+        unsafe { ffi::hmm_rs_drv_pages_copy(self.pfn, src.pfn, 1) };
+        Ok(())
+    }
+}
+
+/// `1 << order` consecutive pages (a folio's), each as a [`PageRef`]: what
+/// the folio callbacks of [`DevMemOps`] get, and what [`OwnedFolio`] holds.
+///
+/// # Invariants
+///
+/// Each page of `pfn..pfn + (1 << order)` is as [`PageRef`]'s invariant
+/// says, with this `writable`.
+#[derive(Clone, Copy)]
+pub struct Pages<'a> {
+    pfn: u64,
+    order: u32,
+    writable: bool,
+    _life: PhantomData<&'a ()>,
+}
+
+impl<'a> Pages<'a> {
+    /// The pfn of the first page.
+    pub fn pfn(&self) -> u64 {
+        self.pfn
+    }
+
+    /// 0 for 4 KiB, 9 for 2 MiB.
+    pub fn order(&self) -> u32 {
+        self.order
+    }
+
+    /// How many 4 KiB pages.
+    pub fn npages(&self) -> usize {
+        1 << self.order
+    }
+
+    /// Whether the holder may change the pages.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Page `k`.
+    pub fn page(&self, k: usize) -> Option<PageRef<'a>> {
+        // INVARIANT: One of the pages, as the type invariant says.
+        (k < self.npages()).then(|| PageRef {
+            pfn: self.pfn + k as u64,
+            writable: self.writable,
+            _life: PhantomData,
+        })
+    }
+
+    /// Fills every page with zeros; `EPERM` if not writable.
+    pub fn zero(&self) -> Result {
+        if !self.writable {
+            return Err(EPERM);
+        }
+        // SAFETY: By the type invariant, and writable.
+        unsafe { ffi::hmm_rs_drv_pages_zero(self.pfn, self.npages() as c_ulong) };
+        Ok(())
+    }
+
+    /// Copies every page of `src` into these (`copy_highpage()` each):
+    /// `EPERM` if not writable, `EINVAL` unless as many.
+    pub fn copy_from(&self, src: &Pages<'_>) -> Result {
+        if !self.writable {
+            return Err(EPERM);
+        }
+        if src.order != self.order {
+            return Err(EINVAL);
+        }
+        // SAFETY: By both type invariants, as many pages, and writable.
+        unsafe { ffi::hmm_rs_drv_pages_copy(self.pfn, src.pfn, self.npages() as c_ulong) };
         Ok(())
     }
 }
@@ -859,6 +932,61 @@ impl OwnedPage {
     /// The page itself.
     pub fn page(&self) -> &Page {
         &self.page
+    }
+}
+
+/// A folio of system memory the driver owns: `1 << order` pages allocated
+/// and freed at once. For a huge device folio, one allocation instead of
+/// 512, and freed whole it leaves system memory unfragmented for the huge
+/// pages that come back. Shared (in an [`Arc`]) by what holds its pages,
+/// it goes with the last of them.
+///
+/// # Invariants
+///
+/// `head` is the first page of a folio of `1 << order` pages on which this
+/// object holds a reference; `pfn` is its pfn.
+pub struct OwnedFolio {
+    head: NonNull<bindings::page>,
+    pfn: u64,
+    order: u32,
+}
+
+// SAFETY: The folio reference may be put on any thread; the pages are
+// reached by pfn ([`Pages`]), with no state of this object changed.
+unsafe impl Send for OwnedFolio {}
+// SAFETY: As for `Send`: `&OwnedFolio` gives only `Pages`.
+unsafe impl Sync for OwnedFolio {}
+
+impl OwnedFolio {
+    /// Allocates a folio of `1 << order` pages (not zeroed) if one comes
+    /// without retrying or compacting hard: `ENOMEM`, quietly, if not (fall
+    /// back to [`OwnedPage`]s).
+    pub fn alloc(order: u32) -> Result<Self> {
+        // SAFETY: No precondition; `NULL` or a folio's first page.
+        let head = NonNull::new(unsafe { ffi::hmm_rs_drv_folio_alloc(order) }).ok_or(ENOMEM)?;
+        // SAFETY: `head` is a valid page.
+        let pfn = unsafe { ffi::hmm_rs_drv_page_pfn(head.as_ptr()) };
+        // INVARIANT: Its reference, from the allocation.
+        Ok(OwnedFolio { head, pfn, order })
+    }
+
+    /// Its pages, to copy to or from, while borrowed.
+    pub fn pages(&self) -> Pages<'_> {
+        // INVARIANT: Owned pages are addressable, the owner's to change,
+        // and live while borrowed.
+        Pages {
+            pfn: self.pfn,
+            order: self.order,
+            writable: true,
+            _life: PhantomData,
+        }
+    }
+}
+
+impl Drop for OwnedFolio {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant: the reference this object holds.
+        unsafe { ffi::hmm_rs_drv_folio_put(self.head.as_ptr()) };
     }
 }
 
@@ -1415,6 +1543,45 @@ impl<'a> DevPage<'a> {
     }
 }
 
+/// `1 << order` consecutive pages of device memory (a huge folio's), as
+/// the folio callbacks get them.
+pub struct DevPages<'a> {
+    index: usize,
+    order: u32,
+    pages: Option<Pages<'a>>,
+}
+
+impl<'a> DevPages<'a> {
+    /// The index of the first page in the device memory.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// 9 for a 2 MiB folio.
+    pub fn order(&self) -> u32 {
+        self.order
+    }
+
+    /// How many 4 KiB pages.
+    pub fn npages(&self) -> usize {
+        1 << self.order
+    }
+
+    /// Page `k`.
+    pub fn page(&self, k: usize) -> Option<DevPage<'a>> {
+        (k < self.npages()).then(|| DevPage {
+            index: self.index + k,
+            page: self.pages.and_then(|p| p.page(k)),
+        })
+    }
+
+    /// The pages themselves, for device-coherent memory; `None` for
+    /// device-private memory.
+    pub fn pages(&self) -> Option<Pages<'a>> {
+        self.pages
+    }
+}
+
 /// How the core moves data to and from device memory, as the core's own
 /// `DevMemOps`: page indexes are `0..npages`.
 pub trait DevMemOps: Send + Sync + Sized + 'static {
@@ -1422,8 +1589,45 @@ pub trait DevMemOps: Send + Sync + Sized + 'static {
     fn copy_to_device(&self, dst: DevPage<'_>, src: Option<PageRef<'_>>) -> Result;
     /// Copies device page `src` into `dst`.
     fn copy_from_device(&self, src: DevPage<'_>, dst: PageRef<'_>) -> Result;
-    /// Device page `index` holds nothing any more. Must not sleep.
+    /// Device page `index` holds nothing any more. Must not sleep. The core
+    /// frees a huge folio's pages one by one too (the kernel may split it).
     fn free(&self, _index: usize) {}
+
+    /// Fills the device pages of a huge folio, `dst`, from the system
+    /// pages `src` (as many), or with zeros: one transfer for a DMA engine.
+    /// By default, page by page ([`copy_pages_to_device`]).
+    fn copy_folio_to_device(&self, dst: DevPages<'_>, src: Option<Pages<'_>>) -> Result {
+        copy_pages_to_device(self, dst, src)
+    }
+
+    /// Copies the device pages of a huge folio, `src`, into the system
+    /// pages `dst` (as many). By default, page by page
+    /// ([`copy_pages_from_device`]).
+    fn copy_folio_from_device(&self, src: DevPages<'_>, dst: Pages<'_>) -> Result {
+        copy_pages_from_device(self, src, dst)
+    }
+}
+
+/// [`DevMemOps::copy_folio_to_device`] page by page.
+pub fn copy_pages_to_device<D: DevMemOps>(
+    ops: &D,
+    dst: DevPages<'_>,
+    src: Option<Pages<'_>>,
+) -> Result {
+    (0..dst.npages()).try_for_each(|k| {
+        let page = dst.page(k).ok_or(EINVAL)?;
+        match src {
+            Some(src) => ops.copy_to_device(page, Some(src.page(k).ok_or(EINVAL)?)),
+            None => ops.copy_to_device(page, None),
+        }
+    })
+}
+
+/// [`DevMemOps::copy_folio_from_device`] page by page.
+pub fn copy_pages_from_device<D: DevMemOps>(ops: &D, src: DevPages<'_>, dst: Pages<'_>) -> Result {
+    (0..src.npages()).try_for_each(|k| {
+        ops.copy_from_device(src.page(k).ok_or(EINVAL)?, dst.page(k).ok_or(EINVAL)?)
+    })
 }
 
 /// What C's devmem callbacks reach (as `devmem_priv`).
@@ -1448,6 +1652,20 @@ impl<D: DevMemOps> DevMemInner<D> {
             }),
         }
     }
+
+    fn dev_pages(&self, index: c_ulong, order: c_uint) -> DevPages<'_> {
+        DevPages {
+            index,
+            order,
+            // INVARIANT: As for `dev_page`, for each page of the folio.
+            pages: self.coherent.map(|first| Pages {
+                pfn: first + index as u64,
+                order,
+                writable: true,
+                _life: PhantomData,
+            }),
+        }
+    }
 }
 
 /// `hmm_rs_devmem_ops` callbacks for `DevMemInner<D>`.
@@ -1458,8 +1676,8 @@ impl<D: DevMemOps> DevMemVTable<D> {
         copy_to_device: Some(Self::copy_to_device),
         copy_from_device: Some(Self::copy_from_device),
         free: Some(Self::free),
-        copy_folio_to_device: None,
-        copy_folio_from_device: None,
+        copy_folio_to_device: Some(Self::copy_folio_to_device),
+        copy_folio_from_device: Some(Self::copy_folio_from_device),
     };
 
     /// # Safety
@@ -1516,6 +1734,72 @@ impl<D: DevMemOps> DevMemVTable<D> {
             return EINVAL.to_errno();
         };
         match inner.ops.copy_from_device(inner.dev_page(index), dst) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `page` is NULL or the first of `1 << order` system pages (a folio's)
+    /// the core holds for the call, which the callback may change if
+    /// `writable`.
+    unsafe fn pages<'a>(
+        page: *mut bindings::page,
+        order: c_uint,
+        writable: bool,
+    ) -> Option<Pages<'a>> {
+        // INVARIANT: As for `page`, for each page of the folio.
+        (!page.is_null()).then(|| Pages {
+            // SAFETY: A valid page.
+            pfn: unsafe { ffi::hmm_rs_drv_page_pfn(page) },
+            order,
+            writable,
+            _life: PhantomData,
+        })
+    }
+
+    /// # Safety
+    ///
+    /// Called by hmm_rs as `copy_folio_to_device` of memory [`DevMem`]
+    /// created.
+    unsafe extern "C" fn copy_folio_to_device(
+        devmem_priv: *mut c_void,
+        index: c_ulong,
+        src: *mut bindings::page,
+        order: c_uint,
+    ) -> c_int {
+        // SAFETY: hmm_rs passes the registered `devmem_priv` and a held
+        // folio, the migration's source: read only.
+        let (inner, src) = unsafe { (Self::inner(devmem_priv), Self::pages(src, order, false)) };
+        match inner
+            .ops
+            .copy_folio_to_device(inner.dev_pages(index, order), src)
+        {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As for [`Self::copy_folio_to_device`].
+    unsafe extern "C" fn copy_folio_from_device(
+        devmem_priv: *mut c_void,
+        index: c_ulong,
+        dst: *mut bindings::page,
+        order: c_uint,
+    ) -> c_int {
+        // SAFETY: hmm_rs passes the registered `devmem_priv` and a held
+        // folio, the migration's destination, to be filled.
+        let (inner, dst) = unsafe { (Self::inner(devmem_priv), Self::pages(dst, order, true)) };
+        let Some(dst) = dst else {
+            return EINVAL.to_errno();
+        };
+        match inner
+            .ops
+            .copy_folio_from_device(inner.dev_pages(index, order), dst)
+        {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         }

@@ -49,22 +49,55 @@ void hmm_rs_drv_page_write(u64 pfn, size_t offset, const void *src, size_t len)
 }
 
 /**
- * hmm_rs_drv_page_zero() - fill a page with zeros
- * @pfn: the page
+ * hmm_rs_drv_pages_zero() - fill pages with zeros
+ * @pfn: the first page
+ * @n: how many pages, from @pfn on
  */
-void hmm_rs_drv_page_zero(u64 pfn)
+void hmm_rs_drv_pages_zero(u64 pfn, unsigned long n)
 {
-	clear_highpage(pfn_to_page(pfn));
+	unsigned long k;
+
+	for (k = 0; k < n; k++)
+		clear_highpage(pfn_to_page(pfn + k));
 }
 
 /**
- * hmm_rs_drv_page_copy() - copy a page
- * @dst: the page copied to
- * @src: the page copied from
+ * hmm_rs_drv_pages_copy() - copy pages
+ * @dst: the first page copied to
+ * @src: the first page copied from
+ * @n: how many pages, from @dst and @src on
  */
-void hmm_rs_drv_page_copy(u64 dst, u64 src)
+void hmm_rs_drv_pages_copy(u64 dst, u64 src, unsigned long n)
 {
-	copy_highpage(pfn_to_page(dst), pfn_to_page(src));
+	unsigned long k;
+
+	for (k = 0; k < n; k++)
+		copy_highpage(pfn_to_page(dst + k), pfn_to_page(src + k));
+}
+
+/**
+ * hmm_rs_drv_folio_alloc() - allocate a folio, if one comes cheaply
+ * @order: of 1 << @order pages
+ *
+ * Without retrying or warning: a driver that asks for a huge folio falls
+ * back to single pages rather than stall on compaction.
+ *
+ * Return: the folio's first page, or NULL.
+ */
+struct page *hmm_rs_drv_folio_alloc(unsigned int order)
+{
+	struct folio *folio = folio_alloc(GFP_HIGHUSER | __GFP_NORETRY | __GFP_NOWARN, order);
+
+	return folio ? folio_page(folio, 0) : NULL;
+}
+
+/**
+ * hmm_rs_drv_folio_put() - let go of a folio hmm_rs_drv_folio_alloc() gave
+ * @page: its first page
+ */
+void hmm_rs_drv_folio_put(struct page *page)
+{
+	folio_put(page_folio(page));
 }
 
 /**

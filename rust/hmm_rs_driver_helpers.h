@@ -13,8 +13,10 @@ struct page;
 
 void hmm_rs_drv_page_read(u64 pfn, size_t offset, void *dst, size_t len);
 void hmm_rs_drv_page_write(u64 pfn, size_t offset, const void *src, size_t len);
-void hmm_rs_drv_page_zero(u64 pfn);
-void hmm_rs_drv_page_copy(u64 dst, u64 src);
+void hmm_rs_drv_pages_zero(u64 pfn, unsigned long n);
+void hmm_rs_drv_pages_copy(u64 dst, u64 src, unsigned long n);
+struct page *hmm_rs_drv_folio_alloc(unsigned int order);
+void hmm_rs_drv_folio_put(struct page *page);
 u64 hmm_rs_drv_page_pfn(struct page *page);
 bool hmm_rs_drv_fatal_signal_pending(void);
 void hmm_rs_drv_cond_resched(void);

@@ -38,8 +38,9 @@ use kernel::{
 pub mod hmm_rs_driver;
 
 use hmm_rs_driver::{
-    Access, DevMem, DevMemOps, DevPage, Device, Event, Mapping, Mirror, MirrorOps, OwnedPage,
-    PageBuffer, PageRef, PtFlags, Snap, Update,
+    copy_pages_from_device, copy_pages_to_device, Access, DevMem, DevMemOps, DevPage, DevPages,
+    Device, Event, Mapping, Mirror, MirrorOps, OwnedFolio, OwnedPage, PageBuffer, PageRef, Pages,
+    PtFlags, Snap, Update,
 };
 
 module! {
@@ -115,15 +116,38 @@ struct Cmd {
     faults: u64,
 }
 
+/// The order of a huge (2 MiB) folio.
+const HUGE_ORDER: u32 = 9;
+
+/// The system page holding a device page's contents: a page of its own, or
+/// page `k` of a huge folio that backs a whole huge device folio (as
+/// test_hmm has it), shared by the slots of its pages and freed with the
+/// last of them (the kernel may split the device folio and free its pages
+/// one by one).
+enum Held {
+    Page(OwnedPage),
+    Huge(Arc<OwnedFolio>, usize),
+}
+
+impl Held {
+    fn page_ref(&self) -> Option<PageRef<'_>> {
+        match self {
+            Held::Page(page) => Some(page.page_ref()),
+            Held::Huge(folio, k) => folio.pages().page(*k),
+        }
+    }
+}
+
 /// The contents of device-private pages: a system page per device page in
 /// use, by page index, as test_hmm keeps one in each device page (a real
 /// device would keep them in its own memory). One spinlock for all: it
-/// covers a slot's change and a page copy (`copy_highpage()`, or one page
-/// of an access), never an allocation or a free.
+/// covers slots' changes and a page copy (`copy_highpage()`, or one page of
+/// an access), never an allocation; nothing is freed under it either, since
+/// the core fills only free device pages.
 #[pin_data]
 struct Backing {
     #[pin]
-    pages: SpinLock<KVVec<Option<OwnedPage>>>,
+    pages: SpinLock<KVVec<Option<Held>>>,
 }
 
 impl Backing {
@@ -138,7 +162,7 @@ impl Backing {
     }
 
     /// Puts `page` in slot `index`; what was there goes after the lock.
-    fn put(&self, index: usize, page: Option<OwnedPage>) -> Result {
+    fn put(&self, index: usize, page: Option<Held>) -> Result {
         let old = {
             let mut pages = self.pages.lock();
             let slot = pages.get_mut(index).ok_or(EINVAL)?;
@@ -146,6 +170,21 @@ impl Backing {
         };
         drop(old);
         Ok(())
+    }
+
+    /// The huge folio that holds all of device pages `pages`, in order.
+    fn huge(&self, pages: &DevPages<'_>) -> Option<Arc<OwnedFolio>> {
+        let slots = self.pages.lock();
+        let slots = slots.get(pages.index()..pages.index() + pages.npages())?;
+        let Some(Some(Held::Huge(first, 0))) = slots.first() else {
+            return None;
+        };
+        let whole = first.pages().order() == pages.order()
+            && slots.iter().enumerate().all(|(k, slot)| {
+                matches!(slot, Some(Held::Huge(folio, j))
+                    if *j == k && core::ptr::eq::<OwnedFolio>(&**folio, &**first))
+            });
+        whole.then(|| first.clone())
     }
 }
 
@@ -165,7 +204,7 @@ impl DevMemOps for Backing {
             Some(src) => page.page_ref().copy_from(&src)?,
             None => page.page_ref().zero()?,
         }
-        self.put(dst.index(), Some(page))
+        self.put(dst.index(), Some(Held::Page(page)))
     }
 
     fn copy_from_device(&self, src: DevPage<'_>, dst: PageRef<'_>) -> Result {
@@ -173,13 +212,59 @@ impl DevMemOps for Backing {
             return dst.copy_from(&page);
         }
         let pages = self.pages.lock();
-        let page = pages.get(src.index()).and_then(Option::as_ref).ok_or(EIO)?;
-        dst.copy_from(&page.page_ref())
+        let page = pages
+            .get(src.index())
+            .and_then(Option::as_ref)
+            .and_then(Held::page_ref)
+            .ok_or(EIO)?;
+        dst.copy_from(&page)
     }
 
     fn free(&self, index: usize) {
         // Only indexes of this memory come here.
         let _ = self.put(index, None);
+    }
+
+    fn copy_folio_to_device(&self, dst: DevPages<'_>, src: Option<Pages<'_>>) -> Result {
+        if let Some(pages) = dst.pages() {
+            return match src {
+                Some(src) => pages.copy_from(&src),
+                None => pages.zero(),
+            };
+        }
+        // A huge folio if one comes without compacting, else page by page.
+        let folio = match dst.order() {
+            HUGE_ORDER => OwnedFolio::alloc(HUGE_ORDER).ok(),
+            _ => None,
+        };
+        let Some(folio) = folio else {
+            return copy_pages_to_device(self, dst, src);
+        };
+        match src {
+            Some(src) => folio.pages().copy_from(&src)?,
+            None => folio.pages().zero()?,
+        }
+        let folio = Arc::new(folio, GFP_KERNEL)?;
+        let mut pages = self.pages.lock();
+        let slots = pages
+            .get_mut(dst.index()..dst.index() + dst.npages())
+            .ok_or(EINVAL)?;
+        for (k, slot) in slots.iter_mut().enumerate() {
+            *slot = Some(Held::Huge(folio.clone(), k));
+        }
+        Ok(())
+    }
+
+    fn copy_folio_from_device(&self, src: DevPages<'_>, dst: Pages<'_>) -> Result {
+        if let Some(pages) = src.pages() {
+            return dst.copy_from(&pages);
+        }
+        // One copy (outside the lock: the folio is held) if one huge folio
+        // backs all of them, as it does unless a page was split off.
+        match self.huge(&src) {
+            Some(folio) => dst.copy_from(&folio.pages()),
+            None => copy_pages_from_device(self, src, dst),
+        }
     }
 }
 
@@ -214,8 +299,8 @@ impl Dmirror {
         let page = pages
             .get(index)
             .and_then(Option::as_ref)
-            .ok_or(EIO)?
-            .page_ref();
+            .and_then(Held::page_ref)
+            .ok_or(EIO)?;
         if write {
             page.write(0, buf.page(k).ok_or(EIO)?)
         } else {
