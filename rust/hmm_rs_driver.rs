@@ -50,7 +50,11 @@ use kernel::{
     new_condvar, new_mutex, new_spinlock,
     page::{Page, PAGE_SIZE},
     prelude::*,
-    sync::{aref::ARef, Arc, CondVar, Mutex, SpinLock},
+    sync::{
+        aref::ARef,
+        atomic::{Atomic, Full, Relaxed, Release},
+        Arc, CondVar, Mutex, SpinLock,
+    },
     uaccess::{UserSliceReader, UserSliceWriter},
 };
 
@@ -301,8 +305,10 @@ mod ffi {
         );
         pub(super) fn hmm_rs_drv_pages_zero(pfn: u64, n: c_ulong);
         pub(super) fn hmm_rs_drv_pages_copy(dst: u64, src: u64, n: c_ulong);
-        pub(super) fn hmm_rs_drv_folio_alloc(order: c_uint) -> *mut bindings::page;
-        pub(super) fn hmm_rs_drv_folio_put(page: *mut bindings::page);
+        pub(super) fn hmm_rs_drv_page_alloc(pfn: *mut u64) -> bool;
+        pub(super) fn hmm_rs_drv_page_free(pfn: u64);
+        pub(super) fn hmm_rs_drv_folio_alloc(order: c_uint, pfn: *mut u64) -> bool;
+        pub(super) fn hmm_rs_drv_folio_put(pfn: u64);
         pub(super) fn hmm_rs_drv_page_pfn(page: *mut bindings::page) -> u64;
         pub(super) fn hmm_rs_drv_fatal_signal_pending() -> bool;
         pub(super) fn hmm_rs_drv_cond_resched();
@@ -564,12 +570,11 @@ struct Stopped {
 /// # Invariants
 ///
 /// `stopped.invalidations` counts the invalidations between an `update`
-/// that did not leave the mirror alone and their `update_end`: while it is
+/// that did not leave the mirror alone and their `update_end`, and the
+/// mirror's own migrations under way ([`MirrorInner::fence`]): while it is
 /// not 0, pages of the mirror may be on their way to be freed, and no
-/// [`Mirror::access`] starts; each took `access` to count itself, so none
-/// starts while an access holds it. (Not counted: the mirror's own
-/// migrations, which the core sends it no event for; see
-/// [`Mirror::migrate_to_device`].)
+/// [`Mirror::access`] starts; each of those took `access` to count itself,
+/// so none starts while an access holds it.
 #[pin_data]
 struct MirrorInner<T> {
     /// Held by [`Mirror::access`] while the device uses pages, and by each
@@ -612,6 +617,16 @@ impl<T: MirrorOps> MirrorInner<T> {
         }
     }
 
+    /// Holds [`Mirror::access`] off, as an invalidation between its
+    /// `update` and `update_end` does, until the fence is dropped: the core
+    /// sends a mirror no event for its own migrations (it maps what moved
+    /// itself, then frees the source pages).
+    fn fence(&self) -> AccessFence<'_, T> {
+        let _access = self.access.lock();
+        self.stopped.lock().invalidations += 1;
+        AccessFence(self)
+    }
+
     fn resume(&self) {
         let mut stopped = self.stopped.lock();
         stopped.invalidations -= 1;
@@ -625,6 +640,15 @@ impl<T: MirrorOps> MirrorInner<T> {
         // Waits for an access under way; later ones find the mirror released.
         let _access = self.access.lock();
         self.stopped.lock().released = true;
+    }
+}
+
+/// [`MirrorInner::fence`]: access resumes when it goes.
+struct AccessFence<'a, T: MirrorOps>(&'a MirrorInner<T>);
+
+impl<T: MirrorOps> Drop for AccessFence<'_, T> {
+    fn drop(&mut self) {
+        self.0.resume();
     }
 }
 
@@ -943,31 +967,30 @@ impl OwnedPage {
 ///
 /// # Invariants
 ///
-/// `head` is the first page of a folio of `1 << order` pages on which this
-/// object holds a reference; `pfn` is its pfn.
+/// `pfn` is the first page of a folio of `1 << order` pages on which this
+/// object holds a reference.
 pub struct OwnedFolio {
-    head: NonNull<bindings::page>,
     pfn: u64,
     order: u32,
 }
-
-// SAFETY: The folio reference may be put on any thread; the pages are
-// reached by pfn ([`Pages`]), with no state of this object changed.
-unsafe impl Send for OwnedFolio {}
-// SAFETY: As for `Send`: `&OwnedFolio` gives only `Pages`.
-unsafe impl Sync for OwnedFolio {}
 
 impl OwnedFolio {
     /// Allocates a folio of `1 << order` pages (not zeroed) if one comes
     /// without retrying or compacting hard: `ENOMEM`, quietly, if not (fall
     /// back to [`OwnedPage`]s).
     pub fn alloc(order: u32) -> Result<Self> {
-        // SAFETY: No precondition; `NULL` or a folio's first page.
-        let head = NonNull::new(unsafe { ffi::hmm_rs_drv_folio_alloc(order) }).ok_or(ENOMEM)?;
-        // SAFETY: `head` is a valid page.
-        let pfn = unsafe { ffi::hmm_rs_drv_page_pfn(head.as_ptr()) };
+        let mut pfn = 0;
+        // SAFETY: `pfn` is valid for a write.
+        if !unsafe { ffi::hmm_rs_drv_folio_alloc(order, &mut pfn) } {
+            return Err(ENOMEM);
+        }
         // INVARIANT: Its reference, from the allocation.
-        Ok(OwnedFolio { head, pfn, order })
+        Ok(OwnedFolio { pfn, order })
+    }
+
+    /// Gives up the folio's reference to the caller: its first pfn.
+    fn into_pfn(self) -> u64 {
+        core::mem::ManuallyDrop::new(self).pfn
     }
 
     /// Its pages, to copy to or from, while borrowed.
@@ -986,7 +1009,7 @@ impl OwnedFolio {
 impl Drop for OwnedFolio {
     fn drop(&mut self) {
         // SAFETY: By the type invariant: the reference this object holds.
-        unsafe { ffi::hmm_rs_drv_folio_put(self.head.as_ptr()) };
+        unsafe { ffi::hmm_rs_drv_folio_put(self.pfn) };
     }
 }
 
@@ -1461,18 +1484,14 @@ impl<T: MirrorOps> Mirror<T> {
 
     /// Moves what can move of `[start, end)` to `mem`, which must be this
     /// mirror's device's; the number of pages moved. May sleep.
-    ///
-    /// The core sends this mirror no event for its own migration (it maps
-    /// what moved itself, then frees the source pages), so
-    /// [`Mirror::access`] is not held off meanwhile: a driver must not run
-    /// an access of the same range concurrently (rust_dmirror, as
-    /// hmm_dummy, does not keep two ioctls of one file apart: known gap).
+    /// [`Mirror::access`] waits meanwhile, as for an invalidation.
     pub fn migrate_to_device<D: DevMemOps>(
         &self,
         mem: &DevMem<T, D>,
         r: Range<usize>,
     ) -> Result<usize> {
         let (start, end) = range(&r)?;
+        let _fence = self.inner.fence();
         // SAFETY: `raw` and `mem.raw` are live.
         count(unsafe {
             ffi::hmm_rs_mirror_migrate_to_device(self.raw.as_ptr(), mem.raw.as_ptr(), start, end)
@@ -1480,7 +1499,9 @@ impl<T: MirrorOps> Mirror<T> {
     }
 
     /// Moves the device's pages of `[start, end)` back to system memory;
-    /// the number of pages moved. May sleep.
+    /// the number of pages moved. May sleep. (No fence: what it frees are
+    /// device pages, which [`Mapping::page`] never gives, and
+    /// [`DevMem::with_stored`] reads safely.)
     pub fn migrate_to_system(&self, r: Range<usize>) -> Result<usize> {
         let (start, end) = range(&r)?;
         // SAFETY: `raw` is live.
@@ -1510,6 +1531,8 @@ impl<T: MirrorOps> Mirror<T> {
     /// Moves `[start, end)` where its advice prefers; pages moved.
     pub fn prefetch(&self, r: Range<usize>) -> Result<usize> {
         let (start, end) = range(&r)?;
+        // A migration to the device, as `migrate_to_device`.
+        let _fence = self.inner.fence();
         // SAFETY: `raw` is live.
         count(unsafe { ffi::hmm_rs_mirror_prefetch(self.raw.as_ptr(), start, end) })
     }
@@ -1585,6 +1608,10 @@ impl<'a> DevPages<'a> {
 /// How the core moves data to and from device memory, as the core's own
 /// `DevMemOps`: page indexes are `0..npages`.
 pub trait DevMemOps: Send + Sync + Sized + 'static {
+    /// Whether the API keeps the memory's contents itself, in system pages
+    /// ([`Stored`]): the callbacks below are then never called.
+    const STORED: bool = false;
+
     /// Fills device page `dst` from `src`, or with zeros if `None`.
     fn copy_to_device(&self, dst: DevPage<'_>, src: Option<PageRef<'_>>) -> Result;
     /// Copies device page `src` into `dst`.
@@ -1630,11 +1657,237 @@ pub fn copy_pages_from_device<D: DevMemOps>(ops: &D, src: DevPages<'_>, dst: Pag
     })
 }
 
+/// The [`DevMemOps`] of device memory whose contents the API keeps itself,
+/// in system pages, as test_hmm keeps one in each device page: for a device
+/// with no memory of its own to copy to (test_hmm's dmirror, hmm_dummy,
+/// rust_dmirror), or to bring a driver up before its copy engine works.
+/// [`DevMem::with_stored`] reads them. Its callbacks are never called.
+pub struct Stored;
+
+impl DevMemOps for Stored {
+    const STORED: bool = true;
+
+    fn copy_to_device(&self, _dst: DevPage<'_>, _src: Option<PageRef<'_>>) -> Result {
+        Err(EINVAL)
+    }
+
+    fn copy_from_device(&self, _src: DevPage<'_>, _dst: PageRef<'_>) -> Result {
+        Err(EINVAL)
+    }
+}
+
+/// The order of a 2 MiB folio.
+const HUGE_ORDER: u32 = 9;
+
+/// What a [`PageStore`] slot holds: nothing, or a page and whether it is
+/// one of a huge folio's.
+#[derive(Clone, Copy)]
+struct Slot(u64);
+
+impl Slot {
+    const EMPTY: Slot = Slot(0);
+
+    fn new(pfn: u64, huge: bool) -> Slot {
+        Slot(((pfn + 1) << 1) | u64::from(huge))
+    }
+
+    fn pfn(self) -> Option<u64> {
+        (self.0 != 0).then(|| (self.0 >> 1) - 1)
+    }
+
+    fn huge(self) -> bool {
+        self.0 & 1 != 0
+    }
+}
+
+/// The contents of [`Stored`] device-private memory: a system page per
+/// device page in use, by index; a huge device folio's in one huge folio
+/// (freed with the last of its pages: the kernel may split the device
+/// folio and free its pages one by one).
+///
+/// The core's callbacks read and change a slot without a lock (one atomic
+/// each): the core never runs two for one device page at once. The driver
+/// reads ([`DevMem::with_stored`]) under `lock` with `readers` raised; a
+/// slot emptied is let go only after `lock` was taken, if any reader was
+/// seen. A reader raises `readers` before it loads a slot, a slot is
+/// emptied before `readers` is looked at, each with a full barrier: either
+/// the reader loads the emptied slot, or the slot's page waits for it.
+///
+/// # Invariants
+///
+/// A slot that is not empty owns its page: the page's reference, or for a
+/// page of a huge folio one of the `huge_live[index >> HUGE_ORDER]` shares
+/// of the folio's reference (the last share puts it). A reader reads a
+/// page only with `lock` held and `readers` raised.
+#[pin_data]
+struct PageStore {
+    slots: KVVec<Atomic<u64>>,
+    huge_live: KVVec<Atomic<u32>>,
+    readers: Atomic<u32>,
+    #[pin]
+    lock: SpinLock<()>,
+}
+
+impl PageStore {
+    fn new(npages: usize) -> Result<impl PinInit<Self, Error>> {
+        let mut slots = KVVec::with_capacity(npages, GFP_KERNEL)?;
+        for _ in 0..npages {
+            slots.push(Atomic::new(0), GFP_KERNEL)?;
+        }
+        let blocks = npages >> HUGE_ORDER;
+        let mut huge_live = KVVec::with_capacity(blocks, GFP_KERNEL)?;
+        for _ in 0..blocks {
+            huge_live.push(Atomic::new(0), GFP_KERNEL)?;
+        }
+        Ok(try_pin_init!(PageStore {
+            slots,
+            huge_live,
+            readers: Atomic::new(0),
+            lock <- new_spinlock!(()),
+        }))
+    }
+
+    fn slot(&self, index: usize) -> Result<&Atomic<u64>> {
+        self.slots.get(index).ok_or(EINVAL)
+    }
+
+    /// Puts `new` in slot `index`, and lets go of what was there.
+    fn replace(&self, index: usize, new: Slot) -> Result {
+        let old = Slot(self.slot(index)?.xchg(new.0, Full));
+        let Some(pfn) = old.pfn() else {
+            return Ok(());
+        };
+        if self.readers.load(Relaxed) != 0 {
+            // A reader may have loaded `old` before it was replaced.
+            drop(self.lock.lock());
+        }
+        if !old.huge() {
+            // SAFETY: The slot owned the page's reference, and no one reads
+            // the page any more (type invariant).
+            unsafe { ffi::hmm_rs_drv_page_free(pfn) };
+        } else if self.huge_live[index >> HUGE_ORDER].fetch_sub(1, Full) == 1 {
+            // SAFETY: The last share of the folio's reference; as above.
+            unsafe { ffi::hmm_rs_drv_folio_put(pfn) };
+        }
+        Ok(())
+    }
+
+    /// Fills slot `index` with a new page, from `src` or with zeros.
+    fn fill(&self, index: usize, src: Option<PageRef<'_>>) -> Result {
+        self.slot(index)?;
+        let mut pfn = 0;
+        // SAFETY: `pfn` is valid for a write.
+        if !unsafe { ffi::hmm_rs_drv_page_alloc(&mut pfn) } {
+            return Err(ENOMEM);
+        }
+        // INVARIANT: A new page, ours.
+        let page = PageRef {
+            pfn,
+            writable: true,
+            _life: PhantomData,
+        };
+        match src {
+            Some(src) => page.copy_from(&src)?,
+            None => page.zero()?,
+        }
+        // INVARIANT: The slot takes the reference.
+        self.replace(index, Slot::new(pfn, false))
+    }
+
+    /// Fills the slots of a huge device folio from `src` (or with zeros):
+    /// from one huge folio if one comes cheaply, else page by page.
+    fn fill_folio(&self, dst: &DevPages<'_>, src: Option<Pages<'_>>) -> Result {
+        let (index, n) = (dst.index(), dst.npages());
+        let slots = self.slots.get(index..index + n).ok_or(EINVAL)?;
+        let whole = dst.order() == HUGE_ORDER
+            && index % n == 0
+            && slots.iter().all(|s| s.load(Relaxed) == 0);
+        let Some(folio) = whole.then(|| OwnedFolio::alloc(HUGE_ORDER).ok()).flatten() else {
+            return (0..n).try_for_each(|k| self.fill(index + k, src.and_then(|s| s.page(k))));
+        };
+        match src {
+            Some(src) => folio.pages().copy_from(&src)?,
+            None => folio.pages().zero()?,
+        }
+        self.huge_live[index >> HUGE_ORDER].store(n as u32, Release);
+        // INVARIANT: The folio's reference becomes the `n` shares, one per
+        // slot (all empty: the core fills only free device pages).
+        let pfn = folio.into_pfn();
+        (0..n).try_for_each(|k| self.replace(index + k, Slot::new(pfn + k as u64, true)))
+    }
+
+    /// The page in slot `index`, for a callback of the core: the core frees
+    /// no device page while a callback copies it.
+    fn page(&self, index: usize) -> Result<PageRef<'_>> {
+        let pfn = Slot(self.slot(index)?.load(Relaxed)).pfn().ok_or(EIO)?;
+        // INVARIANT: Owned by the slot, which stays for the callback.
+        Ok(PageRef {
+            pfn,
+            writable: false,
+            _life: PhantomData,
+        })
+    }
+
+    /// Copies the slots of a huge device folio into `dst`: in one call if
+    /// one huge folio holds them all, in order.
+    fn copy_out_folio(&self, src: &DevPages<'_>, dst: Pages<'_>) -> Result {
+        let first = self.page(src.index())?;
+        let whole = (0..src.npages()).all(|k| {
+            self.slot(src.index() + k)
+                .is_ok_and(|s| Slot(s.load(Relaxed)).pfn() == Some(first.pfn + k as u64))
+        });
+        if whole && src.order() == dst.order() {
+            // INVARIANT: `npages` pages from `first`, owned by the slots.
+            let pages = Pages {
+                pfn: first.pfn,
+                order: src.order(),
+                writable: false,
+                _life: PhantomData,
+            };
+            return dst.copy_from(&pages);
+        }
+        (0..src.npages()).try_for_each(|k| {
+            dst.page(k)
+                .ok_or(EINVAL)?
+                .copy_from(&self.page(src.index() + k)?)
+        })
+    }
+
+    /// Runs `f` on the page in slot `index`, if any, held as a reader.
+    fn read<R>(&self, index: usize, f: impl FnOnce(PageRef<'_>) -> R) -> Result<R> {
+        let slot = self.slot(index)?;
+        let _guard = self.lock.lock();
+        self.readers.fetch_add(1, Full);
+        let pfn = Slot(slot.load(Relaxed)).pfn();
+        // INVARIANT: Read as a reader (type invariant); the device's own
+        // memory, the device's to change.
+        let r = pfn.map(|pfn| {
+            f(PageRef {
+                pfn,
+                writable: true,
+                _life: PhantomData,
+            })
+        });
+        self.readers.fetch_sub(1, Full);
+        r.ok_or(EIO)
+    }
+
+    /// Empties every slot (once the memory is destroyed).
+    fn clear(&self) {
+        for index in 0..self.slots.len() {
+            let _ = self.replace(index, Slot::EMPTY);
+        }
+    }
+}
+
 /// What C's devmem callbacks reach (as `devmem_priv`).
 #[pin_data]
 struct DevMemInner<D> {
     /// The pfn of page 0 for device-coherent memory, else `None`.
     coherent: Option<u64>,
+    /// The contents, for [`Stored`] device-private memory (else empty).
+    #[pin]
+    store: PageStore,
     #[pin]
     ops: D,
 }
@@ -1665,6 +1918,63 @@ impl<D: DevMemOps> DevMemInner<D> {
                 _life: PhantomData,
             }),
         }
+    }
+
+    // The callbacks, by the store for [`Stored`] memory, else by `D`.
+
+    fn copy_to_device(&self, index: c_ulong, src: Option<PageRef<'_>>) -> Result {
+        let dst = self.dev_page(index);
+        match (D::STORED, dst.page()) {
+            (false, _) => self.ops.copy_to_device(dst, src),
+            (true, Some(page)) => match src {
+                Some(src) => page.copy_from(&src),
+                None => page.zero(),
+            },
+            (true, None) => self.store.fill(index, src),
+        }
+    }
+
+    fn copy_from_device(&self, index: c_ulong, dst: PageRef<'_>) -> Result {
+        let src = self.dev_page(index);
+        match (D::STORED, src.page()) {
+            (false, _) => self.ops.copy_from_device(src, dst),
+            (true, Some(page)) => dst.copy_from(&page),
+            (true, None) => dst.copy_from(&self.store.page(index)?),
+        }
+    }
+
+    fn copy_folio_to_device(
+        &self,
+        index: c_ulong,
+        order: c_uint,
+        src: Option<Pages<'_>>,
+    ) -> Result {
+        let dst = self.dev_pages(index, order);
+        match (D::STORED, dst.pages()) {
+            (false, _) => self.ops.copy_folio_to_device(dst, src),
+            (true, Some(pages)) => match src {
+                Some(src) => pages.copy_from(&src),
+                None => pages.zero(),
+            },
+            (true, None) => self.store.fill_folio(&dst, src),
+        }
+    }
+
+    fn copy_folio_from_device(&self, index: c_ulong, order: c_uint, dst: Pages<'_>) -> Result {
+        let src = self.dev_pages(index, order);
+        match (D::STORED, src.pages()) {
+            (false, _) => self.ops.copy_folio_from_device(src, dst),
+            (true, Some(pages)) => dst.copy_from(&pages),
+            (true, None) => self.store.copy_out_folio(&src, dst),
+        }
+    }
+
+    fn free(&self, index: c_ulong) {
+        if D::STORED && self.coherent.is_none() {
+            // Only indexes of this memory come here.
+            let _ = self.store.replace(index, Slot::EMPTY);
+        }
+        self.ops.free(index);
     }
 }
 
@@ -1713,7 +2023,7 @@ impl<D: DevMemOps> DevMemVTable<D> {
         // SAFETY: hmm_rs passes the registered `devmem_priv` and a held page,
         // the migration's source: read only.
         let (inner, src) = unsafe { (Self::inner(devmem_priv), Self::page(src, false)) };
-        match inner.ops.copy_to_device(inner.dev_page(index), src) {
+        match inner.copy_to_device(index, src) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         }
@@ -1733,7 +2043,7 @@ impl<D: DevMemOps> DevMemVTable<D> {
         let Some(dst) = dst else {
             return EINVAL.to_errno();
         };
-        match inner.ops.copy_from_device(inner.dev_page(index), dst) {
+        match inner.copy_from_device(index, dst) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         }
@@ -1772,10 +2082,7 @@ impl<D: DevMemOps> DevMemVTable<D> {
         // SAFETY: hmm_rs passes the registered `devmem_priv` and a held
         // folio, the migration's source: read only.
         let (inner, src) = unsafe { (Self::inner(devmem_priv), Self::pages(src, order, false)) };
-        match inner
-            .ops
-            .copy_folio_to_device(inner.dev_pages(index, order), src)
-        {
+        match inner.copy_folio_to_device(index, order, src) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         }
@@ -1796,10 +2103,7 @@ impl<D: DevMemOps> DevMemVTable<D> {
         let Some(dst) = dst else {
             return EINVAL.to_errno();
         };
-        match inner
-            .ops
-            .copy_folio_from_device(inner.dev_pages(index, order), dst)
-        {
+        match inner.copy_folio_from_device(index, order, dst) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         }
@@ -1811,7 +2115,7 @@ impl<D: DevMemOps> DevMemVTable<D> {
     unsafe extern "C" fn free(devmem_priv: *mut c_void, index: c_ulong) {
         // SAFETY: hmm_rs passes the registered `devmem_priv`.
         let inner = unsafe { Self::inner(devmem_priv) };
-        inner.ops.free(index);
+        inner.free(index);
     }
 }
 
@@ -1896,9 +2200,17 @@ impl<T: MirrorOps, D: DevMemOps> DevMem<T, D> {
         Error: From<E>,
     {
         let coherent = start.map(|s| s >> kernel::page::PAGE_SHIFT);
+        // Only device-private memory has contents of its own to keep.
+        let stored = if D::STORED && start.is_none() {
+            npages
+        } else {
+            0
+        };
+        let store = PageStore::new(stored)?;
         let inner = KBox::try_pin_init(
             try_pin_init!(DevMemInner {
                 coherent: coherent,
+                store <- store,
                 ops <- ops,
             }),
             GFP_KERNEL,
@@ -1947,6 +2259,16 @@ impl<T: MirrorOps, D: DevMemOps> DevMem<T, D> {
     /// The callbacks' state.
     pub fn ops(&self) -> &D {
         &self.inner.ops
+    }
+
+    /// Runs `f` on the system page that holds the contents of device page
+    /// `pfn` of [`Stored`] device-private memory: `EINVAL` if `pfn` is not
+    /// such a page of this memory, `EIO` if it holds nothing. Safe against
+    /// the page's migration meanwhile (which waits for `f`), but `f` must
+    /// not sleep: a spinlock is held.
+    pub fn with_stored<R>(&self, pfn: u64, f: impl FnOnce(PageRef<'_>) -> R) -> Result<R> {
+        let index = self.index(pfn).ok_or(EINVAL)?;
+        self.inner.store.read(index, f)
     }
 
     /// The pfn of page `index`, if it has one.
@@ -2014,5 +2336,7 @@ impl<T: MirrorOps, D: DevMemOps> Drop for DevMem<T, D> {
         // SAFETY: By the type invariant: no advice names it, so it is gone,
         // callbacks and all, when this returns; `inner` is freed after.
         unsafe { ffi::hmm_rs_devmem_destroy(self.raw.as_ptr()) };
+        // Nothing is left in it, unless a page outlived the memory.
+        self.inner.store.clear();
     }
 }

@@ -76,28 +76,55 @@ void hmm_rs_drv_pages_copy(u64 dst, u64 src, unsigned long n)
 }
 
 /**
+ * hmm_rs_drv_page_alloc() - allocate a page, as for user memory
+ * @pfn: its pfn, on success
+ *
+ * Return: whether one came.
+ */
+bool hmm_rs_drv_page_alloc(u64 *pfn)
+{
+	struct page *page = alloc_page(GFP_HIGHUSER);
+
+	if (page)
+		*pfn = page_to_pfn(page);
+	return page;
+}
+
+/**
+ * hmm_rs_drv_page_free() - free a page hmm_rs_drv_page_alloc() gave
+ * @pfn: the page
+ */
+void hmm_rs_drv_page_free(u64 pfn)
+{
+	__free_page(pfn_to_page(pfn));
+}
+
+/**
  * hmm_rs_drv_folio_alloc() - allocate a folio, if one comes cheaply
  * @order: of 1 << @order pages
+ * @pfn: its first pfn, on success
  *
  * Without retrying or warning: a driver that asks for a huge folio falls
  * back to single pages rather than stall on compaction.
  *
- * Return: the folio's first page, or NULL.
+ * Return: whether one came.
  */
-struct page *hmm_rs_drv_folio_alloc(unsigned int order)
+bool hmm_rs_drv_folio_alloc(unsigned int order, u64 *pfn)
 {
 	struct folio *folio = folio_alloc(GFP_HIGHUSER | __GFP_NORETRY | __GFP_NOWARN, order);
 
-	return folio ? folio_page(folio, 0) : NULL;
+	if (folio)
+		*pfn = folio_pfn(folio);
+	return folio;
 }
 
 /**
  * hmm_rs_drv_folio_put() - let go of a folio hmm_rs_drv_folio_alloc() gave
- * @page: its first page
+ * @pfn: any of its pages
  */
-void hmm_rs_drv_folio_put(struct page *page)
+void hmm_rs_drv_folio_put(u64 pfn)
 {
-	folio_put(page_folio(page));
+	folio_put(page_folio(pfn_to_page(pfn)));
 }
 
 /**

@@ -424,9 +424,10 @@ bench | bench-short)
 		echo "== hmm_rs/stats after rust_dmirror's run"
 		cat /sys/kernel/debug/hmm_rs/stats
 		unload rust_dmirror
-		# The pair again in the other order, the same rows: measured here,
-		# the migration rows of whichever of two drivers runs second in a
-		# boot move by up to +-40 % (memory's state), for either driver.
+		# Two pairs more, the same rows, the first in the other order: a
+		# whole run of either driver may land in a slow phase of the boot
+		# (its medians up to 1.5 x another run's); the comparison takes
+		# each pair's ratio, then their median (hmm_bench -c's paired()).
 		load rust_dmirror "$SPM0" "$SPM1"
 		# shellcheck disable=SC2086 # the arguments are single words
 		run_as hmm_bench-2@rust_dmirror bench_to /tmp/rust2 /bench/hmm_bench $bargs -u rust_dmirror
@@ -434,7 +435,13 @@ bench | bench-short)
 		load hmm_dummy "$SPM0" "$SPM1"
 		# shellcheck disable=SC2086 # the arguments are single words
 		run_as hmm_bench-2@hmm_dummy bench_to /tmp/ours2 /bench/hmm_bench $bargs -u hmm_dummy
+		# shellcheck disable=SC2086 # the arguments are single words
+		run_as hmm_bench-3@hmm_dummy bench_to /tmp/ours3 /bench/hmm_bench $bargs -u hmm_dummy
 		unload hmm_dummy
+		load rust_dmirror "$SPM0" "$SPM1"
+		# shellcheck disable=SC2086 # the arguments are single words
+		run_as hmm_bench-3@rust_dmirror bench_to /tmp/rust3 /bench/hmm_bench $bargs -u rust_dmirror
+		unload rust_dmirror
 		# hmm-tests' migration benchmark (both variants): a test with a
 		# timed assertion, so it runs here, on the performance kernel;
 		# against both drivers.
@@ -451,10 +458,9 @@ bench | bench-short)
 		unload test_hmm
 		echo "== hmm_dummy against test_hmm.ko, this boot ($(uname -r)), ns per 4 KiB page"
 		run_as hmm_bench-compare /bench/hmm_bench -c /tmp/ours /tmp/theirs
-		echo "== rust_dmirror against hmm_dummy, this boot ($(uname -r)), ns per 4 KiB page: hmm_dummy ran first"
-		run_as hmm_bench-compare@rust_dmirror /bench/hmm_bench -c /tmp/rust /tmp/ours rust_dmirror hmm_dummy
-		echo "== rust_dmirror against hmm_dummy, this boot ($(uname -r)), ns per 4 KiB page: rust_dmirror ran first"
-		run_as hmm_bench-compare-2@rust_dmirror /bench/hmm_bench -c /tmp/rust2 /tmp/ours2 rust_dmirror hmm_dummy
+		echo "== rust_dmirror against hmm_dummy, this boot ($(uname -r)), ns per 4 KiB page: the first pair, then the three"
+		run_as hmm_bench-compare@rust_dmirror /bench/hmm_bench -c /tmp/rust,/tmp/rust2,/tmp/rust3 \
+			/tmp/ours,/tmp/ours2,/tmp/ours3 rust_dmirror hmm_dummy
 		echo "== rust_dmirror against test_hmm.ko, this boot ($(uname -r)), ns per 4 KiB page"
 		run_as hmm_bench-compare-test_hmm@rust_dmirror /bench/hmm_bench -c /tmp/rust /tmp/theirs rust_dmirror test_hmm
 		# Oversubscription (make bench only, or -o oversub): 64 MiB of

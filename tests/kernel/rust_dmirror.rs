@@ -16,8 +16,9 @@
 //! both. hmm_dummy's own ioctls (`tests/hmm_dummy_uapi.h`) get `ENOTTY`.
 //! Load one of the two, never both.
 //!
-//! Device-private pages keep their contents in system pages, one per page
-//! in use, as a real device keeps them in its own memory; device-coherent
+//! Device-private pages keep their contents in system pages the API keeps
+//! (`Stored`: one per page in use, a huge device folio's in one huge
+//! folio), as a real device keeps them in its own memory; device-coherent
 //! pages hold their own.
 
 use core::borrow::Borrow;
@@ -27,10 +28,9 @@ use kernel::{
     ioctl::_IOWR,
     miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
     mm::virt::VmaNew,
-    new_spinlock,
     page::{Page, PAGE_SIZE},
     prelude::*,
-    sync::{Arc, SpinLock},
+    sync::Arc,
     uaccess::{UserPtr, UserSlice},
 };
 
@@ -38,9 +38,8 @@ use kernel::{
 pub mod hmm_rs_driver;
 
 use hmm_rs_driver::{
-    copy_pages_from_device, copy_pages_to_device, Access, DevMem, DevMemOps, DevPage, DevPages,
-    Device, Event, Mapping, Mirror, MirrorOps, OwnedFolio, OwnedPage, PageBuffer, PageRef, Pages,
-    PtFlags, Snap, Update,
+    Access, DevMem, Device, Event, Mapping, Mirror, MirrorOps, PageBuffer, PtFlags, Snap, Stored,
+    Update,
 };
 
 module! {
@@ -116,162 +115,13 @@ struct Cmd {
     faults: u64,
 }
 
-/// The order of a huge (2 MiB) folio.
-const HUGE_ORDER: u32 = 9;
-
-/// The system page holding a device page's contents: a page of its own, or
-/// page `k` of a huge folio that backs a whole huge device folio (as
-/// test_hmm has it), shared by the slots of its pages and freed with the
-/// last of them (the kernel may split the device folio and free its pages
-/// one by one).
-enum Held {
-    Page(OwnedPage),
-    Huge(Arc<OwnedFolio>, usize),
-}
-
-impl Held {
-    fn page_ref(&self) -> Option<PageRef<'_>> {
-        match self {
-            Held::Page(page) => Some(page.page_ref()),
-            Held::Huge(folio, k) => folio.pages().page(*k),
-        }
-    }
-}
-
-/// The contents of device-private pages: a system page per device page in
-/// use, by page index, as test_hmm keeps one in each device page (a real
-/// device would keep them in its own memory). One spinlock for all: it
-/// covers slots' changes and a page copy (`copy_highpage()`, or one page of
-/// an access), never an allocation; nothing is freed under it either, since
-/// the core fills only free device pages.
-#[pin_data]
-struct Backing {
-    #[pin]
-    pages: SpinLock<KVVec<Option<Held>>>,
-}
-
-impl Backing {
-    fn new(npages: usize) -> Result<impl PinInit<Self, Error>> {
-        let mut slots = KVVec::with_capacity(npages, GFP_KERNEL)?;
-        for _ in 0..npages {
-            slots.push(None, GFP_KERNEL)?;
-        }
-        Ok(try_pin_init!(Backing {
-            pages <- new_spinlock!(slots),
-        }))
-    }
-
-    /// Puts `page` in slot `index`; what was there goes after the lock.
-    fn put(&self, index: usize, page: Option<Held>) -> Result {
-        let old = {
-            let mut pages = self.pages.lock();
-            let slot = pages.get_mut(index).ok_or(EINVAL)?;
-            core::mem::replace(slot, page)
-        };
-        drop(old);
-        Ok(())
-    }
-
-    /// The huge folio that holds all of device pages `pages`, in order.
-    fn huge(&self, pages: &DevPages<'_>) -> Option<Arc<OwnedFolio>> {
-        let slots = self.pages.lock();
-        let slots = slots.get(pages.index()..pages.index() + pages.npages())?;
-        let Some(Some(Held::Huge(first, 0))) = slots.first() else {
-            return None;
-        };
-        let whole = first.pages().order() == pages.order()
-            && slots.iter().enumerate().all(|(k, slot)| {
-                matches!(slot, Some(Held::Huge(folio, j))
-                    if *j == k && core::ptr::eq::<OwnedFolio>(&**folio, &**first))
-            });
-        whole.then(|| first.clone())
-    }
-}
-
-impl DevMemOps for Backing {
-    fn copy_to_device(&self, dst: DevPage<'_>, src: Option<PageRef<'_>>) -> Result {
-        // Device-coherent memory holds its own contents.
-        let page = match dst.page() {
-            Some(page) => {
-                return match src {
-                    Some(src) => page.copy_from(&src),
-                    None => page.zero(),
-                };
-            }
-            None => OwnedPage::alloc(GFP_KERNEL)?,
-        };
-        match src {
-            Some(src) => page.page_ref().copy_from(&src)?,
-            None => page.page_ref().zero()?,
-        }
-        self.put(dst.index(), Some(Held::Page(page)))
-    }
-
-    fn copy_from_device(&self, src: DevPage<'_>, dst: PageRef<'_>) -> Result {
-        if let Some(page) = src.page() {
-            return dst.copy_from(&page);
-        }
-        let pages = self.pages.lock();
-        let page = pages
-            .get(src.index())
-            .and_then(Option::as_ref)
-            .and_then(Held::page_ref)
-            .ok_or(EIO)?;
-        dst.copy_from(&page)
-    }
-
-    fn free(&self, index: usize) {
-        // Only indexes of this memory come here.
-        let _ = self.put(index, None);
-    }
-
-    fn copy_folio_to_device(&self, dst: DevPages<'_>, src: Option<Pages<'_>>) -> Result {
-        if let Some(pages) = dst.pages() {
-            return match src {
-                Some(src) => pages.copy_from(&src),
-                None => pages.zero(),
-            };
-        }
-        // A huge folio if one comes without compacting, else page by page.
-        let folio = match dst.order() {
-            HUGE_ORDER => OwnedFolio::alloc(HUGE_ORDER).ok(),
-            _ => None,
-        };
-        let Some(folio) = folio else {
-            return copy_pages_to_device(self, dst, src);
-        };
-        match src {
-            Some(src) => folio.pages().copy_from(&src)?,
-            None => folio.pages().zero()?,
-        }
-        let folio = Arc::new(folio, GFP_KERNEL)?;
-        let mut pages = self.pages.lock();
-        let slots = pages
-            .get_mut(dst.index()..dst.index() + dst.npages())
-            .ok_or(EINVAL)?;
-        for (k, slot) in slots.iter_mut().enumerate() {
-            *slot = Some(Held::Huge(folio.clone(), k));
-        }
-        Ok(())
-    }
-
-    fn copy_folio_from_device(&self, src: DevPages<'_>, dst: Pages<'_>) -> Result {
-        if let Some(pages) = src.pages() {
-            return dst.copy_from(&pages);
-        }
-        // One copy (outside the lock: the folio is held) if one huge folio
-        // backs all of them, as it does unless a page was split off.
-        match self.huge(&src) {
-            Some(folio) => dst.copy_from(&folio.pages()),
-            None => copy_pages_from_device(self, src, dst),
-        }
-    }
-}
-
 /// One device node: its hmm-rs device and memory.
 struct Dmirror {
     name: &'static CStr,
-    mem: DevMem<FileMirror, Backing>,
+    /// Its memory, whose contents the API keeps in system pages (as
+    /// test_hmm keeps one in each device page; a real device would keep
+    /// them in its own memory): a huge device folio's in one huge folio.
+    mem: DevMem<FileMirror, Stored>,
     /// Keeps the device registered as long as the memory is (which holds it
     /// too); here for new mirrors.
     device: Arc<Device<FileMirror>>,
@@ -282,11 +132,11 @@ impl Dmirror {
         let device = Device::new()?;
         let evict = param::<u32>(module_parameters::evict.value()) != 0;
         let mem = if spm != 0 {
-            DevMem::new_coherent(&device, spm, COHERENT_PAGES, evict, Backing::new(0)?)?
+            DevMem::new_coherent(&device, spm, COHERENT_PAGES, evict, Stored)?
         } else {
             let mib = param::<u32>(module_parameters::devmem_mib.value()) as usize;
             let npages = mib << (20 - kernel::page::PAGE_SHIFT);
-            DevMem::new(&device, npages, evict, Backing::new(npages)?)?
+            DevMem::new(&device, npages, evict, Stored)?
         };
         Ok(Arc::new(Dmirror { name, mem, device }, GFP_KERNEL)?)
     }
@@ -294,17 +144,12 @@ impl Dmirror {
     /// The device's copy of device-private page `pfn`: into page `k` of
     /// `buf`, or out of it with `write`.
     fn device_page(&self, pfn: u64, buf: &mut PageBuffer, k: usize, write: bool) -> Result {
-        let index = self.mem.index(pfn).ok_or(EIO)?;
-        let pages = self.mem.ops().pages.lock();
-        let page = pages
-            .get(index)
-            .and_then(Option::as_ref)
-            .and_then(Held::page_ref)
-            .ok_or(EIO)?;
         if write {
-            page.write(0, buf.page(k).ok_or(EIO)?)
+            let data = buf.page(k).ok_or(EIO)?;
+            self.mem.with_stored(pfn, |page| page.write(0, data))?
         } else {
-            buf.fill_from_page(k, &page)
+            self.mem
+                .with_stored(pfn, |page| buf.fill_from_page(k, &page))?
         }
     }
 }
