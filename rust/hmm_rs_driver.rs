@@ -52,7 +52,7 @@ use kernel::{
     prelude::*,
     sync::{
         aref::ARef,
-        atomic::{Atomic, Full, Relaxed, Release},
+        atomic::{Acquire, Atomic, Full, Relaxed},
         Arc, CondVar, Mutex, SpinLock,
     },
     uaccess::{UserSliceReader, UserSliceWriter},
@@ -624,6 +624,7 @@ impl<T: MirrorOps> MirrorInner<T> {
     fn fence(&self) -> AccessFence<'_, T> {
         let _access = self.access.lock();
         self.stopped.lock().invalidations += 1;
+        // INVARIANT: The count just raised, taken with `access`.
         AccessFence(self)
     }
 
@@ -644,6 +645,11 @@ impl<T: MirrorOps> MirrorInner<T> {
 }
 
 /// [`MirrorInner::fence`]: access resumes when it goes.
+///
+/// # Invariants
+///
+/// It stands for one count in `stopped.invalidations`, which its drop takes
+/// back.
 struct AccessFence<'a, T: MirrorOps>(&'a MirrorInner<T>);
 
 impl<T: MirrorOps> Drop for AccessFence<'_, T> {
@@ -783,9 +789,10 @@ impl<T: MirrorOps> Drop for Device<T> {
 ///
 /// `pfn` is a page the CPU addresses (not device-private), which is not
 /// freed during `'a`; if `writable`, the holder may change its contents: the
-/// driver owns it, the core hands it to be filled, or the mirror maps it
+/// driver owns it, the core hands it to be filled, the mirror maps it
 /// writable (never the zero page, a read-only file's or a copy-on-write
-/// page).
+/// page), or it holds the contents of the holder's device memory
+/// ([`DevMem::with_stored`]).
 #[derive(Clone, Copy)]
 pub struct PageRef<'a> {
     pfn: u64,
@@ -962,8 +969,8 @@ impl OwnedPage {
 /// A folio of system memory the driver owns: `1 << order` pages allocated
 /// and freed at once. For a huge device folio, one allocation instead of
 /// 512, and freed whole it leaves system memory unfragmented for the huge
-/// pages that come back. Shared (in an [`Arc`]) by what holds its pages,
-/// it goes with the last of them.
+/// pages that come back. ([`Stored`] memory shares one among the slots of
+/// a huge device folio's pages, and puts it with the last of them.)
 ///
 /// # Invariants
 ///
@@ -1416,8 +1423,12 @@ impl<T: MirrorOps> Mirror<T> {
     /// mapping, as [`Mirror::walk`], with the access lock held and no
     /// invalidation between its `update` and `update_end` (it waits for
     /// those under way), so [`Mapping::page`] works: an invalidation that
-    /// would free the pages waits in `update` until `f` is done. `f` must
-    /// not sleep or allocate. `ESRCH` once the mm released the mirror.
+    /// would free the pages waits in `update` until `f` is done. It also
+    /// waits for the mirror's own migrations to the device under way
+    /// ([`Mirror::migrate_to_device`]), for as long as each call lasts
+    /// (evictions and retries included). `f` must not sleep or allocate
+    /// (nor migrate: that would wait for itself). `ESRCH` once the mm
+    /// released the mirror.
     pub fn access(&self, r: Range<usize>, f: impl FnMut(&Mapping<'_>) -> Result) -> Result {
         let inner = &self.inner;
         loop {
@@ -1499,9 +1510,9 @@ impl<T: MirrorOps> Mirror<T> {
     }
 
     /// Moves the device's pages of `[start, end)` back to system memory;
-    /// the number of pages moved. May sleep. (No fence: what it frees are
-    /// device pages, which [`Mapping::page`] never gives, and
-    /// [`DevMem::with_stored`] reads safely.)
+    /// the number of pages moved. May sleep. (No fence: a migration back
+    /// to system memory sends the mirror a `Migrate` event, whose `update`
+    /// holds [`Mirror::access`] off, as any invalidation does.)
     pub fn migrate_to_system(&self, r: Range<usize>) -> Result<usize> {
         let (start, end) = range(&r)?;
         // SAFETY: `raw` is live.
@@ -1528,11 +1539,11 @@ impl<T: MirrorOps> Mirror<T> {
         (advice as u32, start..end)
     }
 
-    /// Moves `[start, end)` where its advice prefers; pages moved.
+    /// Moves `[start, end)` where its advice prefers; pages moved. (No
+    /// fence: [`Mirror::advise`] names no device memory, so this moves
+    /// pages only back to system memory, as [`Mirror::migrate_to_system`].)
     pub fn prefetch(&self, r: Range<usize>) -> Result<usize> {
         let (start, end) = range(&r)?;
-        // A migration to the device, as `migrate_to_device`.
-        let _fence = self.inner.fence();
         // SAFETY: `raw` is live.
         count(unsafe { ffi::hmm_rs_mirror_prefetch(self.raw.as_ptr(), start, end) })
     }
@@ -1609,7 +1620,9 @@ impl<'a> DevPages<'a> {
 /// `DevMemOps`: page indexes are `0..npages`.
 pub trait DevMemOps: Send + Sync + Sized + 'static {
     /// Whether the API keeps the memory's contents itself, in system pages
-    /// ([`Stored`]): the callbacks below are then never called.
+    /// ([`Stored`]): the copy callbacks below are then never called. Set
+    /// by [`Stored`] only.
+    #[doc(hidden)]
     const STORED: bool = false;
 
     /// Fills device page `dst` from `src`, or with zeros if `None`.
@@ -1661,7 +1674,8 @@ pub fn copy_pages_from_device<D: DevMemOps>(ops: &D, src: DevPages<'_>, dst: Pag
 /// in system pages, as test_hmm keeps one in each device page: for a device
 /// with no memory of its own to copy to (test_hmm's dmirror, hmm_dummy,
 /// rust_dmirror), or to bring a driver up before its copy engine works.
-/// [`DevMem::with_stored`] reads them. Its callbacks are never called.
+/// [`DevMem::with_stored`] reads them. Its copy callbacks are never called
+/// (`free` is, after the API's own, and does nothing).
 pub struct Stored;
 
 impl DevMemOps for Stored {
@@ -1706,19 +1720,26 @@ impl Slot {
 /// folio and free its pages one by one).
 ///
 /// The core's callbacks read and change a slot without a lock (one atomic
-/// each): the core never runs two for one device page at once. The driver
-/// reads ([`DevMem::with_stored`]) under `lock` with `readers` raised; a
-/// slot emptied is let go only after `lock` was taken, if any reader was
-/// seen. A reader raises `readers` before it loads a slot, a slot is
-/// emptied before `readers` is looked at, each with a full barrier: either
-/// the reader loads the emptied slot, or the slot's page waits for it.
+/// each): the core never runs two for one device page at once, never frees
+/// a device page (`free`) while a callback copies it, and fills only free
+/// ones. The driver reads ([`DevMem::with_stored`]) under `lock` with
+/// `readers` raised; a slot emptied is let go only after `lock` was taken,
+/// if any reader was seen. A reader raises `readers` before it loads a
+/// slot, a slot is emptied before `readers` is looked at, each with a full
+/// barrier: either the reader loads the emptied slot, or the emptier sees
+/// the reader and waits for it; if it sees `readers` back at 0, its acquire
+/// orders the reader's use of the page before the page is let go. The
+/// callbacks run in process context (the core's migrations and its
+/// `page_free`), so a plain spinlock does.
 ///
 /// # Invariants
 ///
 /// A slot that is not empty owns its page: the page's reference, or for a
 /// page of a huge folio one of the `huge_live[index >> HUGE_ORDER]` shares
-/// of the folio's reference (the last share puts it). A reader reads a
-/// page only with `lock` held and `readers` raised.
+/// of the folio's reference (the last share puts it); a block's count is 0
+/// while none of its slots holds a share. A page is read only by a callback
+/// of the core for that device page, or with `lock` held and `readers`
+/// raised.
 #[pin_data]
 struct PageStore {
     slots: KVVec<Atomic<u64>>,
@@ -1739,6 +1760,7 @@ impl PageStore {
         for _ in 0..blocks {
             huge_live.push(Atomic::new(0), GFP_KERNEL)?;
         }
+        // INVARIANT: Every slot empty, every count 0.
         Ok(try_pin_init!(PageStore {
             slots,
             huge_live,
@@ -1757,7 +1779,7 @@ impl PageStore {
         let Some(pfn) = old.pfn() else {
             return Ok(());
         };
-        if self.readers.load(Relaxed) != 0 {
+        if self.readers.load(Acquire) != 0 {
             // A reader may have loaded `old` before it was replaced.
             drop(self.lock.lock());
         }
@@ -1786,9 +1808,14 @@ impl PageStore {
             writable: true,
             _life: PhantomData,
         };
-        match src {
-            Some(src) => page.copy_from(&src)?,
-            None => page.zero()?,
+        let copied = match src {
+            Some(src) => page.copy_from(&src),
+            None => page.zero(),
+        };
+        if let Err(e) = copied {
+            // SAFETY: Ours, never published.
+            unsafe { ffi::hmm_rs_drv_page_free(pfn) };
+            return Err(e);
         }
         // INVARIANT: The slot takes the reference.
         self.replace(index, Slot::new(pfn, false))
@@ -1799,25 +1826,41 @@ impl PageStore {
     fn fill_folio(&self, dst: &DevPages<'_>, src: Option<Pages<'_>>) -> Result {
         let (index, n) = (dst.index(), dst.npages());
         let slots = self.slots.get(index..index + n).ok_or(EINVAL)?;
-        let whole = dst.order() == HUGE_ORDER
-            && index % n == 0
-            && slots.iter().all(|s| s.load(Relaxed) == 0);
-        let Some(folio) = whole.then(|| OwnedFolio::alloc(HUGE_ORDER).ok()).flatten() else {
-            return (0..n).try_for_each(|k| self.fill(index + k, src.and_then(|s| s.page(k))));
+        let by_pages =
+            || (0..n).try_for_each(|k| self.fill(index + k, src.and_then(|s| s.page(k))));
+        // A whole block whose pages hold no share of an older folio: its
+        // count goes from 0 to the shares about to be made.
+        let live = (dst.order() == HUGE_ORDER && index % n == 0)
+            .then(|| self.huge_live.get(index >> HUGE_ORDER))
+            .flatten()
+            .filter(|live| {
+                slots.iter().all(|s| s.load(Relaxed) == 0)
+                    && live.cmpxchg(0, n as u32, Full).is_ok()
+            });
+        let Some(live) = live else {
+            return by_pages();
         };
-        match src {
-            Some(src) => folio.pages().copy_from(&src)?,
-            None => folio.pages().zero()?,
+        let Ok(folio) = OwnedFolio::alloc(HUGE_ORDER) else {
+            live.store(0, Relaxed);
+            return by_pages();
+        };
+        let copied = match src {
+            Some(src) => folio.pages().copy_from(&src),
+            None => folio.pages().zero(),
+        };
+        if let Err(e) = copied {
+            live.store(0, Relaxed);
+            return Err(e);
         }
-        self.huge_live[index >> HUGE_ORDER].store(n as u32, Release);
-        // INVARIANT: The folio's reference becomes the `n` shares, one per
-        // slot (all empty: the core fills only free device pages).
+        // INVARIANT: The folio's reference becomes the `n` shares the count
+        // says, one per slot (all empty: the core fills only free pages).
         let pfn = folio.into_pfn();
         (0..n).try_for_each(|k| self.replace(index + k, Slot::new(pfn + k as u64, true)))
     }
 
     /// The page in slot `index`, for a callback of the core: the core frees
-    /// no device page while a callback copies it.
+    /// no device page while a callback copies it. (Private: the `PageRef`
+    /// never leaves the callback, though its lifetime is the store's.)
     fn page(&self, index: usize) -> Result<PageRef<'_>> {
         let pfn = Slot(self.slot(index)?.load(Relaxed)).pfn().ok_or(EIO)?;
         // INVARIANT: Owned by the slot, which stays for the callback.
@@ -2263,9 +2306,10 @@ impl<T: MirrorOps, D: DevMemOps> DevMem<T, D> {
 
     /// Runs `f` on the system page that holds the contents of device page
     /// `pfn` of [`Stored`] device-private memory: `EINVAL` if `pfn` is not
-    /// such a page of this memory, `EIO` if it holds nothing. Safe against
-    /// the page's migration meanwhile (which waits for `f`), but `f` must
-    /// not sleep: a spinlock is held.
+    /// such a page of this memory, `EIO` if it holds nothing. The page is
+    /// not freed under `f`, but its contents are consistent only within
+    /// [`Mirror::access`] (a migration copies it without the lock). `f`
+    /// runs under a spinlock: it must not sleep, nor call this again.
     pub fn with_stored<R>(&self, pfn: u64, f: impl FnOnce(PageRef<'_>) -> R) -> Result<R> {
         let index = self.index(pfn).ok_or(EINVAL)?;
         self.inner.store.read(index, f)
@@ -2336,7 +2380,8 @@ impl<T: MirrorOps, D: DevMemOps> Drop for DevMem<T, D> {
         // SAFETY: By the type invariant: no advice names it, so it is gone,
         // callbacks and all, when this returns; `inner` is freed after.
         unsafe { ffi::hmm_rs_devmem_destroy(self.raw.as_ptr()) };
-        // Nothing is left in it, unless a page outlived the memory.
+        // Every page was freed by now (`free`); this only guards against a
+        // leak.
         self.inner.store.clear();
     }
 }
