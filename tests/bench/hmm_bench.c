@@ -1850,8 +1850,8 @@ int main(int argc, char **argv)
 			if (argc - optind == 2)
 				return compare_runs(argv[optind], argv[optind + 1], NULL, NULL);
 			if (argc - optind == 4)
-				return compare_runs(argv[optind], argv[optind + 1], argv[optind + 2],
-						    argv[optind + 3]);
+				return compare_runs(argv[optind], argv[optind + 1],
+						    argv[optind + 2], argv[optind + 3]);
 			goto usage;
 		case 'k':
 			return core_floor();
