@@ -729,10 +729,7 @@ impl<T: MirrorOps> DeviceVTable<T> {
     ) -> c_int {
         // SAFETY: hmm_rs passes the registered `mirror_priv` and a valid event.
         let (inner, event) = unsafe { Self::args(event, mirror_priv) };
-        match inner.ops.update_finish(event, blockable) {
-            Ok(()) => 0,
-            Err(e) => e.to_errno(),
-        }
+        errno(inner.ops.update_finish(event, blockable))
     }
 
     /// # Safety
@@ -882,13 +879,18 @@ unsafe extern "C" fn walk_callback<F: FnMut(&Mapping<'_>) -> Result>(
         live: *live,
         _life: PhantomData,
     };
-    match f(&mapping) {
+    errno(f(&mapping))
+}
+
+/// The result of a C function that answers a count or a negative errno.
+/// A callback's result as C takes it: 0 or a negative errno.
+fn errno(r: Result) -> c_int {
+    match r {
         Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
 }
 
-/// The result of a C function that answers a count or a negative errno.
 fn count(ret: c_long) -> Result<usize> {
     if ret < 0 {
         Err(Error::from_errno(ret as c_int))

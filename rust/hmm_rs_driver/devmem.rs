@@ -216,14 +216,6 @@ impl<D: DevMemOps> DevMemInner<D> {
     }
 }
 
-/// A callback's result as C takes it: 0 or a negative errno.
-fn errno(r: Result) -> c_int {
-    match r {
-        Ok(()) => 0,
-        Err(e) => e.to_errno(),
-    }
-}
-
 /// `hmm_rs_devmem_ops` callbacks for `DevMemInner<D>`.
 struct DevMemVTable<D>(PhantomData<D>);
 
@@ -249,13 +241,8 @@ impl<D: DevMemOps> DevMemVTable<D> {
     /// `page` is NULL or a system page the core holds for the call, which the
     /// callback may change if `writable` (a migration's destination).
     unsafe fn page<'a>(page: *mut bindings::page, writable: bool) -> Option<PageRef<'a>> {
-        // INVARIANT: A system page, held for the call; writable as said.
-        (!page.is_null()).then(|| PageRef {
-            // SAFETY: A valid page.
-            pfn: unsafe { ffi::hmm_rs_drv_page_pfn(page) },
-            writable,
-            _life: PhantomData,
-        })
+        // SAFETY: As the caller guarantees, for a folio of one page.
+        unsafe { Self::pages(page, 0, writable) }.and_then(|p| p.page(0))
     }
 
     /// # Safety
