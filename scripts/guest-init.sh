@@ -141,6 +141,21 @@ stress() {
 rust_driver() {
 	where=$1
 	shift
+	if [ "$where" = test ]; then
+		# first_node: 0 or 4, nothing else; 4 puts the nodes at
+		# hmm_dmirror4 to 7 (the benchmark runs it beside hmm_dummy).
+		if insmod /modules/rust_dmirror.ko first_node=2 2>/dev/null; then
+			echo "HMMRS-CHECK-FAILED rust_dmirror_first_node"
+			rmmod rust_dmirror
+		elif insmod /modules/rust_dmirror.ko first_node=4 &&
+			[ -c /dev/hmm_dmirror4 ] && [ -c /dev/hmm_dmirror5 ] &&
+			[ ! -e /dev/hmm_dmirror0 ] && rmmod rust_dmirror; then
+			echo "HMMRS-CHECK-PASSED rust_dmirror_first_node"
+		else
+			echo "HMMRS-CHECK-FAILED rust_dmirror_first_node"
+			rmmod rust_dmirror 2>/dev/null
+		fi
+	fi
 	load rust_dmirror "$SPM0" "$SPM1"
 	run_as hmm-tests@rust_dmirror "$@"
 	if [ "$where" = test ]; then
@@ -389,7 +404,8 @@ bench | bench-short)
 	# The end-to-end benchmark against hmm_dummy, rust_dmirror (the rows
 	# of the dmirror uapi only), then against test_hmm.ko on the same
 	# device node, in this boot; then the side-by-side tables.
-	# bench-short (make test): small sizes, 3 runs, no page-table benchmark.
+	# bench-short (make test): small sizes, 3 runs (rust_dmirror against
+	# hmm_dummy: 9), no page-table benchmark.
 	{
 		cpus_check
 		load hmm_rs
@@ -414,34 +430,25 @@ bench | bench-short)
 		profile_stop
 		echo "== hmm_rs/stats after hmm_dummy's run"
 		cat /sys/kernel/debug/hmm_rs/stats
-		unload hmm_dummy
-		# rust_dmirror, in place of hmm_dummy and right after it (before
-		# the migration benchmark below churns memory): the rows the
-		# dmirror uapi has (-u).
-		load rust_dmirror "$SPM0" "$SPM1"
+		# rust_dmirror beside hmm_dummy (its nodes 4 to 7, no coherent
+		# memory: hmm_dummy holds it), the two run by run in turn in one
+		# process (hmm_bench -x): the rows the dmirror uapi has (those
+		# test_hmm.ko runs too), more runs than the rest. Separate runs
+		# of each, minutes apart, differ by more than the drivers do.
+		load rust_dmirror first_node=4
+		if [ "$mode" = bench-short ]; then
+			xbargs="-s -n 9 $extra"
+		else
+			xbargs="-n 7 $extra"
+		fi
+		echo "== rust_dmirror against hmm_dummy, run by run in turn, this boot ($(uname -r)), ns per 4 KiB page"
 		# shellcheck disable=SC2086 # the arguments are single words
-		run_as hmm_bench@rust_dmirror bench_to /tmp/rust /bench/hmm_bench $bargs -u rust_dmirror
-		echo "== hmm_rs/stats after rust_dmirror's run"
+		run_as hmm_bench@rust_dmirror /bench/hmm_bench $xbargs -x 4,0 \
+			rust_dmirror /tmp/rust hmm_dummy /tmp/ours_uapi
+		echo "== hmm_rs/stats after the two drivers' runs"
 		cat /sys/kernel/debug/hmm_rs/stats
 		unload rust_dmirror
-		# Two pairs more, the same rows, the first in the other order: a
-		# whole run of either driver may land in a slow phase of the boot
-		# (its medians up to 1.5 x another run's); the comparison takes
-		# each pair's ratio, then their median (hmm_bench -c's paired()).
-		load rust_dmirror "$SPM0" "$SPM1"
-		# shellcheck disable=SC2086 # the arguments are single words
-		run_as hmm_bench-2@rust_dmirror bench_to /tmp/rust2 /bench/hmm_bench $bargs -u rust_dmirror
-		unload rust_dmirror
-		load hmm_dummy "$SPM0" "$SPM1"
-		# shellcheck disable=SC2086 # the arguments are single words
-		run_as hmm_bench-2@hmm_dummy bench_to /tmp/ours2 /bench/hmm_bench $bargs -u hmm_dummy
-		# shellcheck disable=SC2086 # the arguments are single words
-		run_as hmm_bench-3@hmm_dummy bench_to /tmp/ours3 /bench/hmm_bench $bargs -u hmm_dummy
 		unload hmm_dummy
-		load rust_dmirror "$SPM0" "$SPM1"
-		# shellcheck disable=SC2086 # the arguments are single words
-		run_as hmm_bench-3@rust_dmirror bench_to /tmp/rust3 /bench/hmm_bench $bargs -u rust_dmirror
-		unload rust_dmirror
 		# hmm-tests' migration benchmark (both variants): a test with a
 		# timed assertion, so it runs here, on the performance kernel;
 		# against both drivers.
@@ -458,9 +465,6 @@ bench | bench-short)
 		unload test_hmm
 		echo "== hmm_dummy against test_hmm.ko, this boot ($(uname -r)), ns per 4 KiB page"
 		run_as hmm_bench-compare /bench/hmm_bench -c /tmp/ours /tmp/theirs
-		echo "== rust_dmirror against hmm_dummy, this boot ($(uname -r)), ns per 4 KiB page: the first pair, then the three"
-		run_as hmm_bench-compare@rust_dmirror /bench/hmm_bench -c /tmp/rust,/tmp/rust2,/tmp/rust3 \
-			/tmp/ours,/tmp/ours2,/tmp/ours3 rust_dmirror hmm_dummy
 		echo "== rust_dmirror against test_hmm.ko, this boot ($(uname -r)), ns per 4 KiB page"
 		run_as hmm_bench-compare-test_hmm@rust_dmirror /bench/hmm_bench -c /tmp/rust /tmp/theirs rust_dmirror test_hmm
 		# Oversubscription (make bench only, or -o oversub): 64 MiB of

@@ -9,6 +9,10 @@
  *                                      runs every workload (-o: those whose
  *                                      name starts with W, or with one of
  *                                      W1+W2+...), prints results
+ *   hmm_bench [-s] [-n RUNS] [-o W] -x NA,NB LABEL_A FILE_A LABEL_B FILE_B
+ *                                      two drivers side by side, run by
+ *                                      run in turn (interleave()), the
+ *                                      dmirror uapi's rows only
  *   hmm_bench -c OURS THEIRS [OURS_LABEL THEIRS_LABEL]
  *                                      the side-by-side table of two runs
  *                                      (labels: hmm_dummy and test_hmm);
@@ -73,7 +77,6 @@
 #define MAX_RESULTS	128
 #define MAX_MIRRORS	8
 #define MAX_PAIRS	8
-#define DEVICE		"/dev/hmm_dmirror0"
 #define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
 
 static unsigned int runs = 5;
@@ -122,12 +125,19 @@ struct result {
 	unsigned long long moves, tries;
 };
 
-static struct result results[MAX_RESULTS];
-static unsigned int nresults;
+/* One driver's results; -x keeps two and runs the workloads into each in turn. */
+struct table {
+	struct result r[MAX_RESULTS];
+	unsigned int n;
+};
+
+static struct table tables[2], *table = &tables[0];
+/* The node the workloads open (-x: the current side's). */
+static char device[32] = "/dev/hmm_dmirror0";
 
 static void fail(const char *what, const char *why)
 {
-	printf("FAIL: %s: %s\n", what, why);
+	printf("FAIL: %s: %s (%s)\n", what, why, device);
 	failures++;
 }
 
@@ -135,15 +145,15 @@ static struct result *result(const char *name)
 {
 	unsigned int i;
 
-	for (i = 0; i < nresults; i++)
-		if (!strcmp(results[i].name, name))
-			return &results[i];
-	if (nresults == MAX_RESULTS) {
+	for (i = 0; i < table->n; i++)
+		if (!strcmp(table->r[i].name, name))
+			return &table->r[i];
+	if (table->n == MAX_RESULTS) {
 		fprintf(stderr, "more than %d workloads\n", MAX_RESULTS);
 		exit(2);
 	}
-	results[nresults].name = name;
-	return &results[nresults++];
+	table->r[table->n].name = name;
+	return &table->r[table->n++];
 }
 
 static unsigned long long now_ns(void)
@@ -185,10 +195,10 @@ static int dmirror(int fd, unsigned long req, void *addr, void *ptr,
 
 static int open_device(void)
 {
-	int fd = open(DEVICE, O_RDWR);
+	int fd = open(device, O_RDWR);
 
 	if (fd < 0) {
-		perror(DEVICE);
+		perror(device);
 		exit(2);
 	}
 	return fd;
@@ -940,7 +950,8 @@ static void window_batches(void)
 	unsigned int j, r;
 
 	if (!have_batch()) {
-		printf("# window: this driver has no HMM_DUMMY_BATCH\n");
+		if (!uapi_only)	/* -u: listed as it starts */
+			printf("# window: this driver has no HMM_DUMMY_BATCH\n");
 		return;
 	}
 	printf("# window: %lu reads of one 2 MiB window of 4 KiB pages per batch, %s\n",
@@ -1256,8 +1267,8 @@ static int compare_runs(char *ours, char *theirs, const char *la, const char *lb
 	return 0;
 }
 
-/* The ratios that describe one driver by itself. */
-static void derived(void)
+/* The ratios that describe one driver by itself, to @out. */
+static void derived(FILE *out)
 {
 	static const char *const pairs[][3] = {
 		{ "thp_speedup_to_dev", "migrate_to_dev", "migrate_to_dev_thp" },
@@ -1283,14 +1294,14 @@ static void derived(void)
 		struct result *a = result(pairs[i][1]), *b = result(pairs[i][2]);
 
 		if (a->n && b->n)
-			printf("D %s %.2f\n", pairs[i][0], median(a) / median(b));
+			fprintf(out, "D %s %.2f\n", pairs[i][0], median(a) / median(b));
 	}
 	/* How many more times the block moved without thrash control (per alternation). */
 	off = result("pingpong_nothrash");
 	on = result("pingpong_thrash");
 	if (off->tries && on->tries && on->moves)
-		printf("D pingpong_moves_nothrash_vs_thrash %.2f\n",
-		       ((double)off->moves / off->tries) / ((double)on->moves / on->tries));
+		fprintf(out, "D pingpong_moves_nothrash_vs_thrash %.2f\n",
+			((double)off->moves / off->tries) / ((double)on->moves / on->tries));
 }
 
 #define SLOW_LATENCY_US	200
@@ -1373,7 +1384,8 @@ static void slow_devices(void)
 	unsigned int s, k;
 
 	if (!have_slow_devices(1)) {
-		printf("# slow devices: this driver has no HMM_DUMMY_SET_LATENCY\n");
+		if (!uapi_only)	/* -u: listed as it starts */
+			printf("# slow devices: this driver has no HMM_DUMMY_SET_LATENCY\n");
 		return;
 	}
 	printf("# munmap with devices taking %u us each to stop using memory, median us\n",
@@ -1643,6 +1655,8 @@ static void pingpong(void)
 	unsigned int r, v;
 	int fd, err;
 
+	if (uapi_only)	/* listed as it starts */
+		return;
 	if (!is_dummy()) {
 		printf("# %s: skipped: not hmm_dummy (no HMM_DUMMY_SET_THRASH)\n", __func__);
 		return;
@@ -1767,7 +1781,8 @@ static void prefer_vs_migrate(void)
 	unsigned int r;
 
 	if (prefer && !is_dummy()) {
-		printf("# prefer_fault: skipped: not hmm_dummy (no HMM_DUMMY_ADVISE)\n");
+		if (!uapi_only)	/* -u: listed as it starts */
+			printf("# prefer_fault: skipped: not hmm_dummy (no HMM_DUMMY_ADVISE)\n");
 		prefer = 0;
 	}
 	for (r = 0; r < runs; r++) {
@@ -1812,80 +1827,11 @@ static void oversubscription(void)
 			oversub(rows[i].name, rows[i].num, rows[i].den);
 }
 
-int main(int argc, char **argv)
+/* Every workload -o selects, each run @runs times, into the current table. */
+static void run_workloads(void)
 {
-	unsigned long mib;
 	unsigned int i;
-	char *end;
-	FILE *f;
-	int opt;
 
-	while ((opt = getopt(argc, argv, "sn:cko:m:u")) != -1) {
-		switch (opt) {
-		case 's':
-			runs = 3;
-			size = 8UL << 20;
-			msize = 4UL << 20;
-			isize = 4UL << 20;
-			alternations = 40;
-			break;
-		case 'm':
-			devmem_mib = strtoul(optarg, &end, 10);
-			if (*end || devmem_mib < 1 || devmem_mib > (1UL << 20)) {
-				fprintf(stderr, "-m: the device memory in MiB, 1 to %lu\n",
-					1UL << 20);
-				return 2;
-			}
-			devmem_from = "-m";
-			devmem_given = 1;
-			break;
-		case 'n':
-			runs = atoi(optarg);
-			if (runs < 1 || runs > MAX_RUNS) {
-				fprintf(stderr, "-n: 1 to %d runs\n", MAX_RUNS);
-				return 2;
-			}
-			break;
-		case 'c':
-			if (argc - optind == 2)
-				return compare_runs(argv[optind], argv[optind + 1], NULL, NULL);
-			if (argc - optind == 4)
-				return compare_runs(argv[optind], argv[optind + 1],
-						    argv[optind + 2], argv[optind + 3]);
-			goto usage;
-		case 'k':
-			return core_floor();
-		case 'o':
-			only = optarg;
-			break;
-		case 'u':
-			uapi_only = 1;
-			break;
-		default:
-			goto usage;
-		}
-	}
-	if (argc - optind != 1)
-		goto usage;
-	/* rust_dmirror speaks the dmirror uapi only. */
-	if (!strcmp(argv[optind], "rust_dmirror"))
-		uapi_only = 1;
-	f = devmem_given ? NULL : fopen(DEVMEM_MIB_PARAM, "r");
-	if (f) {
-		if (fscanf(f, "%lu", &mib) == 1 && mib >= 1 && mib <= (1UL << 20)) {
-			devmem_mib = mib;
-			devmem_from = DEVMEM_MIB_PARAM;
-		}
-		fclose(f);
-	}
-	printf("# %s: %u runs, %lu MiB (migrations %lu, invalidations %lu), ns per 4 KiB page\n",
-	       argv[optind], runs, size >> 20, msize >> 20, isize >> 20);
-	if (uapi_only) {
-		printf("# %s: dmirror uapi only (-u): no HMM_DUMMY_* ioctl sent; left out:",
-		       argv[optind]);
-		printf(" scatter_batch*, scatter_fault*, window_*, pingpong_*, prefer_fault,");
-		printf(" slow devices, hmm_dummy's device-memory counters\n");
-	}
 	if (want("read_cold"))
 		read_cold("read_cold", 0);
 	if (want("read_warm") || want("write_warm"))
@@ -1928,31 +1874,210 @@ int main(int argc, char **argv)
 		prefer_vs_migrate();
 	if (want("slow"))
 		slow_devices();
-	for (i = 0; i < nresults; i++) {
-		struct result *r = &results[i];
+}
+
+/* The current table's "R" lines (and derived()'s "D" lines), to @out. */
+static void print_results(FILE *out)
+{
+	unsigned int i;
+
+	for (i = 0; i < table->n; i++) {
+		struct result *r = &table->r[i];
 		unsigned int k;
 
 		if (!r->n)
 			continue;
-		printf("R %s %.1f %.1f (device faults per run: %.1f", r->name, median(r),
-		       minimum(r), (double)r->faults / r->n);
+		fprintf(out, "R %s %.1f %.1f (device faults per run: %.1f", r->name, median(r),
+			minimum(r), (double)r->faults / r->n);
 		if (r->total)
-			printf("; placed %llu of %llu", r->placed, r->total);
+			fprintf(out, "; placed %llu of %llu", r->placed, r->total);
 		if (r->tries)
-			printf("; moves %llu of %llu", r->moves, r->tries);
-		printf("; runs:");
+			fprintf(out, "; moves %llu of %llu", r->moves, r->tries);
+		fprintf(out, "; runs:");
 		for (k = 0; k < r->n; k++)
-			printf(" %.0f", r->ns[k]);
-		printf(")\n");
+			fprintf(out, " %.0f", r->ns[k]);
+		fprintf(out, ")\n");
 	}
-	derived();
+	derived(out);
+}
+
+/*
+ * -x's number: per row, the ratio of each run of side A to the run of side
+ * B next to it in time (run r of each), then the median of those ratios,
+ * which the boot's slower and faster phases cancel out of.
+ */
+static void run_ratios(const char *la, const char *lb)
+{
+	unsigned int i, k;
+
+	printf("\n| workload | %s/%s per run, in turn | median |\n| --- | --- | ---: |\n", la, lb);
+	for (i = 0; i < tables[0].n; i++) {
+		struct result *a = &tables[0].r[i], q = { .name = a->name };
+		int j = find(tables[1].r, tables[1].n, a->name);
+		struct result *b = j < 0 ? NULL : &tables[1].r[j];
+
+		if (!a->n || !b || !b->n)
+			continue;
+		printf("| %s |", a->name);
+		for (k = 0; k < a->n && k < b->n; k++) {
+			q.ns[q.n++] = a->ns[k] / b->ns[k];
+			printf(" %.2f", q.ns[k]);
+		}
+		printf(" | %.2f |\n", median(&q));
+	}
+}
+
+/* What -u leaves out, said once, as @label's run starts. */
+static void left_out(const char *label)
+{
+	printf("# %s: dmirror uapi only (-u): no HMM_DUMMY_* ioctl sent; left out:", label);
+	printf(" scatter_batch*, scatter_fault*, window_*, pingpong_*, prefer_fault,");
+	printf(" slow devices, hmm_dummy's device-memory counters\n");
+}
+
+/*
+ * -x NA,NB LABEL_A FILE_A LABEL_B FILE_B: the workloads of the dmirror
+ * uapi (as -u) against two drivers loaded side by side, A on
+ * /dev/hmm_dmirrorNA and B on /dev/hmm_dmirrorNB (rust_dmirror's
+ * first_node=4 beside hmm_dummy), run by run in turn: run r of every
+ * workload on A then on B, run r + 1 on B then on A. Under TCG a whole run
+ * of one driver and one of the other, minutes apart, may differ by more
+ * (medians up to 1.5 times, in the same boot) than the drivers do; runs
+ * seconds apart share the boot's phase. Each side's "R" and "D" lines go
+ * to its file (what a run prints: -c reads them), then come the side's
+ * table and the side-by-side one (ratio A/B).
+ */
+static int interleave(const char *nodes, int argc, char **argv)
+{
+	unsigned int node[2], total = runs, r, k;
+	char extra;
+	FILE *f;
+
+	if (argc != 4 || sscanf(nodes, "%u,%u%c", &node[0], &node[1], &extra) != 2 ||
+	    node[0] > 7 || node[1] > 7 || node[0] == node[1]) {
+		fprintf(stderr, "-x NA,NB LABEL_A FILE_A LABEL_B FILE_B: two nodes, 0 to 7\n");
+		return 2;
+	}
+	uapi_only = 1;
+	runs = 1;
+	fprintf(stdout,
+		"# %s (/dev/hmm_dmirror%u) and %s (/dev/hmm_dmirror%u) run by run in turn: %u runs each, %lu MiB (migrations %lu, invalidations %lu), ns per 4 KiB page, dmirror uapi only\n",
+		argv[0], node[0], argv[2], node[1], total, size >> 20, msize >> 20, isize >> 20);
+	left_out(argv[0]);
+	left_out(argv[2]);
+	for (r = 0; r < total; r++) {
+		for (k = 0; k < 2; k++) {
+			unsigned int side = r % 2 ? 1 - k : k;
+
+			table = &tables[side];
+			snprintf(device, sizeof(device), "/dev/hmm_dmirror%u", node[side]);
+			run_workloads();
+		}
+	}
+	for (k = 0; k < 2; k++) {
+		table = &tables[k];
+		f = fopen(argv[2 * k + 1], "w");
+		if (!f) {
+			perror(argv[2 * k + 1]);
+			return 2;
+		}
+		fprintf(f, "# %s: %u runs, in turn with %s\n", argv[2 * k], total, argv[2 - 2 * k]);
+		print_results(f);
+		fclose(f);
+		printf("# %s:\n", argv[2 * k]);
+		print_results(stdout);
+	}
+	compare(argv[1], argv[3], argv[0], argv[2]);
+	run_ratios(argv[0], argv[2]);
+	printf("# %s and %s: %d failure(s)\n", argv[0], argv[2], failures);
+	return failures ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *nodes = NULL;
+	unsigned long mib;
+	char *end;
+	FILE *f;
+	int opt;
+
+	while ((opt = getopt(argc, argv, "sn:cko:m:ux:")) != -1) {
+		switch (opt) {
+		case 's':
+			runs = 3;
+			size = 8UL << 20;
+			msize = 4UL << 20;
+			isize = 4UL << 20;
+			alternations = 40;
+			break;
+		case 'm':
+			devmem_mib = strtoul(optarg, &end, 10);
+			if (*end || devmem_mib < 1 || devmem_mib > (1UL << 20)) {
+				fprintf(stderr, "-m: the device memory in MiB, 1 to %lu\n",
+					1UL << 20);
+				return 2;
+			}
+			devmem_from = "-m";
+			devmem_given = 1;
+			break;
+		case 'n':
+			runs = atoi(optarg);
+			if (runs < 1 || runs > MAX_RUNS) {
+				fprintf(stderr, "-n: 1 to %d runs\n", MAX_RUNS);
+				return 2;
+			}
+			break;
+		case 'c':
+			if (argc - optind == 2)
+				return compare_runs(argv[optind], argv[optind + 1], NULL, NULL);
+			if (argc - optind == 4)
+				return compare_runs(argv[optind], argv[optind + 1],
+						    argv[optind + 2], argv[optind + 3]);
+			goto usage;
+		case 'k':
+			return core_floor();
+		case 'o':
+			only = optarg;
+			break;
+		case 'u':
+			uapi_only = 1;
+			break;
+		case 'x':
+			nodes = optarg;
+			break;
+		default:
+			goto usage;
+		}
+	}
+	if (nodes)
+		return interleave(nodes, argc - optind, argv + optind);
+	if (argc - optind != 1)
+		goto usage;
+	/* rust_dmirror speaks the dmirror uapi only. */
+	if (!strcmp(argv[optind], "rust_dmirror"))
+		uapi_only = 1;
+	f = devmem_given ? NULL : fopen(DEVMEM_MIB_PARAM, "r");
+	if (f) {
+		if (fscanf(f, "%lu", &mib) == 1 && mib >= 1 && mib <= (1UL << 20)) {
+			devmem_mib = mib;
+			devmem_from = DEVMEM_MIB_PARAM;
+		}
+		fclose(f);
+	}
+	printf("# %s: %u runs, %lu MiB (migrations %lu, invalidations %lu), ns per 4 KiB page\n",
+	       argv[optind], runs, size >> 20, msize >> 20, isize >> 20);
+	if (uapi_only)
+		left_out(argv[optind]);
+	run_workloads();
+	print_results(stdout);
 	printf("# %s: %d failure(s)\n", argv[optind], failures);
 	return failures ? 1 : 0;
 usage:
 	fprintf(stderr,
 		"usage: %s [-s] [-n RUNS] [-m MIB] [-o WORKLOAD] [-u] LABEL\n"
+		"       %s [-s] [-n RUNS] [-o WORKLOAD] -x NA,NB LABEL_A FILE_A LABEL_B FILE_B\n"
 		"       %s -c OURS THEIRS [OURS_LABEL THEIRS_LABEL]\n"
 		"       %s [-s] -k\n",
-		argv[0], argv[0], argv[0]);
+		argv[0], argv[0], argv[0], argv[0]);
 	return 2;
 }

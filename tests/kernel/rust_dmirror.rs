@@ -14,7 +14,10 @@
 //! and mmap() of zeroed pages: what `tests/kernel/hmm_dummy.c` answers of
 //! it, the same way, so that hmm-tests, the storm and the fuzzer judge
 //! both. hmm_dummy's own ioctls (`tests/hmm_dummy_uapi.h`) get `ENOTTY`.
-//! Load one of the two, never both.
+//! Load one of the two, never both, on the same nodes: with `first_node=4`
+//! the nodes are `/dev/hmm_dmirror4` to `7`, beside hmm_dummy's (without
+//! `spm_addr_*` then, whose memory the other holds), so that a benchmark
+//! can run both in turn in one process.
 //!
 //! Device-private pages keep their contents in system pages the API keeps
 //! (`Stored`: one per page in use, a huge device folio's in one huge
@@ -30,7 +33,10 @@ use kernel::{
     mm::virt::VmaNew,
     page::{Page, PAGE_SIZE},
     prelude::*,
-    sync::Arc,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc,
+    },
     uaccess::{UserPtr, UserSlice},
 };
 
@@ -64,6 +70,10 @@ module! {
         spm_addr_dev1: u64 {
             default: 0,
             description: "Start of 256 MiB of device-coherent memory for hmm_dmirror3",
+        },
+        first_node: u32 {
+            default: 0,
+            description: "0: the nodes are /dev/hmm_dmirror0 to 3; 4: hmm_dmirror4 to 7",
         },
     },
 }
@@ -153,6 +163,10 @@ impl Dmirror {
         }
     }
 }
+
+/// Migrations to the device that left pages neither moved nor mirrored, so
+/// far: warned of the first 10 times, then every 1000th (a storm makes many).
+static PARTIAL: Atomic<u32> = Atomic::new(0);
 
 kernel::sync::global_lock! {
     // SAFETY: Initialized in the module's init, before any device exists.
@@ -409,16 +423,20 @@ impl<const ID: usize> DmirrorFile<ID> {
             ret = self.refault_own(&mut c);
         }
         if ret == Err(ENOENT) {
-            let k = c.done.first_zero(c.npages());
-            pr_warn!(
-                "rust_dmirror: {}: migration of [{:#x}, {:#x}) to the device moved {} of {} pages and left {:#x} neither moved nor mirrored\n",
-                self.dev.name,
-                start,
-                end,
-                moved,
-                c.npages(),
-                start + k * PAGE_SIZE
-            );
+            let n = PARTIAL.fetch_add(1, Relaxed);
+            if n < 10 || n % 1000 == 0 {
+                let k = c.done.first_zero(c.npages());
+                pr_warn!(
+                    "rust_dmirror: {}: migration of [{:#x}, {:#x}) to the device moved {} of {} pages and left {:#x} neither moved nor mirrored ({} such so far)\n",
+                    self.dev.name,
+                    start,
+                    end,
+                    moved,
+                    c.npages(),
+                    start + k * PAGE_SIZE,
+                    n + 1
+                );
+            }
         }
         ret?;
         let user = UserSlice::new(UserPtr::from_addr(cmd.ptr as usize), end - start);
@@ -619,6 +637,11 @@ impl kernel::Module for RustDmirror {
             pr_err!("rust_dmirror: devmem_mib={}: 2 to 4096\n", mib);
             return Err(EINVAL);
         }
+        let first = param::<u32>(module_parameters::first_node.value());
+        if first != 0 && first != 4 {
+            pr_err!("rust_dmirror: first_node={}: 0 or 4\n", first);
+            return Err(EINVAL);
+        }
         let spm = [
             0,
             0,
@@ -627,12 +650,17 @@ impl kernel::Module for RustDmirror {
         ];
         // The coherent devices only with both their memories, as test_hmm.
         let n = if spm[2] != 0 && spm[3] != 0 { 4 } else { 2 };
-        let names = [
+        static NAMES: [&CStr; 8] = [
             c"hmm_dmirror0",
             c"hmm_dmirror1",
             c"hmm_dmirror2",
             c"hmm_dmirror3",
+            c"hmm_dmirror4",
+            c"hmm_dmirror5",
+            c"hmm_dmirror6",
+            c"hmm_dmirror7",
         ];
+        let names = &NAMES[first as usize..first as usize + 4];
         let made = (|| {
             let mut devices = DEVICES.lock();
             for id in 0..n {
