@@ -71,7 +71,7 @@ mod store;
 pub use devmem::{
     copy_pages_from_device, copy_pages_to_device, DevMem, DevMemOps, DevMemStat, DevPage, DevPages,
 };
-pub use pages::{OwnedFolio, OwnedPage, PageBuffer, PageRef, Pages};
+pub use pages::{OwnedFolio, OwnedPage, PageBits, PageBuffer, PageRef, Pages};
 pub use store::Stored;
 use store::{PageStore, Slot};
 

@@ -243,6 +243,98 @@ impl Drop for OwnedFolio {
     }
 }
 
+/// A bit per page of a device access: in the object up to 64 pages (the
+/// small accesses a GPU's faults make allocate nothing), else allocated.
+///
+/// # Invariants
+///
+/// `heap` has `n.div_ceil(64)` words if `n > 64`, else none (`inline`
+/// holds the bits); bits from `n` on are clear.
+pub struct PageBits {
+    inline: u64,
+    heap: KVVec<u64>,
+    n: usize,
+}
+
+impl PageBits {
+    /// `n` bits, all clear; `ENOMEM` (quietly) if there is no room.
+    pub fn new(n: usize) -> Result<Self> {
+        let mut heap = KVVec::new();
+        if n > 64 {
+            heap = KVVec::with_capacity(n.div_ceil(64), GFP_KERNEL | __GFP_NOWARN)?;
+            heap.resize(n.div_ceil(64), 0, GFP_KERNEL)?;
+        }
+        // INVARIANT: As many words as `n` needs, all clear.
+        Ok(PageBits { inline: 0, heap, n })
+    }
+
+    fn words(&self) -> &[u64] {
+        if self.n > 64 {
+            &self.heap
+        } else {
+            core::slice::from_ref(&self.inline)
+        }
+    }
+
+    fn words_mut(&mut self) -> &mut [u64] {
+        if self.n > 64 {
+            &mut self.heap
+        } else {
+            core::slice::from_mut(&mut self.inline)
+        }
+    }
+
+    /// How many bits.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Whether bit `k` is set (`false` beyond the last).
+    pub fn test(&self, k: usize) -> bool {
+        k < self.n && self.words()[k / 64] & (1u64 << (k % 64)) != 0
+    }
+
+    /// Sets bit `k` (nothing beyond the last); whether it was set.
+    pub fn test_and_set(&mut self, k: usize) -> bool {
+        if k >= self.n {
+            return false;
+        }
+        let w = &mut self.words_mut()[k / 64];
+        let old = *w & (1u64 << (k % 64)) != 0;
+        *w |= 1u64 << (k % 64);
+        old
+    }
+
+    /// Sets every bit.
+    pub fn set_all(&mut self) {
+        let n = self.n;
+        for (i, w) in self.words_mut().iter_mut().enumerate() {
+            // INVARIANT: Bits from `n` on stay clear.
+            *w = if n - i * 64 >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << (n - i * 64)) - 1
+            };
+        }
+    }
+
+    /// The first clear bit, or `len()` if all are set.
+    pub fn first_zero(&self) -> usize {
+        self.words()
+            .iter()
+            .enumerate()
+            .find(|(_, w)| **w != u64::MAX)
+            .map_or(self.n, |(i, w)| {
+                (i * 64 + w.trailing_ones() as usize).min(self.n)
+            })
+    }
+}
+
 /// The buffer of a device access that moves whole pages between user
 /// space and mirrored pages: `npages` pages of vmalloc() memory (4 KiB
 /// pages: a kvmalloc()ed one may take a huge page, whose allocation
@@ -252,10 +344,10 @@ impl Drop for OwnedFolio {
 /// # Invariants
 ///
 /// `buf` has room for `npages` pages; the bytes of page `k` are
-/// initialised if bit `k` of `filled` is set.
+/// initialised if bit `k` of `filled` (`npages` bits) is set.
 pub struct PageBuffer {
     buf: VVec<u8>,
-    filled: KVVec<u64>,
+    filled: PageBits,
     npages: usize,
 }
 
@@ -264,13 +356,10 @@ impl PageBuffer {
     pub fn new(npages: usize) -> Result<Self> {
         let size = npages.checked_mul(PAGE_SIZE).ok_or(ENOMEM)?;
         let buf = VVec::with_capacity(size, GFP_KERNEL | __GFP_NOWARN)?;
-        let words = npages.div_ceil(64);
-        let mut filled = KVVec::with_capacity(words, GFP_KERNEL | __GFP_NOWARN)?;
-        filled.resize(words, 0, GFP_KERNEL)?;
         // INVARIANT: Room for `npages` pages, none filled.
         Ok(PageBuffer {
             buf,
-            filled,
+            filled: PageBits::new(npages)?,
             npages,
         })
     }
@@ -282,7 +371,7 @@ impl PageBuffer {
 
     /// Whether page `k` is filled.
     pub fn is_filled(&self, k: usize) -> bool {
-        k < self.npages && self.filled[k / 64] & (1u64 << (k % 64)) != 0
+        self.filled.test(k)
     }
 
     fn slot(&mut self, k: usize) -> Result<&mut [MaybeUninit<u8>]> {
@@ -299,7 +388,7 @@ impl PageBuffer {
         // valid for `PAGE_SIZE` bytes of writes.
         unsafe { ffi::hmm_rs_drv_page_read(page.pfn, 0, slot.as_mut_ptr().cast(), PAGE_SIZE) };
         // INVARIANT: Page `k` was written whole.
-        self.filled[k / 64] |= 1u64 << (k % 64);
+        self.filled.test_and_set(k);
         Ok(())
     }
 
@@ -308,7 +397,7 @@ impl PageBuffer {
         let size = self.npages * PAGE_SIZE;
         reader.read_raw(&mut self.buf.spare_capacity_mut()[..size])?;
         // INVARIANT: `read_raw` initialised every byte.
-        self.filled.iter_mut().for_each(|w| *w = u64::MAX);
+        self.filled.set_all();
         Ok(())
     }
 
@@ -326,7 +415,7 @@ impl PageBuffer {
     /// Copies the whole buffer to user space: `ENOENT` if a page is not
     /// filled, `EFAULT` if user space cannot take it.
     pub fn write_to_user(&self, writer: &mut UserSliceWriter) -> Result {
-        if !(0..self.npages).all(|k| self.is_filled(k)) {
+        if self.filled.first_zero() < self.npages {
             return Err(ENOENT);
         }
         // SAFETY: Every page of the buffer is filled, so initialised.

@@ -58,12 +58,16 @@ impl Slot {
 /// each): the core never runs two for one device page at once, never frees
 /// a device page (`free`) while a callback copies it, and fills only free
 /// ones. The driver reads ([`DevMem::with_stored`]) under `lock` with
-/// `readers` raised; a slot emptied is let go only after `lock` was taken,
-/// if any reader was seen. A reader raises `readers` before it loads a
-/// slot, a slot is emptied before `readers` is looked at, each with a full
-/// barrier: either the reader loads the emptied slot, or the emptier sees
-/// the reader and waits for it; if it sees `readers` back at 0, its acquire
-/// orders the reader's use of the page before the page is let go. The
+/// `readers` raised; a page let go (a single page when its slot is
+/// emptied, a huge folio when its last share is) is let go only after
+/// `lock` was taken, if any reader was seen. A reader raises `readers`
+/// before it loads a slot; a slot is emptied before its block's count is
+/// lowered (for a share) and before `readers` is looked at, each with a
+/// full barrier: either the reader loads the emptied slot, or the emptier
+/// of the page or of the folio's last share sees the reader and waits for
+/// it; if it sees `readers` back at 0, its acquire orders the reader's use
+/// of the page before the page is let go. So a share that is not the last
+/// costs two atomics, a folio's whole count is read with one. The
 /// callbacks run in process context (the core's migrations and its
 /// `page_free`), so a plain spinlock does.
 ///
@@ -71,8 +75,10 @@ impl Slot {
 ///
 /// A slot that is not empty owns its page: the page's reference, or for a
 /// page of a huge folio one of the `huge_live[index >> HUGE_ORDER]` shares
-/// of the folio's reference (the last share puts it); a block's count is 0
-/// while none of its slots holds a share. A page is read only by a callback
+/// of the folio's reference (the last share puts it). A block's shares are
+/// of one folio, page `k` of it in the block's slot `k`, and outside a
+/// callback for the block's pages its count is how many of its slots hold
+/// one (0: none). A page is read only by a callback
 /// of the core for that device page, or with `lock` held and `readers`
 /// raised.
 #[pin_data]
@@ -114,19 +120,25 @@ impl PageStore {
         let Some(pfn) = old.pfn() else {
             return Ok(());
         };
-        if self.readers.load(Acquire) != 0 {
-            // A reader may have loaded `old` before it was replaced.
-            drop(self.lock.lock());
-        }
         if !old.huge() {
+            self.wait_readers();
             // SAFETY: The slot owned the page's reference, and no one reads
             // the page any more (type invariant).
             unsafe { ffi::hmm_rs_drv_page_free(pfn) };
         } else if self.huge_live[index >> HUGE_ORDER].fetch_sub(1, Full) == 1 {
-            // SAFETY: The last share of the folio's reference; as above.
+            self.wait_readers();
+            // SAFETY: The last share of the folio's reference; as above, for
+            // each of its pages.
             unsafe { ffi::hmm_rs_drv_folio_put(pfn) };
         }
         Ok(())
+    }
+
+    /// Waits for the readers that may have loaded a slot emptied before.
+    fn wait_readers(&self) {
+        if self.readers.load(Acquire) != 0 {
+            drop(self.lock.lock());
+        }
     }
 
     /// Fills slot `index` with a new page, from `src` or with zeros.
@@ -209,12 +221,17 @@ impl PageStore {
     /// Copies the slots of a huge device folio into `dst`: in one call if
     /// one huge folio holds them all, in order.
     pub(super) fn copy_out_folio(&self, src: &DevPages<'_>, dst: Pages<'_>) -> Result {
-        let first = self.page(src.index())?;
-        let whole = (0..src.npages()).all(|k| {
-            self.slot(src.index() + k)
-                .is_ok_and(|s| Slot(s.load(Relaxed)).pfn() == Some(first.pfn + k as u64))
-        });
-        if whole && src.order() == dst.order() {
+        let (index, n) = (src.index(), src.npages());
+        let first = self.page(index)?;
+        // A whole block whose count says every slot holds its share.
+        let whole = src.order() == HUGE_ORDER
+            && dst.order() == HUGE_ORDER
+            && index % n == 0
+            && self
+                .huge_live
+                .get(index >> HUGE_ORDER)
+                .is_some_and(|live| live.load(Relaxed) == n as u32);
+        if whole {
             // INVARIANT: `npages` pages from `first`, owned by the slots.
             let pages = Pages {
                 pfn: first.pfn,

@@ -73,7 +73,7 @@
 
 #define PAGE		4096UL
 #define HUGE		(2UL << 20)
-#define MAX_RUNS	15
+#define MAX_RUNS	64
 #define MAX_RESULTS	128
 #define MAX_MIRRORS	8
 #define MAX_PAIRS	8
@@ -1904,13 +1904,16 @@ static void print_results(FILE *out)
 /*
  * -x's number: per row, the ratio of each run of side A to the run of side
  * B next to it in time (run r of each), then the median of those ratios,
- * which the boot's slower and faster phases cancel out of.
+ * which the boot's slower and faster phases cancel out of; and the middle
+ * half of them (the 25th to the 75th percentile), how far one run's ratio
+ * strays.
  */
 static void run_ratios(const char *la, const char *lb)
 {
 	unsigned int i, k;
 
-	printf("\n| workload | %s/%s per run, in turn | median |\n| --- | --- | ---: |\n", la, lb);
+	printf("\n| workload | %s/%s per run, in turn | median | middle half |\n", la, lb);
+	printf("| --- | --- | ---: | ---: |\n");
 	for (i = 0; i < tables[0].n; i++) {
 		struct result *a = &tables[0].r[i], q = { .name = a->name };
 		int j = find(tables[1].r, tables[1].n, a->name);
@@ -1923,7 +1926,8 @@ static void run_ratios(const char *la, const char *lb)
 			q.ns[q.n++] = a->ns[k] / b->ns[k];
 			printf(" %.2f", q.ns[k]);
 		}
-		printf(" | %.2f |\n", median(&q));
+		qsort(q.ns, q.n, sizeof(q.ns[0]), cmp_double);
+		printf(" | %.2f | %.2f - %.2f |\n", median(&q), q.ns[q.n / 4], q.ns[3 * q.n / 4]);
 	}
 }
 

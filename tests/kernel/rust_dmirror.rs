@@ -44,8 +44,8 @@ use kernel::{
 pub mod hmm_rs_driver;
 
 use hmm_rs_driver::{
-    Access, DevMem, Device, Event, Mapping, Mirror, MirrorOps, PageBuffer, PtFlags, Snap, Stored,
-    Update,
+    Access, DevMem, Device, Event, Mapping, Mirror, MirrorOps, PageBits, PageBuffer, PtFlags, Snap,
+    Stored, Update,
 };
 
 module! {
@@ -185,31 +185,6 @@ impl MirrorOps for FileMirror {
     }
 }
 
-/// Per-page bits, as the C bitmap of hmm_dummy.
-struct Bits(KVVec<u64>);
-
-impl Bits {
-    fn new(n: usize) -> Result<Self> {
-        let mut v = KVVec::with_capacity(n.div_ceil(64), GFP_KERNEL | __GFP_NOWARN)?;
-        v.resize(n.div_ceil(64), 0, GFP_KERNEL)?;
-        Ok(Bits(v))
-    }
-
-    fn test(&self, k: usize) -> bool {
-        self.0[k / 64] & (1u64 << (k % 64)) != 0
-    }
-
-    fn test_and_set(&mut self, k: usize) -> bool {
-        let old = self.test(k);
-        self.0[k / 64] |= 1u64 << (k % 64);
-        old
-    }
-
-    fn first_zero(&self, n: usize) -> usize {
-        (0..n).find(|&k| !self.test(k)).unwrap_or(n)
-    }
-}
-
 /// One device access: copies between the buffer and mirrored pages;
 /// `done` has a bit per page copied, kept across rounds.
 struct Transfer<'a> {
@@ -219,7 +194,7 @@ struct Transfer<'a> {
     buf: PageBuffer,
     write: bool,
     pages: usize,
-    done: Bits,
+    done: PageBits,
 }
 
 impl<'a> Transfer<'a> {
@@ -232,7 +207,7 @@ impl<'a> Transfer<'a> {
             buf: PageBuffer::new(npages)?,
             write,
             pages: 0,
-            done: Bits::new(npages)?,
+            done: PageBits::new(npages)?,
         })
     }
 
@@ -299,7 +274,7 @@ impl<const ID: usize> DmirrorFile<ID> {
     /// rest, from the first page not done, and copies it under the mirror's
     /// lock as the fault commits it.
     fn fault_round(&self, c: &mut Transfer<'_>, access: Access) -> Result {
-        let first = c.done.first_zero(c.npages());
+        let first = c.done.first_zero();
         let start = c.start + first * PAGE_SIZE;
         self.mirror
             .fault_walk(access, start..c.end, |m| c.mapping(m))?;
@@ -425,7 +400,7 @@ impl<const ID: usize> DmirrorFile<ID> {
         if ret == Err(ENOENT) {
             let n = PARTIAL.fetch_add(1, Relaxed);
             if n < 10 || n % 1000 == 0 {
-                let k = c.done.first_zero(c.npages());
+                let k = c.done.first_zero();
                 pr_warn!(
                     "rust_dmirror: {}: migration of [{:#x}, {:#x}) to the device moved {} of {} pages and left {:#x} neither moved nor mirrored ({} such so far)\n",
                     self.dev.name,
