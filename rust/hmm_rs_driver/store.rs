@@ -172,18 +172,17 @@ impl PageStore {
     /// from one huge folio if one comes cheaply, else page by page.
     pub(super) fn fill_folio(&self, dst: &DevPages<'_>, src: Option<Pages<'_>>) -> Result {
         let (index, n) = (dst.index(), dst.npages());
-        let slots = self.slots.get(index..index + n).ok_or(EINVAL)?;
+        self.slots.get(index..index + n).ok_or(EINVAL)?;
         let by_pages =
             || (0..n).try_for_each(|k| self.fill(index + k, src.and_then(|s| s.page(k))));
-        // A whole block whose pages hold no share of an older folio: its
-        // count goes from 0 to the shares about to be made.
+        // A whole block whose slots hold no share of an older folio (count
+        // 0; the core fills only free pages, whose slots `free` emptied,
+        // and `replace` would let go of a page left there): its count goes
+        // from 0 to the shares about to be made.
         let live = (dst.order() == HUGE_ORDER && index % n == 0)
             .then(|| self.huge_live.get(index >> HUGE_ORDER))
             .flatten()
-            .filter(|live| {
-                slots.iter().all(|s| s.load(Relaxed) == 0)
-                    && live.cmpxchg(0, n as u32, Full).is_ok()
-            });
+            .filter(|live| live.cmpxchg(0, n as u32, Full).is_ok());
         let Some(live) = live else {
             return by_pages();
         };
@@ -200,7 +199,7 @@ impl PageStore {
             return Err(e);
         }
         // INVARIANT: The folio's reference becomes the `n` shares the count
-        // says, one per slot (all empty: the core fills only free pages).
+        // says, page `k` in slot `k` of the block.
         let pfn = folio.into_pfn();
         (0..n).try_for_each(|k| self.replace(index + k, Slot::new(pfn + k as u64, true)))
     }

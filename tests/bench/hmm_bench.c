@@ -224,6 +224,28 @@ static void *map(unsigned long bytes, int thp)
 }
 
 /*
+ * The buffer a workload's device reads into or writes from, @bytes of it:
+ * one mapping of 4 KiB pages kept for the process, zeroed as each workload
+ * takes it (nothing left from an earlier one), so that no timed operation
+ * faults it in: each run of -x is its workload's first, and the first run
+ * of the others would time that too.
+ */
+static void *scratch(unsigned long bytes)
+{
+	static char *buf;
+	static unsigned long len;
+
+	if (bytes > len) {
+		if (buf)
+			munmap(buf, len);
+		buf = map(bytes, 0);
+		len = bytes;
+	}
+	memset(buf, 0, bytes);
+	return buf;
+}
+
+/*
  * A THP row must measure huge pages: the kB of AnonHugePages of the VMA
  * that holds [buf, +bytes) (a larger VMA may hold other huge buffers: this
  * can only pass wrongly, not fail wrongly) must cover the range.
@@ -334,7 +356,7 @@ static void check_where(const char *what, int fd, void *buf, unsigned long bytes
 /* A device read of [buf, +bytes) through a new mirror, checked. */
 static void read_cold(const char *name, int thp)
 {
-	char *out = map(size, 0);
+	char *out = scratch(size);
 	unsigned int r;
 
 	for (r = 0; r < runs; r++) {
@@ -354,7 +376,6 @@ static void read_cold(const char *name, int thp)
 		close(fd);
 		munmap(buf, size);
 	}
-	munmap(out, size);
 }
 
 /* Reads and writes through a mirror that already holds the range. */
@@ -393,7 +414,7 @@ static void warm(void)
 /* A device write through a new mirror into memory the CPU has written. */
 static void write_cold(void)
 {
-	char *src = map(size, 0);
+	char *src = scratch(size);
 	unsigned int r;
 
 	for (r = 0; r < runs; r++) {
@@ -413,7 +434,6 @@ static void write_cold(void)
 		close(fd);
 		munmap(buf, size);
 	}
-	munmap(src, size);
 }
 
 static void snapshot(void)
@@ -464,7 +484,7 @@ static void invalidate(enum inval how, unsigned int k)
 		  [8] = "mprotect_x8" },
 	};
 	const char *name = names[how][k];
-	char *out = map(isize, 0);
+	char *out = scratch(isize);
 	int fd[MAX_MIRRORS];
 	unsigned int r, j;
 
@@ -518,7 +538,6 @@ static void invalidate(enum inval how, unsigned int k)
 		if (how != MUNMAP)
 			munmap(buf, isize);
 	}
-	munmap(out, isize);
 }
 
 /*
@@ -529,7 +548,7 @@ static void migrate_fresh(int thp)
 {
 	const char *to_dev = thp ? "migrate_to_dev_thp" : "migrate_to_dev";
 	const char *to_sys = thp ? "migrate_to_sys_thp" : "migrate_to_sys";
-	char *out = map(msize, 0);
+	char *out = scratch(msize);
 	unsigned int r;
 
 	for (r = 0; r < runs; r++) {
@@ -556,7 +575,6 @@ static void migrate_fresh(int thp)
 		close(fd);
 		munmap(buf, msize);
 	}
-	munmap(out, msize);
 }
 
 /* To the device and back through one mirror, again and again. */
@@ -612,7 +630,7 @@ static void *reader(void *arg)
 /* Two threads of one process fault their halves through one mirror at once. */
 static void two_threads(void)
 {
-	char *out = map(size, 0);
+	char *out = scratch(size);
 	unsigned int r, j;
 
 	for (r = 0; r < runs; r++) {
@@ -638,7 +656,6 @@ static void two_threads(void)
 		close(fd);
 		munmap(buf, size);
 	}
-	munmap(out, size);
 }
 
 static int noise_stop;
@@ -805,7 +822,7 @@ static void scattered_reads(void)
 {
 	unsigned long n = size < (64UL << 20) ? 1024 : 4096, bytes = n * 4 * PAGE;
 	unsigned long *k = scatter_pages(n, bytes);
-	char *out = map(n * PAGE, 0);
+	char *out = scratch(n * PAGE);
 	int batch = have_batch();
 	unsigned int r;
 
@@ -820,7 +837,6 @@ static void scattered_reads(void)
 		scatter_run("scatter_fault", k, n, bytes, 0, NULL, 830 + r);
 		scatter_run("scatter_fault256", k, n, bytes, 256, NULL, 840 + r);
 	}
-	munmap(out, n * PAGE);
 	free(k);
 }
 
@@ -1777,7 +1793,7 @@ static void fault_migrate_run(char *out, uint32_t seed)
 static void prefer_vs_migrate(void)
 {
 	int prefer = want("prefer_fault"), migrate = want("fault_migrate");
-	char *out = map(msize, 0);
+	char *out = scratch(msize);
 	unsigned int r;
 
 	if (prefer && !is_dummy()) {
@@ -1791,7 +1807,6 @@ static void prefer_vs_migrate(void)
 		if (migrate)
 			fault_migrate_run(out, 1200 + r);
 	}
-	munmap(out, msize);
 }
 
 /*
