@@ -78,9 +78,8 @@ impl Slot {
 /// of the folio's reference (the last share puts it). A block's shares are
 /// of one folio, page `k` of it in the block's slot `k`, and outside a
 /// callback for the block's pages its count is how many of its slots hold
-/// one (0: none). A page is read only by a callback
-/// of the core for that device page, or with `lock` held and `readers`
-/// raised.
+/// one (0: none). A page is read only by a callback of the core for that
+/// device page, or with `lock` held and `readers` raised.
 #[pin_data]
 pub(super) struct PageStore {
     slots: KVVec<Atomic<u64>>,

@@ -97,6 +97,8 @@ static int devmem_given;	/* -m */
 static unsigned int alternations = 200;
 /* -u: the dmirror uapi only: no HMM_DUMMY_* ioctl is sent. */
 static int uapi_only;
+/* -x, after its first round: the workloads' notes ("# ...") were printed. */
+static int noted;
 
 /* Whether -o selects @name: it starts with one of -o's '+'-separated words. */
 static int want(const char *name)
@@ -688,7 +690,8 @@ static void read_noise(void)
 	read_cold("read_cold_noise", 0);
 	__atomic_store_n(&noise_stop, 1, __ATOMIC_RELAXED);
 	pthread_join(th, NULL);
-	printf("# read_cold_noise: %lu unrelated munmaps meanwhile\n", noise_ops);
+	if (!noted)
+		printf("# read_cold_noise: %lu unrelated munmaps meanwhile\n", noise_ops);
 }
 
 /*
@@ -826,8 +829,9 @@ static void scattered_reads(void)
 	int batch = have_batch();
 	unsigned int r;
 
-	printf("# scatter: %lu reads of 4 KiB over %lu MiB, random order, 25%% repeats\n", n,
-	       bytes >> 20);
+	if (!noted)
+		printf("# scatter: %lu reads of 4 KiB over %lu MiB, random order, 25%% repeats\n",
+		       n, bytes >> 20);
 	for (r = 0; r < runs; r++) {
 		scatter_run("scatter_read", k, n, bytes, 0, out, 800 + r);
 		if (!batch)
@@ -1830,9 +1834,10 @@ static void oversubscription(void)
 	if (!any)
 		return;
 	if (!devmem_given && !(param && devmem_mib <= 64)) {
-		fprintf(stdout,
-			"# oversub: not run (device memory %lu MiB, from %s): -m MIB runs them\n",
-			devmem_mib, devmem_from);
+		if (!noted)
+			fprintf(stdout,
+				"# oversub: not run (device memory %lu MiB, from %s): -m MIB runs them\n",
+				devmem_mib, devmem_from);
 		return;
 	}
 	printf("# oversub: device memory %lu MiB (from %s), working sets 0.5, 2 and 4 times it\n",
@@ -1962,7 +1967,10 @@ static void left_out(const char *label)
  * workload on A then on B, run r + 1 on B then on A. Under TCG a whole run
  * of one driver and one of the other, minutes apart, may differ by more
  * (medians up to 1.5 times, in the same boot) than the drivers do; runs
- * seconds apart share the boot's phase. Each side's "R" and "D" lines go
+ * one pass of the workloads apart (seconds in bench-short) share the
+ * boot's phase far more. The workloads' notes come once. Without -m (the
+ * oversubscription rows, whose failed runs record nothing, would pair the
+ * two sides' runs wrongly). Each side's "R" and "D" lines go
  * to its file (what a run prints: -c reads them), then come the side's
  * table and the side-by-side one (ratio A/B).
  */
@@ -1975,6 +1983,10 @@ static int interleave(const char *nodes, int argc, char **argv)
 	if (argc != 4 || sscanf(nodes, "%u,%u%c", &node[0], &node[1], &extra) != 2 ||
 	    node[0] > 7 || node[1] > 7 || node[0] == node[1]) {
 		fprintf(stderr, "-x NA,NB LABEL_A FILE_A LABEL_B FILE_B: two nodes, 0 to 7\n");
+		return 2;
+	}
+	if (devmem_given) {
+		fprintf(stderr, "-x: no -m\n");
 		return 2;
 	}
 	uapi_only = 1;
@@ -1992,6 +2004,7 @@ static int interleave(const char *nodes, int argc, char **argv)
 			snprintf(device, sizeof(device), "/dev/hmm_dmirror%u", node[side]);
 			run_workloads();
 		}
+		noted = 1;
 	}
 	for (k = 0; k < 2; k++) {
 		table = &tables[k];
