@@ -405,7 +405,7 @@ bench | bench-short)
 	# of the dmirror uapi only), then against test_hmm.ko on the same
 	# device node, in this boot; then the side-by-side tables.
 	# bench-short (make test): small sizes, 3 runs (rust_dmirror against
-	# hmm_dummy: 31), no page-table benchmark.
+	# hmm_dummy: 63), no page-table benchmark.
 	{
 		cpus_check
 		load hmm_rs
@@ -437,7 +437,7 @@ bench | bench-short)
 		# of each, minutes apart, differ by more than the drivers do.
 		load rust_dmirror first_node=4
 		if [ "$mode" = bench-short ]; then
-			xbargs="-s -n 31 $extra"
+			xbargs="-s -n 63 $extra"
 		else
 			xbargs="-n 15 $extra"
 		fi
