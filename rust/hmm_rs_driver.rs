@@ -882,7 +882,6 @@ unsafe extern "C" fn walk_callback<F: FnMut(&Mapping<'_>) -> Result>(
     errno(f(&mapping))
 }
 
-/// The result of a C function that answers a count or a negative errno.
 /// A callback's result as C takes it: 0 or a negative errno.
 fn errno(r: Result) -> c_int {
     match r {
@@ -891,6 +890,7 @@ fn errno(r: Result) -> c_int {
     }
 }
 
+/// The result of a C function that answers a count or a negative errno.
 fn count(ret: c_long) -> Result<usize> {
     if ret < 0 {
         Err(Error::from_errno(ret as c_int))

@@ -259,11 +259,11 @@ pub struct PageBits {
 impl PageBits {
     /// `n` bits, all clear; `ENOMEM` (quietly) if there is no room.
     pub fn new(n: usize) -> Result<Self> {
-        let mut heap = KVVec::new();
-        if n > 64 {
-            heap = KVVec::with_capacity(n.div_ceil(64), GFP_KERNEL | __GFP_NOWARN)?;
-            heap.resize(n.div_ceil(64), 0, GFP_KERNEL)?;
-        }
+        let heap = if n > 64 {
+            KVVec::from_elem(0, n.div_ceil(64), GFP_KERNEL | __GFP_NOWARN)?
+        } else {
+            KVVec::new()
+        };
         // INVARIANT: As many words as `n` needs, all clear.
         Ok(PageBits { inline: 0, heap, n })
     }

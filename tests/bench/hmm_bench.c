@@ -15,10 +15,7 @@
  *                                      dmirror uapi's rows only
  *   hmm_bench -c OURS THEIRS [OURS_LABEL THEIRS_LABEL]
  *                                      the side-by-side table of two runs
- *                                      (labels: hmm_dummy and test_hmm);
- *                                      OURS=A1,A2,... THEIRS=B1,B2,...:
- *                                      that of A1 and B1, then each pair's
- *                                      ratio and their median (paired())
+ *                                      (labels: hmm_dummy and test_hmm)
  *   hmm_bench [-s] -k                  the core's floor (hmm_rs/core_bench):
  *                                      fault and snapshot against the bare
  *                                      hmm_range_fault() walk, on our memory
@@ -76,7 +73,6 @@
 #define MAX_RUNS	64
 #define MAX_RESULTS	128
 #define MAX_MIRRORS	8
-#define MAX_PAIRS	8
 #define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
 
 static unsigned int runs = 5;
@@ -1215,78 +1211,6 @@ static int compare(const char *ours, const char *theirs, const char *la, const c
 	return 0;
 }
 
-/*
- * Runs in pairs (-c A1,A2,... B1,B2,...): Ai and Bi ran one right after the
- * other. Measured under TCG, a whole run of either driver may land in a
- * slow phase of the boot (its medians 1.5 x another run's, in the same
- * boot); a pair mostly shares its phase. So: the ratio of medians of each
- * pair, then the median of those ratios (the runs should alternate which
- * driver goes first, which moves the second one's numbers too).
- */
-static void paired(char **fa, char **fb, unsigned int pairs, const char *la, const char *lb)
-{
-	static struct result a[MAX_PAIRS][MAX_RESULTS], b[MAX_PAIRS][MAX_RESULTS];
-	static double ma[MAX_PAIRS][MAX_RESULTS], mb[MAX_PAIRS][MAX_RESULTS];
-	unsigned int na[MAX_PAIRS], nb[MAX_PAIRS], p, i;
-
-	for (p = 0; p < pairs; p++) {
-		na[p] = load(fa[p], a[p], ma[p]);
-		nb[p] = load(fb[p], b[p], mb[p]);
-	}
-	printf("\n| workload |");
-	for (p = 0; p < pairs; p++)
-		printf(" pair %u |", p + 1);
-	printf(" %s/%s: median of the %u pairs |\n| --- |", la, lb, pairs);
-	for (p = 0; p <= pairs; p++)
-		printf(" ---: |");
-	printf("\n");
-	for (i = 0; i < na[0]; i++) {
-		double r[MAX_PAIRS];
-		unsigned int n = 0;
-
-		if (!a[0][i].n)
-			continue;
-		printf("| %s |", a[0][i].name);
-		for (p = 0; p < pairs; p++) {
-			int ja = find(a[p], na[p], a[0][i].name);
-			int jb = find(b[p], nb[p], a[0][i].name);
-
-			if (ja < 0 || jb < 0 || !b[p][jb].n || mb[p][jb] <= 0) {
-				printf(" - |");
-				continue;
-			}
-			r[n] = ma[p][ja] / mb[p][jb];
-			printf(" %.2f |", r[n++]);
-		}
-		if (!n) {
-			printf(" - |\n");
-			continue;
-		}
-		qsort(r, n, sizeof(r[0]), cmp_double);
-		printf(" %.2f |\n", n % 2 ? r[n / 2] : (r[n / 2 - 1] + r[n / 2]) / 2);
-	}
-}
-
-/* -c's arguments: one run's file, or a list of them (paired()). */
-static int compare_runs(char *ours, char *theirs, const char *la, const char *lb)
-{
-	char *fa[MAX_PAIRS], *fb[MAX_PAIRS], *f;
-	unsigned int na = 0, nb = 0;
-
-	while (na < MAX_PAIRS && (f = strsep(&ours, ",")))
-		fa[na++] = f;
-	while (nb < MAX_PAIRS && (f = strsep(&theirs, ",")))
-		fb[nb++] = f;
-	if (ours || theirs || na != nb) {
-		fprintf(stderr, "-c: as many runs on each side, at most %d\n", MAX_PAIRS);
-		return 2;
-	}
-	compare(fa[0], fb[0], la, lb);
-	if (na > 1)
-		paired(fa, fb, na, la ? la : "hmm_dummy", lb ? lb : "test_hmm");
-	return 0;
-}
-
 /* The ratios that describe one driver by itself, to @out. */
 static void derived(FILE *out)
 {
@@ -2061,10 +1985,10 @@ int main(int argc, char **argv)
 			break;
 		case 'c':
 			if (argc - optind == 2)
-				return compare_runs(argv[optind], argv[optind + 1], NULL, NULL);
+				return compare(argv[optind], argv[optind + 1], NULL, NULL);
 			if (argc - optind == 4)
-				return compare_runs(argv[optind], argv[optind + 1],
-						    argv[optind + 2], argv[optind + 3]);
+				return compare(argv[optind], argv[optind + 1], argv[optind + 2],
+					       argv[optind + 3]);
 			goto usage;
 		case 'k':
 			return core_floor();
